@@ -1,0 +1,379 @@
+"""The local request path: accept -> validate -> metadata -> admit -> micro-batch -> infer ->
+fan out -> group-commit write -> deliver.
+
+The event loop coordinates and waits; torch runs only in the injected `Executor`. Nothing is
+delivered to a sink (shown, returned, written to a file) before its row is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.admission import AdmissionQueue
+from engine.clients import ClientDirectory, ClientInfo
+from engine.contracts import ErrorBody, PredictRequest
+from engine.ids import new_id
+from engine.models.registry import ModelRegistry
+from engine.stats import LiveStats, RunRecorder, StatsSnapshot
+from engine.tasks import TaskOwner
+from engine.validation import RowValidator, Validated, error
+from engine.work import FutureSink, Sink, Work, compact_json
+from storage import queries
+from storage.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_batch: int = 256
+    max_wait_ms: float = 1.0
+    queue_capacity: int = 4096
+    # Two batches in flight: the next one is formed while the executor runs the current one.
+    max_inflight_batches: int = 2
+    publish_hz: float = 10.0
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where a group of requests comes from and where their outcomes go."""
+
+    run: RunRecorder
+    sink: Sink
+    source: str
+    client_id: str = "cli"
+    target: str = "local"
+    job_id: int | None = None
+    acknowledge: bool = False  # write a `queued` row before the result (remote/interactive)
+
+
+def _us(ns: int) -> int:
+    return ns // 1000
+
+
+class Engine:
+    def __init__(
+        self,
+        db: Database,
+        registry: ModelRegistry,
+        executor: Executor,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.executor = executor
+        self.config = config or EngineConfig()
+        self.clients = ClientDirectory(db.reader)
+        self.queue: AdmissionQueue[Work] = AdmissionQueue(self.config.queue_capacity)
+        self.stats = LiveStats()
+        self.in_flight = 0
+        self._tasks = TaskOwner()
+        self._batch_tasks = TaskOwner()
+        self._slots = asyncio.Semaphore(self.config.max_inflight_batches)
+        self._subscribers: list[Callable[[StatsSnapshot], None]] = []
+        self._running = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load and warm every model in the executor, then start the batcher."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.registry.load_all)
+        self._running = True
+        self._tasks.spawn(self._batch_loop(), "batcher")
+        self._tasks.spawn(self._publish_loop(), "stats-publisher")
+
+    async def stop(self) -> None:
+        """Drain: finish what was admitted, wait for its commits, then stop the tasks."""
+        self.queue.close()
+        self._running = False
+        await self._tasks.wait()
+        await self._batch_tasks.wait()
+        await self.db.writer.flush()
+
+    def subscribe(self, callback: Callable[[StatsSnapshot], None]) -> None:
+        self._subscribers.append(callback)
+
+    def snapshot(self) -> StatsSnapshot:
+        return self.stats.snapshot(len(self.queue), self.in_flight)
+
+    # -- acceptance ----------------------------------------------------------------------------
+
+    def validator(self, default_model: str | None) -> RowValidator:
+        return RowValidator(self.registry, self.registry.get(default_model or ""))
+
+    async def client(self, client_id: str) -> ClientInfo:
+        return self.clients.peek(client_id) or await self.clients.lookup(client_id)
+
+    async def accept(
+        self,
+        data: bytes | dict[str, Any],
+        validator: RowValidator,
+        origin: Origin,
+        *,
+        source_row: int | None = None,
+        accepted_ns: int | None = None,
+        input_text: str | None = None,
+    ) -> Work:
+        """Validate one row and look up its client. Returns `Work` that is either ready to
+        submit (`status == "queued"`) or already rejected (hand it to `record_rejection`)."""
+        t0 = time.perf_counter_ns() if accepted_ns is None else accepted_ns
+        origin.run.accepted += 1
+        checked = validator.validate(data)
+        t1 = time.perf_counter_ns()
+        if not isinstance(checked, Validated):
+            return self._rejected(origin, checked, t0, source_row, data, input_text)
+        client_id = checked.client_id or origin.client_id
+        client = self.clients.peek(client_id) or await self.clients.lookup(client_id)
+        t2 = time.perf_counter_ns()
+        spans: list[tuple[Any, ...]] = [
+            ("validate", 0, _us(t1 - t0)),
+            ("metadata", _us(t1 - t0), _us(t2 - t1)),
+        ]
+        model = checked.model
+        work = Work(
+            request_id=checked.request_id or new_id(),
+            run=origin.run,
+            sink=origin.sink,
+            source=origin.source,
+            client_id=client_id,
+            model=model,
+            features=model.features(checked.inputs),
+            priority=client.priority,
+            input_json=checked.inputs.model_dump_json(),
+            accepted_ns=t0,
+            created_us=time.time_ns() // 1000,
+            spans=spans,
+            target=origin.target,
+            job_id=origin.job_id,
+            source_row=source_row,
+            metadata_json=compact_json(checked.metadata) if checked.metadata else None,
+        )
+        if not client.enabled:
+            work.status = "rejected"
+            work.error = error("client_disabled", f"client {client_id!r} is disabled", "client_id")
+        return work
+
+    def _rejected(
+        self,
+        origin: Origin,
+        body: ErrorBody,
+        t0: int,
+        source_row: int | None,
+        data: bytes | dict[str, Any] | None,
+        input_text: str | None,
+    ) -> Work:
+        if input_text is None and data is not None:
+            raw = data if isinstance(data, bytes) else compact_json(data).encode()
+            input_text = raw[:2048].decode("utf-8", "replace")
+        work = Work(
+            request_id=new_id(),
+            run=origin.run,
+            sink=origin.sink,
+            source=origin.source,
+            client_id=origin.client_id,
+            model=None,
+            features=None,
+            priority=0,
+            input_json=input_text,
+            accepted_ns=t0,
+            created_us=time.time_ns() // 1000,
+            spans=[("validate", 0, _us(time.perf_counter_ns() - t0))],
+            target=origin.target,
+            job_id=origin.job_id,
+            source_row=source_row,
+            status="rejected",
+            error=body,
+        )
+        body.request_id = work.request_id
+        return work
+
+    def reject(
+        self, origin: Origin, body: ErrorBody, *, source_row: int | None, input_text: str | None
+    ) -> None:
+        """Record a row that failed before validation (unreadable line, bad image)."""
+        origin.run.accepted += 1
+        t0 = time.perf_counter_ns()
+        self.record_rejection(self._rejected(origin, body, t0, source_row, None, input_text))
+
+    def record_rejection(self, work: Work) -> None:
+        """Rejections are stored too (cheaply, through the same group commit)."""
+        work.ready_ns = time.perf_counter_ns()
+        self._write([work])
+
+    # -- submission ----------------------------------------------------------------------------
+
+    async def submit(self, work: Work) -> None:
+        """Admit accepted work, waiting while the queue is full (backpressure)."""
+        work.enqueued_ns = time.perf_counter_ns()
+        await self.queue.put(work, work.priority)
+
+    def submit_nowait(self, work: Work) -> None:
+        """Admit or raise `QueueFullError` at once (callers answer "overloaded")."""
+        work.enqueued_ns = time.perf_counter_ns()
+        self.queue.put_nowait(work, work.priority)
+
+    def acknowledge(self, work: Work) -> None:
+        """Write the request as `queued` before its result (it is committed ahead of the
+        result row: one writer, in order), so a crash leaves a visible, re-runnable row."""
+        self.db.writer.add(queries.UPSERT_REQUEST, [_row(work, work.accepted_ns, queued=True)])
+
+    async def predict(
+        self, request: PredictRequest, origin: Origin, *, accepted_ns: int | None = None
+    ) -> Work:
+        """One interactive or remote request end to end; returns it once committed."""
+        sink = FutureSink()
+        own = Origin(origin.run, sink, origin.source, request.client_id, origin.target, None, True)
+        work = await self.accept(
+            request.model_dump(mode="json", exclude_none=True),
+            self.validator(request.model),
+            own,
+            accepted_ns=accepted_ns,
+        )
+        future = sink.expect(work.request_id)
+        if work.status == "rejected":
+            self.record_rejection(work)
+        else:
+            self.acknowledge(work)
+            await self.submit(work)
+        return await future
+
+    # -- batching and inference ----------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        wait_s = self.config.max_wait_ms / 1000
+        while True:
+            await self._slots.acquire()
+            batch = await self.queue.take(self.config.max_batch, wait_s)
+            if not batch:
+                self._slots.release()
+                return
+            self.in_flight += len(batch)
+            self._batch_tasks.spawn(self._run_batch(batch), "batch")
+
+    async def _run_batch(self, batch: list[Work]) -> None:
+        try:
+            groups: dict[str, list[Work]] = {}
+            for work in batch:
+                assert work.model is not None
+                groups.setdefault(work.model.name, []).append(work)
+            for group in groups.values():
+                await self._infer(group)
+        finally:
+            self._slots.release()
+
+    async def _infer(self, group: list[Work]) -> None:
+        model = group[0].model
+        assert model is not None
+        loop = asyncio.get_running_loop()
+        taken = time.perf_counter_ns()
+        rows = [w.features for w in group]
+        try:
+            probs: np.ndarray = await loop.run_in_executor(self.executor, model.predict_batch, rows)
+        except Exception as exc:  # a model failure fails this batch, not the engine
+            log.exception("inference failed for model %s", model.name)
+            failure = error("inference_failed", f"inference failed: {type(exc).__name__}: {exc}")
+            for work in group:
+                work.status, work.error = "failed", failure
+            probs = np.zeros((0, 0))
+        done = time.perf_counter_ns()
+        labels = model.labels
+        infer_attrs = {"batch_size": len(group)}
+        scores = probs.round(4).tolist()
+        best = probs.argmax(axis=1).tolist() if len(probs) else []
+        for i, work in enumerate(group):
+            t0 = work.accepted_ns
+            work.spans.append(("queue_wait", _us(work.enqueued_ns - t0), _us(taken - work.enqueued_ns)))
+            work.spans.append(("inference", _us(taken - t0), _us(done - taken), infer_attrs))
+            if work.status != "failed":
+                work.status = "ok"
+                work.output = {"label": labels[best[i]], "scores": dict(zip(labels, scores[i]))}
+            work.ready_ns = done
+        self._write(group)
+
+    # -- write and fan out -----------------------------------------------------------------------
+
+    def _write(self, group: list[Work]) -> None:
+        def build(start_ns: int) -> list[Any]:
+            return [_row(work, start_ns) for work in group]
+
+        def committed(failure: BaseException | None) -> None:
+            self._deliver(group, failure)
+
+        self.db.writer.add_deferred(queries.UPSERT_REQUEST, len(group), build, committed)
+
+    def _deliver(self, group: list[Work], failure: BaseException | None) -> None:
+        now = time.perf_counter_ns()
+        stats, finished = self.stats, 0
+        for work in group:
+            if failure is not None:
+                work.status = "failed"
+                work.error = error("storage_failed", f"could not store the result: {failure}")
+            work.latency_us = _us(now - work.accepted_ns)
+            work.spans.append(("write", _us(work.ready_ns - work.accepted_ns), _us(now - work.ready_ns)))
+            work.run.record(work.status, work.latency_us)
+            stats.record(work.status, work.latency_us, work.spans)
+            if work.status != "rejected":
+                finished += 1
+        self.in_flight -= finished
+        sink = group[0].sink
+        if all(work.sink is sink for work in group):
+            sink.deliver(group)
+            return
+        by_sink: dict[int, tuple[Sink, list[Work]]] = {}
+        for work in group:
+            by_sink.setdefault(id(work.sink), (work.sink, []))[1].append(work)
+        for target, works in by_sink.values():
+            target.deliver(works)
+
+    async def _publish_loop(self) -> None:
+        period = 1.0 / self.config.publish_hz
+        while self._running:
+            await asyncio.sleep(period)
+            if self._subscribers:
+                snap = self.snapshot()
+                for callback in self._subscribers:
+                    callback(snap)
+
+
+def _row(work: Work, start_ns: int, *, queued: bool = False) -> tuple[Any, ...]:
+    """The `requests` row for `work`; the stored write span ends as its transaction starts."""
+    if queued:
+        spans: list[Any] = list(work.spans)
+        latency_us = finished_us = None
+        status = "queued"
+        output = None
+    else:
+        write_start = _us(work.ready_ns - work.accepted_ns)
+        spans = [*work.spans, ("write", write_start, _us(start_ns - work.ready_ns))]
+        latency_us = _us(start_ns - work.accepted_ns)
+        finished_us = work.created_us + latency_us
+        status = work.status
+        output = compact_json(work.output) if work.output is not None else None
+    return (
+        work.request_id,
+        work.run.run_id,
+        work.job_id,
+        work.source_row,
+        work.source,
+        work.target,
+        work.model_name,
+        work.client_id,
+        status,
+        work.created_us,
+        finished_us,
+        latency_us,
+        work.input_json,
+        work.metadata_json,
+        output,
+        work.error.model_dump_json(exclude_none=True) if work.error is not None else None,
+        compact_json(spans),
+    )

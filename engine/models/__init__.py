@@ -1,0 +1,13 @@
+"""Model folders: a manifest (`model.json`) plus a `torch.export` archive (`model.pt2`)."""
+
+from engine.models.manifest import FieldSpec, Manifest, ManifestError, read_manifest
+from engine.models.registry import ModelRegistry, builtin_models_dir
+
+__all__ = [
+    "FieldSpec",
+    "Manifest",
+    "ManifestError",
+    "ModelRegistry",
+    "builtin_models_dir",
+    "read_manifest",
+]

@@ -1,0 +1,101 @@
+"""A loaded model: features from validated inputs, and batched inference under torch.
+
+`predict_batch` is the synchronous boundary: it runs in the injected executor, never on the event
+loop. torch is imported here only, so listing models or validating input never pays for it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from engine.models.manifest import Manifest, input_model
+
+FeatureRow = Sequence[float]
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    manifest: Manifest
+    folder: Path
+    inputs: type[BaseModel]
+    _module: Callable[..., Any] | None = field(default=None, repr=False)
+    _mean: np.ndarray | None = field(default=None, repr=False)
+    _std: np.ndarray | None = field(default=None, repr=False)
+    _getter: Callable[[BaseModel], Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, folder: Path) -> LoadedModel:
+        model = cls(manifest, folder, input_model(manifest))
+        pre = manifest.preprocessing
+        if pre.mean is not None and pre.std is not None:
+            model._mean = np.asarray(pre.mean, dtype=np.float32)
+            model._std = np.asarray(pre.std, dtype=np.float32)
+        names = [spec.name for spec in manifest.inputs]
+        model._getter = operator.attrgetter(*names) if len(names) > 1 else None
+        return model
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    @property
+    def loaded(self) -> bool:
+        return self._module is not None
+
+    def features(self, inputs: BaseModel) -> FeatureRow:
+        """The model's feature vector for one validated input (enums by choice index)."""
+        if self._getter is not None:
+            values = self._getter(inputs)
+        else:
+            values = (getattr(inputs, self.manifest.inputs[0].name),)
+        row: list[float] = []
+        for spec, value in zip(self.manifest.inputs, values, strict=True):
+            if spec.type == "image":
+                row.extend(value)
+            elif spec.type == "enum":
+                assert spec.choices is not None
+                row.append(float(spec.choices.index(value)))
+            else:
+                row.append(float(value))
+        return row
+
+    def load(self) -> None:
+        """Load the exported program (safe: `.pt2` archives are not unpickled) and warm it up."""
+        if self._module is not None:
+            return
+        import torch
+
+        program = torch.export.load(str(self.folder / self.manifest.artifact))
+        self._module = program.module()
+        self.predict_batch([[0.0] * self.manifest.feature_count])
+
+    def predict_batch(self, rows: Sequence[FeatureRow]) -> np.ndarray:
+        """Class probabilities, one row per input; runs in the executor."""
+        import torch
+
+        if self._module is None:
+            self.load()
+        assert self._module is not None
+        x = np.asarray(rows, dtype=np.float32)
+        if self._mean is not None and self._std is not None:
+            x = (x - self._mean) / self._std
+        with torch.inference_mode():
+            logits = self._module(torch.from_numpy(x))
+            probs = torch.softmax(logits, dim=1)
+        result: np.ndarray = probs.numpy()
+        return result

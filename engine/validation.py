@@ -1,0 +1,114 @@
+"""Turning one raw row into validated model inputs, or a per-field rejection.
+
+A row is a full request (the contract in `contracts.PredictRequest`) or just the model's input
+fields. Validation runs before any database or model work and never raises for bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from engine.contracts import ErrorBody, ErrorDetail, PredictRequest
+from engine.models.registry import ModelRegistry
+from engine.models.runtime import LoadedModel
+
+_FULL_REQUEST_KEY = "input_payload"
+_FULL_REQUEST_MARK = b'"input_payload"'
+
+
+@dataclass(slots=True)
+class Validated:
+    model: LoadedModel
+    inputs: BaseModel
+    client_id: str | None = None
+    request_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def _field(loc: tuple[int | str, ...], prefix: str = "") -> str | None:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+    path = ".".join(parts)
+    if prefix:
+        return f"{prefix}.{path}" if path else prefix
+    return path or None
+
+
+def rejection(
+    exc: ValidationError, *, prefix: str = "", code: str = "validation_error"
+) -> ErrorBody:
+    details = []
+    for err in exc.errors(include_url=False):
+        if err["type"] == "json_invalid":
+            reason = err.get("ctx", {}).get("error", err["msg"])
+            return ErrorBody(
+                code="invalid_json",
+                message=f"not valid JSON: {reason}",
+                details=[ErrorDetail(message=f"not valid JSON: {reason}", type="json_invalid")],
+            )
+        details.append(
+            ErrorDetail(field=_field(err["loc"], prefix), message=err["msg"], type=err["type"])
+        )
+    first = details[0]
+    where = f"{first.field}: " if first.field else ""
+    more = f" (+{len(details) - 1} more)" if len(details) > 1 else ""
+    return ErrorBody(code=code, message=f"{where}{first.message}{more}", details=details)
+
+
+def error(code: str, message: str, field: str | None = None) -> ErrorBody:
+    return ErrorBody(code=code, message=message, details=[ErrorDetail(field=field, message=message)])
+
+
+class RowValidator:
+    """Validates rows for one default model; full requests may name another registered model."""
+
+    def __init__(self, registry: ModelRegistry, default_model: LoadedModel | None) -> None:
+        self._registry = registry
+        self._default = default_model
+
+    def validate(self, data: bytes | dict[str, Any]) -> Validated | ErrorBody:
+        if isinstance(data, bytes):
+            if _FULL_REQUEST_MARK in data:
+                try:
+                    return self._full(PredictRequest.model_validate_json(data))
+                except ValidationError as exc:
+                    return rejection(exc)
+            return self._bare_json(data)
+        if _FULL_REQUEST_KEY in data:
+            try:
+                return self._full(PredictRequest.model_validate(data))
+            except ValidationError as exc:
+                return rejection(exc)
+        if self._default is None:
+            return error("no_model", "no model given: use --model or send full requests", "model")
+        try:
+            return Validated(self._default, self._default.inputs.model_validate(data))
+        except ValidationError as exc:
+            return rejection(exc)
+
+    def _bare_json(self, data: bytes) -> Validated | ErrorBody:
+        if self._default is None:
+            return error("no_model", "no model given: use --model or send full requests", "model")
+        try:
+            return Validated(self._default, self._default.inputs.model_validate_json(data))
+        except ValidationError as exc:
+            return rejection(exc)
+
+    def _full(self, request: PredictRequest) -> Validated | ErrorBody:
+        model = self._registry.get(request.model)
+        if model is None:
+            known = ", ".join(self._registry.names())
+            return error("unknown_model", f"unknown model {request.model!r} (have: {known})", "model")
+        try:
+            inputs = model.inputs.model_validate(request.input_payload)
+        except ValidationError as exc:
+            return rejection(exc, prefix="input_payload")
+        return Validated(
+            model,
+            inputs,
+            client_id=request.client_id,
+            request_id=request.request_id,
+            metadata=request.metadata or None,
+        )

@@ -1,0 +1,109 @@
+"""`Work`: one request as it moves through the engine, and the sinks that receive it when done.
+
+The same object travels from acceptance to the sink, so the hot path allocates one object per
+request. A sink receives a list of finished `Work` only after their rows are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.contracts import ErrorBody, Prediction, PredictResponse, Span
+from engine.models.runtime import FeatureRow, LoadedModel
+from engine.stats import RunRecorder
+
+# (name, start offset µs, duration µs[, attributes]) — compact, and stored as JSON arrays.
+SpanTuple = tuple[Any, ...]
+
+
+class Sink(Protocol):
+    def deliver(self, done: list[Work]) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Work:
+    request_id: str
+    run: RunRecorder
+    sink: Sink
+    source: str
+    client_id: str | None
+    model: LoadedModel | None
+    features: FeatureRow | None
+    priority: int
+    input_json: str | None
+    accepted_ns: int  # when the request was accepted (or was meant to be sent: open-loop load)
+    created_us: int  # wall clock, µs since the epoch
+    spans: list[SpanTuple]
+    target: str = "local"
+    job_id: int | None = None
+    source_row: int | None = None
+    metadata_json: str | None = None
+    status: str = "queued"
+    output: dict[str, Any] | None = None
+    error: ErrorBody | None = None
+    enqueued_ns: int = 0
+    ready_ns: int = 0  # result (or rejection) known, waiting for the writer
+    latency_us: int = 0  # accepted -> committed
+
+    @property
+    def model_name(self) -> str | None:
+        return None if self.model is None else self.model.name
+
+    def span_models(self) -> list[Span]:
+        return [
+            Span(
+                name=s[0], start_us=s[1], duration_us=s[2], attributes=s[3] if len(s) > 3 else {}
+            )
+            for s in self.spans
+        ]
+
+    def response(self) -> PredictResponse:
+        assert self.model is not None and self.output is not None
+        return PredictResponse(
+            request_id=self.request_id,
+            model=self.model.name,
+            model_version=self.model.version,
+            outputs=Prediction.model_validate(self.output),
+            latency_ms=self.latency_us / 1000,
+            spans=self.span_models(),
+        )
+
+    def result_record(self) -> dict[str, Any]:
+        """The JSON object written per result to `--out` and to exports."""
+        record: dict[str, Any] = {
+            "request_id": self.request_id,
+            "row": self.source_row,
+            "status": self.status,
+            "model": self.model_name,
+        }
+        if self.output is not None:
+            record["output"] = self.output
+        if self.error is not None:
+            record["error"] = self.error.model_dump(exclude_none=True)
+        record["latency_ms"] = round(self.latency_us / 1000, 3)
+        return record
+
+
+@dataclass
+class FutureSink:
+    """Resolves one future per request: for callers that await a single result."""
+
+    futures: dict[str, asyncio.Future[Work]] = field(default_factory=dict)
+
+    def expect(self, request_id: str) -> asyncio.Future[Work]:
+        future: asyncio.Future[Work] = asyncio.get_running_loop().create_future()
+        self.futures[request_id] = future
+        return future
+
+    def deliver(self, done: list[Work]) -> None:
+        for work in done:
+            future = self.futures.pop(work.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(work)
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

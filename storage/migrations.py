@@ -1,0 +1,109 @@
+"""Forward-only schema migrations keyed by `PRAGMA user_version`.
+
+Each entry in `MIGRATIONS` takes a database from version i to i + 1. A migration never edits an
+earlier one: a file made by any released version is brought forward by running the ones it lacks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: requests and runs, the history every view reads.
+    """
+    CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'running',
+        config      TEXT NOT NULL DEFAULT '{}',
+        started_us  INTEGER NOT NULL,
+        ended_us    INTEGER,
+        owner_pid   INTEGER,
+        summary     TEXT,
+        histogram   BLOB
+    );
+    CREATE INDEX idx_runs_started ON runs(started_us);
+
+    CREATE TABLE requests (
+        id           INTEGER PRIMARY KEY,
+        request_id   TEXT NOT NULL UNIQUE,
+        run_id       TEXT,
+        source       TEXT NOT NULL,
+        target       TEXT NOT NULL DEFAULT 'local',
+        model        TEXT,
+        client_id    TEXT,
+        status       TEXT NOT NULL,
+        created_us   INTEGER NOT NULL,
+        finished_us  INTEGER,
+        latency_us   INTEGER,
+        input        TEXT,
+        metadata     TEXT,
+        output       TEXT,
+        error        TEXT,
+        spans        TEXT
+    );
+    CREATE INDEX idx_requests_run ON requests(run_id, created_us);
+    CREATE INDEX idx_requests_status ON requests(status, created_us);
+    CREATE INDEX idx_requests_created ON requests(created_us);
+    CREATE INDEX idx_requests_latency ON requests(latency_us);
+    """,
+    # 2: client metadata looked up by the engine (tier drives priority).
+    """
+    CREATE TABLE clients (
+        client_id      TEXT PRIMARY KEY,
+        display_name   TEXT NOT NULL,
+        tier           TEXT NOT NULL DEFAULT 'standard'
+                       CHECK (tier IN ('interactive', 'standard', 'batch')),
+        enabled        INTEGER NOT NULL DEFAULT 1,
+        default_model  TEXT,
+        max_rps        REAL
+    );
+    INSERT INTO clients (client_id, display_name, tier) VALUES
+        ('gui', 'Desktop form', 'interactive'),
+        ('cli', 'Command line', 'batch'),
+        ('api', 'HTTP callers', 'standard');
+    """,
+    # 3: file jobs, so a crashed file run resumes where its committed rows end.
+    """
+    CREATE TABLE file_jobs (
+        job_id       INTEGER PRIMARY KEY,
+        run_id       TEXT NOT NULL,
+        source_path  TEXT NOT NULL,
+        size_bytes   INTEGER NOT NULL,
+        sha256       TEXT NOT NULL,
+        format       TEXT NOT NULL,
+        model        TEXT,
+        status       TEXT NOT NULL DEFAULT 'running',
+        rows_done    INTEGER NOT NULL DEFAULT 0,
+        rows_total   INTEGER,
+        created_us   INTEGER NOT NULL,
+        updated_us   INTEGER NOT NULL
+    );
+    CREATE INDEX idx_file_jobs_source ON file_jobs(sha256, status);
+    ALTER TABLE requests ADD COLUMN job_id INTEGER;
+    ALTER TABLE requests ADD COLUMN source_row INTEGER;
+    CREATE UNIQUE INDEX idx_requests_job_row ON requests(job_id, source_row)
+        WHERE job_id IS NOT NULL;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The file was written by a newer InferDeck than this one."""
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring `conn` forward to `target`; each step commits with its version bump."""
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"database schema v{current} is newer than this InferDeck (v{SCHEMA_VERSION})"
+        )
+    for version in range(current, target):
+        # executescript commits first; wrap the step so a crash leaves the old version whole.
+        conn.executescript(
+            f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+        )
+    return max(current, target)

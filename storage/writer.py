@@ -1,0 +1,188 @@
+"""The one task that writes: group commit over a single aiosqlite connection.
+
+Producers call `add()` without awaiting. The writer takes whatever is pending (up to `max_rows`
+rows), commits it in one transaction with `executemany`, runs the callbacks, and goes again at
+once. There is no fixed sleep: at low load a commit holds one request and returns in well under a
+millisecond; under load commits grow towards `max_rows` and the per-row cost falls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+Row = Sequence[Any]
+# Builds an entry's rows when its transaction starts, given that moment (perf_counter_ns), so a
+# row can carry how long it waited for the writer.
+RowBuilder = Callable[[int], list[Row]]
+# Called once the entry's transaction has committed (None) or failed (the exception).
+CommitCallback = Callable[[BaseException | None], None]
+
+
+@dataclass(slots=True)
+class _Entry:
+    sql: str | None  # None: a marker that only waits for the commit (see `flush`)
+    rows: list[Row]
+    on_commit: CommitCallback | None = None
+    build: RowBuilder | None = None
+    offset: int = field(default=0)  # rows of this entry already taken by an earlier commit
+
+
+class WriterClosedError(RuntimeError):
+    """`add()` was called after `close()`."""
+
+
+class GroupCommitWriter:
+    """Commits pending statements in batches of at most `max_rows` rows."""
+
+    def __init__(self, conn: aiosqlite.Connection, *, max_rows: int = 1000) -> None:
+        self._conn = conn
+        self._max_rows = max_rows
+        self._pending: deque[_Entry] = deque()
+        self._pending_rows = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+        self.rows_committed = 0
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="db-writer")
+
+    def add(self, sql: str, rows: Sequence[Row], on_commit: CommitCallback | None = None) -> None:
+        """Queue `rows` for `sql`; `on_commit` runs after the transaction that holds the last one."""
+        if self._closing:
+            raise WriterClosedError("the database writer is closed")
+        rows = rows if isinstance(rows, list) else list(rows)
+        self._pending.append(_Entry(sql, rows, on_commit))
+        self._pending_rows += len(rows)
+        self._wakeup.set()
+
+    def add_deferred(
+        self, sql: str, count: int, build: RowBuilder, on_commit: CommitCallback | None = None
+    ) -> None:
+        """Queue `count` rows that `build(start_ns)` makes just before their transaction."""
+        if self._closing:
+            raise WriterClosedError("the database writer is closed")
+        self._pending.append(_Entry(sql, [], on_commit, build))
+        self._pending_rows += count
+        self._wakeup.set()
+
+    async def execute(self, sql: str, row: Row = ()) -> None:
+        """Write one statement through the writer and wait for its commit."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.add(sql, [row], _resolver(done))
+        await done
+
+    async def flush(self) -> None:
+        """Wait until everything added before this call is committed."""
+        if not self._pending:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Entry(None, [], _resolver(done)))
+        self._wakeup.set()
+        await done
+
+    async def close(self) -> None:
+        """Stop taking writes, commit what is pending, and wait for the task to end."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            groups, finished = self._take()
+            error: BaseException | None = None
+            try:
+                await self._commit(groups)
+            except Exception as exc:  # the batch is lost, so every waiter must hear why
+                log.exception("database commit failed")
+                error = exc
+                await self._rollback()
+            for callback in finished:
+                try:
+                    callback(error)
+                except Exception:
+                    log.exception("commit callback failed")
+
+    def _take(self) -> tuple[list[tuple[str, list[Row]]], list[CommitCallback]]:
+        """Pop up to `max_rows` rows, grouping consecutive rows of one statement."""
+        groups: list[tuple[str, list[Row]]] = []
+        finished: list[CommitCallback] = []
+        budget = self._max_rows
+        now = time.perf_counter_ns()
+        while self._pending and budget > 0:
+            entry = self._pending[0]
+            if entry.build is not None:
+                entry.rows, entry.build = entry.build(now), None
+            if entry.sql is not None:
+                chunk = entry.rows[entry.offset : entry.offset + budget]
+                entry.offset += len(chunk)
+                budget -= len(chunk)
+                self._pending_rows -= len(chunk)
+                if groups and groups[-1][0] == entry.sql:
+                    groups[-1][1].extend(chunk)
+                else:
+                    groups.append((entry.sql, list(chunk)))
+                if entry.offset < len(entry.rows):
+                    break  # the rest of this entry goes in the next transaction
+            self._pending.popleft()
+            if entry.on_commit is not None:
+                finished.append(entry.on_commit)
+        return groups, finished
+
+    async def _commit(self, groups: list[tuple[str, list[Row]]]) -> None:
+        if not groups:
+            return
+        await self._conn.execute("BEGIN IMMEDIATE")
+        rows = 0
+        for sql, params in groups:
+            if len(params) == 1:
+                await self._conn.execute(sql, params[0])
+            else:
+                await self._conn.executemany(sql, params)
+            rows += len(params)
+        await self._conn.execute("COMMIT")
+        self.commits += 1
+        self.rows_committed += rows
+
+    async def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                await self._conn.execute("ROLLBACK")
+        except Exception:
+            log.exception("rollback failed")
+
+
+def _resolver(future: asyncio.Future[None]) -> CommitCallback:
+    def resolve(error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    return resolve

@@ -39,6 +39,8 @@ class EngineConfig:
     queue_capacity: int = 4096
     # Two batches in flight: the next one is formed while the executor runs the current one.
     max_inflight_batches: int = 2
+    # Results waiting for the writer beyond this hold back the batcher (and so the queue).
+    max_pending_writes: int = 4000
     publish_hz: float = 10.0
 
 
@@ -250,8 +252,10 @@ class Engine:
 
     async def _batch_loop(self) -> None:
         wait_s = self.config.max_wait_ms / 1000
+        writer = self.db.writer
         while True:
             await self._slots.acquire()
+            await writer.wait_below(self.config.max_pending_writes)
             batch = await self.queue.take(self.config.max_batch, wait_s)
             if not batch:
                 self._slots.release()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -130,15 +131,15 @@ class LiveStats:
                 self._buckets.popleft()
         return self._buckets[-1]
 
-    def record(self, status: str, latency_us: int, spans: list[tuple[str, int, int]]) -> None:
+    def record(self, status: str, latency_us: int, spans: list[tuple[Any, ...]]) -> None:
         bucket = self._bucket()
         if status == "ok":
             self.completed += 1
             bucket.ok += 1
             record_us(bucket.hist, latency_us)
             stage = bucket.stage_us
-            for name, _start, duration in spans:
-                stage[name] = stage.get(name, 0) + duration
+            for span in spans:
+                stage[span[0]] = stage.get(span[0], 0) + span[2]
         elif status != "rejected":
             self.errors += 1
             bucket.errors += 1

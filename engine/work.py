@@ -7,9 +7,10 @@ request. A sink receives a list of finished `Work` only after their rows are com
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from engine.contracts import ErrorBody, Prediction, PredictResponse, Span
 from engine.models.runtime import FeatureRow, LoadedModel
@@ -106,4 +107,5 @@ class FutureSink:
 
 
 def compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text; orjson because this runs several times per request."""
+    return orjson.dumps(value).decode()

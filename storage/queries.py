@@ -234,3 +234,10 @@ async def iter_run_requests(
         for r in rows:
             yield dict(zip(REQUEST_COLUMNS, tuple(r)[1:], strict=True))
         last = int(rows[-1][0])
+
+
+async def run_file_jobs(conn: aiosqlite.Connection, run_id: str) -> list[FileJobRow]:
+    async with conn.execute(
+        f"SELECT {_FILE_JOB_COLS} FROM file_jobs WHERE run_id = ? ORDER BY job_id", (run_id,)
+    ) as cur:
+        return [_file_job(tuple(r)) for r in await cur.fetchall()]

@@ -50,6 +50,7 @@ class GroupCommitWriter:
         self._pending: deque[_Entry] = deque()
         self._pending_rows = 0
         self._wakeup = asyncio.Event()
+        self._committed = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -81,6 +82,13 @@ class GroupCommitWriter:
         self._pending.append(_Entry(sql, [], on_commit, build))
         self._pending_rows += count
         self._wakeup.set()
+
+    async def wait_below(self, limit: int) -> None:
+        """Wait until fewer than `limit` rows are pending: backpressure for producers, so a
+        writer that falls behind slows intake instead of queueing without bound."""
+        while self._pending_rows >= limit and self._task is not None:
+            self._committed.clear()
+            await self._committed.wait()
 
     async def execute(self, sql: str, row: Row = ()) -> None:
         """Write one statement through the writer and wait for its commit."""
@@ -126,6 +134,7 @@ class GroupCommitWriter:
                     callback(error)
                 except Exception:
                     log.exception("commit callback failed")
+            self._committed.set()
 
     def _take(self) -> tuple[list[tuple[str, list[Row]]], list[CommitCallback]]:
         """Pop up to `max_rows` rows, grouping consecutive rows of one statement."""

@@ -29,6 +29,7 @@ class LoadedModel:
     _mean: np.ndarray | None = field(default=None, repr=False)
     _std: np.ndarray | None = field(default=None, repr=False)
     _getter: Callable[[BaseModel], Any] | None = field(default=None, repr=False)
+    _all_numeric: bool = field(default=False, repr=False)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, folder: Path) -> LoadedModel:
@@ -39,6 +40,7 @@ class LoadedModel:
             model._std = np.asarray(pre.std, dtype=np.float32)
         names = [spec.name for spec in manifest.inputs]
         model._getter = operator.attrgetter(*names) if len(names) > 1 else None
+        model._all_numeric = all(spec.type in ("float", "int") for spec in manifest.inputs)
         return model
 
     @property
@@ -61,6 +63,8 @@ class LoadedModel:
         """The model's feature vector for one validated input (enums by choice index)."""
         if self._getter is not None:
             values = self._getter(inputs)
+            if self._all_numeric:  # the common tabular case: the values are the features
+                return values  # type: ignore[no-any-return]
         else:
             values = (getattr(inputs, self.manifest.inputs[0].name),)
         row: list[float] = []

@@ -1,0 +1,137 @@
+"""Exporting a run's requests: Chrome trace (Perfetto, chrome://tracing), CSV and JSONL."""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+
+FORMATS = ("chrome-trace", "csv", "jsonl")
+STAGES = ("validate", "metadata", "queue_wait", "inference", "write")
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("input", "metadata", "output", "error", "spans"):
+        if out.get(key):
+            try:
+                out[key] = json.loads(out[key])
+            except ValueError:
+                pass  # rejected rows keep the raw text that failed to parse
+    return out
+
+
+async def write_jsonl(rows: AsyncIterator[dict[str, Any]], out: TextIO) -> int:
+    count = 0
+    async for row in rows:
+        out.write(json.dumps(_decoded(row), separators=(",", ":")) + "\n")
+        count += 1
+    return count
+
+
+async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        [
+            "request_id",
+            "run_id",
+            "source",
+            "row",
+            "model",
+            "client_id",
+            "status",
+            "created_us",
+            "latency_ms",
+            "label",
+            "error",
+            *(f"{stage}_us" for stage in STAGES),
+        ]
+    )
+    count = 0
+    async for raw in rows:
+        row = _decoded(raw)
+        output = row.get("output") if isinstance(row.get("output"), dict) else {}
+        err = row.get("error") if isinstance(row.get("error"), dict) else {}
+        stage_us = {s[0]: s[2] for s in row.get("spans") or []}
+        latency = row.get("latency_us")
+        writer.writerow(
+            [
+                row["request_id"],
+                row["run_id"],
+                row["source"],
+                row.get("source_row") or "",
+                row.get("model") or "",
+                row.get("client_id") or "",
+                row["status"],
+                row["created_us"],
+                "" if latency is None else f"{latency / 1000:.3f}",
+                (output or {}).get("label", ""),
+                (err or {}).get("message", ""),
+                *(stage_us.get(stage, "") for stage in STAGES),
+            ]
+        )
+        count += 1
+    return count
+
+
+async def write_chrome_trace(rows: AsyncIterator[dict[str, Any]], out: TextIO) -> int:
+    """Trace Event Format: one complete ("X") event per request and per span, in µs.
+
+    Requests that overlap in time go on different lanes (tids) so the viewer stacks them.
+    """
+    lanes: list[tuple[int, int]] = []  # (end_us, lane) min-heap of busy lanes
+    free: list[int] = []
+    next_lane = 0
+    base: int | None = None
+    out.write('{"displayTimeUnit":"ms","traceEvents":[\n')
+    out.write(
+        json.dumps({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "InferDeck"}})
+    )
+    count = 0
+    async for raw in rows:
+        row = _decoded(raw)
+        start = int(row["created_us"])
+        base = start if base is None else base
+        ts = start - base
+        spans = row.get("spans") or []
+        duration = int(row.get("latency_us") or sum(s[2] for s in spans) or 1)
+        while lanes and lanes[0][0] <= ts:
+            heapq.heappush(free, heapq.heappop(lanes)[1])
+        if free:
+            lane = heapq.heappop(free)
+        else:
+            lane, next_lane = next_lane, next_lane + 1
+        heapq.heappush(lanes, (ts + duration, lane))
+        args = {"request_id": row["request_id"], "status": row["status"], "model": row["model"]}
+        events = [
+            {
+                "name": f"request {row['status']}",
+                "cat": "request",
+                "ph": "X",
+                "ts": ts,
+                "dur": duration,
+                "pid": 1,
+                "tid": lane,
+                "args": args,
+            }
+        ]
+        for span in spans:
+            events.append(
+                {
+                    "name": span[0],
+                    "cat": "stage",
+                    "ph": "X",
+                    "ts": ts + int(span[1]),
+                    "dur": max(int(span[2]), 0),
+                    "pid": 1,
+                    "tid": lane,
+                    "args": {"request_id": row["request_id"], **(span[3] if len(span) > 3 else {})},
+                }
+            )
+        for event in events:
+            out.write(",\n" + json.dumps(event, separators=(",", ":")))
+        count += 1
+    out.write("\n]}\n")
+    return count

@@ -1,0 +1,293 @@
+"""A file job: stream one input file through the engine, durably and resumably.
+
+The job is recorded with the file's path, size and SHA-256. Every row, good or bad, becomes a
+committed `requests` row keyed by (job, row number), so a crashed job resumes by skipping the rows
+that already have one: nothing is redone and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.engine import Engine, Origin
+from engine.ingest import FileFormat, RawRow, SourceError, open_rows, sniff
+from engine.ingest.images import ImageError, image_pixels
+from engine.models.runtime import LoadedModel
+from engine.results_out import ResultFile, record_from_row
+from engine.stats import RunRecorder
+from engine.validation import error
+from engine.work import Work
+from storage import queries
+
+# Yield to the event loop this often while reading, so other tasks (the batcher, a GUI) run.
+_YIELD_EVERY = 256
+MAX_PROBLEMS_KEPT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    row: int
+    line: int | None
+    field: str | None
+    message: str
+
+    def describe(self, path: Path) -> str:
+        where = f"line {self.line}" if self.line is not None else f"row {self.row}"
+        if self.line is not None and self.line != self.row:
+            where = f"row {self.row} (line {self.line})"
+        field = f" field '{self.field}'" if self.field else ""
+        return f"{path}: {where}{field}: {self.message}"
+
+
+@dataclass
+class JobReport:
+    path: Path
+    format: str | None = None
+    job_id: int | None = None
+    resumed: bool = False
+    skipped: int = 0  # rows already done by an earlier, interrupted attempt
+    submitted: int = 0
+    ok: int = 0
+    rejected: int = 0
+    failed: int = 0
+    problem_count: int = 0
+    problems: list[RowProblem] = field(default_factory=list)
+    file_error: str | None = None
+    cancelled: bool = False
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.rejected + self.failed
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FileJob:
+    """Runs one file; also the `Sink` its requests are delivered to after commit."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        path: Path,
+        *,
+        run: RunRecorder,
+        model: str | None = None,
+        client_id: str = "cli",
+        out: ResultFile | None = None,
+        on_problem: Callable[[Path, RowProblem], None] | None = None,
+        resume: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.path = path
+        self.run_rec = run
+        self.model_name = model
+        self.client_id = client_id
+        self.out = out
+        self.on_problem = on_problem
+        self.resume = resume
+        self.report = JobReport(path)
+        self._pending = 0
+        self._reading = True
+        self._idle = asyncio.Event()
+        self._cancel = asyncio.Event()
+        self._done_rows: set[int] = set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    # -- the sink ---------------------------------------------------------------------------
+
+    def deliver(self, done: list[Work]) -> None:
+        report = self.report
+        for work in done:
+            if work.status == "ok":
+                report.ok += 1
+            elif work.status == "rejected":
+                report.rejected += 1
+                self._problem(work)
+            else:
+                report.failed += 1
+                self._problem(work)
+        if self.out is not None:
+            self.out.write([work.result_record() for work in done])
+        if self.report.job_id is not None:
+            self.engine.db.writer.add(
+                queries.ADD_FILE_JOB_PROGRESS,
+                [(len(done), time.time_ns() // 1000, self.report.job_id)],
+            )
+        self._pending -= len(done)
+        if self._pending == 0 and not self._reading:
+            self._idle.set()
+
+    def _problem(self, work: Work) -> None:
+        self.report.problem_count += 1
+        if work.error is None or work.source_row is None:
+            return
+        detail = work.error.details[0] if work.error.details else None
+        problem = RowProblem(
+            row=work.source_row,
+            line=detail.line if detail else None,
+            field=detail.field if detail else None,
+            message=detail.message if detail else work.error.message,
+        )
+        if len(self.report.problems) < MAX_PROBLEMS_KEPT:
+            self.report.problems.append(problem)
+        if self.on_problem is not None:
+            self.on_problem(self.path, problem)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self) -> JobReport:
+        report = self.report
+        try:
+            fmt = sniff(self.path)
+            report.format = fmt.value
+            model = self._pick_model(fmt)
+            await self._open_job(fmt, model)
+            if fmt is FileFormat.IMAGE:
+                await self._run_image(model)
+            else:
+                with open_rows(self.path, fmt) as rows:
+                    await self._run_rows(rows, model)
+        except SourceError as exc:
+            report.file_error = str(exc)
+        finally:
+            self._reading = False
+            if self._pending == 0:
+                self._idle.set()
+            await self._idle.wait()
+        await self._close_job()
+        return report
+
+    def _pick_model(self, fmt: FileFormat) -> LoadedModel | None:
+        registry = self.engine.registry
+        if self.model_name is not None:
+            model = registry.get(self.model_name)
+            if model is None:
+                raise SourceError(f"unknown model {self.model_name!r}")
+        else:
+            task = "image-classification" if fmt is FileFormat.IMAGE else "tabular-classification"
+            model = registry.default_for(task)
+        if fmt is FileFormat.IMAGE and (model is None or model.manifest.image_field is None):
+            name = model.name if model else "no model"
+            raise SourceError(f"{self.path}: {name} does not take images")
+        return model
+
+    async def _open_job(self, fmt: FileFormat, model: LoadedModel | None) -> None:
+        db = self.engine.db
+        size = self.path.stat().st_size
+        digest = await asyncio.to_thread(sha256_of, self.path)
+        source = str(self.path.resolve())
+        now_us = time.time_ns() // 1000
+        previous = await queries.find_resumable_job(db.reader, source, digest)
+        if previous is not None and self.resume:
+            done = await queries.done_rows(db.reader, previous.job_id)
+            self.report.job_id, self.report.resumed = previous.job_id, True
+            self._done_rows = done
+            await db.writer.execute(
+                queries.CLAIM_FILE_JOB,
+                (self.run_rec.run_id, len(done), now_us, previous.job_id),
+            )
+            await self._backfill_out(previous.job_id)
+            return
+        job_id = await queries.next_file_job_id(db.reader)
+        model_name = model.name if model else None
+        await db.writer.execute(
+            queries.INSERT_FILE_JOB,
+            (job_id, self.run_rec.run_id, source, size, digest, fmt.value, model_name, now_us, now_us),
+        )
+        self.report.job_id = job_id
+
+    async def _backfill_out(self, job_id: int) -> None:
+        """Results committed before the crash but not yet in `--out` are written now."""
+        if self.out is None:
+            return
+        rows = await queries.job_results(self.engine.db.reader, job_id)
+        missing = [r for r in rows if r["request_id"] not in self.out.known_ids]
+        self.out.write([record_from_row(r) for r in missing])
+
+    def _origin(self) -> Origin:
+        return Origin(self.run_rec, self, str(self.path), self.client_id, job_id=self.report.job_id)
+
+    async def _run_rows(self, rows: Iterator[RawRow], model: LoadedModel | None) -> None:
+        engine = self.engine
+        origin = self._origin()
+        validator = engine.validator(model.name if model else None)
+        done, report, cancel = self._done_rows, self.report, self._cancel
+        count = 0
+        for raw in rows:
+            count += 1
+            if count % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if cancel.is_set():
+                    report.cancelled = True
+                    return
+            if raw.row in done:
+                report.skipped += 1
+                continue
+            self._pending += 1
+            report.submitted += 1
+            if raw.data is None:
+                body = error("unreadable_row", raw.problem or "unreadable row")
+                body.details[0].row, body.details[0].line = raw.row, raw.line
+                engine.reject(origin, body, source_row=raw.row, input_text=None)
+                continue
+            work = await engine.accept(raw.data, validator, origin, source_row=raw.row)
+            if work.status == "rejected":
+                assert work.error is not None
+                for detail in work.error.details:
+                    detail.row, detail.line = raw.row, raw.line
+                engine.record_rejection(work)
+            else:
+                await engine.submit(work)
+
+    async def _run_image(self, model: LoadedModel | None) -> None:
+        assert model is not None and model.manifest.image_field is not None
+        if 1 in self._done_rows:
+            self.report.skipped += 1
+            return
+        origin = self._origin()
+        pre = model.manifest.preprocessing.image
+        assert pre is not None
+        self._pending += 1
+        self.report.submitted += 1
+        try:
+            pixels = await asyncio.to_thread(image_pixels, self.path, pre)
+        except ImageError as exc:
+            body = error("unreadable_image", f"{exc}")
+            body.details[0].row = 1
+            self.engine.reject(origin, body, source_row=1, input_text=self.path.name)
+            return
+        data = {model.manifest.image_field.name: pixels}
+        work = await self.engine.accept(data, self.engine.validator(model.name), origin, source_row=1)
+        if work.status == "rejected":
+            self.engine.record_rejection(work)
+        else:
+            await self.engine.submit(work)
+
+    async def _close_job(self) -> None:
+        job_id = self.report.job_id
+        if job_id is None:
+            return
+        report = self.report
+        if report.cancelled:
+            status = "cancelled"
+        elif report.file_error is not None and report.done == 0 and report.skipped == 0:
+            status = "failed"
+        else:
+            status = "done"
+        total = report.skipped + report.done
+        await self.engine.db.writer.execute(
+            queries.FINISH_FILE_JOB, (status, total, total, time.time_ns() // 1000, job_id)
+        )

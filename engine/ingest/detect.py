@@ -1,0 +1,104 @@
+"""Which reader a file gets, decided by its suffix and confirmed by its first bytes."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.ingest.csv_rows import read_csv
+from engine.ingest.images import IMAGE_SUFFIXES
+from engine.ingest.json_doc import read_json
+from engine.ingest.jsonl import read_jsonl
+from engine.ingest.rows import RawRow, SourceError
+
+
+class FileFormat(enum.StrEnum):
+    JSONL = "jsonl"
+    JSON = "json"
+    CSV = "csv"
+    IMAGE = "image"
+
+
+_BY_SUFFIX = {
+    ".jsonl": FileFormat.JSONL,
+    ".ndjson": FileFormat.JSONL,
+    ".json": FileFormat.JSON,
+    ".csv": FileFormat.CSV,
+    **{suffix: FileFormat.IMAGE for suffix in IMAGE_SUFFIXES},
+}
+SUPPORTED_SUFFIXES = frozenset(_BY_SUFFIX)
+
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*")
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """Check every path exists; a folder stands for the supported files directly inside it."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise SourceError(f"{raw}: no such file or folder")
+        if path.is_dir():
+            inside = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _BY_SUFFIX
+            )
+            if not inside:
+                kinds = "JSON, JSONL, CSV or image"
+                raise SourceError(f"{raw}: folder holds no {kinds} files")
+            found.extend(inside)
+        else:
+            found.append(path)
+    return found
+
+
+def sniff(path: Path) -> FileFormat:
+    """The file's format, or `SourceError` saying why it cannot be read."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8192)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not head:
+        raise SourceError(f"{path}: file is empty")
+    fmt = _BY_SUFFIX.get(path.suffix.lower())
+    looks_image = head.startswith(_IMAGE_MAGIC)
+    if fmt is FileFormat.IMAGE or (fmt is None and looks_image):
+        return FileFormat.IMAGE
+    if head.startswith(_UTF16_BOMS):
+        raise SourceError(f"{path}: file is UTF-16 text; save it as UTF-8")
+    if b"\x00" in head or looks_image:
+        raise SourceError(f"{path}: binary data, not JSON, JSONL or CSV text")
+    if fmt is not None:
+        return fmt
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if start == b"[":
+        return FileFormat.JSON
+    if start == b"{":
+        return FileFormat.JSONL
+    raise SourceError(
+        f"{path}: unsupported file type {path.suffix or '(no suffix)'}: "
+        "use .json, .jsonl, .csv or an image"
+    )
+
+
+@contextmanager
+def open_rows(path: Path, fmt: FileFormat) -> Iterator[Iterator[RawRow]]:
+    """The rows of a text file (images are read whole by the file job)."""
+    if fmt is FileFormat.IMAGE:
+        raise ValueError("images are not read row by row")
+    try:
+        stream = path.open("rb")
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    with stream:
+        if fmt is FileFormat.JSONL:
+            yield read_jsonl(stream)
+        elif fmt is FileFormat.JSON:
+            yield read_json(stream)
+        else:
+            yield read_csv(stream, str(path))

@@ -1,0 +1,133 @@
+"""A JSON document: one object, an array of objects, or objects one after another.
+
+Parsed incrementally with `raw_decode` over a sliding window, so a large array streams instead of
+being loaded whole. A syntax error ends the file (the rows before it still run).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from engine.ingest.rows import MAX_ROW_BYTES, RawRow
+
+_CHUNK = 1 << 16
+_WS = " \t\r\n"
+
+
+class _Window:
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self.text = ""
+        self.pos = 0
+        self.line = 1  # line number at `pos`
+        self.eof = False
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = self._stream.read(_CHUNK)
+        if not chunk:
+            self.eof = True
+            self.text += self._decoder.decode(b"", final=True)
+            return False
+        if self.pos > _CHUNK:  # drop what has been consumed
+            self.text, self.pos = self.text[self.pos :], 0
+        self.text += self._decoder.decode(chunk)
+        return True
+
+    def skip_ws(self) -> str | None:
+        """Move past white space; the next character, or None at the end of the file."""
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos] in _WS:
+                if self.text[self.pos] == "\n":
+                    self.line += 1
+                self.pos += 1
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.more():
+                return None
+
+    def advance(self, end: int) -> None:
+        self.line += self.text.count("\n", self.pos, end)
+        self.pos = end
+
+
+def read_json(stream: BinaryIO) -> Iterator[RawRow]:
+    win = _Window(stream)
+    decoder = json.JSONDecoder()
+    try:
+        first = win.skip_ws()
+    except UnicodeDecodeError as exc:
+        yield RawRow(1, 1, None, f"not UTF-8 text: {exc.reason}")
+        return
+    if first is None:
+        return
+    in_array = first == "["
+    if in_array:
+        win.advance(win.pos + 1)
+    row = 0
+    while True:
+        try:
+            nxt = win.skip_ws()
+            if in_array and nxt == "]":
+                if row:
+                    yield RawRow(row + 1, win.line, None, "trailing ',' before ']'")
+                return
+            if nxt is None:
+                if in_array:
+                    yield RawRow(row + 1, win.line, None, "file ends before the array is closed")
+                return
+            row += 1
+            start_line = win.line
+            value, end = _decode_one(win, decoder)
+        except UnicodeDecodeError as exc:
+            yield RawRow(row + 1, win.line, None, f"not UTF-8 text: {exc.reason}")
+            return
+        except ValueError as exc:
+            yield RawRow(row, win.line, None, str(exc))
+            return
+        win.advance(end)
+        if isinstance(value, dict):
+            yield RawRow(row, start_line, value)
+        else:
+            yield RawRow(row, start_line, None, f"expected an object, got {_kind(value)}")
+        if in_array:
+            sep = win.skip_ws()
+            if sep == ",":
+                win.advance(win.pos + 1)
+            elif sep == "]":
+                return
+            else:
+                found = "the end of the file" if sep is None else repr(sep)
+                yield RawRow(row + 1, win.line, None, f"expected ',' or ']' but found {found}")
+                return
+
+
+def _decode_one(win: _Window, decoder: json.JSONDecoder) -> tuple[object, int]:
+    while True:
+        try:
+            value, end = decoder.raw_decode(win.text, win.pos)
+        except json.JSONDecodeError as exc:
+            # An error near the end of the window may only mean the value is not all read yet.
+            if len(win.text) - win.pos > MAX_ROW_BYTES:
+                raise ValueError("a value is longer than 1 MiB") from None
+            if win.more():
+                continue
+            line = win.line + win.text.count("\n", win.pos, exc.pos)
+            raise ValueError(f"not valid JSON at line {line}: {exc.msg}") from None
+        # A number at the very end of the window may continue in the next chunk.
+        if end == len(win.text) and not win.eof and win.more():
+            continue
+        return value, end
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if value is None:
+        return "null"
+    return type(value).__name__

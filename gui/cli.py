@@ -1,0 +1,79 @@
+"""The `inferdeck` command: parses arguments and hands each command its composed parts.
+
+Headless commands import no Qt, so they start fast and run without a display. Every failure a
+user can cause ends as one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+import platformdirs
+
+from gui.commands import export, models, predict, runs
+from gui.commands.common import EXIT_CANNOT_START, CommandError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"inferdeck: {message}", file=sys.stderr)
+        sys.exit(EXIT_CANNOT_START)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="inferdeck",
+        description="A console for model inference: predict, trace, load and monitor.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    predict.add_parser(sub)
+    runs.add_parser(sub)
+    export.add_parser(sub)
+    models.add_parser(sub)
+    return parser
+
+
+def _log_crash(exc: BaseException) -> str:
+    """Keep the traceback in a log file for a bug report; the user sees one line."""
+    folder = platformdirs.user_log_path("inferdeck", appauthor=False)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "crash.log"
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("".join(traceback.format_exception(exc)) + "\n")
+        return str(path)
+    except OSError:
+        return "(could not write a log)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        code: int = asyncio.run(args.run(args))
+    except CommandError as exc:
+        print(f"inferdeck: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    except KeyboardInterrupt:
+        print("inferdeck: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        where = _log_crash(exc)
+        print(f"inferdeck: internal error: {type(exc).__name__}: {exc} (details: {where})",
+              file=sys.stderr)
+        return EXIT_CANNOT_START
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""`inferdeck predict FILE...`: run files through the local engine, streaming results."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.contracts import IDENT_PATTERN
+from engine.file_job import FileJob, RowProblem
+from engine.ingest import SourceError, expand_inputs
+from engine.results_out import ResultFile
+from engine.runs import begin_run, end_run
+from gui.commands.common import (
+    EXIT_CANNOT_START,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    CommandError,
+    db_path,
+    emit_json,
+    say,
+    warn,
+)
+from gui.commands.engine_host import headless_engine
+
+# Past this many, bad rows are counted but not printed one by one (all are stored).
+PRINT_PROBLEMS = 50
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="run files through a local model",
+        description="Run JSON, JSONL, CSV or image files (or folders of them) through a local "
+        "model. An interrupted run of the same file resumes where it stopped.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", help="model name (default: the first tabular or image model)")
+    p.add_argument("--client-id", default="cli", help="client the requests are made as")
+    p.add_argument("--db", help="database file (default: $INFERDECK_DB or the user data folder)")
+    p.add_argument("--out", metavar="FILE.jsonl", help="stream results here as they commit")
+    p.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    p.add_argument("--restart", action="store_true", help="do not resume interrupted jobs")
+    p.set_defaults(run=run)
+
+
+class _ProblemPrinter:
+    def __init__(self) -> None:
+        self.printed = 0
+        self.hidden = 0
+
+    def __call__(self, path: Path, problem: RowProblem) -> None:
+        if self.printed < PRINT_PROBLEMS:
+            warn(problem.describe(path))
+            self.printed += 1
+        else:
+            self.hidden += 1
+
+
+async def run(args: argparse.Namespace) -> int:
+    import re
+
+    if not re.match(IDENT_PATTERN, args.client_id) or len(args.client_id) > 64:
+        raise CommandError(f"--client-id {args.client_id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+    try:
+        files = expand_inputs(args.files)
+    except SourceError as exc:
+        raise CommandError(str(exc)) from exc
+    out_path = Path(args.out) if args.out else None
+    if out_path is not None and (out_path.is_dir() or not out_path.parent.exists()):
+        raise CommandError(f"--out {args.out}: not a writable file path")
+    printer = _ProblemPrinter()
+    async with headless_engine(db_path(args.db)) as engine:
+        if args.model is not None and engine.registry.get(args.model) is None:
+            known = ", ".join(engine.registry.names())
+            raise CommandError(f"unknown model {args.model!r} (have: {known})")
+        config = {"files": [str(f) for f in files], "model": args.model, "client_id": args.client_id}
+        run_rec = await begin_run(engine.db, "predict", config)
+        out = ResultFile(out_path, append=not args.restart) if out_path else None
+        reports = []
+        try:
+            for path in files:
+                job = FileJob(
+                    engine,
+                    path,
+                    run=run_rec,
+                    model=args.model,
+                    client_id=args.client_id,
+                    out=out,
+                    on_problem=printer,
+                    resume=not args.restart,
+                )
+                report = await job.run()
+                reports.append(report)
+                if report.file_error:
+                    warn(report.file_error)
+                elif report.resumed:
+                    warn(f"{path}: resumed job {report.job_id}; {report.skipped} rows were done")
+        finally:
+            if out is not None:
+                out.close()
+        await end_run(engine.db, run_rec)
+    if printer.hidden:
+        warn(f"... and {printer.hidden} more bad rows (all stored: inferdeck runs show)")
+    summary = run_rec.summary()
+    if args.json:
+        emit_json(summary.model_dump())
+    else:
+        lat = summary.latency_ms
+        say(
+            f"run {summary.run_id}: {summary.ok} ok, {summary.rejected} rejected, "
+            f"{summary.failed} failed in {summary.duration_s:.2f} s "
+            f"({summary.throughput_per_s:,.0f}/s; p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms)"
+        )
+    ran_anything = any(r.submitted or r.skipped for r in reports)
+    if not ran_anything:
+        return EXIT_CANNOT_START
+    if summary.rejected or summary.failed or any(r.file_error for r in reports):
+        return EXIT_PARTIAL
+    return EXIT_OK

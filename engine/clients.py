@@ -57,7 +57,9 @@ class ClientDirectory:
         info = (
             unknown_client(client_id)
             if row is None
-            else ClientInfo(row.client_id, row.display_name, row.tier, row.enabled, row.default_model)
+            else ClientInfo(
+                row.client_id, row.display_name, row.tier, row.enabled, row.default_model
+            )
         )
         self._cache[client_id] = (time.monotonic() + self._ttl_s, info)
         return info

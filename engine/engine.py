@@ -279,7 +279,7 @@ class Engine:
         assert model is not None
         loop = asyncio.get_running_loop()
         taken = time.perf_counter_ns()
-        rows = [w.features for w in group]
+        rows = [w.features for w in group if w.features is not None]
         try:
             probs: np.ndarray = await loop.run_in_executor(self.executor, model.predict_batch, rows)
         except Exception as exc:  # a model failure fails this batch, not the engine
@@ -295,11 +295,16 @@ class Engine:
         best = probs.argmax(axis=1).tolist() if len(probs) else []
         for i, work in enumerate(group):
             t0 = work.accepted_ns
-            work.spans.append(("queue_wait", _us(work.enqueued_ns - t0), _us(taken - work.enqueued_ns)))
+            work.spans.append(
+                ("queue_wait", _us(work.enqueued_ns - t0), _us(taken - work.enqueued_ns))
+            )
             work.spans.append(("inference", _us(taken - t0), _us(done - taken), infer_attrs))
             if work.status != "failed":
                 work.status = "ok"
-                work.output = {"label": labels[best[i]], "scores": dict(zip(labels, scores[i]))}
+                work.output = {
+                    "label": labels[best[i]],
+                    "scores": dict(zip(labels, scores[i], strict=True)),
+                }
             work.ready_ns = done
         self._write(group)
 
@@ -322,7 +327,9 @@ class Engine:
                 work.status = "failed"
                 work.error = error("storage_failed", f"could not store the result: {failure}")
             work.latency_us = _us(now - work.accepted_ns)
-            work.spans.append(("write", _us(work.ready_ns - work.accepted_ns), _us(now - work.ready_ns)))
+            work.spans.append(
+                ("write", _us(work.ready_ns - work.accepted_ns), _us(now - work.ready_ns))
+            )
             work.run.record(work.status, work.latency_us)
             stats.record(work.status, work.latency_us, work.spans)
             if work.status != "rejected":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import heapq
 import json
@@ -16,10 +17,9 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     for key in ("input", "metadata", "output", "error", "spans"):
         if out.get(key):
-            try:
+            # Rejected rows keep the raw text that failed to parse.
+            with contextlib.suppress(ValueError):
                 out[key] = json.loads(out[key])
-            except ValueError:
-                pass  # rejected rows keep the raw text that failed to parse
     return out
 
 
@@ -117,19 +117,19 @@ async def write_chrome_trace(rows: AsyncIterator[dict[str, Any]], out: TextIO) -
                 "args": args,
             }
         ]
-        for span in spans:
-            events.append(
-                {
-                    "name": span[0],
-                    "cat": "stage",
-                    "ph": "X",
-                    "ts": ts + int(span[1]),
-                    "dur": max(int(span[2]), 0),
-                    "pid": 1,
-                    "tid": lane,
-                    "args": {"request_id": row["request_id"], **(span[3] if len(span) > 3 else {})},
-                }
-            )
+        events.extend(
+            {
+                "name": span[0],
+                "cat": "stage",
+                "ph": "X",
+                "ts": ts + int(span[1]),
+                "dur": max(int(span[2]), 0),
+                "pid": 1,
+                "tid": lane,
+                "args": {"request_id": row["request_id"], **(span[3] if len(span) > 3 else {})},
+            }
+            for span in spans
+        )
         for event in events:
             out.write(",\n" + json.dumps(event, separators=(",", ":")))
         count += 1

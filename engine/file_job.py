@@ -205,7 +205,17 @@ class FileJob:
         model_name = model.name if model else None
         await db.writer.execute(
             queries.INSERT_FILE_JOB,
-            (job_id, self.run_rec.run_id, source, size, digest, fmt.value, model_name, now_us, now_us),
+            (
+                job_id,
+                self.run_rec.run_id,
+                source,
+                size,
+                digest,
+                fmt.value,
+                model_name,
+                now_us,
+                now_us,
+            ),
         )
         self.report.job_id = job_id
 
@@ -270,7 +280,9 @@ class FileJob:
             self.engine.reject(origin, body, source_row=1, input_text=self.path.name)
             return
         data = {model.manifest.image_field.name: pixels}
-        work = await self.engine.accept(data, self.engine.validator(model.name), origin, source_row=1)
+        work = await self.engine.accept(
+            data, self.engine.validator(model.name), origin, source_row=1
+        )
         if work.status == "rejected":
             self.engine.record_rejection(work)
         else:

@@ -1,7 +1,8 @@
 """Time-sortable identifiers (UUIDv7, RFC 9562) for requests and runs.
 
 Python 3.11 has no `uuid.uuid7`, so this builds one: 48 bits of Unix milliseconds, then a 12-bit
-counter that keeps IDs made in the same millisecond in order, then 62 random bits (from a PRNG seeded by the OS at import).
+counter that keeps IDs made in the same millisecond in order, then 62 random bits (from a PRNG
+seeded by the OS at import).
 """
 
 from __future__ import annotations

@@ -58,7 +58,9 @@ def rejection(
 
 
 def error(code: str, message: str, field: str | None = None) -> ErrorBody:
-    return ErrorBody(code=code, message=message, details=[ErrorDetail(field=field, message=message)])
+    return ErrorBody(
+        code=code, message=message, details=[ErrorDetail(field=field, message=message)]
+    )
 
 
 class RowValidator:
@@ -100,7 +102,9 @@ class RowValidator:
         model = self._registry.get(request.model)
         if model is None:
             known = ", ".join(self._registry.names())
-            return error("unknown_model", f"unknown model {request.model!r} (have: {known})", "model")
+            return error(
+                "unknown_model", f"unknown model {request.model!r} (have: {known})", "model"
+            )
         try:
             inputs = model.inputs.model_validate(request.input_payload)
         except ValidationError as exc:

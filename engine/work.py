@@ -55,9 +55,7 @@ class Work:
 
     def span_models(self) -> list[Span]:
         return [
-            Span(
-                name=s[0], start_us=s[1], duration_us=s[2], attributes=s[3] if len(s) > 3 else {}
-            )
+            Span(name=s[0], start_us=s[1], duration_us=s[2], attributes=s[3] if len(s) > 3 else {})
             for s in self.spans
         ]
 

@@ -12,11 +12,12 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import cast
 
 import platformdirs
 
 from gui.commands import export, models, predict, runs
-from gui.commands.common import EXIT_CANNOT_START, CommandError
+from gui.commands.common import EXIT_CANNOT_START, CommandError, SubParsers
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inferdeck",
         description="A console for model inference: predict, trace, load and monitor.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = cast(
+        SubParsers, parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    )
     predict.add_parser(sub)
     runs.add_parser(sub)
     export.add_parser(sub)
@@ -69,8 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         where = _log_crash(exc)
-        print(f"inferdeck: internal error: {type(exc).__name__}: {exc} (details: {where})",
-              file=sys.stderr)
+        print(
+            f"inferdeck: internal error: {type(exc).__name__}: {exc} (details: {where})",
+            file=sys.stderr,
+        )
         return EXIT_CANNOT_START
     return code
 

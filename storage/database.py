@@ -92,7 +92,8 @@ def recover(conn: sqlite3.Connection) -> Recovery:
             )
             result.requests += cur.rowcount
             cur = conn.execute(
-                "UPDATE file_jobs SET status = 'interrupted' WHERE status = 'running' AND run_id = ?",
+                "UPDATE file_jobs SET status = 'interrupted' "
+                "WHERE status = 'running' AND run_id = ?",
                 (run_id,),
             )
             result.file_jobs += cur.rowcount

@@ -44,9 +44,7 @@ INSERT_RUN = (
     "INSERT INTO runs (run_id, kind, status, config, started_us, owner_pid) "
     "VALUES (?, ?, 'running', ?, ?, ?)"
 )
-FINISH_RUN = (
-    "UPDATE runs SET status = ?, ended_us = ?, summary = ?, histogram = ? WHERE run_id = ?"
-)
+FINISH_RUN = "UPDATE runs SET status = ?, ended_us = ?, summary = ?, histogram = ? WHERE run_id = ?"
 INSERT_FILE_JOB = (
     "INSERT INTO file_jobs (job_id, run_id, source_path, size_bytes, sha256, format, model, "
     "status, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)"
@@ -65,7 +63,8 @@ FINISH_FILE_JOB = (
 )
 UPSERT_CLIENT = (
     "INSERT INTO clients (client_id, display_name, tier, enabled, default_model) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(client_id) DO UPDATE SET display_name = excluded.display_name, "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(client_id) DO UPDATE SET "
+    "display_name = excluded.display_name, "
     "tier = excluded.tier, enabled = excluded.enabled, default_model = excluded.default_model"
 )
 
@@ -206,7 +205,7 @@ async def get_run(conn: aiosqlite.Connection, run_id: str) -> RunRow | None:
         f"SELECT {_RUN_COLS} FROM runs WHERE run_id LIKE ? || '%' ORDER BY started_us LIMIT 2",
         (run_id,),
     ) as cur:
-        rows = await cur.fetchall()
+        rows = list(await cur.fetchall())
     return _run(tuple(rows[0])) if len(rows) == 1 else None
 
 
@@ -228,7 +227,7 @@ async def iter_run_requests(
             f"SELECT id, {cols} FROM requests WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
             (run_id, last, page),
         ) as cur:
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())
         if not rows:
             return
         for r in rows:

@@ -65,7 +65,7 @@ class GroupCommitWriter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="db-writer")
 
     def add(self, sql: str, rows: Sequence[Row], on_commit: CommitCallback | None = None) -> None:
-        """Queue `rows` for `sql`; `on_commit` runs after the transaction that holds the last one."""
+        """Queue `rows` for `sql`; `on_commit` runs after the transaction holding the last one."""
         if self._closing:
             raise WriterClosedError("the database writer is closed")
         rows = rows if isinstance(rows, list) else list(rows)

@@ -135,9 +135,8 @@ def _annotation(spec: FieldSpec) -> Any:
         return Literal[tuple(spec.choices)]
     if spec.type == "bool":
         return bool
-    bounds = {"ge": spec.minimum, "le": spec.maximum}
     base = int if spec.type == "int" else float
-    return Annotated[base, Field(**{k: v for k, v in bounds.items() if v is not None})]
+    return Annotated[base, Field(ge=spec.minimum, le=spec.maximum)]
 
 
 def input_model(manifest: Manifest) -> type[BaseModel]:
@@ -151,4 +150,3 @@ def input_model(manifest: Manifest) -> type[BaseModel]:
         )
     config = ConfigDict(extra="forbid", allow_inf_nan=False, title=f"{manifest.name} inputs")
     return create_model(f"{manifest.name.title()}Inputs", __config__=config, **fields)
-

@@ -1,1 +1,1 @@
-"""One module per CLI command; each exposes `add_parser` and an async `run` returning an exit code."""
+"""One module per CLI command: each has `add_parser` and an async `run` returning an exit code."""

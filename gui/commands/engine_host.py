@@ -27,9 +27,7 @@ async def database(path: Path) -> AsyncIterator[Database]:
 
 
 @asynccontextmanager
-async def headless_engine(
-    path: Path, config: EngineConfig | None = None
-) -> AsyncIterator[Engine]:
+async def headless_engine(path: Path, config: EngineConfig | None = None) -> AsyncIterator[Engine]:
     """An engine whose inference boundary is a ThreadPoolExecutor; stopped and flushed on exit."""
     registry = ModelRegistry.discover()
     async with database(path) as db:

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from engine import export
-from gui.commands.common import EXIT_OK, CommandError, db_path, warn
+from gui.commands.common import EXIT_OK, CommandError, SubParsers, db_path, warn
 from gui.commands.engine_host import database
 from storage import queries
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: SubParsers) -> None:
     p = sub.add_parser("export", help="export a run's requests and traces")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--format", required=True, choices=export.FORMATS)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from engine.models import ModelRegistry
-from gui.commands.common import EXIT_OK, emit_json, say, warn
+from gui.commands.common import EXIT_OK, SubParsers, emit_json, say, warn
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: SubParsers) -> None:
     p = sub.add_parser("models", help="list available models")
     models_sub = p.add_subparsers(dest="models_command", required=True, metavar="list")
     lst = models_sub.add_parser("list", help="built-in and user models")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import re
 from pathlib import Path
 
 from engine.contracts import IDENT_PATTERN
-from engine.file_job import FileJob, RowProblem
+from engine.engine import Engine
+from engine.file_job import FileJob, RowProblem, sha256_of
 from engine.ingest import SourceError, expand_inputs
 from engine.results_out import ResultFile
 from engine.runs import begin_run, end_run
@@ -15,18 +18,20 @@ from gui.commands.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     CommandError,
+    SubParsers,
     db_path,
     emit_json,
     say,
     warn,
 )
 from gui.commands.engine_host import headless_engine
+from storage import queries
 
 # Past this many, bad rows are counted but not printed one by one (all are stored).
 PRINT_PROBLEMS = 50
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: SubParsers) -> None:
     p = sub.add_parser(
         "predict",
         help="run files through a local model",
@@ -56,9 +61,17 @@ class _ProblemPrinter:
             self.hidden += 1
 
 
-async def run(args: argparse.Namespace) -> int:
-    import re
+async def _any_resumable(engine: Engine, files: list[Path]) -> bool:
+    for path in files:
+        if not path.is_file():
+            continue
+        digest = await asyncio.to_thread(sha256_of, path)
+        if await queries.find_resumable_job(engine.db.reader, str(path.resolve()), digest):
+            return True
+    return False
 
+
+async def run(args: argparse.Namespace) -> int:
     if not re.match(IDENT_PATTERN, args.client_id) or len(args.client_id) > 64:
         raise CommandError(f"--client-id {args.client_id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
     try:
@@ -73,9 +86,15 @@ async def run(args: argparse.Namespace) -> int:
         if args.model is not None and engine.registry.get(args.model) is None:
             known = ", ".join(engine.registry.names())
             raise CommandError(f"unknown model {args.model!r} (have: {known})")
-        config = {"files": [str(f) for f in files], "model": args.model, "client_id": args.client_id}
+        config = {
+            "files": [str(f) for f in files],
+            "model": args.model,
+            "client_id": args.client_id,
+        }
         run_rec = await begin_run(engine.db, "predict", config)
-        out = ResultFile(out_path, append=not args.restart) if out_path else None
+        # Append only when a job resumes; a fresh run starts the file anew.
+        resuming = not args.restart and await _any_resumable(engine, files)
+        out = ResultFile(out_path, append=resuming) if out_path else None
         reports = []
         try:
             for path in files:

@@ -6,12 +6,12 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from gui.commands.common import EXIT_OK, CommandError, db_path, emit_json, say
+from gui.commands.common import EXIT_OK, CommandError, SubParsers, db_path, emit_json, say
 from gui.commands.engine_host import database
 from storage import queries
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: SubParsers) -> None:
     p = sub.add_parser("runs", help="list or show past runs")
     runs_sub = p.add_subparsers(dest="runs_command", required=True, metavar="list|show")
     lst = runs_sub.add_parser("list", help="recent runs, newest first")
@@ -52,7 +52,9 @@ async def run(args: argparse.Namespace) -> int:
             if not rows:
                 say("no runs yet")
                 return EXIT_OK
-            say(f"{'RUN':36}  {'KIND':8} {'STATUS':11} {'STARTED':19}  {'OK':>8} {'BAD':>6}  P99 ms")
+            say(
+                f"{'RUN':36}  {'KIND':8} {'STATUS':11} {'STARTED':19}  {'OK':>8} {'BAD':>6}  P99 ms"
+            )
             for r in rows:
                 s = r.summary or {}
                 bad = s.get("rejected", 0) + s.get("failed", 0)

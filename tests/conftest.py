@@ -1,0 +1,61 @@
+"""Shared test set-up: offscreen Qt, a temporary database, and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Tests never need a display; set before anything imports Qt.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The `--json` contract: the last stdout line is one JSON object."""
+        lines = self.stdout.strip().splitlines()
+        assert lines, f"no stdout; stderr: {self.stderr}"
+        value = json.loads(lines[-1])
+        assert isinstance(value, dict)
+        return value
+
+
+def run_cli(args: Sequence[str | os.PathLike[str]], db: Path, timeout: float = 120) -> CliResult:
+    env = {**os.environ, "INFERDECK_DB": str(db)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gui.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "inferdeck.db"
+
+
+@pytest.fixture
+def cli(db_path: Path) -> Any:
+    def call(*args: str | os.PathLike[str], timeout: float = 120) -> CliResult:
+        return run_cli(args, db_path, timeout)
+
+    return call

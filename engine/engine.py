@@ -8,6 +8,7 @@ delivered to a sink (shown, returned, written to a file) before its row is commi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -174,7 +175,8 @@ class Engine:
         input_text: str | None,
     ) -> Work:
         if input_text is None and data is not None:
-            raw = data if isinstance(data, bytes) else compact_json(data).encode()
+            # json, not orjson: a rejected NaN or Infinity must stay visible, not become null.
+            raw = data if isinstance(data, bytes) else json.dumps(data, default=str).encode()
             input_text = raw[:2048].decode("utf-8", "replace")
         work = Work(
             request_id=new_id(),

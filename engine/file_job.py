@@ -27,6 +27,8 @@ from storage import queries
 # Yield to the event loop this often while reading, so other tasks (the batcher, a GUI) run.
 _YIELD_EVERY = 256
 MAX_PROBLEMS_KEPT = 1000
+# The error code `Engine` gives results whose transaction failed (see `Engine._deliver`).
+STORAGE_FAILED = "storage_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +37,15 @@ class RowProblem:
     line: int | None
     field: str | None
     message: str
+    more: int = 0  # further problems in the same row (all are stored)
 
     def describe(self, path: Path) -> str:
         where = f"line {self.line}" if self.line is not None else f"row {self.row}"
         if self.line is not None and self.line != self.row:
             where = f"row {self.row} (line {self.line})"
         field = f" field '{self.field}'" if self.field else ""
-        return f"{path}: {where}{field}: {self.message}"
+        more = f" (+{self.more} more in this row)" if self.more else ""
+        return f"{path}: {where}{field}: {self.message}{more}"
 
 
 @dataclass
@@ -55,6 +59,7 @@ class JobReport:
     ok: int = 0
     rejected: int = 0
     failed: int = 0
+    unstored: int = 0  # of `failed`: results whose commit failed, so they have no row
     problem_count: int = 0
     problems: list[RowProblem] = field(default_factory=list)
     file_error: str | None = None
@@ -71,6 +76,11 @@ def sha256_of(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _storage_failed(work: Work) -> bool:
+    """The engine delivers a batch whose transaction failed as `failed`/`storage_failed`."""
+    return work.status == "failed" and work.error is not None and work.error.code == STORAGE_FAILED
 
 
 class FileJob:
@@ -119,12 +129,16 @@ class FileJob:
             else:
                 report.failed += 1
                 self._problem(work)
+        # A result whose commit failed has no row: it must not reach `--out` (a resume runs the
+        # row again, and `--out` would then hold it twice), nor count as progress.
+        stored = [work for work in done if not _storage_failed(work)]
+        report.unstored += len(done) - len(stored)
         if self.out is not None:
-            self.out.write([work.result_record() for work in done])
-        if self.report.job_id is not None:
+            self.out.write([work.result_record() for work in stored])
+        if self.report.job_id is not None and stored:
             self.engine.db.writer.add(
                 queries.ADD_FILE_JOB_PROGRESS,
-                [(len(done), time.time_ns() // 1000, self.report.job_id)],
+                [(len(stored), time.time_ns() // 1000, self.report.job_id)],
             )
         self._pending -= len(done)
         if self._pending == 0 and not self._reading:
@@ -140,6 +154,7 @@ class FileJob:
             line=detail.line if detail else None,
             field=detail.field if detail else None,
             message=detail.message if detail else work.error.message,
+            more=max(len(work.error.details) - 1, 0),
         )
         if len(self.report.problems) < MAX_PROBLEMS_KEPT:
             self.report.problems.append(problem)
@@ -297,9 +312,12 @@ class FileJob:
             status = "cancelled"
         elif report.file_error is not None and report.done == 0 and report.skipped == 0:
             status = "failed"
+        elif report.unstored:
+            status = "interrupted"  # rows without a committed row: running the file again does them
         else:
             status = "done"
         total = report.skipped + report.done
+        stored = total - report.unstored
         await self.engine.db.writer.execute(
-            queries.FINISH_FILE_JOB, (status, total, total, time.time_ns() // 1000, job_id)
+            queries.FINISH_FILE_JOB, (status, total, stored, time.time_ns() // 1000, job_id)
         )

@@ -97,11 +97,17 @@ class GroupCommitWriter:
         await done
 
     async def flush(self) -> None:
-        """Wait until everything added before this call is committed."""
+        """Wait until everything added before this call has been written (or has failed: its
+        own callbacks hear of that; a flush only waits)."""
         if not self._pending:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Entry(None, [], _resolver(done)))
+
+        def resolve(_error: BaseException | None) -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self._pending.append(_Entry(None, [], resolve))
         self._wakeup.set()
         await done
 

@@ -97,8 +97,26 @@ def open_rows(path: Path, fmt: FileFormat) -> Iterator[Iterator[RawRow]]:
         raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     with stream:
         if fmt is FileFormat.JSONL:
-            yield read_jsonl(stream)
+            rows = read_jsonl(stream)
         elif fmt is FileFormat.JSON:
-            yield read_json(stream)
+            rows = read_json(stream)
         else:
-            yield read_csv(stream, str(path))
+            rows = read_csv(stream, str(path))
+        yield _at_least_one(rows, path, fmt)
+
+
+_NOTHING_IN = {
+    FileFormat.JSONL: "only blank lines",
+    FileFormat.JSON: "no objects (only white space or an empty array)",
+    FileFormat.CSV: "a header but no rows",
+}
+
+
+def _at_least_one(rows: Iterator[RawRow], path: Path, fmt: FileFormat) -> Iterator[RawRow]:
+    """A file with nothing to run is a file-level error, so the user is told why nothing ran."""
+    empty = True
+    for row in rows:
+        empty = False
+        yield row
+    if empty:
+        raise SourceError(f"{path}: nothing to run: the file holds {_NOTHING_IN[fmt]}")

@@ -25,18 +25,26 @@ class _Window:
         self.pos = 0
         self.line = 1  # line number at `pos`
         self.eof = False
+        self.bad: UnicodeDecodeError | None = None  # raised once the text before it is used up
 
     def more(self) -> bool:
         if self.eof:
+            if self.bad is not None:
+                raise self.bad
             return False
         chunk = self._stream.read(_CHUNK)
-        if not chunk:
-            self.eof = True
-            self.text += self._decoder.decode(b"", final=True)
-            return False
         if self.pos > _CHUNK:  # drop what has been consumed
             self.text, self.pos = self.text[self.pos :], 0
-        self.text += self._decoder.decode(chunk)
+        try:
+            if not chunk:
+                self.eof = True
+                self.text += self._decoder.decode(b"", final=True)
+                return False
+            self.text += self._decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            # Keep the text before the bad byte, so the rows before it still run.
+            self.text += bytes(exc.object[: exc.start]).decode("utf-8")
+            self.eof, self.bad = True, exc
         return True
 
     def skip_ws(self) -> str | None:
@@ -59,19 +67,15 @@ class _Window:
 def read_json(stream: BinaryIO) -> Iterator[RawRow]:
     win = _Window(stream)
     decoder = json.JSONDecoder()
+    row = 0  # rows read so far
     try:
         first = win.skip_ws()
-    except UnicodeDecodeError as exc:
-        yield RawRow(1, 1, None, f"not UTF-8 text: {exc.reason}")
-        return
-    if first is None:
-        return
-    in_array = first == "["
-    if in_array:
-        win.advance(win.pos + 1)
-    row = 0
-    while True:
-        try:
+        if first is None:
+            return
+        in_array = first == "["
+        if in_array:
+            win.advance(win.pos + 1)
+        while True:
             nxt = win.skip_ws()
             if in_array and nxt == "]":
                 if row:
@@ -81,30 +85,38 @@ def read_json(stream: BinaryIO) -> Iterator[RawRow]:
                 if in_array:
                     yield RawRow(row + 1, win.line, None, "file ends before the array is closed")
                 return
-            row += 1
             start_line = win.line
-            value, end = _decode_one(win, decoder)
-        except UnicodeDecodeError as exc:
-            yield RawRow(row + 1, win.line, None, f"not UTF-8 text: {exc.reason}")
-            return
-        except ValueError as exc:
-            yield RawRow(row, win.line, None, str(exc))
-            return
-        win.advance(end)
-        if isinstance(value, dict):
-            yield RawRow(row, start_line, value)
-        else:
-            yield RawRow(row, start_line, None, f"expected an object, got {_kind(value)}")
-        if in_array:
-            sep = win.skip_ws()
-            if sep == ",":
-                win.advance(win.pos + 1)
-            elif sep == "]":
+            try:
+                value, end = _decode_one(win, decoder)
+            except _SyntaxProblem as exc:
+                yield RawRow(row + 1, start_line, None, str(exc))
                 return
+            row += 1
+            win.advance(end)
+            if isinstance(value, dict):
+                yield RawRow(row, start_line, value)
             else:
-                found = "the end of the file" if sep is None else repr(sep)
-                yield RawRow(row + 1, win.line, None, f"expected ',' or ']' but found {found}")
-                return
+                yield RawRow(row, start_line, None, f"expected an object, got {_kind(value)}")
+            if in_array:
+                sep = win.skip_ws()
+                if sep == ",":
+                    win.advance(win.pos + 1)
+                elif sep == "]":
+                    return
+                else:
+                    found = "the end of the file" if sep is None else repr(sep)
+                    yield RawRow(row + 1, win.line, None, f"expected ',' or ']' but found {found}")
+                    return
+    except UnicodeDecodeError as exc:
+        # The bad byte comes right after the text decoded so far.
+        line = win.line + win.text.count("\n", win.pos)
+        byte = exc.object[exc.start] if exc.start < len(exc.object) else None
+        what = f"byte 0x{byte:02x}" if byte is not None else exc.reason
+        yield RawRow(row + 1, win.line, None, f"not UTF-8 text ({what} at line {line}); stopped")
+
+
+class _SyntaxProblem(ValueError):
+    """The value at the window's position is not valid JSON; the message says why."""
 
 
 def _decode_one(win: _Window, decoder: json.JSONDecoder) -> tuple[object, int]:
@@ -114,11 +126,14 @@ def _decode_one(win: _Window, decoder: json.JSONDecoder) -> tuple[object, int]:
         except json.JSONDecodeError as exc:
             # An error near the end of the window may only mean the value is not all read yet.
             if len(win.text) - win.pos > MAX_ROW_BYTES:
-                raise ValueError("a value is longer than 1 MiB") from None
+                raise _SyntaxProblem("a value is longer than 1 MiB") from None
             if win.more():
                 continue
+            if exc.msg.startswith("Unterminated string") or not win.text[exc.pos :].strip():
+                raise _SyntaxProblem("the file ends before this value is complete") from None
             line = win.line + win.text.count("\n", win.pos, exc.pos)
-            raise ValueError(f"not valid JSON at line {line}: {exc.msg}") from None
+            reason = exc.msg.removesuffix(" at")  # the position is given as the line
+            raise _SyntaxProblem(f"not valid JSON at line {line}: {reason}") from None
         # A number at the very end of the window may continue in the next chunk.
         if end == len(win.text) and not win.eof and win.more():
             continue

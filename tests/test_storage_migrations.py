@@ -1,0 +1,80 @@
+"""Schema migrations: from an empty file and from every earlier version to the latest."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage.database import prepare
+from storage.migrations import MIGRATIONS, SCHEMA_VERSION, SchemaTooNewError, migrate
+
+
+def _shape(conn: sqlite3.Connection) -> dict[str, object]:
+    """Tables with their columns, and indexes with their columns: what queries rely on."""
+    shape: dict[str, object] = {}
+    for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+    ).fetchall():
+        cols = [(r[1], r[2], r[3], r[5]) for r in conn.execute(f"PRAGMA table_info({name})")]
+        shape[f"table {name}"] = sorted(cols)
+    for name, table, sql in conn.execute(
+        "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
+    ).fetchall():
+        cols = [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+        shape[f"index {name}"] = (table, cols, "WHERE" in (sql or ""))
+    return shape
+
+
+def test_empty_file_reaches_latest(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    assert migrate(conn) == SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"requests", "runs", "clients", "file_jobs"} <= tables
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {
+        "idx_requests_run",
+        "idx_requests_status",
+        "idx_requests_created",
+        "idx_requests_latency",
+        "idx_requests_job_row",
+    } <= indexes
+
+
+@pytest.mark.parametrize("start", range(1, SCHEMA_VERSION))
+def test_every_earlier_version_migrates_and_keeps_data(tmp_path: Path, start: int) -> None:
+    fresh = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
+    migrate(fresh)
+    old = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    migrate(old, target=start)
+    assert old.execute("PRAGMA user_version").fetchone()[0] == start
+    old.execute(
+        "INSERT INTO requests (request_id, source, status, created_us) VALUES ('r1', 'x', 'ok', 1)"
+    )
+    old.execute("INSERT INTO runs (run_id, kind, started_us) VALUES ('run1', 'predict', 1)")
+    migrate(old)
+    assert old.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert _shape(old) == _shape(fresh)
+    assert old.execute("SELECT request_id, status FROM requests").fetchall() == [("r1", "ok")]
+    assert old.execute("SELECT run_id FROM runs").fetchall() == [("run1",)]
+
+
+def test_migrations_are_idempotent_and_newer_files_are_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    migrate(conn)
+    migrate(conn)  # a second open changes nothing
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNewError):
+        migrate(conn)
+
+
+def test_prepare_sets_wal_and_refuses_a_directory(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "inferdeck.db"
+    prepare(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(Exception, match="is a directory"):
+        prepare(tmp_path)

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EngineConfig:
     max_batch: int = 256
-    max_wait_ms: float = 1.0
+    # 0: dispatch at once and let batches form while the executor is busy (adaptive batching);
+    # a positive wait trades latency at low load for fuller batches.
+    max_wait_ms: float = 0.0
     queue_capacity: int = 4096
     # Two batches in flight: the next one is formed while the executor runs the current one.
     max_inflight_batches: int = 2

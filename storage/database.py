@@ -128,9 +128,8 @@ def prepare(path: Path) -> Recovery:
         conn.close()
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
-    # isolation_level=None: the writer issues BEGIN/COMMIT itself, readers never hold one open.
-    conn = await aiosqlite.connect(path, isolation_level=None)
+async def _connect(path: Path, isolation_level: str | None) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=isolation_level)
     for pragma in PRAGMAS[1:]:
         await conn.execute(pragma)
     return conn
@@ -141,8 +140,10 @@ async def open_database(path: str | os.PathLike[str], *, max_batch_rows: int = 1
     db_path = Path(path).expanduser().resolve()
     recovered = await asyncio.to_thread(prepare, db_path)
     try:
-        write_conn = await _connect(db_path)
-        reader = await _connect(db_path)
+        # The writer's statements open a write transaction at once (see GroupCommitWriter);
+        # the reader is in autocommit mode so it never holds a snapshot open between reads.
+        write_conn = await _connect(db_path, "IMMEDIATE")
+        reader = await _connect(db_path, None)
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open database {db_path}: {exc}") from exc
     writer = GroupCommitWriter(write_conn, max_rows=max_batch_rows)

@@ -171,7 +171,8 @@ class GroupCommitWriter:
     async def _commit(self, groups: list[tuple[str, list[Row]]]) -> None:
         if not groups:
             return
-        await self._conn.execute("BEGIN IMMEDIATE")
+        # The connection opens the transaction itself (isolation_level="IMMEDIATE") with the
+        # first statement, which saves a thread hop per commit over an explicit BEGIN.
         rows = 0
         for sql, params in groups:
             if len(params) == 1:
@@ -179,14 +180,14 @@ class GroupCommitWriter:
             else:
                 await self._conn.executemany(sql, params)
             rows += len(params)
-        await self._conn.execute("COMMIT")
+        await self._conn.commit()
         self.commits += 1
         self.rows_committed += rows
 
     async def _rollback(self) -> None:
         try:
             if self._conn.in_transaction:
-                await self._conn.execute("ROLLBACK")
+                await self._conn.rollback()
         except Exception:
             log.exception("rollback failed")
 

@@ -1,0 +1,238 @@
+"""Benchmark of the local request path (issue: engine and storage). Run: `make bench`.
+
+Measures, in one run on this machine:
+1. persisted predictions/s for a 100,000-row JSONL file through the real `inferdeck predict`
+   (every request, result and span committed), median of `--repeat` runs;
+2. the same file's rows through a naive per-request path (one awaited metadata read, one
+   executor round trip, one insert + commit per request), median of `--repeat` runs, and the
+   ratio between the two;
+3. an open loop at 1,000 requests/s offered for 30 s through `Engine.predict` (the interactive /
+   remote-caller path, which also writes a `queued` row first), latency from the intended send
+   time (no coordinated omission), percentiles from an HDR histogram;
+4. the storage footprint per tabular request after the 100k run (WAL checkpointed).
+
+Results print as a table and are saved to bench/out/predict.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from engine.contracts import PredictRequest
+from engine.engine import Origin
+from engine.models import ModelRegistry
+from engine.runs import begin_run, end_run
+from engine.stats import new_histogram, percentiles_ms, record_us
+from engine.work import FutureSink, Work
+from gui.commands.engine_host import headless_engine
+from storage.migrations import migrate
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out"
+FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+def make_rows(n: int, seed: int = 7) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    return [
+        {
+            "sepal_length": round(rng.uniform(4.3, 7.9), 1),
+            "sepal_width": round(rng.uniform(2.0, 4.4), 1),
+            "petal_length": round(rng.uniform(1.0, 6.9), 1),
+            "petal_width": round(rng.uniform(0.1, 2.5), 1),
+        }
+        for _ in range(n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, float]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def run_cli_predict(src: Path, db: Path) -> dict[str, Any]:
+    env = {**os.environ, "INFERDECK_DB": str(db)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gui.cli", "predict", str(src), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    summary: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def footprint(db: Path) -> tuple[int, float]:
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        rows = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+    return rows, db.stat().st_size / max(rows, 1)
+
+
+async def naive_path(rows: list[dict[str, float]], db: Path, concurrency: int) -> float:
+    """The plain "async route" shape: every request awaits its own metadata read, executor
+    round trip and insert + commit."""
+    registry = ModelRegistry.discover()
+    model = registry.get("iris")
+    assert model is not None
+    model.load()
+    with sqlite3.connect(db, isolation_level=None) as setup:
+        setup.execute("PRAGMA journal_mode = WAL")
+        migrate(setup)
+    conn = await aiosqlite.connect(db)
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=2)
+    it = iter(enumerate(rows))
+
+    async def worker() -> None:
+        for i, row in it:
+            inputs = model.inputs.model_validate(row)
+            async with conn.execute(
+                "SELECT tier, enabled FROM clients WHERE client_id = ?", ("cli",)
+            ) as cur:
+                await cur.fetchone()
+            probs = await loop.run_in_executor(
+                executor, model.predict_batch, [model.features(inputs)]
+            )
+            label = model.labels[int(probs[0].argmax())]
+            await conn.execute(
+                "INSERT INTO requests (request_id, source, model, client_id, status, created_us,"
+                " input, output) VALUES (?, 'naive', 'iris', 'cli', 'ok', ?, ?, ?)",
+                (f"naive-{i}", time.time_ns() // 1000, json.dumps(row), json.dumps(label)),
+            )
+            await conn.commit()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    await conn.close()
+    executor.shutdown()
+    return len(rows) / elapsed
+
+
+async def open_loop(db: Path, rate: float, seconds: float) -> dict[str, Any]:
+    """Constant arrival rate; each request's latency counts from its intended send time."""
+    rows = make_rows(1000, seed=11)
+    hist = new_histogram()
+    errors = 0
+    async with headless_engine(db) as engine:
+        run = await begin_run(engine.db, "bench-open-loop", {"rate": rate, "seconds": seconds})
+        origin = Origin(run, FutureSink(), "bench", "api")
+        total = int(rate * seconds)
+        pending: set[asyncio.Task[Work]] = set()
+        start = time.perf_counter_ns()
+        step_ns = int(1e9 / rate)
+        for i in range(total):
+            intended = start + i * step_ns
+            delay = (intended - time.perf_counter_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            request = PredictRequest(client_id="api", model="iris", input_payload=rows[i % 1000])
+            task = asyncio.create_task(engine.predict(request, origin, accepted_ns=intended))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        done = await asyncio.gather(*list(pending)) if pending else []
+        del done
+        await end_run(engine.db, run)
+        summary = run.summary()
+        errors = summary.failed + summary.rejected
+        hist = run.histogram
+    pct = percentiles_ms(hist)
+    return {
+        "offered_per_s": rate,
+        "seconds": seconds,
+        "completed": summary.ok,
+        "errors": errors,
+        "achieved_per_s": round(summary.ok / summary.duration_s, 1),
+        "latency_ms": pct.model_dump(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--naive-rows", type=int, default=10_000)
+    parser.add_argument("--naive-concurrency", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--seconds", type=float, default=30)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        rows = make_rows(args.rows)
+        src = tmp / "iris.jsonl"
+        write_jsonl(src, rows)
+
+        engine_rates, naive_rates, bytes_per_row = [], [], []
+        for i in range(args.repeat):
+            db = tmp / f"engine-{i}.db"
+            summary = run_cli_predict(src, db)
+            assert summary["ok"] == args.rows, summary
+            engine_rates.append(summary["throughput_per_s"])
+            count, per_row = footprint(db)
+            assert count == args.rows
+            bytes_per_row.append(per_row)
+            naive = asyncio.run(
+                naive_path(rows[: args.naive_rows], tmp / f"naive-{i}.db", args.naive_concurrency)
+            )
+            naive_rates.append(naive)
+            print(
+                f"  repeat {i + 1}: engine {summary['throughput_per_s']:,.0f}/s, "
+                f"naive {naive:,.0f}/s, {per_row:.0f} B/request",
+                flush=True,
+            )
+        engine_median = statistics.median(engine_rates)
+        naive_median = statistics.median(naive_rates)
+        results["file_100k"] = {
+            "rows": args.rows,
+            "engine_per_s": engine_rates,
+            "engine_median_per_s": engine_median,
+            "naive_rows": args.naive_rows,
+            "naive_concurrency": args.naive_concurrency,
+            "naive_per_s": [round(r, 1) for r in naive_rates],
+            "naive_median_per_s": round(naive_median, 1),
+            "ratio_median": round(engine_median / naive_median, 1),
+            "bytes_per_request_median": round(statistics.median(bytes_per_row), 1),
+        }
+        results["open_loop"] = asyncio.run(open_loop(tmp / "open.db", args.rate, args.seconds))
+    (OUT / "predict.json").write_text(json.dumps(results, indent=2) + "\n")
+    f = results["file_100k"]
+    ol = results["open_loop"]
+    lat = ol["latency_ms"]
+    print(f"persisted predictions/s, {f['rows']:,}-row JSONL (median of {args.repeat}): "
+          f"{f['engine_median_per_s']:,.0f}")
+    print(f"naive per-request path (median, {f['naive_concurrency']} concurrent): "
+          f"{f['naive_median_per_s']:,.0f}/s -> ratio {f['ratio_median']}x")
+    print(f"storage per tabular request: {f['bytes_per_request_median']:.0f} bytes")
+    print(
+        f"open loop {ol['offered_per_s']:.0f}/s for {ol['seconds']:.0f} s: "
+        f"{ol['completed']} ok, {ol['errors']} errors; latency ms p50 {lat['p50']:.2f} "
+        f"p99 {lat['p99']:.2f} p99.9 {lat['p999']:.2f} max {lat['max']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

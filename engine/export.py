@@ -23,7 +23,7 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def write_jsonl(rows: AsyncIterator[dict[str, Any]], out: TextIO) -> int:
+async def write_jsonl(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: int = 0) -> int:
     count = 0
     async for row in rows:
         out.write(json.dumps(_decoded(row), separators=(",", ":")) + "\n")
@@ -31,7 +31,7 @@ async def write_jsonl(rows: AsyncIterator[dict[str, Any]], out: TextIO) -> int:
     return count
 
 
-async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO) -> int:
+async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: int = 0) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
         [
@@ -76,15 +76,16 @@ async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO) -> int:
     return count
 
 
-async def write_chrome_trace(rows: AsyncIterator[dict[str, Any]], out: TextIO) -> int:
-    """Trace Event Format: one complete ("X") event per request and per span, in µs.
-
-    Requests that overlap in time go on different lanes (tids) so the viewer stacks them.
+async def write_chrome_trace(
+    rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: int = 0
+) -> int:
+    """Trace Event Format: one complete ("X") event per request and per span, in µs from
+    `base_us` (the run's start). Requests that overlap in time go on different lanes (tids),
+    so the viewer stacks them; a request's spans share its lane and nest inside it.
     """
     lanes: list[tuple[int, int]] = []  # (end_us, lane) min-heap of busy lanes
     free: list[int] = []
     next_lane = 0
-    base: int | None = None
     out.write('{"displayTimeUnit":"ms","traceEvents":[\n')
     out.write(
         json.dumps({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "InferDeck"}})
@@ -92,9 +93,7 @@ async def write_chrome_trace(rows: AsyncIterator[dict[str, Any]], out: TextIO) -
     count = 0
     async for raw in rows:
         row = _decoded(raw)
-        start = int(row["created_us"])
-        base = start if base is None else base
-        ts = start - base
+        ts = max(int(row["created_us"]) - base_us, 0)
         spans = row.get("spans") or []
         duration = int(row.get("latency_us") or sum(s[2] for s in spans) or 1)
         while lanes and lanes[0][0] <= ts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -67,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"inferdeck: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
+    except BrokenPipeError:
+        # The reader went away (`inferdeck export ... | head`): not an error worth a word.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("inferdeck: interrupted", file=sys.stderr)
         return 130

@@ -219,20 +219,22 @@ async def run_status_counts(conn: aiosqlite.Connection, run_id: str) -> dict[str
 async def iter_run_requests(
     conn: aiosqlite.Connection, run_id: str, page: int = 2000
 ) -> AsyncIterator[dict[str, Any]]:
-    """Every request of a run in time order, paged by rowid so memory stays flat."""
+    """Every request of a run in creation order, paged by (created_us, id) along the run index
+    so memory stays flat however large the run."""
     cols = ", ".join(REQUEST_COLUMNS)
-    last = 0
+    last_created, last_id = -1, 0
     while True:
         async with conn.execute(
-            f"SELECT id, {cols} FROM requests WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (run_id, last, page),
+            f"SELECT created_us, id, {cols} FROM requests WHERE run_id = ? "
+            "AND (created_us, id) > (?, ?) ORDER BY created_us, id LIMIT ?",
+            (run_id, last_created, last_id, page),
         ) as cur:
             rows = list(await cur.fetchall())
         if not rows:
             return
         for r in rows:
-            yield dict(zip(REQUEST_COLUMNS, tuple(r)[1:], strict=True))
-        last = int(rows[-1][0])
+            yield dict(zip(REQUEST_COLUMNS, tuple(r)[2:], strict=True))
+        last_created, last_id = int(rows[-1][0]), int(rows[-1][1])
 
 
 async def run_file_jobs(conn: aiosqlite.Connection, run_id: str) -> list[FileJobRow]:

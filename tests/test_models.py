@@ -46,7 +46,8 @@ def _accuracy(model: LoadedModel, rows: list[dict[str, Any]], labels: list[str])
     assert probs.shape == (len(rows), len(model.labels))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
     predicted = [model.labels[i] for i in probs.argmax(axis=1)]
-    return sum(p == t for p, t in zip(predicted, labels, strict=True)) / len(labels)
+    correct = sum(p == t for p, t in zip(predicted, labels, strict=True))
+    return correct / len(labels)
 
 
 def _digits_heldout() -> list[dict[str, Any]]:

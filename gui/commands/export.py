@@ -36,12 +36,12 @@ async def run(args: argparse.Namespace) -> int:
         rows = queries.iter_run_requests(db.reader, row.run_id)
         write = WRITERS[args.format]
         if args.out is None:
-            await write(rows, sys.stdout)
+            await write(rows, sys.stdout, row.started_us)
             return EXIT_OK
         target = Path(args.out)
         try:
             with target.open("w", encoding="utf-8", newline="") as fh:
-                count = await write(rows, fh)
+                count = await write(rows, fh, row.started_us)
         except OSError as exc:
             raise CommandError(f"--out {args.out}: {exc.strerror or exc}") from exc
         warn(f"wrote {count} requests of run {row.run_id} to {target}")

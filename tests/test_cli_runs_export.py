@@ -1,0 +1,108 @@
+"""`runs`, `export` and `models` through the real CLI on a real database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import CliResult
+
+Cli = Callable[..., CliResult]
+ROW = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
+
+
+@pytest.fixture
+def finished_run(cli: Cli, tmp_path: Path) -> dict[str, Any]:
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(ROW) + "\n" for _ in range(20)) + '{"sepal_length": 1}\n')
+    res = cli("predict", src, "--json")
+    assert res.code == 1, res.stderr  # one row is rejected
+    return res.summary
+
+
+def test_runs_list_and_show(cli: Cli, finished_run: dict[str, Any]) -> None:
+    run_id = finished_run["run_id"]
+    listed = cli("runs", "list", "--json")
+    assert listed.code == 0
+    runs = listed.summary["runs"]
+    assert [r["run_id"] for r in runs] == [run_id]
+    assert runs[0]["summary"]["ok"] == 20 and runs[0]["status"] == "done"
+    shown = cli("runs", "show", run_id[:13], "--json")
+    assert shown.code == 0, shown.stderr
+    detail = shown.summary
+    assert detail["status_counts"] == {"ok": 20, "rejected": 1}
+    assert detail["file_jobs"][0]["rows_done"] == 21
+    assert detail["file_jobs"][0]["status"] == "done"
+    human = cli("runs", "show", run_id)
+    assert "20 ok" in human.stdout and "1 rejected" in human.stdout
+
+
+def test_unknown_run_is_one_line_and_exit_2(cli: Cli, finished_run: dict[str, Any]) -> None:
+    res = cli("runs", "show", "ffffffff")
+    assert res.code == 2
+    assert res.stderr.strip().count("\n") == 0 and "no run matches" in res.stderr
+
+
+def test_export_chrome_trace_is_valid_trace_event_format(
+    cli: Cli, finished_run: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "trace.json"
+    res = cli("export", finished_run["run_id"], "--format", "chrome-trace", "--out", out)
+    assert res.code == 0, res.stderr
+    trace = json.loads(out.read_text())
+    events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    requests = [e for e in events if e["cat"] == "request"]
+    assert len(requests) == 21
+    for event in events:
+        assert isinstance(event["ts"], int) and isinstance(event["dur"], int)
+        assert event["ts"] >= 0 and event["dur"] >= 0
+    ok_id = next(e["args"]["request_id"] for e in requests if e["args"]["status"] == "ok")
+    stages = [e["name"] for e in events if e["cat"] == "stage" and e["args"]["request_id"] == ok_id]
+    assert stages == ["validate", "metadata", "queue_wait", "inference", "write"]
+    request = next(e for e in requests if e["args"]["request_id"] == ok_id)
+    for stage in (e for e in events if e["cat"] == "stage" and e["args"]["request_id"] == ok_id):
+        # Spans sit inside their request on the same lane, so the viewer nests them.
+        assert stage["tid"] == request["tid"]
+        assert request["ts"] <= stage["ts"] <= request["ts"] + request["dur"]
+
+
+def test_export_csv_and_jsonl(cli: Cli, finished_run: dict[str, Any]) -> None:
+    res = cli("export", finished_run["run_id"], "--format", "csv")
+    assert res.code == 0, res.stderr
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert len(rows) == 21
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["label"] for r in ok} == {"virginica"}
+    assert all(float(r["latency_ms"]) > 0 and int(r["inference_us"]) >= 0 for r in ok)
+    bad = [r for r in rows if r["status"] == "rejected"]
+    assert len(bad) == 1 and "sepal_width" in bad[0]["error"] or "Field required" in bad[0]["error"]
+    res = cli("export", finished_run["run_id"], "--format", "jsonl")
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(records) == 21
+    assert all(isinstance(r["spans"], list) for r in records)
+
+
+def test_models_list(cli: Cli) -> None:
+    res = cli("models", "list", "--json")
+    assert res.code == 0
+    models = {m["name"]: m for m in res.summary["models"]}
+    assert set(models) >= {"iris", "digits"}
+    schema = models["iris"]["input_schema"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == set(ROW)
+    assert models["digits"]["task"] == "image-classification"
+    human = cli("models", "list")
+    assert "iris" in human.stdout and "digits" in human.stdout
+
+
+def test_bad_arguments_exit_2_without_traceback(cli: Cli) -> None:
+    for args in (("predict",), ("export", "x", "--format", "pdf"), ("nonsense",)):
+        res = cli(*args)
+        assert res.code == 2, args
+        assert "Traceback" not in res.stderr

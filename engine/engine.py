@@ -127,6 +127,7 @@ class Engine:
         source_row: int | None = None,
         accepted_ns: int | None = None,
         input_text: str | None = None,
+        request_id: str | None = None,
     ) -> Work:
         """Validate one row and look up its client. Returns `Work` that is either ready to
         submit (`status == "queued"`) or already rejected (hand it to `record_rejection`)."""
@@ -135,7 +136,7 @@ class Engine:
         checked = validator.validate(data)
         t1 = time.perf_counter_ns()
         if not isinstance(checked, Validated):
-            return self._rejected(origin, checked, t0, source_row, data, input_text)
+            return self._rejected(origin, checked, t0, source_row, data, input_text, request_id)
         client_id = checked.client_id or origin.client_id
         client = self.clients.peek(client_id) or await self.clients.lookup(client_id)
         t2 = time.perf_counter_ns()
@@ -175,13 +176,14 @@ class Engine:
         source_row: int | None,
         data: bytes | dict[str, Any] | None,
         input_text: str | None,
+        request_id: str | None = None,
     ) -> Work:
         if input_text is None and data is not None:
             # json, not orjson: a rejected NaN or Infinity must stay visible, not become null.
             raw = data if isinstance(data, bytes) else json.dumps(data, default=str).encode()
             input_text = raw[:2048].decode("utf-8", "replace")
         work = Work(
-            request_id=new_id(),
+            request_id=request_id or new_id(),
             run=origin.run,
             sink=origin.sink,
             source=origin.source,
@@ -238,11 +240,13 @@ class Engine:
         """One interactive or remote request end to end; returns it once committed."""
         sink = FutureSink()
         own = Origin(origin.run, sink, origin.source, request.client_id, origin.target, None, True)
+        # Python mode, not JSON mode: a NaN in the payload must reach validation as NaN.
         work = await self.accept(
-            request.model_dump(mode="json", exclude_none=True),
+            request.model_dump(exclude_none=True),
             self.validator(request.model),
             own,
             accepted_ns=accepted_ns,
+            request_id=request.request_id,
         )
         future = sink.expect(work.request_id)
         if work.status == "rejected":

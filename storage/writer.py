@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -32,9 +32,9 @@ CommitCallback = Callable[[BaseException | None], None]
 class _Entry:
     sql: str | None  # None: a marker that only waits for the commit (see `flush`)
     rows: list[Row]
+    count: int  # rows, known before a deferred entry builds them
     on_commit: CommitCallback | None = None
     build: RowBuilder | None = None
-    offset: int = field(default=0)  # rows of this entry already taken by an earlier commit
 
 
 class WriterClosedError(RuntimeError):
@@ -52,6 +52,7 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._committed = asyncio.Event()
         self._closing = False
+        self._busy = False  # a transaction (or its callbacks) is under way
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.rows_committed = 0
@@ -69,7 +70,7 @@ class GroupCommitWriter:
         if self._closing:
             raise WriterClosedError("the database writer is closed")
         rows = rows if isinstance(rows, list) else list(rows)
-        self._pending.append(_Entry(sql, rows, on_commit))
+        self._pending.append(_Entry(sql, rows, len(rows), on_commit))
         self._pending_rows += len(rows)
         self._wakeup.set()
 
@@ -79,7 +80,7 @@ class GroupCommitWriter:
         """Queue `count` rows that `build(start_ns)` makes just before their transaction."""
         if self._closing:
             raise WriterClosedError("the database writer is closed")
-        self._pending.append(_Entry(sql, [], on_commit, build))
+        self._pending.append(_Entry(sql, [], count, on_commit, build))
         self._pending_rows += count
         self._wakeup.set()
 
@@ -99,7 +100,7 @@ class GroupCommitWriter:
     async def flush(self) -> None:
         """Wait until everything added before this call has been written (or has failed: its
         own callbacks hear of that; a flush only waits)."""
-        if not self._pending:
+        if not self._pending and not self._busy:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -107,7 +108,7 @@ class GroupCommitWriter:
             if not done.done():
                 done.set_result(None)
 
-        self._pending.append(_Entry(None, [], resolve))
+        self._pending.append(_Entry(None, [], 0, resolve))
         self._wakeup.set()
         await done
 
@@ -127,6 +128,7 @@ class GroupCommitWriter:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            self._busy = True
             groups, finished = self._take()
             error: BaseException | None = None
             try:
@@ -140,30 +142,33 @@ class GroupCommitWriter:
                     callback(error)
                 except Exception:
                     log.exception("commit callback failed")
+            self._busy = False
             self._committed.set()
 
     def _take(self) -> tuple[list[tuple[str, list[Row]]], list[CommitCallback]]:
-        """Pop up to `max_rows` rows, grouping consecutive rows of one statement."""
+        """Pop whole entries up to `max_rows` rows, grouping consecutive rows of one statement.
+
+        An entry is never split over two transactions, so its callback hears the one outcome
+        that all its rows share; an entry larger than `max_rows` gets a transaction of its own.
+        """
         groups: list[tuple[str, list[Row]]] = []
         finished: list[CommitCallback] = []
-        budget = self._max_rows
+        taken = 0
         now = time.perf_counter_ns()
-        while self._pending and budget > 0:
+        while self._pending:
             entry = self._pending[0]
+            if taken and taken + entry.count > self._max_rows:
+                break
+            self._pending.popleft()
             if entry.build is not None:
                 entry.rows, entry.build = entry.build(now), None
             if entry.sql is not None:
-                chunk = entry.rows[entry.offset : entry.offset + budget]
-                entry.offset += len(chunk)
-                budget -= len(chunk)
-                self._pending_rows -= len(chunk)
+                taken += entry.count
+                self._pending_rows -= entry.count
                 if groups and groups[-1][0] == entry.sql:
-                    groups[-1][1].extend(chunk)
+                    groups[-1][1].extend(entry.rows)
                 else:
-                    groups.append((entry.sql, list(chunk)))
-                if entry.offset < len(entry.rows):
-                    break  # the rest of this entry goes in the next transaction
-            self._pending.popleft()
+                    groups.append((entry.sql, list(entry.rows)))
             if entry.on_commit is not None:
                 finished.append(entry.on_commit)
         return groups, finished

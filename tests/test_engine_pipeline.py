@@ -377,11 +377,6 @@ def test_disabled_client_is_rejected(tmp_path: Path, registry: ModelRegistry) ->
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Engine._rejected always makes a new request_id, so a caller's "
-    "request_id is not echoed when its request is rejected",
-)
 def test_rejected_request_echoes_the_callers_request_id(
     tmp_path: Path, registry: ModelRegistry
 ) -> None:
@@ -396,11 +391,6 @@ def test_rejected_request_echoes_the_callers_request_id(
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Engine.predict re-dumps the request with model_dump(mode='json'), "
-    "which turns NaN/Infinity into null before validation, so the stored input loses the NaN",
-)
 def test_rejected_nan_stays_visible_through_predict(
     tmp_path: Path, registry: ModelRegistry
 ) -> None:
@@ -740,12 +730,6 @@ def test_stop_and_close_commit_and_deliver_everything_admitted(
     assert [rows[w.request_id]["status"] for w in works] == ["ok"] * 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: GroupCommitWriter.flush returns at once when nothing is pending, even "
-    "while a commit it should wait for is in progress, so Engine.stop can return before the "
-    "last batch is committed and delivered",
-)
 def test_writer_flush_waits_for_a_commit_in_progress(tmp_path: Path) -> None:
     insert = "INSERT INTO requests (request_id, source, status, created_us) VALUES (?, 't', ?, ?)"
 

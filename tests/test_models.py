@@ -45,7 +45,7 @@ def _accuracy(model: LoadedModel, rows: list[dict[str, Any]], labels: list[str])
     probs = model.predict_batch(features)
     assert probs.shape == (len(rows), len(model.labels))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
-    predicted = [model.labels[i] for i in probs.argmax(axis=1)]
+    predicted: list[str] = [model.labels[int(i)] for i in probs.argmax(axis=1)]
     correct = sum(p == t for p, t in zip(predicted, labels, strict=True))
     return correct / len(labels)
 

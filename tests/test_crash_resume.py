@@ -256,11 +256,6 @@ LOCK_HOLD_S = 6.5
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="storage/writer.py: an entry split over two transactions hears only the last one's "
-    "outcome, so results whose rows were rolled back can be delivered as committed",
-    strict=False,
-)
 def test_results_whose_commit_failed_stay_out_of_out_and_are_redone_on_resume(
     tmp_path: Path,
 ) -> None:
@@ -313,9 +308,9 @@ def test_results_whose_commit_failed_stay_out_of_out_and_are_redone_on_resume(
     assert summary["ok"] + summary["failed"] == LOCKED_ROWS
     assert "database is locked" in first.stderr
     done = _check_db(db, out)  # every result in `--out` has its committed row
-    # At least the results reported `ok` are stored (a group of results whose rows were split
-    # over the failed transaction and a good one is reported failed as a whole).
-    assert len(done) >= summary["ok"]
+    # Exactly the results reported `ok` are stored: the writer never splits a group of results
+    # over two transactions, so each group hears the one outcome all its rows share.
+    assert len(done) == summary["ok"]
     records = _out_records(out)
     assert len(records) == summary["ok"]
     assert {r["status"] for r in records} == {"ok"}
@@ -328,7 +323,7 @@ def test_results_whose_commit_failed_stay_out_of_out_and_are_redone_on_resume(
     second = run_cli(args, db, timeout=120)
     assert second.code == 0, second.stderr
     assert "resumed job 1" in second.stderr
-    assert second.summary["ok"] == LOCKED_ROWS - len(done)
+    assert second.summary["ok"] == summary["failed"]
     assert second.summary["failed"] == 0
     after = _check_db(db, out)
     assert set(after) == rows

@@ -6,9 +6,10 @@ Measures, in one run on this machine:
 2. the same file's rows through a naive per-request path (one awaited metadata read, one
    executor round trip, one insert + commit per request), median of `--repeat` runs, and the
    ratio between the two;
-3. an open loop at 1,000 requests/s offered for 30 s through `Engine.predict` (the interactive /
-   remote-caller path, which also writes a `queued` row first), latency from the intended send
-   time (no coordinated omission), percentiles from an HDR histogram;
+3. an open loop at 1,000 requests/s offered for 30 s through `Engine.predict`, latency from the
+   intended send time (no coordinated omission), percentiles from an HDR histogram: once as an
+   HTTP caller's request (result row only) and once acknowledged first (`queued` row, then the
+   result: the desktop form's path);
 4. the storage footprint per tabular request after the 100k run (WAL checkpointed).
 
 Results print as a table and are saved to bench/out/predict.json.
@@ -37,7 +38,7 @@ from engine.contracts import PredictRequest
 from engine.engine import Origin
 from engine.models import ModelRegistry
 from engine.runs import begin_run, end_run
-from engine.stats import new_histogram, percentiles_ms, record_us
+from engine.stats import new_histogram, percentiles_ms
 from engine.work import FutureSink, Work
 from gui.commands.engine_host import headless_engine
 from storage.migrations import migrate
@@ -131,8 +132,10 @@ async def naive_path(rows: list[dict[str, float]], db: Path, concurrency: int) -
     return len(rows) / elapsed
 
 
-async def open_loop(db: Path, rate: float, seconds: float) -> dict[str, Any]:
-    """Constant arrival rate; each request's latency counts from its intended send time."""
+async def open_loop(db: Path, rate: float, seconds: float, acknowledge: bool) -> dict[str, Any]:
+    """Constant arrival rate; each request's latency counts from its intended send time.
+    `acknowledge`: also write each request as `queued` before its result (the desktop form's
+    path) instead of only its result (an HTTP caller's)."""
     rows = make_rows(1000, seed=11)
     hist = new_histogram()
     errors = 0
@@ -149,7 +152,9 @@ async def open_loop(db: Path, rate: float, seconds: float) -> dict[str, Any]:
             if delay > 0:
                 await asyncio.sleep(delay)
             request = PredictRequest(client_id="api", model="iris", input_payload=rows[i % 1000])
-            task = asyncio.create_task(engine.predict(request, origin, accepted_ns=intended))
+            task = asyncio.create_task(
+                engine.predict(request, origin, accepted_ns=intended, acknowledge=acknowledge)
+            )
             pending.add(task)
             task.add_done_callback(pending.discard)
         done = await asyncio.gather(*list(pending)) if pending else []
@@ -179,7 +184,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         rows = make_rows(args.rows)
@@ -217,21 +224,28 @@ def main() -> None:
             "ratio_median": round(engine_median / naive_median, 1),
             "bytes_per_request_median": round(statistics.median(bytes_per_row), 1),
         }
-        results["open_loop"] = asyncio.run(open_loop(tmp / "open.db", args.rate, args.seconds))
+        for ack in (False, True):
+            key = "open_loop_acknowledged" if ack else "open_loop"
+            results[key] = asyncio.run(open_loop(tmp / f"{key}.db", args.rate, args.seconds, ack))
     (OUT / "predict.json").write_text(json.dumps(results, indent=2) + "\n")
     f = results["file_100k"]
-    ol = results["open_loop"]
-    lat = ol["latency_ms"]
-    print(f"persisted predictions/s, {f['rows']:,}-row JSONL (median of {args.repeat}): "
-          f"{f['engine_median_per_s']:,.0f}")
-    print(f"naive per-request path (median, {f['naive_concurrency']} concurrent): "
-          f"{f['naive_median_per_s']:,.0f}/s -> ratio {f['ratio_median']}x")
-    print(f"storage per tabular request: {f['bytes_per_request_median']:.0f} bytes")
     print(
-        f"open loop {ol['offered_per_s']:.0f}/s for {ol['seconds']:.0f} s: "
-        f"{ol['completed']} ok, {ol['errors']} errors; latency ms p50 {lat['p50']:.2f} "
-        f"p99 {lat['p99']:.2f} p99.9 {lat['p999']:.2f} max {lat['max']:.2f}"
+        f"persisted predictions/s, {f['rows']:,}-row JSONL (median of {args.repeat}): "
+        f"{f['engine_median_per_s']:,.0f}"
     )
+    print(
+        f"naive per-request path (median, {f['naive_concurrency']} concurrent): "
+        f"{f['naive_median_per_s']:,.0f}/s -> ratio {f['ratio_median']}x"
+    )
+    print(f"storage per tabular request: {f['bytes_per_request_median']:.0f} bytes")
+    for key in ("open_loop", "open_loop_acknowledged"):
+        ol = results[key]
+        lat = ol["latency_ms"]
+        print(
+            f"{key} {ol['offered_per_s']:.0f}/s for {ol['seconds']:.0f} s: "
+            f"{ol['completed']} ok, {ol['errors']} errors; latency ms p50 {lat['p50']:.2f} "
+            f"p99 {lat['p99']:.2f} p99.9 {lat['p999']:.2f} max {lat['max']:.2f}"
+        )
 
 
 if __name__ == "__main__":

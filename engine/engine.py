@@ -23,6 +23,7 @@ from engine.clients import ClientDirectory, ClientInfo
 from engine.contracts import ErrorBody, PredictRequest
 from engine.ids import new_id
 from engine.models.registry import ModelRegistry
+from engine.models.runtime import set_torch_threads
 from engine.stats import LiveStats, RunRecorder, StatsSnapshot
 from engine.tasks import TaskOwner
 from engine.validation import RowValidator, Validated, error
@@ -45,6 +46,8 @@ class EngineConfig:
     # Results waiting for the writer beyond this hold back the batcher (and so the queue).
     max_pending_writes: int = 4000
     publish_hz: float = 10.0
+    # torch intra-op threads (process-wide); None leaves torch's default.
+    torch_threads: int | None = 1
 
 
 @dataclass(slots=True)
@@ -57,7 +60,6 @@ class Origin:
     client_id: str = "cli"
     target: str = "local"
     job_id: int | None = None
-    acknowledge: bool = False  # write a `queued` row before the result (remote/interactive)
 
 
 def _us(ns: int) -> int:
@@ -91,6 +93,8 @@ class Engine:
     async def start(self) -> None:
         """Load and warm every model in the executor, then start the batcher."""
         loop = asyncio.get_running_loop()
+        if self.config.torch_threads is not None:
+            set_torch_threads(self.config.torch_threads)
         await loop.run_in_executor(self.executor, self.registry.load_all)
         self._running = True
         self._tasks.spawn(self._batch_loop(), "batcher")
@@ -235,11 +239,21 @@ class Engine:
         self.db.writer.add(queries.UPSERT_REQUEST, [_row(work, work.accepted_ns, queued=True)])
 
     async def predict(
-        self, request: PredictRequest, origin: Origin, *, accepted_ns: int | None = None
+        self,
+        request: PredictRequest,
+        origin: Origin,
+        *,
+        accepted_ns: int | None = None,
+        acknowledge: bool = False,
     ) -> Work:
-        """One interactive or remote request end to end; returns it once committed."""
+        """One request end to end; returns it once committed.
+
+        `acknowledge=True` is for callers shown the request before its result (the desktop
+        form): its row is written as `queued` first. A caller that waits for the result in one
+        exchange (an HTTP /predict) needs no such row: nothing was promised before the commit.
+        """
         sink = FutureSink()
-        own = Origin(origin.run, sink, origin.source, request.client_id, origin.target, None, True)
+        own = Origin(origin.run, sink, origin.source, request.client_id, origin.target)
         # Python mode, not JSON mode: a NaN in the payload must reach validation as NaN.
         work = await self.accept(
             request.model_dump(exclude_none=True),
@@ -252,7 +266,8 @@ class Engine:
         if work.status == "rejected":
             self.record_rejection(work)
         else:
-            self.acknowledge(work)
+            if acknowledge:
+                self.acknowledge(work)
             await self.submit(work)
         return await future
 

@@ -154,9 +154,11 @@ async def file_job(conn: aiosqlite.Connection, job_id: int) -> FileJobRow | None
 
 
 async def done_rows(conn: aiosqlite.Connection, job_id: int) -> set[int]:
-    """Row numbers of a job that already have a committed, final row."""
+    """Row numbers of a job that already have a committed, final row (a row that failed in
+    inference was processed too: resuming does not run it again)."""
     async with conn.execute(
-        "SELECT source_row FROM requests WHERE job_id = ? AND status IN ('ok', 'rejected')",
+        "SELECT source_row FROM requests WHERE job_id = ? "
+        "AND status IN ('ok', 'rejected', 'failed')",
         (job_id,),
     ) as cur:
         return {int(r[0]) for r in await cur.fetchall()}

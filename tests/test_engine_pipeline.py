@@ -678,7 +678,9 @@ def test_interactive_request_is_written_queued_before_its_result(
         async with running_engine(tmp_path, registry, delay_s=0.5) as rig:
             origin = Origin(rig.run, ListSink(), "form", client_id="gui")
             task = asyncio.create_task(
-                rig.engine.predict(iris_request("gui", request_id="ack-1"), origin)
+                rig.engine.predict(
+                    iris_request("gui", request_id="ack-1"), origin, acknowledge=True
+                )
             )
             seen: list[str] = []
             deadline = time.monotonic() + 10

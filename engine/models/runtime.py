@@ -20,6 +20,14 @@ from engine.models.manifest import Manifest, input_model
 FeatureRow = Sequence[float]
 
 
+def set_torch_threads(count: int) -> None:
+    """Intra-op threads for torch, process-wide. Small models gain nothing from more than one,
+    and idle pool threads spinning on a 2-core machine steal time from the event loop."""
+    import torch
+
+    torch.set_num_threads(count)
+
+
 @dataclass(slots=True)
 class LoadedModel:
     manifest: Manifest

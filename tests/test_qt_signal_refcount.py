@@ -49,6 +49,7 @@ def test_cross_thread_emits_keep_the_refcount_of_true(qtbot: QtBot) -> None:
     qtbot.waitUntil(lambda: relay.received == total, timeout=30_000)
     QCoreApplication.processEvents()
     assert relay.received == total
-    # A few references may come and go with the interpreter's own bookkeeping; the bug loses
-    # one per emit (20,000 here), so a small tolerance cannot hide it.
-    assert abs(sys.getrefcount(True) - before) < 100
+    # References to True come and go with whatever else the process holds (other tests' objects
+    # among them); the bug loses one per emit (20,000 here), so this tolerance cannot hide it.
+    drift = sys.getrefcount(True) - before
+    assert abs(drift) < total // 10, f"refcount of True moved by {drift} over {total} emits"

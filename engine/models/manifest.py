@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -123,6 +124,13 @@ def _image_checker(height: int, width: int, low: float, high: float) -> Any:
     return check
 
 
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1.0; a measurement sent as a boolean is a mistake.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
 def _annotation(spec: FieldSpec) -> Any:
     if spec.type == "image":
         assert spec.shape is not None
@@ -136,7 +144,7 @@ def _annotation(spec: FieldSpec) -> Any:
     if spec.type == "bool":
         return bool
     base = int if spec.type == "int" else float
-    return Annotated[base, Field(ge=spec.minimum, le=spec.maximum)]
+    return Annotated[base, Field(ge=spec.minimum, le=spec.maximum), BeforeValidator(_not_bool)]
 
 
 def input_model(manifest: Manifest) -> type[BaseModel]:

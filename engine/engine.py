@@ -314,7 +314,7 @@ class Engine:
         done = time.perf_counter_ns()
         labels = model.labels
         infer_attrs = {"batch_size": len(group)}
-        scores = probs.round(4).tolist()
+        scores = probs.astype(np.float64).round(4).tolist()
         best = probs.argmax(axis=1).tolist() if len(probs) else []
         for i, work in enumerate(group):
             t0 = work.accepted_ns

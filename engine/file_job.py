@@ -168,6 +168,7 @@ class FileJob:
         try:
             fmt = sniff(self.path)
             report.format = fmt.value
+            await self.engine.clients.lookup(self.client_id)  # its default model, if it has one
             model = self._pick_model(fmt)
             await self._open_job(fmt, model)
             if fmt is FileFormat.IMAGE:
@@ -193,7 +194,10 @@ class FileJob:
                 raise SourceError(f"unknown model {self.model_name!r}")
         else:
             task = "image-classification" if fmt is FileFormat.IMAGE else "tabular-classification"
-            model = registry.default_for(task)
+            client = self.engine.clients.peek(self.client_id)
+            preferred = registry.get(client.default_model or "") if client else None
+            fits = preferred is not None and preferred.manifest.task == task
+            model = preferred if fits else registry.default_for(task)
         if fmt is FileFormat.IMAGE and (model is None or model.manifest.image_field is None):
             name = model.name if model else "no model"
             raise SourceError(f"{self.path}: {name} does not take images")

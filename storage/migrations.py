@@ -55,8 +55,7 @@ MIGRATIONS: tuple[str, ...] = (
         tier           TEXT NOT NULL DEFAULT 'standard'
                        CHECK (tier IN ('interactive', 'standard', 'batch')),
         enabled        INTEGER NOT NULL DEFAULT 1,
-        default_model  TEXT,
-        max_rps        REAL
+        default_model  TEXT
     );
     INSERT INTO clients (client_id, display_name, tier) VALUES
         ('gui', 'Desktop form', 'interactive'),

@@ -244,3 +244,58 @@ async def run_file_jobs(conn: aiosqlite.Connection, run_id: str) -> list[FileJob
         f"SELECT {_FILE_JOB_COLS} FROM file_jobs WHERE run_id = ? ORDER BY job_id", (run_id,)
     ) as cur:
         return [_file_job(tuple(r)) for r in await cur.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFilter:
+    """What the history views filter on; None means "any"."""
+
+    status: str | None = None
+    model: str | None = None
+    source: str | None = None
+    client_id: str | None = None
+    run_id: str | None = None
+    text: str | None = None  # matched against the request ID, input and error
+
+
+_SORTS = {"time": "created_us", "latency": "latency_us"}
+
+
+async def page_requests(
+    conn: aiosqlite.Connection,
+    where: RequestFilter,
+    *,
+    sort: str = "time",
+    descending: bool = True,
+    after: tuple[int, int] | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """One page of requests, newest (or slowest) first, by keyset: pass the last row's
+    (sort value, id) as `after` for the next page, so a deep page costs what the first does."""
+    column = _SORTS[sort]
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name in ("status", "model", "source", "client_id", "run_id"):
+        value = getattr(where, name)
+        if value is not None:
+            clauses.append(f"{name} = ?")
+            params.append(value)
+    if where.text:
+        clauses.append("(request_id LIKE ? OR input LIKE ? OR error LIKE ?)")
+        params.extend([f"%{where.text}%"] * 3)
+    if sort == "latency":
+        clauses.append("latency_us IS NOT NULL")
+    if after is not None:
+        op = "<" if descending else ">"
+        clauses.append(f"({column}, id) {op} (?, ?)")
+        params.extend(after)
+    order = "DESC" if descending else "ASC"
+    sql = (
+        f"SELECT id, {', '.join(REQUEST_COLUMNS)} FROM requests"
+        + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+        + f" ORDER BY {column} {order}, id {order} LIMIT ?"
+    )
+    params.append(limit)
+    async with conn.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    return [{"id": r[0], **dict(zip(REQUEST_COLUMNS, tuple(r)[1:], strict=True))} for r in rows]

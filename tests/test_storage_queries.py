@@ -29,7 +29,7 @@ def _fill(path: Path) -> None:
             status=rng.choice(statuses),
             created_us=1_000_000 + i * 10,
             latency_us=rng.randint(100, 100_000),
-            input='{"sepal_length": %d}' % (i % 100),
+            input=f'{{"sepal_length": {i % 100}}}',
             error="sepal_width: Field required" if i % 10 == 9 else None,
         )
         rows.append(tuple(row[c] for c in REQUEST_COLUMNS))

@@ -14,6 +14,10 @@ from gui.commands.common import CommandError
 from storage import Database, open_database
 from storage.database import StorageError
 
+# One inference thread: on a 2-core machine a second one only competes with the event loop and
+# the writer for the cores; batching, not parallel calls, is where the throughput comes from.
+WORKERS = 1
+
 
 @asynccontextmanager
 async def database(path: Path) -> AsyncIterator[Database]:
@@ -36,7 +40,7 @@ async def headless_engine(path: Path, config: EngineConfig | None = None) -> Asy
     sys.setswitchinterval(0.0005)
     registry = ModelRegistry.discover()
     async with database(path) as db:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="inference") as executor:
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inference") as executor:
             engine = Engine(db, registry, executor, config)
             await engine.start()
             try:

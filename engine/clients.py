@@ -63,9 +63,3 @@ class ClientDirectory:
         )
         self._cache[client_id] = (time.monotonic() + self._ttl_s, info)
         return info
-
-    def invalidate(self, client_id: str | None = None) -> None:
-        if client_id is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(client_id, None)

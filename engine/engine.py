@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.admission import AdmissionQueue
-from engine.clients import ClientDirectory, ClientInfo
+from engine.clients import ClientDirectory
 from engine.contracts import ErrorBody, PredictRequest
 from engine.ids import new_id
 from engine.models.registry import ModelRegistry
@@ -86,6 +86,7 @@ class Engine:
         self._batch_tasks = TaskOwner()
         self._slots = asyncio.Semaphore(self.config.max_inflight_batches)
         self._subscribers: list[Callable[[StatsSnapshot], None]] = []
+        self._caller_ids: set[str] = set()  # caller-chosen request IDs not yet committed
         self._running = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -119,9 +120,6 @@ class Engine:
     def validator(self, default_model: str | None) -> RowValidator:
         return RowValidator(self.registry, self.registry.get(default_model or ""))
 
-    async def client(self, client_id: str) -> ClientInfo:
-        return self.clients.peek(client_id) or await self.clients.lookup(client_id)
-
     async def accept(
         self,
         data: bytes | dict[str, Any],
@@ -141,6 +139,15 @@ class Engine:
         t1 = time.perf_counter_ns()
         if not isinstance(checked, Validated):
             return self._rejected(origin, checked, t0, source_row, data, input_text, request_id)
+        if checked.request_id is not None and await self._id_taken(checked.request_id):
+            # A new ID for the rejection row: writing it under the caller's would replace the
+            # request that already holds that ID.
+            taken = error(
+                "duplicate_request_id",
+                f"request_id {checked.request_id!r} is already used by another request",
+                "request_id",
+            )
+            return self._rejected(origin, taken, t0, source_row, data, input_text)
         client_id = checked.client_id or origin.client_id
         client = self.clients.peek(client_id) or await self.clients.lookup(client_id)
         t2 = time.perf_counter_ns()
@@ -171,6 +178,15 @@ class Engine:
             work.status = "rejected"
             work.error = error("client_disabled", f"client {client_id!r} is disabled", "client_id")
         return work
+
+    async def _id_taken(self, request_id: str) -> bool:
+        """Caller-chosen IDs must be unique: one in flight here, or one already stored."""
+        if request_id in self._caller_ids:
+            return True
+        if await queries.request_exists(self.db.reader, request_id):
+            return True
+        self._caller_ids.add(request_id)
+        return False
 
     def _rejected(
         self,
@@ -303,31 +319,25 @@ class Engine:
         loop = asyncio.get_running_loop()
         taken = time.perf_counter_ns()
         rows = [w.features for w in group if w.features is not None]
+        outputs: list[dict[str, Any]] | None = None
         try:
             probs: np.ndarray = await loop.run_in_executor(self.executor, model.predict_batch, rows)
+            outputs = _outputs(probs, model.labels)
         except Exception as exc:  # a model failure fails this batch, not the engine
-            log.exception("inference failed for model %s", model.name)
+            log.error("inference failed for model %s: %s", model.name, exc, exc_info=True)
             failure = error("inference_failed", f"inference failed: {type(exc).__name__}: {exc}")
             for work in group:
                 work.status, work.error = "failed", failure
-            probs = np.zeros((0, 0))
         done = time.perf_counter_ns()
-        labels = model.labels
         infer_attrs = {"batch_size": len(group)}
-        scores = probs.astype(np.float64).round(4).tolist()
-        best = probs.argmax(axis=1).tolist() if len(probs) else []
         for i, work in enumerate(group):
             t0 = work.accepted_ns
             work.spans.append(
                 ("queue_wait", _us(work.enqueued_ns - t0), _us(taken - work.enqueued_ns))
             )
             work.spans.append(("inference", _us(taken - t0), _us(done - taken), infer_attrs))
-            if work.status != "failed":
-                work.status = "ok"
-                work.output = {
-                    "label": labels[best[i]],
-                    "scores": dict(zip(labels, scores[i], strict=True)),
-                }
+            if outputs is not None:
+                work.status, work.output = "ok", outputs[i]
             work.ready_ns = done
         self._write(group)
 
@@ -346,17 +356,19 @@ class Engine:
         now = time.perf_counter_ns()
         stats, finished = self.stats, 0
         for work in group:
+            if work.status != "rejected":
+                finished += 1  # counted in flight from the batcher on
             if failure is not None:
+                work.stored = False
                 work.status = "failed"
                 work.error = error("storage_failed", f"could not store the result: {failure}")
             work.latency_us = _us(now - work.accepted_ns)
             work.spans.append(
                 ("write", _us(work.ready_ns - work.accepted_ns), _us(now - work.ready_ns))
             )
+            self._caller_ids.discard(work.request_id)
             work.run.record(work.status, work.latency_us)
             stats.record(work.status, work.latency_us, work.spans)
-            if work.status != "rejected":
-                finished += 1
         self.in_flight -= finished
         sink = group[0].sink
         if all(work.sink is sink for work in group):
@@ -376,6 +388,18 @@ class Engine:
                 snap = self.snapshot()
                 for callback in self._subscribers:
                     callback(snap)
+
+
+def _outputs(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
+    """Label and per-class scores for each row of class probabilities."""
+    if probs.ndim != 2 or probs.shape[1] != len(labels):
+        raise ValueError(f"model returned shape {probs.shape} for {len(labels)} labels")
+    scores = probs.astype(np.float64).round(4).tolist()
+    best = probs.argmax(axis=1).tolist()
+    return [
+        {"label": labels[b], "scores": dict(zip(labels, s, strict=True))}
+        for b, s in zip(best, scores, strict=True)
+    ]
 
 
 def _row(work: Work, start_ns: int, *, queued: bool = False) -> tuple[Any, ...]:

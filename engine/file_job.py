@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,11 +25,11 @@ from engine.validation import error
 from engine.work import Work
 from storage import queries
 
+log = logging.getLogger(__name__)
+
 # Yield to the event loop this often while reading, so other tasks (the batcher, a GUI) run.
 _YIELD_EVERY = 256
 MAX_PROBLEMS_KEPT = 1000
-# The error code `Engine` gives results whose transaction failed (see `Engine._deliver`).
-STORAGE_FAILED = "storage_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class JobReport:
     problem_count: int = 0
     problems: list[RowProblem] = field(default_factory=list)
     file_error: str | None = None
+    out_error: str | None = None
     cancelled: bool = False
 
     @property
@@ -76,11 +78,6 @@ def sha256_of(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _storage_failed(work: Work) -> bool:
-    """The engine delivers a batch whose transaction failed as `failed`/`storage_failed`."""
-    return work.status == "failed" and work.error is not None and work.error.code == STORAGE_FAILED
 
 
 class FileJob:
@@ -119,6 +116,15 @@ class FileJob:
     # -- the sink ---------------------------------------------------------------------------
 
     def deliver(self, done: list[Work]) -> None:
+        try:
+            self._take_results(done)
+        finally:
+            # Whatever happens above, these rows are no longer pending: never leave run() waiting.
+            self._pending -= len(done)
+            if self._pending == 0 and not self._reading:
+                self._idle.set()
+
+    def _take_results(self, done: list[Work]) -> None:
         report = self.report
         for work in done:
             if work.status == "ok":
@@ -131,18 +137,23 @@ class FileJob:
                 self._problem(work)
         # A result whose commit failed has no row: it must not reach `--out` (a resume runs the
         # row again, and `--out` would then hold it twice), nor count as progress.
-        stored = [work for work in done if not _storage_failed(work)]
+        stored = [work for work in done if work.stored]
         report.unstored += len(done) - len(stored)
-        if self.out is not None:
-            self.out.write([work.result_record() for work in stored])
+        if self.out is not None and report.out_error is None:
+            try:
+                self.out.write([work.result_record() for work in stored])
+            except OSError as exc:
+                # The rows are committed; only the copy failed. Stop the job: resuming it later
+                # back-fills `--out` from the database.
+                report.out_error = f"--out {self.out.path}: {exc.strerror or exc}"
+                self.cancel()
         if self.report.job_id is not None and stored:
+            # A later transaction than the rows it counts: `rows_done` may lag by one batch
+            # after a crash; resuming counts the committed rows themselves.
             self.engine.db.writer.add(
                 queries.ADD_FILE_JOB_PROGRESS,
                 [(len(stored), time.time_ns() // 1000, self.report.job_id)],
             )
-        self._pending -= len(done)
-        if self._pending == 0 and not self._reading:
-            self._idle.set()
 
     def _problem(self, work: Work) -> None:
         self.report.problem_count += 1
@@ -169,8 +180,10 @@ class FileJob:
             fmt = sniff(self.path)
             report.format = fmt.value
             await self.engine.clients.lookup(self.client_id)  # its default model, if it has one
-            model = self._pick_model(fmt)
-            await self._open_job(fmt, model)
+            digest = await asyncio.to_thread(sha256_of, self.path)
+            previous = await self._previous_job(digest)
+            model = self._pick_model(fmt, previous)
+            await self._open_job(fmt, model, previous, digest)
             if fmt is FileFormat.IMAGE:
                 await self._run_image(model)
             else:
@@ -178,6 +191,9 @@ class FileJob:
                     await self._run_rows(rows, model)
         except SourceError as exc:
             report.file_error = str(exc)
+        except Exception as exc:  # never leave a job hanging or a traceback on the terminal
+            log.error("file job %s failed", self.path, exc_info=True)
+            report.file_error = f"{self.path}: stopped: {type(exc).__name__}: {exc}"
         finally:
             self._reading = False
             if self._pending == 0:
@@ -186,9 +202,33 @@ class FileJob:
         await self._close_job()
         return report
 
-    def _pick_model(self, fmt: FileFormat) -> LoadedModel | None:
+    async def _previous_job(self, digest: str) -> queries.FileJobRow | None:
+        """The interrupted job over this file, if any; with `resume=False` it is superseded so
+        that a later plain run does not resume it either."""
+        db = self.engine.db
+        previous = await queries.find_resumable_job(db.reader, str(self.path.resolve()), digest)
+        if previous is not None and not self.resume:
+            await db.writer.execute(
+                queries.SUPERSEDE_FILE_JOB, (time.time_ns() // 1000, previous.job_id)
+            )
+            return None
+        return previous
+
+    def _pick_model(
+        self, fmt: FileFormat, previous: queries.FileJobRow | None
+    ) -> LoadedModel | None:
         registry = self.engine.registry
-        if self.model_name is not None:
+        if previous is not None and previous.model is not None:
+            # A resumed job finishes on the model it started with.
+            if self.model_name not in (None, previous.model):
+                raise SourceError(
+                    f"{self.path}: its interrupted job ran on model {previous.model!r}; "
+                    f"resume with that model or start over with --restart"
+                )
+            model = registry.get(previous.model)
+            if model is None:
+                raise SourceError(f"{self.path}: its job's model {previous.model!r} is gone")
+        elif self.model_name is not None:
             model = registry.get(self.model_name)
             if model is None:
                 raise SourceError(f"unknown model {self.model_name!r}")
@@ -203,14 +243,18 @@ class FileJob:
             raise SourceError(f"{self.path}: {name} does not take images")
         return model
 
-    async def _open_job(self, fmt: FileFormat, model: LoadedModel | None) -> None:
+    async def _open_job(
+        self,
+        fmt: FileFormat,
+        model: LoadedModel | None,
+        previous: queries.FileJobRow | None,
+        digest: str,
+    ) -> None:
         db = self.engine.db
         size = self.path.stat().st_size
-        digest = await asyncio.to_thread(sha256_of, self.path)
         source = str(self.path.resolve())
         now_us = time.time_ns() // 1000
-        previous = await queries.find_resumable_job(db.reader, source, digest)
-        if previous is not None and self.resume:
+        if previous is not None:
             done = await queries.done_rows(db.reader, previous.job_id)
             self.report.job_id, self.report.resumed = previous.job_id, True
             self._done_rows = done
@@ -265,11 +309,11 @@ class FileJob:
             if raw.row in done:
                 report.skipped += 1
                 continue
-            self._pending += 1
             report.submitted += 1
             if raw.data is None:
                 body = error("unreadable_row", raw.problem or "unreadable row")
                 body.details[0].row, body.details[0].line = raw.row, raw.line
+                self._pending += 1
                 engine.reject(origin, body, source_row=raw.row, input_text=None)
                 continue
             work = await engine.accept(raw.data, validator, origin, source_row=raw.row)
@@ -277,9 +321,7 @@ class FileJob:
                 assert work.error is not None
                 for detail in work.error.details:
                     detail.row, detail.line = raw.row, raw.line
-                engine.record_rejection(work)
-            else:
-                await engine.submit(work)
+            await self._hand_off(work)
 
     async def _run_image(self, model: LoadedModel | None) -> None:
         assert model is not None and model.manifest.image_field is not None
@@ -289,23 +331,32 @@ class FileJob:
         origin = self._origin()
         pre = model.manifest.preprocessing.image
         assert pre is not None
-        self._pending += 1
         self.report.submitted += 1
         try:
             pixels = await asyncio.to_thread(image_pixels, self.path, pre)
         except ImageError as exc:
             body = error("unreadable_image", f"{exc}")
             body.details[0].row = 1
+            self._pending += 1
             self.engine.reject(origin, body, source_row=1, input_text=self.path.name)
             return
         data = {model.manifest.image_field.name: pixels}
         work = await self.engine.accept(
             data, self.engine.validator(model.name), origin, source_row=1
         )
+        await self._hand_off(work)
+
+    async def _hand_off(self, work: Work) -> None:
+        """Give accepted work to the engine; from here on it will come back to `deliver`."""
+        self._pending += 1
         if work.status == "rejected":
             self.engine.record_rejection(work)
-        else:
+            return
+        try:
             await self.engine.submit(work)
+        except BaseException:
+            self._pending -= 1  # not admitted: it will never be delivered
+            raise
 
     async def _close_job(self) -> None:
         job_id = self.report.job_id

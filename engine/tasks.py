@@ -33,8 +33,3 @@ class TaskOwner:
         """Wait for every task running now (and any they spawn meanwhile) to end."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def cancel_all(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await self.wait()

@@ -48,6 +48,7 @@ class Work:
     enqueued_ns: int = 0
     ready_ns: int = 0  # result (or rejection) known, waiting for the writer
     latency_us: int = 0  # accepted -> committed
+    stored: bool = True  # False only when the transaction holding its row failed
 
     @property
     def model_name(self) -> str | None:

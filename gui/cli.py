@@ -56,8 +56,24 @@ def _log_crash(exc: BaseException) -> str:
         return "(could not write a log)"
 
 
+class _OneLine(logging.Formatter):
+    """stderr gets one line per record; the traceback goes to the crash log instead."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info:
+            _log_crash(record.exc_info[1] or RuntimeError(record.getMessage()))
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(record)
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine("inferdeck: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from storage.migrations import migrate
+from storage.migrations import SchemaTooNewError, migrate
 from storage.writer import GroupCommitWriter
 
 PRAGMAS = (
@@ -122,7 +122,7 @@ def prepare(path: Path) -> Recovery:
             conn.execute(pragma)
         migrate(conn)
         return recover(conn)
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, SchemaTooNewError) as exc:
         raise StorageError(f"cannot use database {path}: {exc}") from exc
     finally:
         conn.close()

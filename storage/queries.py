@@ -49,7 +49,6 @@ INSERT_FILE_JOB = (
     "INSERT INTO file_jobs (job_id, run_id, source_path, size_bytes, sha256, format, model, "
     "status, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)"
 )
-# Progress rides in the same transaction as the rows it counts (see the file job).
 ADD_FILE_JOB_PROGRESS = (
     "UPDATE file_jobs SET rows_done = rows_done + ?, updated_us = ? WHERE job_id = ?"
 )
@@ -57,6 +56,7 @@ CLAIM_FILE_JOB = (
     "UPDATE file_jobs SET status = 'running', run_id = ?, rows_done = ?, updated_us = ? "
     "WHERE job_id = ?"
 )
+SUPERSEDE_FILE_JOB = "UPDATE file_jobs SET status = 'superseded', updated_us = ? WHERE job_id = ?"
 FINISH_FILE_JOB = (
     "UPDATE file_jobs SET status = ?, rows_total = ?, rows_done = ?, updated_us = ? "
     "WHERE job_id = ?"
@@ -116,6 +116,11 @@ async def fetch_client(conn: aiosqlite.Connection, client_id: str) -> ClientRow 
     return ClientRow(row[0], row[1], row[2], bool(row[3]), row[4])
 
 
+async def request_exists(conn: aiosqlite.Connection, request_id: str) -> bool:
+    async with conn.execute("SELECT 1 FROM requests WHERE request_id = ?", (request_id,)) as cur:
+        return await cur.fetchone() is not None
+
+
 async def next_file_job_id(conn: aiosqlite.Connection) -> int:
     async with conn.execute("SELECT coalesce(max(job_id), 0) + 1 FROM file_jobs") as cur:
         row = await cur.fetchone()
@@ -135,19 +140,13 @@ _FILE_JOB_COLS = (
 async def find_resumable_job(
     conn: aiosqlite.Connection, source_path: str, sha256: str
 ) -> FileJobRow | None:
-    """The newest unfinished job over the same file content at the same path."""
+    """The newest unfinished job over the same file content at the same path. A `running` job
+    is not one: either its process is alive, or opening the database already marked it
+    `interrupted`."""
     async with conn.execute(
         f"SELECT {_FILE_JOB_COLS} FROM file_jobs WHERE sha256 = ? AND source_path = ? "
-        "AND status IN ('interrupted', 'cancelled', 'running') ORDER BY job_id DESC LIMIT 1",
+        "AND status IN ('interrupted', 'cancelled') ORDER BY job_id DESC LIMIT 1",
         (sha256, source_path),
-    ) as cur:
-        row = await cur.fetchone()
-    return None if row is None else _file_job(tuple(row))
-
-
-async def file_job(conn: aiosqlite.Connection, job_id: int) -> FileJobRow | None:
-    async with conn.execute(
-        f"SELECT {_FILE_JOB_COLS} FROM file_jobs WHERE job_id = ?", (job_id,)
     ) as cur:
         row = await cur.fetchone()
     return None if row is None else _file_job(tuple(row))

@@ -25,7 +25,13 @@ def image_pixels(path: Path, pre: ImagePreprocessing) -> list[float]:
             with Image.open(path) as img:
                 img.load()
                 grey = img.convert("L").resize((pre.size[1], pre.size[0]), Image.Resampling.LANCZOS)
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, OSError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+    ) as exc:
         raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
     pixels = np.asarray(grey, dtype=np.float32) / 255.0
     invert = pre.invert == "always" or (pre.invert == "auto" and float(pixels.mean()) > 0.5)

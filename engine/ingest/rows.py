@@ -19,9 +19,3 @@ class RawRow:
     line: int | None  # where it starts in the file, when the format has lines
     data: bytes | dict[str, Any] | None  # None when `problem` says why it could not be read
     problem: str | None = None
-
-    @property
-    def where(self) -> str:
-        if self.line is not None and self.line != self.row:
-            return f"row {self.row} (line {self.line})"
-        return f"line {self.row}" if self.line is not None else f"row {self.row}"

@@ -55,5 +55,11 @@ class ModelRegistry:
         return next((m for m in self.models.values() if m.manifest.task == task), None)
 
     def load_all(self) -> None:
-        for model in self.models.values():
-            model.load()
+        """Load every artifact; a model that fails moves to `problems` instead of stopping
+        the others."""
+        for name, model in list(self.models.items()):
+            try:
+                model.load()
+            except Exception as exc:
+                self.problems.append(f"{model.folder}: cannot load: {type(exc).__name__}: {exc}")
+                del self.models[name]

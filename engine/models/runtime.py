@@ -94,7 +94,10 @@ class LoadedModel:
 
         program = torch.export.load(str(self.folder / self.manifest.artifact))
         self._module = program.module()
-        self.predict_batch([[0.0] * self.manifest.feature_count])
+        warm = self.predict_batch([[0.0] * self.manifest.feature_count])
+        if warm.shape != (1, len(self.labels)):
+            self._module = None
+            raise ValueError(f"outputs {warm.shape[1:]} scores for {len(self.labels)} labels")
 
     def predict_batch(self, rows: Sequence[FeatureRow]) -> np.ndarray:
         """Class probabilities, one row per input; runs in the executor."""

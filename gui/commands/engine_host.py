@@ -32,13 +32,15 @@ async def database(path: Path) -> AsyncIterator[Database]:
 
 
 @asynccontextmanager
-async def headless_engine(path: Path, config: EngineConfig | None = None) -> AsyncIterator[Engine]:
+async def headless_engine(
+    path: Path, config: EngineConfig | None = None, registry: ModelRegistry | None = None
+) -> AsyncIterator[Engine]:
     """An engine whose inference boundary is a ThreadPoolExecutor; stopped and flushed on exit."""
     # The loop hands work to the executor and writer threads every request; a shorter GIL
     # switch interval (default 5 ms) lets a woken thread run sooner, which trims the latency
     # tail on a 2-core machine without costing throughput measurably.
     sys.setswitchinterval(0.0005)
-    registry = ModelRegistry.discover()
+    registry = registry or ModelRegistry.discover()
     async with database(path) as db:
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inference") as executor:
             engine = Engine(db, registry, executor, config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from engine.contracts import IDENT_PATTERN
 from engine.engine import Engine
 from engine.file_job import FileJob, RowProblem, sha256_of
 from engine.ingest import SourceError, expand_inputs
+from engine.models import ModelRegistry
 from engine.results_out import ResultFile
 from engine.runs import begin_run, end_run
 from gui.commands.common import (
@@ -55,8 +57,9 @@ class _ProblemPrinter:
 
     def __call__(self, path: Path, problem: RowProblem) -> None:
         if self.printed < PRINT_PROBLEMS:
-            warn(problem.describe(path))
             self.printed += 1
+            with contextlib.suppress(OSError):  # stderr closed early (`2>&1 | head`)
+                warn(problem.describe(path))
         else:
             self.hidden += 1
 
@@ -82,10 +85,17 @@ async def run(args: argparse.Namespace) -> int:
     if out_path is not None and (out_path.is_dir() or not out_path.parent.exists()):
         raise CommandError(f"--out {args.out}: not a writable file path")
     printer = _ProblemPrinter()
-    async with headless_engine(db_path(args.db)) as engine:
-        if args.model is not None and engine.registry.get(args.model) is None:
-            known = ", ".join(engine.registry.names())
-            raise CommandError(f"unknown model {args.model!r} (have: {known})")
+    registry = ModelRegistry.discover()
+    if args.model is not None and registry.get(args.model) is None:
+        # Checked before the engine starts: no need to load torch to say this.
+        raise CommandError(f"unknown model {args.model!r} (have: {', '.join(registry.names())})")
+    async with headless_engine(db_path(args.db), registry=registry) as engine:
+        recovered = engine.db.recovered
+        if recovered.requests or recovered.file_jobs:
+            warn(
+                f"found work left by a process that died: {recovered.requests} requests and "
+                f"{recovered.file_jobs} file jobs marked interrupted"
+            )
         config = {
             "files": [str(f) for f in files],
             "model": args.model,
@@ -94,7 +104,11 @@ async def run(args: argparse.Namespace) -> int:
         run_rec = await begin_run(engine.db, "predict", config)
         # Append only when a job resumes; a fresh run starts the file anew.
         resuming = not args.restart and await _any_resumable(engine, files)
-        out = ResultFile(out_path, append=resuming) if out_path else None
+        try:
+            out = ResultFile(out_path, append=resuming) if out_path else None
+        except OSError as exc:
+            await end_run(engine.db, run_rec, status="failed")
+            raise CommandError(f"--out {args.out}: {exc.strerror or exc}") from exc
         reports = []
         try:
             for path in files:
@@ -114,6 +128,9 @@ async def run(args: argparse.Namespace) -> int:
                     warn(report.file_error)
                 elif report.resumed:
                     warn(f"{path}: resumed job {report.job_id}; {report.skipped} rows were done")
+                if report.out_error:
+                    warn(f"{report.out_error}; stopped (run the command again to resume)")
+                    break
         finally:
             if out is not None:
                 out.close()
@@ -133,6 +150,6 @@ async def run(args: argparse.Namespace) -> int:
     ran_anything = any(r.submitted or r.skipped for r in reports)
     if not ran_anything:
         return EXIT_CANNOT_START
-    if summary.rejected or summary.failed or any(r.file_error for r in reports):
+    if summary.rejected or summary.failed or any(r.file_error or r.out_error for r in reports):
         return EXIT_PARTIAL
     return EXIT_OK

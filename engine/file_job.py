@@ -363,8 +363,8 @@ class FileJob:
         if job_id is None:
             return
         report = self.report
-        if report.cancelled:
-            status = "cancelled"
+        if report.cancelled or report.out_error is not None:
+            status = "cancelled"  # resumable; a resume back-fills what `--out` is missing
         elif report.file_error is not None and report.done == 0 and report.skipped == 0:
             status = "failed"
         elif report.unstored:

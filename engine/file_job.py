@@ -94,6 +94,7 @@ class FileJob:
         out: ResultFile | None = None,
         on_problem: Callable[[Path, RowProblem], None] | None = None,
         resume: bool = True,
+        digest: str | None = None,
     ) -> None:
         self.engine = engine
         self.path = path
@@ -103,6 +104,7 @@ class FileJob:
         self.out = out
         self.on_problem = on_problem
         self.resume = resume
+        self.digest = digest  # the file's SHA-256 if the caller has it already
         self.report = JobReport(path)
         self._pending = 0
         self._reading = True
@@ -180,7 +182,9 @@ class FileJob:
             fmt = sniff(self.path)
             report.format = fmt.value
             await self.engine.clients.lookup(self.client_id)  # its default model, if it has one
-            digest = await asyncio.to_thread(sha256_of, self.path)
+            digest = self.digest
+            if digest is None:
+                digest = await asyncio.to_thread(sha256_of, self.path)
             previous = await self._previous_job(digest)
             model = self._pick_model(fmt, previous)
             await self._open_job(fmt, model, previous, digest)

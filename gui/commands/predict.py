@@ -64,14 +64,19 @@ class _ProblemPrinter:
             self.hidden += 1
 
 
-async def _any_resumable(engine: Engine, files: list[Path]) -> bool:
+async def _digests(engine: Engine, files: list[Path]) -> tuple[dict[Path, str], bool]:
+    """Each readable file's SHA-256 (hashed once, handed to its job), and whether any of them
+    has an interrupted job to resume."""
+    digests: dict[Path, str] = {}
+    resumable = False
     for path in files:
-        if not path.is_file():
-            continue
-        digest = await asyncio.to_thread(sha256_of, path)
+        try:
+            digests[path] = digest = await asyncio.to_thread(sha256_of, path)
+        except OSError:
+            continue  # the job reports it
         if await queries.find_resumable_job(engine.db.reader, str(path.resolve()), digest):
-            return True
-    return False
+            resumable = True
+    return digests, resumable
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -103,7 +108,8 @@ async def run(args: argparse.Namespace) -> int:
         }
         run_rec = await begin_run(engine.db, "predict", config)
         # Append only when a job resumes; a fresh run starts the file anew.
-        resuming = not args.restart and await _any_resumable(engine, files)
+        digests, any_resumable = await _digests(engine, files)
+        resuming = not args.restart and any_resumable
         try:
             out = ResultFile(out_path, append=resuming) if out_path else None
         except OSError as exc:
@@ -121,6 +127,7 @@ async def run(args: argparse.Namespace) -> int:
                     out=out,
                     on_problem=printer,
                     resume=not args.restart,
+                    digest=digests.get(path),
                 )
                 report = await job.run()
                 reports.append(report)

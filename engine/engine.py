@@ -1,8 +1,9 @@
 """The local request path: accept -> validate -> metadata -> admit -> micro-batch -> infer ->
 fan out -> group-commit write -> deliver.
 
-The event loop coordinates and waits; torch runs only in the injected `Executor`. Nothing is
-delivered to a sink (shown, returned, written to a file) before its row is committed.
+The event loop coordinates and waits; torch runs only in the injected `Executor`. A sink hears
+of a request only after the transaction holding its row has ended: committed, or failed, in
+which case the request arrives as `failed` with `stored=False` and must not be shown as a result.
 """
 
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""How late the GUI event loop runs: a timer's drift, recorded in an HDR histogram.
+
+A QTimer asks to fire every `interval_ms`; the time beyond that between two firings is the lag a
+user feels as stutter. The app shows it and stores it in run summaries (`ui_loop_lag_ms`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QObject, Qt, QTimer
+
+from engine.stats import new_histogram, record_us
+
+
+class LoopLagMonitor(QObject):
+    def __init__(self, interval_ms: int = 10, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.interval_ms = interval_ms
+        self.histogram = new_histogram()
+        self._last = 0
+        self._timer = QTimer(self)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self._last = time.perf_counter_ns()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def _tick(self) -> None:
+        now = time.perf_counter_ns()
+        lag_us = (now - self._last) // 1000 - self.interval_ms * 1000
+        self._last = now
+        record_us(self.histogram, max(lag_us, 0))
+
+    def summary_ms(self) -> dict[str, float]:
+        """`ui_loop_lag_ms` as the `--json` contract names it: p50, p99, max."""
+        if self.histogram.get_total_count() == 0:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        pct = self.histogram.get_percentile_to_value_dict([50, 99])
+        return {
+            "p50": pct[50] / 1000,
+            "p99": pct[99] / 1000,
+            "max": self.histogram.get_max_value() / 1000,
+        }

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = cast(
         SubParsers, parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     )
+    gui = sub.add_parser("gui", help="the desktop app (the default)")
+    gui.add_argument("--db", help="database file")
+    gui.add_argument("--autoquit", type=float, metavar="S", help="quit S seconds after start")
     predict.add_parser(sub)
     runs.add_parser(sub)
     export.add_parser(sub)
@@ -77,8 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        args.autoquit = None
+    if args.command in (None, "gui"):
+        from gui.app import run_gui
+        from gui.commands.common import db_path
+
+        return run_gui(args, db_path(getattr(args, "db", None)))
     try:
         code: int = asyncio.run(args.run(args))
     except CommandError as exc:

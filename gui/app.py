@@ -1,0 +1,131 @@
+"""`inferdeck` / `inferdeck gui`: the desktop app on a qasync loop.
+
+The window is shown before torch loads (models warm up in the executor meanwhile), closing it
+drains the engine and awaits the writer's last commit, and no traceback ever reaches the user:
+an excepthook logs it and shows a short message instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+_HEADLESS_PLATFORMS = {"offscreen", "minimal", "vnc"}
+
+
+def has_display() -> bool:
+    if sys.platform != "linux":
+        return True
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform.split(":")[0] in _HEADLESS_PLATFORMS:
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_gui(args: argparse.Namespace, db_path: Path) -> int:
+    if not has_display():
+        print(
+            "inferdeck: no display found; use the command line (inferdeck --help) "
+            "or run the app under Xvfb (xvfb-run -a inferdeck)",
+            file=sys.stderr,
+        )
+        return 2
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("InferDeck")
+    sys.excepthook = _excepthook
+    with contextlib.suppress(asyncio.CancelledError):
+        qasync.run(_main(db_path, args.autoquit))
+    return 0
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    log.error("unexpected error: %s", "".join(traceback.format_exception(kind, exc, tb)))
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    window = QApplication.activeWindow()
+    box = QMessageBox(QMessageBox.Icon.Warning, "InferDeck", f"Something went wrong: {exc}")
+    if window is not None:
+        box.setParent(window)
+    box.open()  # never exec(): it would re-enter the qasync loop
+
+
+async def _main(db_path: Path, autoquit: float | None) -> None:
+    from concurrent.futures import Executor
+
+    from PySide6.QtCore import QTimer
+
+    from engine.contracts import PredictRequest
+    from engine.engine import Engine, Origin
+    from engine.models import ModelRegistry
+    from engine.runs import begin_run, end_run
+    from engine.tasks import TaskOwner
+    from engine.work import FutureSink
+    from gui.bridge import EngineBridge
+    from gui.loop_lag import LoopLagMonitor
+    from gui.main_window import MainWindow
+    from gui.qt_executor import QThreadPoolExecutor
+    from storage import open_database
+
+    registry = ModelRegistry.discover()
+    window = MainWindow([registry.models[n] for n in registry.names()], db_path)
+    window.show()
+    lag = LoopLagMonitor()
+    lag.start()
+    bridge = EngineBridge()
+    bridge.sigStats.connect(window.on_stats)
+    lag_timer = QTimer()
+    lag_timer.timeout.connect(lambda: window.show_lag(lag.summary_ms()))
+    lag_timer.start(500)
+
+    closed = asyncio.get_running_loop().create_future()
+
+    def request_close() -> None:
+        if not closed.done():
+            closed.set_result(None)
+
+    window.sigCloseRequested.connect(request_close)
+    if autoquit is not None:
+        QTimer.singleShot(int(autoquit * 1000), window.close)
+
+    executor: Executor = QThreadPoolExecutor(max_workers=1)
+    db = await open_database(db_path)
+    engine = Engine(db, registry, executor)
+    tasks = TaskOwner()
+    try:
+        await engine.start()
+        window.set_models_ready(registry.names())
+        engine.subscribe(bridge.on_snapshot)
+        run = await begin_run(db, "gui", {})
+        origin = Origin(run, FutureSink(), "form", "gui")
+
+        async def predict(model: str, payload: dict[str, object]) -> None:
+            request = PredictRequest(client_id="gui", model=model, input_payload=payload)
+            work = await engine.predict(request, origin, acknowledge=True)
+            window.predict_view.show_result(work)
+
+        window.predict_view.sigPredict.connect(
+            lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
+        )
+        await closed
+        await tasks.wait()
+        await end_run(db, run)
+    finally:
+        lag.stop()
+        bridge.stop()
+        lag_timer.stop()
+        await engine.stop()
+        await db.close()
+        executor.shutdown(wait=True)
+        window.finish_close()

@@ -1,0 +1,85 @@
+"""The main window: targets on the left, views in tabs, live figures in the status bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QSplitter,
+    QTabWidget,
+    QWidget,
+)
+
+from engine.models.runtime import LoadedModel
+from engine.stats import StatsSnapshot
+from gui.predict_view import PredictView
+
+
+class MainWindow(QMainWindow):
+    sigCloseRequested = Signal()
+
+    def __init__(self, models: list[LoadedModel], db_path: Path, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("InferDeck")
+        self._closing_done = False
+        self.targets = QListWidget()
+        self.targets.addItem("Local engine")
+        self.targets.setCurrentRow(0)
+        self.targets.setToolTip("Where requests go")
+        self.predict_view = PredictView(models)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.predict_view, "Predict")
+        splitter = QSplitter()
+        splitter.addWidget(self.targets)
+        splitter.addWidget(self.tabs)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([180, 900])
+        self.setCentralWidget(splitter)
+
+        self.model_state = QLabel("models: loading…")
+        self.queue_state = QLabel("queue 0 · in flight 0")
+        self.rate_state = QLabel("0 req/s")
+        self.lag_state = QLabel("UI lag —")
+        self.db_state = QLabel(f"db {db_path}")
+        for widget in (
+            self.model_state,
+            self.queue_state,
+            self.rate_state,
+            self.lag_state,
+            self.db_state,
+        ):
+            self.statusBar().addPermanentWidget(widget)
+        self._settings = QSettings("InferDeck", "InferDeck")
+        geometry = self._settings.value("main/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1200, 760)
+
+    def set_models_ready(self, names: list[str]) -> None:
+        self.model_state.setText(f"models ready: {', '.join(names)}")
+
+    def on_stats(self, snap: StatsSnapshot) -> None:
+        self.queue_state.setText(f"queue {snap.queue_depth} · in flight {snap.in_flight}")
+        self.rate_state.setText(f"{snap.throughput_per_s:,.0f} req/s · p99 {snap.p99_ms:.1f} ms")
+
+    def show_lag(self, lag_ms: dict[str, float]) -> None:
+        self.lag_state.setText(f"UI lag p99 {lag_ms['p99']:.1f} ms")
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """The first close asks the app to drain and flush; the window closes once it has."""
+        if self._closing_done:
+            event.accept()
+            return
+        self._settings.setValue("main/geometry", self.saveGeometry())
+        event.ignore()
+        self.sigCloseRequested.emit()
+
+    def finish_close(self) -> None:
+        self._closing_done = True
+        self.close()

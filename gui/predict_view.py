@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -46,6 +46,7 @@ class PredictView(QWidget):
         self._models = {m.name: m for m in models}
         self._fields: dict[str, _Field] = {}
         self._image_pixels: dict[str, list[float]] = {}
+        self._image_errors: dict[str, str] = {}  # a picked file that is not an image
 
         self.model_box = QComboBox()
         self.model_box.addItems(sorted(self._models))
@@ -98,6 +99,7 @@ class PredictView(QWidget):
             self.form.removeRow(0)
         self._fields.clear()
         self._image_pixels.clear()
+        self._image_errors.clear()
         model = self._models.get(name)
         if model is None:
             return
@@ -150,15 +152,14 @@ class PredictView(QWidget):
 
     def set_image(self, name: str, path: Path) -> None:
         pre = self.model.manifest.preprocessing.image
-        field = self._fields[name]
         if pre is None:
             return
         try:
             self._image_pixels[name] = image_pixels(path, pre)
-            field.error.setText("")
+            self._image_errors.pop(name, None)
         except ImageError as exc:
             self._image_pixels.pop(name, None)
-            field.error.setText(str(exc))
+            self._image_errors[name] = str(exc)
         self.validate()
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -176,8 +177,8 @@ class PredictView(QWidget):
 
     def validate(self) -> BaseModel | None:
         """Validate the form as the engine will; show each field's first problem under it."""
-        for field in self._fields.values():
-            field.error.setText("")
+        for name, field in self._fields.items():
+            field.error.setText(self._image_errors.get(name, ""))
         try:
             checked = self.model.inputs.model_validate(self.payload())
         except ValidationError as exc:
@@ -190,6 +191,15 @@ class PredictView(QWidget):
             return None
         self.predict_button.setEnabled(True)
         return checked
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        # Ctrl+Enter typed in a field: the field ignores it and it arrives here. (The shortcut
+        # covers the rest of the window; both end in `submit`.)
+        ctrl = event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        if ctrl and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.submit()
+            return
+        super().keyPressEvent(event)
 
     def submit(self) -> None:
         if self.validate() is not None:

@@ -14,8 +14,13 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gui.main_window import MainWindow
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,11 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
     box.open()  # never exec(): it would re-enter the qasync loop
 
 
-async def _main(db_path: Path, autoquit: float | None) -> None:
+async def _main(
+    db_path: Path,
+    autoquit: float | None,
+    on_ready: Callable[[MainWindow], Coroutine[Any, Any, None]] | None = None,
+) -> None:
     from concurrent.futures import Executor
 
     from PySide6.QtCore import QTimer
@@ -118,6 +127,8 @@ async def _main(db_path: Path, autoquit: float | None) -> None:
         window.predict_view.sigPredict.connect(
             lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
         )
+        if on_ready is not None:  # scripted use (screenshots)
+            tasks.spawn(on_ready(window), "on-ready")
         await closed
         await tasks.wait()
         await end_run(db, run)

@@ -54,12 +54,14 @@ class MainWindow(QMainWindow):
             self.db_state,
         ):
             self.statusBar().addPermanentWidget(widget)
+        self.setMinimumSize(960, 600)
         self._settings = QSettings("InferDeck", "InferDeck")
         geometry = self._settings.value("main/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
+        if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1200, 760)
+        last_model = self._settings.value("predict/model")
+        if isinstance(last_model, str) and last_model in {m.name for m in models}:
+            self.predict_view.model_box.setCurrentText(last_model)
 
     def set_models_ready(self, names: list[str]) -> None:
         self.model_state.setText(f"models ready: {', '.join(names)}")
@@ -77,6 +79,7 @@ class MainWindow(QMainWindow):
             event.accept()
             return
         self._settings.setValue("main/geometry", self.saveGeometry())
+        self._settings.setValue("predict/model", self.predict_view.model_box.currentText())
         event.ignore()
         self.sigCloseRequested.emit()
 

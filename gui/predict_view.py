@@ -49,7 +49,9 @@ class PredictView(QWidget):
         self._image_errors: dict[str, str] = {}  # a picked file that is not an image
 
         self.model_box = QComboBox()
-        self.model_box.addItems(sorted(self._models))
+        # Tabular models first: the form is their natural home; images mostly come by file.
+        order = sorted(models, key=lambda m: (m.manifest.image_field is not None, m.name))
+        self.model_box.addItems([m.name for m in order])
         self.model_box.setToolTip("The model to run")
         self.model_box.currentTextChanged.connect(self._build_form)
         self.form_box = QGroupBox("Inputs")

@@ -1,0 +1,50 @@
+"""Screenshots of the real app for the README: `xvfb-run -a python -m gui.screenshots DIR`.
+
+Starts the desktop app on a scratch database, fills the Predict form as a person would, runs a
+prediction, and saves what the window shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from gui.main_window import MainWindow
+
+
+def main(out_dir: Path) -> None:
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    from gui.app import _main
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+
+    async def drive(window: MainWindow) -> None:
+        window.resize(1280, 720)
+        view = window.predict_view
+        view.model_box.setCurrentText("iris")
+        while "ready" not in window.model_state.text():
+            await asyncio.sleep(0.1)
+        view.set_values({"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 40})
+        await asyncio.sleep(0.3)
+        window.grab().save(str(out_dir / "predict-errors.png"))
+        view.set_values({"sepal_length": 6.4, "sepal_width": 2.9, "petal_length": 4.3})
+        view.set_values({"petal_width": 1.3})
+        view.submit()
+        while view.request_text.text() == "":
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # let the status bar catch up
+        window.grab().save(str(out_dir / "predict.png"))
+        window.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        qasync.run(_main(Path(tmp) / "shots.db", None, drive))
+    del app
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "assets/screenshots"))

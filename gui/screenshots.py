@@ -27,7 +27,8 @@ def main(out_dir: Path) -> None:
         window.resize(1280, 720)
         view = window.predict_view
         view.model_box.setCurrentText("iris")
-        while "ready" not in window.model_state.text():
+        # A script that watches the screen as a person would: polling is the point here.
+        while "ready" not in window.model_state.text():  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         view.set_values({"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 40})
         await asyncio.sleep(0.3)
@@ -35,7 +36,7 @@ def main(out_dir: Path) -> None:
         view.set_values({"sepal_length": 6.4, "sepal_width": 2.9, "petal_length": 4.3})
         view.set_values({"petal_width": 1.3})
         view.submit()
-        while view.request_text.text() == "":
+        while view.request_text.text() == "":  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # let the status bar catch up
         window.grab().save(str(out_dir / "predict.png"))

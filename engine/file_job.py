@@ -72,6 +72,16 @@ class JobReport:
         return self.ok + self.rejected + self.failed
 
 
+def estimate_rows(path: Path) -> int:
+    """Lines in the file (a cheap pass): the denominator of a progress bar, not a promise."""
+    lines, last = 0, b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk
+    return max(lines + (1 if last and not last.endswith(b"\n") else 0), 1)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

@@ -22,15 +22,18 @@ async def begin_run(db: Database, kind: str, config: dict[str, Any]) -> RunRecor
     return run
 
 
-async def end_run(db: Database, run: RunRecorder, status: str = "done") -> None:
+async def end_run(
+    db: Database, run: RunRecorder, status: str = "done", extra: dict[str, Any] | None = None
+) -> None:
+    """Store the run's summary (plus `extra`, e.g. a GUI run's `ui_loop_lag_ms`)."""
     run.finish()
-    summary = run.summary()
+    summary = run.summary().model_dump() | (extra or {})
     await db.writer.execute(
         queries.FINISH_RUN,
         (
             status,
             time.time_ns() // 1000,
-            summary.model_dump_json(),
+            compact_json(summary),
             run.encoded_histogram(),
             run.run_id,
         ),

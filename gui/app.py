@@ -20,6 +20,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engine.engine import Engine
+    from engine.file_job import FileJob
+    from engine.tasks import TaskOwner
+    from gui.loop_lag import LoopLagMonitor
     from gui.main_window import MainWindow
 
 log = logging.getLogger(__name__)
@@ -127,11 +131,15 @@ async def _main(
         window.predict_view.sigPredict.connect(
             lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
         )
+        drop = _DropRunner(engine, window, lag)
+        window.sigFilesDropped.connect(lambda paths: drop.start(paths, tasks))
+        window.drop_panel.sigCancel.connect(drop.cancel)
         if on_ready is not None:  # scripted use (screenshots)
             tasks.spawn(on_ready(window), "on-ready")
         await closed
+        drop.cancel()
         await tasks.wait()
-        await end_run(db, run)
+        await end_run(db, run, extra={"ui_loop_lag_ms": lag.summary_ms()})
     finally:
         lag.stop()
         bridge.stop()
@@ -140,3 +148,61 @@ async def _main(
         await db.close()
         executor.shutdown(wait=True)
         window.finish_close()
+
+
+class _DropRunner:
+    """Runs dropped files one after another as a `files` run (batch tier: the form overtakes)."""
+
+    def __init__(self, engine: Engine, window: MainWindow, lag: LoopLagMonitor) -> None:
+        self.engine = engine
+        self.window = window
+        self.lag = lag
+        self.job: FileJob | None = None
+        self.busy = False
+
+    def start(self, paths: list[Path], tasks: TaskOwner) -> None:
+        if self.busy:
+            self.window.statusBar().showMessage("A file job is running: wait, or cancel it", 4000)
+            return
+        self.busy = True
+        tasks.spawn(self._run(paths), "file-drop")
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    async def _run(self, paths: list[Path]) -> None:
+        from engine.file_job import FileJob, estimate_rows
+        from engine.ingest import SourceError, expand_inputs
+        from engine.runs import begin_run, end_run
+
+        panel = self.window.drop_panel
+        panel.problems.clear()
+        try:
+            files = expand_inputs([str(p) for p in paths])
+        except SourceError as exc:
+            panel.finish(str(exc))
+            self.busy = False
+            return
+        run = await begin_run(self.engine.db, "files", {"files": [str(f) for f in files]})
+        messages = []
+        try:
+            for path in files:
+                self.job = FileJob(
+                    self.engine, path, run=run, client_id="files", on_problem=panel.add_problem
+                )
+                panel.start(self.job, await asyncio.to_thread(estimate_rows, path))
+                report = await self.job.run()
+                messages.append(
+                    report.file_error
+                    or f"{path.name}: {report.ok:,} ok, "
+                    f"{report.rejected:,} rejected, {report.failed:,} failed"
+                )
+                if report.cancelled:
+                    messages.append("cancelled (drop the file again to resume)")
+                    break
+        finally:
+            self.job = None
+            self.busy = False
+            await end_run(self.engine.db, run, extra={"ui_loop_lag_ms": self.lag.summary_ms()})
+            panel.finish(" · ".join(messages))

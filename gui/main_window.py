@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
@@ -17,11 +17,13 @@ from PySide6.QtWidgets import (
 
 from engine.models.runtime import LoadedModel
 from engine.stats import StatsSnapshot
+from gui.drop_panel import DropPanel
 from gui.predict_view import PredictView
 
 
 class MainWindow(QMainWindow):
     sigCloseRequested = Signal()
+    sigFilesDropped = Signal(list)  # list[Path], dropped anywhere on the window
 
     def __init__(self, models: list[LoadedModel], db_path: Path, parent: QWidget | None = None):
         super().__init__(parent)
@@ -34,9 +36,15 @@ class MainWindow(QMainWindow):
         self.predict_view = PredictView(models)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.predict_view, "Predict")
+        self.drop_panel = DropPanel()
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.tabs)
+        right.addWidget(self.drop_panel)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 1)
         splitter = QSplitter()
         splitter.addWidget(self.targets)
-        splitter.addWidget(self.tabs)
+        splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([180, 900])
         self.setCentralWidget(splitter)
@@ -54,6 +62,9 @@ class MainWindow(QMainWindow):
             self.db_state,
         ):
             self.statusBar().addPermanentWidget(widget)
+        self.setAcceptDrops(True)
+        cancel = QShortcut(QKeySequence("Esc"), self)
+        cancel.activated.connect(self.drop_panel.sigCancel)
         self.setMinimumSize(960, 600)
         self._settings = QSettings("InferDeck", "InferDeck")
         geometry = self._settings.value("main/geometry")
@@ -62,6 +73,16 @@ class MainWindow(QMainWindow):
         last_model = self._settings.value("predict/model")
         if isinstance(last_model, str) and last_model in {m.name for m in models}:
             self.predict_view.model_box.setCurrentText(last_model)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.sigFilesDropped.emit(paths)
 
     def set_models_ready(self, names: list[str]) -> None:
         self.model_state.setText(f"models ready: {', '.join(names)}")

@@ -84,6 +84,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX idx_requests_job_row ON requests(job_id, source_row)
         WHERE job_id IS NOT NULL;
     """,
+    # 4: the desktop app's file drops run at the batch tier, so form requests overtake them.
+    """
+    INSERT OR IGNORE INTO clients (client_id, display_name, tier)
+        VALUES ('files', 'Dropped files', 'batch');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

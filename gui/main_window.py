@@ -82,7 +82,10 @@ class MainWindow(QMainWindow):
         paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
         if paths:
             event.acceptProposedAction()
-            self.sigFilesDropped.emit(paths)
+            self.drop_files(paths)
+
+    def drop_files(self, paths: list[Path]) -> None:
+        self.sigFilesDropped.emit(paths)
 
     def set_models_ready(self, names: list[str]) -> None:
         self.model_state.setText(f"models ready: {', '.join(names)}")

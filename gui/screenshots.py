@@ -40,10 +40,21 @@ def main(out_dir: Path) -> None:
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # let the status bar catch up
         window.grab().save(str(out_dir / "predict.png"))
+
+        rows = tmp / "measurements.jsonl"
+        good = '{"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}'
+        bad = ['{"sepal_length": "n/a"}', '{"sepal_length": 1e309}', "{truncated"]
+        rows.write_text("\n".join(bad[i % 3] if i % 20_000 == 7 else good for i in range(200_000)))
+        window.drop_files([rows])
+        await asyncio.sleep(2.5)
+        window.grab().save(str(out_dir / "file-drop.png"))
+        window.drop_panel.sigCancel.emit()
+        await asyncio.sleep(0.5)
         window.close()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        qasync.run(_main(Path(tmp) / "shots.db", None, drive))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        qasync.run(_main(tmp / "shots.db", None, drive))
     del app
 
 

@@ -88,6 +88,7 @@ class Engine:
         self._slots = asyncio.Semaphore(self.config.max_inflight_batches)
         self._subscribers: list[Callable[[StatsSnapshot], None]] = []
         self._caller_ids: set[str] = set()  # caller-chosen request IDs not yet committed
+        self._finished_listeners: list[Callable[[list[Work]], None]] = []
         self._running = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -112,6 +113,10 @@ class Engine:
 
     def subscribe(self, callback: Callable[[StatsSnapshot], None]) -> None:
         self._subscribers.append(callback)
+
+    def on_finished(self, callback: Callable[[list[Work]], None]) -> None:
+        """`callback` hears every group of requests after its transaction ends (live views)."""
+        self._finished_listeners.append(callback)
 
     def snapshot(self) -> StatsSnapshot:
         return self.stats.snapshot(len(self.queue), self.in_flight)
@@ -371,6 +376,8 @@ class Engine:
             work.run.record(work.status, work.latency_us)
             stats.record(work.status, work.latency_us, work.spans)
         self.in_flight -= finished
+        for listener in self._finished_listeners:
+            listener(group)
         sink = group[0].sink
         if all(work.sink is sink for work in group):
             sink.deliver(group)

@@ -89,7 +89,10 @@ async def _main(
     from gui.loop_lag import LoopLagMonitor
     from gui.main_window import MainWindow
     from gui.qt_executor import QThreadPoolExecutor
+    from gui.requests_model import RequestsTableModel
+    from gui.requests_view import RequestsView
     from storage import open_database
+    from storage.queries import RequestFilter
 
     registry = ModelRegistry.discover()
     window = MainWindow([registry.models[n] for n in registry.names()], db_path)
@@ -120,6 +123,12 @@ async def _main(
         await engine.start()
         window.set_models_ready(registry.names())
         engine.subscribe(bridge.on_snapshot)
+        engine.on_finished(bridge.on_finished)
+        table = RequestsTableModel(db, tasks)
+        requests_view = RequestsView(table, registry.names())
+        window.add_requests_view(requests_view)
+        bridge.sigFinished.connect(table.add_live)
+        table.set_filter(RequestFilter())
         run = await begin_run(db, "gui", {})
         origin = Origin(run, FutureSink(), "form", "gui")
 
@@ -130,6 +139,9 @@ async def _main(
 
         window.predict_view.sigPredict.connect(
             lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
+        )
+        requests_view.sigRerun.connect(
+            lambda model, payload: tasks.spawn(predict(model, payload), "rerun")
         )
         drop = _DropRunner(engine, window, lag)
         window.sigFilesDropped.connect(lambda paths: drop.start(paths, tasks))

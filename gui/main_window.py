@@ -87,6 +87,11 @@ class MainWindow(QMainWindow):
     def drop_files(self, paths: list[Path]) -> None:
         self.sigFilesDropped.emit(paths)
 
+    def add_requests_view(self, view: QWidget) -> None:
+        """Added once the database is open (the table pages from it)."""
+        self.requests_view = view
+        self.tabs.addTab(view, "Requests")
+
     def set_models_ready(self, names: list[str]) -> None:
         self.model_state.setText(f"models ready: {', '.join(names)}")
 

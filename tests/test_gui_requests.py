@@ -1,0 +1,124 @@
+"""The Requests table model against a real SQLite file, driven on a qasync loop."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import qasync
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from engine.contracts import ErrorBody
+from engine.tasks import TaskOwner
+from engine.work import Work
+from gui.requests_model import PAGE, RequestsTableModel
+from gui.requests_view import RequestsView
+from storage import open_database
+from storage.queries import REQUEST_COLUMNS, RequestFilter
+
+ROWS = 1000
+
+
+def _fill(path: Path) -> None:
+    rows = []
+    for i in range(ROWS):
+        row = dict.fromkeys(REQUEST_COLUMNS)
+        row.update(
+            request_id=f"req-{i:05d}",
+            source="file:a.jsonl",
+            target="local",
+            model="iris",
+            client_id="cli",
+            status="interrupted" if i % 100 == 0 else "ok",
+            created_us=1_700_000_000_000_000 + i * 1000,
+            latency_us=1000 + (i * 7919) % 5000,
+            input=json.dumps(
+                {"sepal_length": 5.0, "sepal_width": 3.0, "petal_length": 1.5, "petal_width": 0.2}
+            ),
+            output=json.dumps({"label": "setosa", "scores": {"setosa": 1.0}}),
+        )
+        rows.append(tuple(row[c] for c in REQUEST_COLUMNS))
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})",
+            rows,
+        )
+
+
+def test_pages_filters_live_tail_and_rerun(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    path = tmp_path / "r.db"
+    result: dict[str, object] = {}
+
+    async def scenario() -> None:
+        db = await open_database(path)
+        await db.close()
+        _fill(path)
+        db = await open_database(path)
+        tasks = TaskOwner()
+        try:
+            model = RequestsTableModel(db, tasks)
+            model.set_filter(RequestFilter())
+            await tasks.wait()
+            result["first"] = (model.rowCount(), model.row(0)["request_id"])
+            model.fetchMore()
+            await tasks.wait()
+            result["second"] = model.rowCount()
+            model.set_filter(RequestFilter(status="interrupted"))
+            await tasks.wait()
+            result["interrupted"] = {model.row(i)["status"] for i in range(model.rowCount())}
+            result["interrupted_count"] = model.rowCount()
+            model.set_filter(RequestFilter(), sort="latency")
+            await tasks.wait()
+            latencies = [model.row(i)["latency_us"] for i in range(model.rowCount())]
+            result["latency_sorted"] = latencies == sorted(latencies, reverse=True)
+
+            model.set_filter(RequestFilter())
+            await tasks.wait()
+            live = Work(
+                request_id="live-1",
+                run=None,  # type: ignore[arg-type]
+                sink=None,  # type: ignore[arg-type]
+                source="form",
+                client_id="gui",
+                model=None,
+                features=None,
+                priority=0,
+                input_json=None,
+                accepted_ns=0,
+                created_us=1_800_000_000_000_000,
+                spans=[],
+                status="rejected",
+                error=ErrorBody(code="validation_error", message="bad"),
+            )
+            model.add_live([live])
+            result["live_top"] = (model.row(0)["request_id"], model.data(model.index(0, 6)))
+
+            view = RequestsView(model, ["iris"])
+            qtbot.addWidget(view)
+            view.status_box.setCurrentText("interrupted")
+            await tasks.wait()
+            view.table.selectRow(0)
+            with qtbot.waitSignal(view.sigRerun, timeout=1000) as blocker:
+                view.rerun_selected()
+            result["rerun"] = blocker.args
+        finally:
+            await tasks.wait()
+            await db.close()
+
+    loop = qasync.QEventLoop(qapp)
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert result["first"] == (PAGE, "req-00999")
+    assert result["second"] == 2 * PAGE
+    assert result["interrupted"] == {"interrupted"} and result["interrupted_count"] == 10
+    assert result["latency_sorted"] is True
+    assert result["live_top"] == ("live-1", "bad")
+    rerun = result["rerun"]
+    assert isinstance(rerun, list) and rerun[0] == "iris" and rerun[1]["sepal_length"] == 5.0

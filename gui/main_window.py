@@ -19,6 +19,7 @@ from engine.models.runtime import LoadedModel
 from engine.stats import StatsSnapshot
 from gui.drop_panel import DropPanel
 from gui.predict_view import PredictView
+from gui.requests_view import RequestsView
 
 
 class MainWindow(QMainWindow):
@@ -87,7 +88,7 @@ class MainWindow(QMainWindow):
     def drop_files(self, paths: list[Path]) -> None:
         self.sigFilesDropped.emit(paths)
 
-    def add_requests_view(self, view: QWidget) -> None:
+    def add_requests_view(self, view: RequestsView) -> None:
         """Added once the database is open (the table pages from it)."""
         self.requests_view = view
         self.tabs.addTab(view, "Requests")

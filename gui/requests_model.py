@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
@@ -93,6 +94,8 @@ class RequestsTableModel(QAbstractTableModel):
             return _summary(row)
         if column == "request":
             return row["request_id"]
+        if column == "source":
+            return Path(row["source"]).name if "/" in row["source"] else row["source"]
         key = {"client": "client_id"}.get(column, column)
         return row.get(key)
 

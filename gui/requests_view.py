@@ -55,6 +55,9 @@ class RequestsView(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
+        for column, width in enumerate((100, 80, 70, 70, 160, 80, 260)):
+            self.table.setColumnWidth(column, width)
         bar = QHBoxLayout()
         for widget in (self.status_box, self.model_box, self.sort_box):
             bar.addWidget(widget)

@@ -50,6 +50,10 @@ def main(out_dir: Path) -> None:
         window.grab().save(str(out_dir / "file-drop.png"))
         window.drop_panel.sigCancel.emit()
         await asyncio.sleep(0.5)
+        window.tabs.setCurrentIndex(1)
+        window.requests_view.status_box.setCurrentText("rejected")
+        await asyncio.sleep(0.5)
+        window.grab().save(str(out_dir / "requests.png"))
         window.close()
 
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -140,9 +140,10 @@ async def _main(
         window.predict_view.sigPredict.connect(
             lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
         )
-        requests_view.sigRerun.connect(
-            lambda model, payload: tasks.spawn(predict(model, payload), "rerun")
-        )
+        for rerun_signal in (requests_view.sigRerun, window.trace_view.sigRerun):
+            rerun_signal.connect(
+                lambda model, payload: tasks.spawn(predict(model, payload), "rerun")
+            )
         drop = _DropRunner(engine, window, lag)
         window.sigFilesDropped.connect(lambda paths: drop.start(paths, tasks))
         window.drop_panel.sigCancel.connect(drop.cancel)

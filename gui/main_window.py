@@ -20,6 +20,7 @@ from engine.stats import StatsSnapshot
 from gui.drop_panel import DropPanel
 from gui.predict_view import PredictView
 from gui.requests_view import RequestsView
+from gui.trace_view import TraceView
 
 
 class MainWindow(QMainWindow):
@@ -92,6 +93,13 @@ class MainWindow(QMainWindow):
         """Added once the database is open (the table pages from it)."""
         self.requests_view = view
         self.tabs.addTab(view, "Requests")
+        self.trace_view = TraceView()
+        self.tabs.addTab(self.trace_view, "Trace")
+        view.sigOpen.connect(self.open_trace)
+
+    def open_trace(self, row: dict[str, object]) -> None:
+        self.trace_view.show_request(row)
+        self.tabs.setCurrentWidget(self.trace_view)
 
     def set_models_ready(self, names: list[str]) -> None:
         self.model_state.setText(f"models ready: {', '.join(names)}")

@@ -47,6 +47,8 @@ def _row_from_work(work: Work) -> dict[str, Any]:
         "latency_us": work.latency_us,
         "output": work.output,
         "error": work.error.model_dump() if work.error else None,
+        "input": work.input_json,
+        "spans": [list(s) for s in work.spans],
         "id": None,
     }
 

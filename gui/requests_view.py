@@ -27,6 +27,7 @@ STATUSES = ("any status", "ok", "rejected", "failed", "queued", "interrupted")
 
 class RequestsView(QWidget):
     sigRerun = Signal(str, dict)  # model, input payload
+    sigOpen = Signal(dict)  # a request row to show in the Trace view
 
     def __init__(
         self, model: RequestsTableModel, model_names: list[str], parent: QWidget | None = None
@@ -63,6 +64,7 @@ class RequestsView(QWidget):
             bar.addWidget(widget)
         bar.addWidget(self.text_edit, 1)
         bar.addWidget(self.rerun_button)
+        self.table.activated.connect(lambda index: self.sigOpen.emit(model.row(index.row())))
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
         layout.addWidget(self.table)

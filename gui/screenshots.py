@@ -54,6 +54,14 @@ def main(out_dir: Path) -> None:
         window.requests_view.status_box.setCurrentText("rejected")
         await asyncio.sleep(0.5)
         window.grab().save(str(out_dir / "requests.png"))
+        requests = window.requests_view
+        requests.status_box.setCurrentText("ok")
+        requests.model_box.setCurrentText("iris")
+        requests.text_edit.setText("")
+        await asyncio.sleep(0.5)
+        window.open_trace(requests.table_model.row(0))
+        await asyncio.sleep(0.3)
+        window.grab().save(str(out_dir / "trace.png"))
         window.close()
 
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -128,6 +128,7 @@ async def _main(
         requests_view = RequestsView(table, registry.names())
         window.add_requests_view(requests_view)
         bridge.sigFinished.connect(table.add_live)
+        bridge.sigStats.connect(window.monitor_view.on_stats)
         table.set_filter(RequestFilter())
         run = await begin_run(db, "gui", {})
         origin = Origin(run, FutureSink(), "form", "gui")
@@ -156,6 +157,8 @@ async def _main(
     finally:
         lag.stop()
         bridge.stop()
+        if hasattr(window, "monitor_view"):
+            window.monitor_view.stop()
         lag_timer.stop()
         await engine.stop()
         await db.close()

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 from engine.models.runtime import LoadedModel
 from engine.stats import StatsSnapshot
 from gui.drop_panel import DropPanel
+from gui.monitor_view import MonitorView
 from gui.predict_view import PredictView
 from gui.requests_view import RequestsView
 from gui.trace_view import TraceView
@@ -95,6 +96,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(view, "Requests")
         self.trace_view = TraceView()
         self.tabs.addTab(self.trace_view, "Trace")
+        self.monitor_view = MonitorView()
+        self.tabs.addTab(self.monitor_view, "Monitor")
         view.sigOpen.connect(self.open_trace)
 
     def open_trace(self, row: dict[str, object]) -> None:

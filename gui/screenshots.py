@@ -46,7 +46,11 @@ def main(out_dir: Path) -> None:
         bad = ['{"sepal_length": "n/a"}', '{"sepal_length": 1e309}', "{truncated"]
         rows.write_text("\n".join(bad[i % 3] if i % 20_000 == 7 else good for i in range(200_000)))
         window.drop_files([rows])
-        await asyncio.sleep(2.5)
+        window.tabs.setCurrentWidget(window.monitor_view)
+        await asyncio.sleep(3.0)
+        window.grab().save(str(out_dir / "monitor.png"))
+        window.tabs.setCurrentIndex(0)
+        await asyncio.sleep(0.2)
         window.grab().save(str(out_dir / "file-drop.png"))
         window.drop_panel.sigCancel.emit()
         await asyncio.sleep(0.5)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up (torch, pydantic, the models) out of the garbage
+    collector's reach. Otherwise every full collection walks those ~300,000 objects while the
+    event loop waits: measured here as 100-200 ms stalls at the 99.9th percentile of an open
+    loop, gone once they are frozen. Call it once, from a composition root, after start-up."""
+    gc.collect()
+    gc.freeze()
 
 
 class TaskOwner:

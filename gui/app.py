@@ -83,7 +83,7 @@ async def _main(
     from engine.engine import Engine, Origin
     from engine.models import ModelRegistry
     from engine.runs import begin_run, end_run
-    from engine.tasks import TaskOwner
+    from engine.tasks import TaskOwner, freeze_startup_objects
     from engine.work import FutureSink
     from gui.bridge import EngineBridge
     from gui.loop_lag import LoopLagMonitor
@@ -121,6 +121,7 @@ async def _main(
     tasks = TaskOwner()
     try:
         await engine.start()
+        freeze_startup_objects()
         window.set_models_ready(registry.names())
         engine.subscribe(bridge.on_snapshot)
         engine.on_finished(bridge.on_finished)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from engine.engine import Engine, EngineConfig
 from engine.models import ModelRegistry
+from engine.tasks import freeze_startup_objects
 from gui.commands.common import CommandError
 from storage import Database, open_database
 from storage.database import StorageError
@@ -45,6 +46,7 @@ async def headless_engine(
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inference") as executor:
             engine = Engine(db, registry, executor, config)
             await engine.start()
+            freeze_startup_objects()
             try:
                 yield engine
             finally:

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,17 @@ class CliResult:
         value = json.loads(lines[-1])
         assert isinstance(value, dict)
         return value
+
+
+def run_on_qasync(app: Any, coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` to the end on a qasync loop over `app`, as the desktop app runs its work."""
+    import qasync
+
+    loop = qasync.QEventLoop(app)
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def run_cli(args: Sequence[str | os.PathLike[str]], db: Path, timeout: float = 120) -> CliResult:

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-import qasync
+from conftest import run_on_qasync
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -110,11 +110,7 @@ def test_pages_filters_live_tail_and_rerun(
             await tasks.wait()
             await db.close()
 
-    loop = qasync.QEventLoop(qapp)
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
+    run_on_qasync(qapp, scenario())
     assert result["first"] == (PAGE, "req-00999")
     assert result["second"] == 2 * PAGE
     assert result["interrupted"] == {"interrupted"} and result["interrupted_count"] == 10

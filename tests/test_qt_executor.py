@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-import qasync
+from conftest import run_on_qasync
 from PySide6.QtWidgets import QApplication
 
 from engine.contracts import PredictRequest
@@ -66,11 +66,9 @@ def test_engine_predicts_through_the_qt_executor_on_a_qasync_loop(
             await engine.stop()
             await db.close()
 
-    loop = qasync.QEventLoop(qapp)
     try:
-        loop.run_until_complete(scenario())
+        run_on_qasync(qapp, scenario())
     finally:
-        loop.close()
         executor.shutdown(wait=True)
     assert outcome == {"statuses": {"ok"}, "labels": {"virginica"}}
     with sqlite3.connect(db_file) as conn:

@@ -63,17 +63,38 @@ def _ids_in(path: Path) -> set[str]:
     return ids
 
 
+def out_record(
+    request_id: str,
+    row: int | None,
+    status: str,
+    model: str | None,
+    output: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+    latency_us: int,
+) -> dict[str, Any]:
+    """The one shape of a `--out` line, for live results and for back-filled ones alike."""
+    record: dict[str, Any] = {
+        "request_id": request_id,
+        "row": row,
+        "status": status,
+        "model": model,
+    }
+    if output is not None:
+        record["output"] = output
+    if error is not None:
+        record["error"] = error
+    record["latency_ms"] = round(latency_us / 1000, 3)
+    return record
+
+
 def record_from_row(row: dict[str, Any]) -> dict[str, Any]:
     """The `--out` record for a committed `requests` row (used when resuming a job)."""
-    record: dict[str, Any] = {
-        "request_id": row["request_id"],
-        "row": row["source_row"],
-        "status": row["status"],
-        "model": row["model"],
-    }
-    if row["output"]:
-        record["output"] = json.loads(row["output"])
-    if row["error"]:
-        record["error"] = json.loads(row["error"])
-    record["latency_ms"] = round((row["latency_us"] or 0) / 1000, 3)
-    return record
+    return out_record(
+        row["request_id"],
+        row["source_row"],
+        row["status"],
+        row["model"],
+        json.loads(row["output"]) if row["output"] else None,
+        json.loads(row["error"]) if row["error"] else None,
+        row["latency_us"] or 0,
+    )

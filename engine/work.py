@@ -14,6 +14,7 @@ import orjson
 
 from engine.contracts import ErrorBody, Prediction, PredictResponse, Span
 from engine.models.runtime import FeatureRow, LoadedModel
+from engine.results_out import out_record
 from engine.stats import RunRecorder
 
 # (name, start offset µs, duration µs[, attributes]) — compact, and stored as JSON arrays.
@@ -72,19 +73,16 @@ class Work:
         )
 
     def result_record(self) -> dict[str, Any]:
-        """The JSON object written per result to `--out` and to exports."""
-        record: dict[str, Any] = {
-            "request_id": self.request_id,
-            "row": self.source_row,
-            "status": self.status,
-            "model": self.model_name,
-        }
-        if self.output is not None:
-            record["output"] = self.output
-        if self.error is not None:
-            record["error"] = self.error.model_dump(exclude_none=True)
-        record["latency_ms"] = round(self.latency_us / 1000, 3)
-        return record
+        """The JSON object written per result to `--out`."""
+        return out_record(
+            self.request_id,
+            self.source_row,
+            self.status,
+            self.model_name,
+            self.output,
+            self.error.model_dump(exclude_none=True) if self.error is not None else None,
+            self.latency_us,
+        )
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """The Requests table: a Qt item model paging history from SQLite, plus a live tail.
 
-Pages come by keyset (`storage.queries.page_requests`), asynchronously on the qasync loop, as
-the view scrolls (`canFetchMore`/`fetchMore`); requests finishing now arrive through the bridge
-and go on top when they match the filter and the table is sorted by time.
+Pages come by keyset, asynchronously on the qasync loop, as the view scrolls
+(`canFetchMore`/`fetchMore`). Each page is stepped through a `storage.queries.RequestScan`: every
+query is bounded, so a rare match (text in inputs) fills the table over several short queries,
+reported by `sigSearching`, and a new filter never waits behind a long one. Requests finishing
+now arrive through the bridge and go on top when they match the filter and the table is sorted
+by time.
 """
 
 from __future__ import annotations
@@ -53,8 +56,18 @@ def _row_from_work(work: Work) -> dict[str, Any]:
     }
 
 
+def _text_matches(text: str, work: Work) -> bool:
+    """The live tail's reading of a text filter, as `storage.queries` reads it: the start of a
+    request ID, or text in the ID, input or error (case-insensitive)."""
+    needle = text.lower()
+    error = work.error.model_dump_json() if work.error is not None else ""
+    return any(needle in part.lower() for part in (work.request_id, work.input_json or "", error))
+
+
 class RequestsTableModel(QAbstractTableModel):
-    sigLoaded = Signal()
+    sigLoaded = Signal()  # a page is in, or the history has no more matches
+    sigSearching = Signal(int)  # requests examined so far while a page is still being found
+    sigChoices = Signal(list, list)  # client IDs, recent sources: for the view's filters
 
     def __init__(self, db: Database, tasks: TaskOwner) -> None:
         super().__init__()
@@ -63,9 +76,10 @@ class RequestsTableModel(QAbstractTableModel):
         self._rows: list[dict[str, Any]] = []
         self.filter = queries.RequestFilter()
         self.sort_by = "time"
+        self._scan: queries.RequestScan | None = None
         self._exhausted = False
         self._loading = False
-        self._generation = 0  # bumps on reload, so a stale page is dropped
+        self._generation = 0  # bumps on reload, so a stale page or step is dropped
 
     # -- Qt model API -------------------------------------------------------------------------
 
@@ -83,10 +97,14 @@ class RequestsTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole or not index.isValid():
+        if not index.isValid():
             return None
         row = self._rows[index.row()]
         column = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.ToolTipRole and column == "source":
+            return row["source"]  # the table shows a file's name; the full path on hover
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
         if column == "time":
             return dt.datetime.fromtimestamp(row["created_us"] / 1e6).strftime("%H:%M:%S.%f")[:-3]
         if column == "latency ms":
@@ -118,6 +136,7 @@ class RequestsTableModel(QAbstractTableModel):
         self.filter, self.sort_by = where, sort
         self.beginResetModel()
         self._rows = []
+        self._scan = None
         self._exhausted = False
         self._generation += 1
         self.endResetModel()
@@ -125,29 +144,42 @@ class RequestsTableModel(QAbstractTableModel):
         self._tasks.spawn(self.load_page(), "requests-page")
 
     async def load_page(self) -> None:
+        """Steps the scan until a page is in or nothing more matches; rows show as they come."""
         generation = self._generation
-        after = None
-        stored = [r for r in self._rows if r.get("id") is not None]
-        if stored:
-            last = stored[-1]
-            key = last["created_us"] if self.sort_by == "time" else last["latency_us"]
-            after = (key, last["id"])
         try:
-            page = await queries.page_requests(
-                self._db.reader, self.filter, sort=self.sort_by, after=after, limit=PAGE
-            )
+            if self._scan is None:
+                plan = await queries.plan_requests(self._db.reader, self.filter, sort=self.sort_by)
+                if generation != self._generation:
+                    return
+                self._scan = queries.RequestScan(self._db.reader, plan)
+            scan = self._scan
+            found = 0
+            while found < PAGE and not scan.done:
+                page = await scan.step(PAGE - found)
+                if generation != self._generation:
+                    return  # a newer filter owns the table now
+                found += len(page)
+                if page:
+                    start = len(self._rows)
+                    self.beginInsertRows(QModelIndex(), start, start + len(page) - 1)
+                    self._rows.extend(page)
+                    self.endInsertRows()
+                if found < PAGE and not scan.done:
+                    self.sigSearching.emit(scan.examined)
+            self._exhausted = scan.done
         finally:
-            self._loading = False
-        if generation != self._generation:
-            return
-        if len(page) < PAGE:
-            self._exhausted = True
-        if page:
-            start = len(self._rows)
-            self.beginInsertRows(QModelIndex(), start, start + len(page) - 1)
-            self._rows.extend(page)
-            self.endInsertRows()
+            if generation == self._generation:
+                self._loading = False
         self.sigLoaded.emit()
+
+    def load_choices(self) -> None:
+        """Client IDs and recent sources for the view's filters (`sigChoices`), off the loop."""
+        self._tasks.spawn(self._load_choices(), "requests-choices")
+
+    async def _load_choices(self) -> None:
+        clients = await queries.client_ids(self._db.reader)
+        sources = await queries.recent_sources(self._db.reader)
+        self.sigChoices.emit(clients, sources)
 
     def add_live(self, done: list[Work]) -> None:
         """Requests that just finished, newest first on top (time order only)."""
@@ -162,7 +194,7 @@ class RequestsTableModel(QAbstractTableModel):
             and (f.client_id is None or w.client_id == f.client_id)
             and (f.source is None or w.source == f.source)
             and (f.run_id is None or w.run.run_id == f.run_id)
-            and (not f.text or f.text in w.request_id)
+            and (not f.text or _text_matches(f.text, w))
         ]
         if not rows:
             return

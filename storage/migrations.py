@@ -89,6 +89,20 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT OR IGNORE INTO clients (client_id, display_name, tier)
         VALUES ('files', 'Dropped files', 'batch');
     """,
+    # 5: the Requests view filters by status, model, client and source, newest or slowest first,
+    # over millions of rows. One index per filter, ordered by time, with the latency alongside:
+    # a time-sorted page walks it in order and stops at the page's end; a latency-sorted page
+    # ranks the filter's rows by latency from the index alone (about 70 ns a row measured), with
+    # no table lookup. Cheaper than a second (filter, latency_us) index per filter: ~25 bytes a
+    # row each (~58 for source, a path), against the 1 KB a row the history may take.
+    # `storage.queries.plan_requests` names these indexes; it relies on their columns.
+    """
+    DROP INDEX idx_requests_status;
+    CREATE INDEX idx_requests_status ON requests(status, created_us, latency_us);
+    CREATE INDEX idx_requests_model ON requests(model, created_us, latency_us);
+    CREATE INDEX idx_requests_client ON requests(client_id, created_us, latency_us);
+    CREATE INDEX idx_requests_source ON requests(source, created_us, latency_us);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

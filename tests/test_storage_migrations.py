@@ -40,6 +40,9 @@ def test_empty_file_reaches_latest(tmp_path: Path) -> None:
         "idx_requests_created",
         "idx_requests_latency",
         "idx_requests_job_row",
+        "idx_requests_model",
+        "idx_requests_client",
+        "idx_requests_source",
     } <= indexes
 
 
@@ -78,3 +81,40 @@ def test_prepare_sets_wal_and_refuses_a_directory(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with pytest.raises(Exception, match="is a directory"):
         prepare(tmp_path)
+
+
+def test_filter_indexes_reach_a_database_full_of_history(tmp_path: Path) -> None:
+    """Migration 5 on a v4 file with requests: every row kept, each filter index built with the
+    time and latency next to its column, and the planner's queries use them."""
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, target=4)
+    conn.executemany(
+        "INSERT INTO requests (request_id, source, model, client_id, status, created_us, "
+        "latency_us) VALUES (?, ?, 'iris', ?, ?, ?, ?)",
+        [
+            (f"r{i:04d}", f"/d/{i % 3}.csv", f"c{i % 4}", "ok" if i % 5 else "failed", i, 10 * i)
+            for i in range(2000)
+        ],
+    )
+    assert migrate(conn) == SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 2000
+    for name, column in [
+        ("idx_requests_status", "status"),
+        ("idx_requests_model", "model"),
+        ("idx_requests_client", "client_id"),
+        ("idx_requests_source", "source"),
+    ]:
+        cols = [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+        assert cols == [column, "created_us", "latency_us"]
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM requests WHERE client_id = 'c1' "
+        "ORDER BY created_us DESC LIMIT 5"
+    ).fetchall()
+    assert any("idx_requests_client" in str(step[3]) for step in plan)
+    found = conn.execute(
+        "SELECT request_id FROM requests INDEXED BY idx_requests_source "
+        "WHERE source = '/d/1.csv' ORDER BY created_us DESC LIMIT 2"
+    ).fetchall()
+    assert found == [("r1999",), ("r1996",)]

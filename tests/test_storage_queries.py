@@ -6,9 +6,21 @@ import asyncio
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from storage import open_database
-from storage.queries import REQUEST_COLUMNS, RequestFilter, page_requests
+import pytest
+
+from storage import open_database, queries
+from storage.queries import (
+    REQUEST_COLUMNS,
+    RequestFilter,
+    RequestScan,
+    client_ids,
+    page_requests,
+    plan_requests,
+    recent_sources,
+    scan_requests,
+)
 
 ROWS = 50_000
 
@@ -80,3 +92,237 @@ def test_pages_filter_sort_and_continue_by_keyset(tmp_path: Path) -> None:
             await db.close()
 
     asyncio.run(scenario())
+
+
+# -- every filter and sort, page by page, against the same rows filtered in Python -------------
+
+TIE_ROWS = 800
+
+
+def _fill_with_ties(path: Path) -> list[dict[str, object]]:
+    """Rows where many share a `created_us` (and a latency), so keysets must break ties by id;
+    unfinished rows have no latency; IDs are UUID-like, a few callers' IDs are not."""
+    rng = random.Random(5)
+    rows: list[dict[str, object]] = []
+    for i in range(TIE_ROWS):
+        status = "interrupted" if i % 97 == 0 else rng.choice(["ok"] * 6 + ["rejected", "failed"])
+        row: dict[str, object] = dict.fromkeys(REQUEST_COLUMNS)
+        row.update(
+            request_id=f"0193{i // 100:04x}-{i:04x}" if i % 11 else f"ext-{i:05d}",
+            target="local",
+            run_id=f"run-{i % 3}",
+            source=rng.choice(["form", "/data/a.jsonl", "/data/b.jsonl", "http"]),
+            model=rng.choice(["iris", "iris", "digits"]),
+            client_id=rng.choice(["gui", "cli", "acme", "files"]),
+            status=status,
+            created_us=1_000_000 + (i // 4) * 10,  # four rows per timestamp
+            latency_us=None if status == "interrupted" else rng.choice([500, 900, 1_500, 7_000]),
+            input=f'{{"sepal_length": {i % 50}, "note": "{"50% off_" if i % 13 == 0 else ""}"}}',
+            error="sepal_width: Field required" if status == "rejected" else None,
+        )
+        rows.append(row)
+    # Written out of time order, as concurrent writers commit them.
+    order = list(range(TIE_ROWS))
+    rng.shuffle(order)
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})",
+            [tuple(rows[i][c] for c in REQUEST_COLUMNS) for i in order],
+        )
+        ids = dict(conn.execute("SELECT request_id, id FROM requests").fetchall())
+    for row in rows:
+        row["id"] = ids[row["request_id"]]
+    return rows
+
+
+def _expected(
+    rows: list[dict[str, Any]], where: RequestFilter, sort: str, descending: bool
+) -> list[str]:
+    def matches(r: dict[str, Any]) -> bool:
+        for name in ("status", "model", "source", "client_id", "run_id"):
+            value = getattr(where, name)
+            if value is not None and r[name] != value:
+                return False
+        if where.text:
+            t = where.text
+            if any(str(x["request_id"]).startswith(t) for x in rows):
+                return str(r["request_id"]).startswith(t)
+            hay = (r["request_id"], r["input"] or "", r["error"] or "")
+            return any(t.lower() in str(h).lower() for h in hay)
+        return True
+
+    column = "created_us" if sort == "time" else "latency_us"
+    found = [r for r in rows if matches(r) and r[column] is not None]
+    found.sort(key=lambda r: (r[column], r["id"]), reverse=descending)
+    return [str(r["request_id"]) for r in found]
+
+
+FILTERS = [
+    RequestFilter(),
+    RequestFilter(status="ok"),
+    RequestFilter(status="interrupted"),
+    RequestFilter(status="queued"),
+    RequestFilter(model="digits"),
+    RequestFilter(client_id="acme"),
+    RequestFilter(source="/data/a.jsonl"),
+    RequestFilter(run_id="run-1"),
+    RequestFilter(text="01930005"),  # a request-ID prefix
+    RequestFilter(text="ext-0"),  # a caller's own IDs
+    RequestFilter(text="FIELD req"),  # in errors, any case
+    RequestFilter(text="50% off_"),  # LIKE's wildcards taken literally
+    RequestFilter(text="nothing like this"),
+    RequestFilter(status="ok", model="digits", client_id="gui"),
+    RequestFilter(status="rejected", source="form", text="Field"),
+    RequestFilter(client_id="cli", text="0193"),
+]
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["defaults", "tiny-limits"])
+def test_every_filter_pages_in_order_across_ties(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: bool
+) -> None:
+    """Pages by keyset (and by scan steps with small windows) add up to exactly the matching
+    rows, in order, for every filter and sort; with tiny limits every strategy is exercised."""
+    if small:
+        monkeypatch.setattr(queries, "RANK_FROM_INDEX", 40)
+        monkeypatch.setattr(queries, "RANK_WITH_LOOKUPS", 20)
+        monkeypatch.setattr(queries, "SCAN_WINDOW", 37)
+        monkeypatch.setattr(queries.RequestScan, "MIN_WINDOW", 5)
+    path = tmp_path / "ties.db"
+    strategies: set[str] = set()
+
+    async def scenario() -> None:
+        db = await open_database(path)
+        await db.close()
+        rows = _fill_with_ties(path)
+        db = await open_database(path)
+        try:
+            for where in FILTERS:
+                for sort in ("time", "latency"):
+                    for descending in (True, False):
+                        want = _expected(rows, where, sort, descending)
+                        key = "created_us" if sort == "time" else "latency_us"
+                        got: list[str] = []
+                        after = None
+                        while True:  # pages of 23, each continued from its last row
+                            page = await page_requests(
+                                db.reader,
+                                where,
+                                sort=sort,
+                                descending=descending,
+                                after=after,
+                                limit=23,
+                            )
+                            got.extend(str(r["request_id"]) for r in page)
+                            if len(page) < 23:
+                                break
+                            after = (page[-1][key], page[-1]["id"])
+                        assert got == want, (where, sort, descending)
+                        plan = await plan_requests(
+                            db.reader, where, sort=sort, descending=descending
+                        )
+                        strategies.add(plan.strategy)
+                        scan = RequestScan(db.reader, plan)
+                        stepped: list[str] = []
+                        while not scan.done:
+                            stepped.extend(str(r["request_id"]) for r in await scan.step(7))
+                        assert stepped == want, (where, sort, descending, plan)
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+    if small:
+        assert strategies == {"ordered", "ranked", "window"}
+
+
+def test_plans_name_the_index_for_each_filter(tmp_path: Path) -> None:
+    """Which index and strategy answer the view's filters, the choices the bench measured."""
+    path = tmp_path / "plan.db"
+
+    async def scenario() -> dict[str, tuple[str, str]]:
+        db = await open_database(path)
+        await db.close()
+        _fill(path)
+        db = await open_database(path)
+        try:
+            cases = {
+                "all": (RequestFilter(), "time"),
+                "model": (RequestFilter(model="digits"), "time"),
+                "client": (RequestFilter(client_id="gui"), "time"),
+                "source": (RequestFilter(source="form"), "time"),
+                "id": (RequestFilter(text="req-0123"), "time"),
+                "text": (RequestFilter(text="Field required"), "time"),
+                "two": (RequestFilter(model="digits", client_id="gui"), "time"),
+                "slowest": (RequestFilter(), "latency"),
+                "slowest rare": (RequestFilter(status="failed"), "latency"),
+                "slowest text": (RequestFilter(text="Field required"), "latency"),
+            }
+            found: dict[str, tuple[str, str]] = {}
+            for name, (where, sort) in cases.items():
+                plan = await plan_requests(db.reader, where, sort=sort)
+                found[name] = (plan.strategy, plan.index)
+            return found
+        finally:
+            await db.close()
+
+    found = asyncio.run(scenario())
+    assert found == {
+        "all": ("ordered", "idx_requests_created"),
+        "model": ("ordered", "idx_requests_model"),
+        "client": ("ordered", "idx_requests_client"),
+        "source": ("ordered", "idx_requests_source"),
+        "id": ("ranked", "sqlite_autoindex_requests_1"),
+        "text": ("window", "idx_requests_created"),
+        # gui (1 row in 7) is fewer than digits (1 in 3): its index is walked, model checked.
+        "two": ("window", "idx_requests_client"),
+        "slowest": ("ordered", "idx_requests_latency"),
+        "slowest rare": ("ranked", "idx_requests_status"),
+        "slowest text": ("window", "idx_requests_latency"),
+    }
+
+
+def test_a_window_step_is_bounded_and_says_where_to_resume(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+
+    async def scenario() -> None:
+        db = await open_database(path)
+        await db.close()
+        _fill(path)
+        db = await open_database(path)
+        try:
+            plan = await plan_requests(db.reader, RequestFilter(text="no such text"))
+            step = await scan_requests(db.reader, plan, window=1000)
+            assert step.rows == [] and step.examined == 1000
+            # The window's last entry: the 1,000th newest row; the next step starts below it.
+            assert step.resume == (1_000_000 + (ROWS - 1000) * 10, ROWS - 1000 + 1)
+            last = await scan_requests(db.reader, plan, after=(1_000_000 + 500 * 10, 0))
+            assert last.rows == [] and last.resume is None and last.examined == 500
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_filter_choices_come_from_the_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        db = await open_database(path)
+        await db.close()
+        _fill(path)
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "INSERT INTO file_jobs (job_id, run_id, source_path, size_bytes, sha256, format, "
+                "created_us, updated_us) VALUES (1, 'r', '/old/file.csv', 1, 'x', 'csv', 1, 2)"
+            )
+        db = await open_database(path)
+        try:
+            return await client_ids(db.reader), await recent_sources(db.reader, latest=100)
+        finally:
+            await db.close()
+
+    clients, sources = asyncio.run(scenario())
+    assert clients == ["cli", "gui"]
+    # The newest requests' sources first, then the older file job's.
+    assert sources[-1] == "/old/file.csv" and set(sources[:-1]) == {"form", "file:a.jsonl"}

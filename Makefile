@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck layers pytest bench models clean
+.PHONY: run test bench bench-gui bench-requests screenshots xvfb models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,24 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_predict.py
+
+# The desktop app's figures: start-up, UI loop lag and throughput during a 100,000-row drop.
+bench-gui: $(STAMP) xvfb
+	$(BIN)/python bench/bench_gui.py
+
+bench-requests: $(STAMP)
+	$(BIN)/python bench/bench_requests.py
+
+# Screenshots of every view from the real app in a real (virtual) X display.
+screenshots: $(STAMP) xvfb
+	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python -m gui.screenshots assets/screenshots
+
+# Xvfb and the X libraries Qt's xcb platform loads (Debian packages; see shared/PLATFORM.md).
+XVFB_PACKAGES := xvfb libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+	libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 \
+	libxcb-cursor0
+xvfb:
+	@command -v xvfb-run >/dev/null || (apt-get update -q && apt-get install -y -q $(XVFB_PACKAGES))
 
 # Retrain the built-in models (needs scikit-learn for the bundled Iris and digits data).
 models: $(STAMP)

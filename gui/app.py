@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.engine import Engine
-    from engine.file_job import FileJob
     from engine.tasks import TaskOwner
+    from gui.bridge import EngineBridge
     from gui.loop_lag import LoopLagMonitor
     from gui.main_window import MainWindow
 
@@ -78,32 +78,42 @@ async def _main(
     from concurrent.futures import Executor
 
     from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
 
-    from engine.contracts import PredictRequest
-    from engine.engine import Engine, Origin
+    from engine.engine import Engine, EngineConfig
     from engine.models import ModelRegistry
-    from engine.runs import begin_run, end_run
     from engine.tasks import TaskOwner, freeze_startup_objects
-    from engine.work import FutureSink
     from gui.bridge import EngineBridge
     from gui.loop_lag import LoopLagMonitor
-    from gui.main_window import MainWindow
+    from gui.main_window import MainWindow, settings
     from gui.qt_executor import QThreadPoolExecutor
-    from gui.requests_model import RequestsTableModel
-    from gui.requests_view import RequestsView
+    from gui.theme import Theme
     from storage import open_database
-    from storage.queries import RequestFilter
 
+    # The window comes first: manifests are read without torch, which loads in the executor
+    # while the user already sees (and can fill) the form.
     registry = ModelRegistry.discover()
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    theme = Theme(app, settings())
+    theme.apply()
     window = MainWindow([registry.models[n] for n in registry.names()], db_path)
+    window.use_theme(theme)
     window.show()
     lag = LoopLagMonitor()
     lag.start()
     bridge = EngineBridge()
     bridge.sigStats.connect(window.on_stats)
+    recent_lag = lag.open_window()
+
+    def show_recent_lag() -> None:
+        nonlocal recent_lag
+        window.show_lag(lag.close_window(recent_lag))
+        recent_lag = lag.open_window()
+
     lag_timer = QTimer()
-    lag_timer.timeout.connect(lambda: window.show_lag(lag.summary_ms()))
-    lag_timer.start(500)
+    lag_timer.timeout.connect(show_recent_lag)
+    lag_timer.start(1000)
 
     closed = asyncio.get_running_loop().create_future()
 
@@ -117,44 +127,14 @@ async def _main(
 
     executor: Executor = QThreadPoolExecutor(max_workers=1)
     db = await open_database(db_path)
-    engine = Engine(db, registry, executor)
+    # 25 snapshots a second keep the plots moving at ≥ 20 Hz; the bridge caps signals at 30.
+    engine = Engine(db, registry, executor, EngineConfig(publish_hz=25.0))
     tasks = TaskOwner()
     try:
         await engine.start()
         freeze_startup_objects()
         window.set_models_ready(registry.names())
-        engine.subscribe(bridge.on_snapshot)
-        engine.on_finished(bridge.on_finished)
-        table = RequestsTableModel(db, tasks)
-        requests_view = RequestsView(table, registry.names())
-        window.add_requests_view(requests_view)
-        bridge.sigFinished.connect(table.add_live)
-        bridge.sigStats.connect(window.monitor_view.on_stats)
-        table.set_filter(RequestFilter())
-        run = await begin_run(db, "gui", {})
-        origin = Origin(run, FutureSink(), "form", "gui")
-
-        async def predict(model: str, payload: dict[str, object]) -> None:
-            request = PredictRequest(client_id="gui", model=model, input_payload=payload)
-            work = await engine.predict(request, origin, acknowledge=True)
-            window.predict_view.show_result(work)
-
-        window.predict_view.sigPredict.connect(
-            lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
-        )
-        for rerun_signal in (requests_view.sigRerun, window.trace_view.sigRerun):
-            rerun_signal.connect(
-                lambda model, payload: tasks.spawn(predict(model, payload), "rerun")
-            )
-        drop = _DropRunner(engine, window, lag)
-        window.sigFilesDropped.connect(lambda paths: drop.start(paths, tasks))
-        window.drop_panel.sigCancel.connect(drop.cancel)
-        if on_ready is not None:  # scripted use (screenshots)
-            tasks.spawn(on_ready(window), "on-ready")
-        await closed
-        drop.cancel()
-        await tasks.wait()
-        await end_run(db, run, extra={"ui_loop_lag_ms": lag.summary_ms()})
+        await _serve_window(window, engine, bridge, lag, tasks, closed, on_ready)
     finally:
         lag.stop()
         bridge.stop()
@@ -167,59 +147,75 @@ async def _main(
         window.finish_close()
 
 
-class _DropRunner:
-    """Runs dropped files one after another as a `files` run (batch tier: the form overtakes)."""
+async def _serve_window(
+    window: MainWindow,
+    engine: Engine,
+    bridge: EngineBridge,
+    lag: LoopLagMonitor,
+    tasks: TaskOwner,
+    closed: asyncio.Future[None],
+    on_ready: Callable[[MainWindow], Coroutine[Any, Any, None]] | None,
+) -> None:
+    """Wires the views to the running engine, then waits for the window to close."""
+    from engine.contracts import PredictRequest
+    from engine.engine import Origin
+    from engine.runs import begin_run, end_run
+    from engine.work import FutureSink
+    from gui.drop_runner import DropRunner
+    from gui.requests_model import RequestsTableModel
+    from gui.requests_view import RequestsView
+    from gui.runs_view import RunsView
+    from storage import queries
+    from storage.queries import RequestFilter
 
-    def __init__(self, engine: Engine, window: MainWindow, lag: LoopLagMonitor) -> None:
-        self.engine = engine
-        self.window = window
-        self.lag = lag
-        self.job: FileJob | None = None
-        self.busy = False
+    db = engine.db
+    engine.subscribe(bridge.on_snapshot)
+    engine.on_finished(bridge.on_finished)
+    table = RequestsTableModel(db, tasks)
+    requests_view = RequestsView(table, engine.registry.names())
+    runs_view = RunsView(db, tasks)
+    window.add_views(requests_view, runs_view)
+    monitor = window.monitor_view
+    bridge.sigFinished.connect(table.add_live)
+    bridge.sigFinished.connect(monitor.on_finished)
+    bridge.sigStats.connect(monitor.on_stats)
+    table.set_filter(RequestFilter())
+    runs_view.refresh()
+    run = await begin_run(db, "gui", {})
+    origin = Origin(run, FutureSink(), "form", "gui")
 
-    def start(self, paths: list[Path], tasks: TaskOwner) -> None:
-        if self.busy:
-            self.window.statusBar().showMessage("A file job is running: wait, or cancel it", 4000)
+    async def predict(model: str, payload: dict[str, object]) -> None:
+        request = PredictRequest(client_id="gui", model=model, input_payload=payload)
+        work = await engine.predict(request, origin, acknowledge=True)
+        window.predict_view.show_result(work)
+
+    async def open_request(request_id: str) -> None:
+        row = await queries.get_request(db.reader, request_id)
+        if row is None:
+            window.statusBar().showMessage(f"request {request_id} is not stored yet", 4000)
             return
-        self.busy = True
-        tasks.spawn(self._run(paths), "file-drop")
+        window.open_trace(row)
 
-    def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-
-    async def _run(self, paths: list[Path]) -> None:
-        from engine.file_job import FileJob, estimate_rows
-        from engine.ingest import SourceError, expand_inputs
-        from engine.runs import begin_run, end_run
-
-        panel = self.window.drop_panel
-        panel.problems.clear()
-        try:
-            files = expand_inputs([str(p) for p in paths])
-        except SourceError as exc:
-            panel.finish(str(exc))
-            self.busy = False
-            return
-        run = await begin_run(self.engine.db, "files", {"files": [str(f) for f in files]})
-        messages = []
-        try:
-            for path in files:
-                self.job = FileJob(
-                    self.engine, path, run=run, client_id="files", on_problem=panel.add_problem
-                )
-                panel.start(self.job, await asyncio.to_thread(estimate_rows, path))
-                report = await self.job.run()
-                messages.append(
-                    report.file_error
-                    or f"{path.name}: {report.ok:,} ok, "
-                    f"{report.rejected:,} rejected, {report.failed:,} failed"
-                )
-                if report.cancelled:
-                    messages.append("cancelled (drop the file again to resume)")
-                    break
-        finally:
-            self.job = None
-            self.busy = False
-            await end_run(self.engine.db, run, extra={"ui_loop_lag_ms": self.lag.summary_ms()})
-            panel.finish(" · ".join(messages))
+    window.predict_view.sigPredict.connect(
+        lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
+    )
+    for rerun_signal in (requests_view.sigRerun, window.trace_view.sigRerun):
+        rerun_signal.connect(lambda model, payload: tasks.spawn(predict(model, payload), "rerun"))
+    monitor.sigOpenRequest.connect(
+        lambda request_id: tasks.spawn(open_request(request_id), "open-trace")
+    )
+    drop = DropRunner(
+        engine,
+        window.drop_panel,
+        lag,
+        say=lambda text: window.statusBar().showMessage(text, 4000),
+        on_run_done=runs_view.refresh,
+    )
+    window.sigFilesDropped.connect(lambda paths: drop.start(paths, tasks))
+    window.drop_panel.sigCancel.connect(drop.cancel)
+    if on_ready is not None:  # scripted use (screenshots, benchmarks, end-to-end tests)
+        tasks.spawn(on_ready(window), "on-ready")
+    await closed
+    drop.cancel()
+    await tasks.wait()
+    await end_run(db, run, extra={"ui_loop_lag_ms": lag.summary_ms()})

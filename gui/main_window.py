@@ -1,15 +1,29 @@
-"""The main window: targets on the left, views in tabs, live figures in the status bar."""
+"""The main window: targets on the left, views in tabs, live figures in the status bar.
+
+Every main action is in the menu bar with its shortcut, so shortcuts can be discovered; the
+window's geometry, splitters, current view and last model persist in QSettings.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
+    QFileDialog,
     QLabel,
     QListWidget,
     QMainWindow,
+    QMessageBox,
     QSplitter,
     QTabWidget,
     QWidget,
@@ -21,7 +35,27 @@ from gui.drop_panel import DropPanel
 from gui.monitor_view import MonitorView
 from gui.predict_view import PredictView
 from gui.requests_view import RequestsView
+from gui.runs_view import RunsView
+from gui.theme import CHOICES, Theme
 from gui.trace_view import TraceView
+
+SHORTCUTS = (
+    ("Ctrl+Enter", "Predict with the form's inputs"),
+    ("Ctrl+O", "Open files to run (or drop them on the window)"),
+    ("Esc", "Cancel the running file job"),
+    ("Ctrl+1 … Ctrl+5", "Predict, Requests, Trace, Monitor, Runs"),
+    ("Ctrl+F", "Filter requests"),
+    ("Enter", "Open the selected request's trace"),
+    ("Ctrl+R", "Run the selected request again"),
+    ("Ctrl+Shift+C", "Copy the trace as JSON"),
+    ("F5", "Refresh runs"),
+    ("Ctrl+E", "Export the selected run"),
+    ("Ctrl+Q", "Quit (waits for pending writes)"),
+)
+
+
+def settings() -> QSettings:
+    return QSettings("InferDeck", "InferDeck")
 
 
 class MainWindow(QMainWindow):
@@ -31,7 +65,9 @@ class MainWindow(QMainWindow):
     def __init__(self, models: list[LoadedModel], db_path: Path, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("InferDeck")
+        self.setObjectName("InferDeckMain")  # saveState() needs names
         self._closing_done = False
+        self._settings = settings()
         self.targets = QListWidget()
         self.targets.addItem("Local engine")
         self.targets.setCurrentRow(0)
@@ -40,23 +76,28 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.predict_view, "Predict")
         self.drop_panel = DropPanel()
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.tabs)
-        right.addWidget(self.drop_panel)
-        right.setStretchFactor(0, 3)
-        right.setStretchFactor(1, 1)
-        splitter = QSplitter()
-        splitter.addWidget(self.targets)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([180, 900])
-        self.setCentralWidget(splitter)
+        self.right_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.right_splitter.addWidget(self.tabs)
+        self.right_splitter.addWidget(self.drop_panel)
+        self.right_splitter.setStretchFactor(0, 3)
+        self.right_splitter.setStretchFactor(1, 1)
+        self.main_splitter = QSplitter()
+        self.main_splitter.addWidget(self.targets)
+        self.main_splitter.addWidget(self.right_splitter)
+        self.main_splitter.setStretchFactor(1, 1)
+        self.main_splitter.setSizes([180, 900])
+        self.setCentralWidget(self.main_splitter)
 
         self.model_state = QLabel("models: loading…")
+        self.model_state.setToolTip("Models load in the background; the form works meanwhile")
         self.queue_state = QLabel("queue 0 · in flight 0")
+        self.queue_state.setToolTip("Requests waiting in the engine's queue, and being run")
         self.rate_state = QLabel("0 req/s")
+        self.rate_state.setToolTip("Completed requests per second, and their p99 latency")
         self.lag_state = QLabel("UI lag —")
+        self.lag_state.setToolTip("How late the window's event loop ran over the last second")
         self.db_state = QLabel(f"db {db_path}")
+        self.db_state.setToolTip("Every request, result and trace is stored here")
         for widget in (
             self.model_state,
             self.queue_state,
@@ -69,13 +110,83 @@ class MainWindow(QMainWindow):
         cancel = QShortcut(QKeySequence("Esc"), self)
         cancel.activated.connect(self.drop_panel.sigCancel)
         self.setMinimumSize(960, 600)
-        self._settings = QSettings("InferDeck", "InferDeck")
+        self.theme: Theme | None = None
+        self._build_menus()
         geometry = self._settings.value("main/geometry")
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1200, 760)
+        for key, splitter in (
+            ("main/splitter", self.main_splitter),
+            ("main/right_splitter", self.right_splitter),
+        ):
+            state = self._settings.value(key)
+            if state is not None:
+                splitter.restoreState(state)
         last_model = self._settings.value("predict/model")
         if isinstance(last_model, str) and last_model in {m.name for m in models}:
             self.predict_view.model_box.setCurrentText(last_model)
+
+    # -- menus and shortcuts -----------------------------------------------------------------
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "&Open files…", "Ctrl+O", self.choose_files)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", "Ctrl+Q", self.close)
+        self.view_menu = self.menuBar().addMenu("&View")
+        self.theme_menu = self.view_menu.addMenu("&Theme")
+        self._theme_actions = QActionGroup(self)
+        for choice in CHOICES:
+            action = self.theme_menu.addAction(choice.capitalize())
+            action.setCheckable(True)
+            action.setData(choice)
+            self._theme_actions.addAction(action)
+        self._theme_actions.triggered.connect(
+            lambda action: self.theme.choose(action.data()) if self.theme else None
+        )
+        self.view_menu.addSeparator()
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&Keyboard shortcuts", "F1", self.show_shortcuts)
+
+    def _action(self, menu: object, text: str, keys: str, slot: object) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(QKeySequence(keys))
+        action.triggered.connect(slot)
+        menu.addAction(action)  # type: ignore[attr-defined]
+        return action
+
+    def use_theme(self, theme: Theme) -> None:
+        self.theme = theme
+        for action in self._theme_actions.actions():
+            action.setChecked(action.data() == theme.choice)
+
+    def _add_view(self, widget: QWidget, title: str) -> None:
+        index = self.tabs.addTab(widget, title)
+        self._action(
+            self.view_menu,
+            title,
+            f"Ctrl+{index + 1}",
+            lambda: self.tabs.setCurrentWidget(widget),
+        )
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td><b>{k}</b></td><td>{what}</td></tr>" for k, what in SHORTCUTS)
+        box = QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setText(f"<table cellspacing=6>{rows}</table>")
+        box.open()  # never exec(): it would re-enter the qasync loop
+
+    def choose_files(self) -> None:
+        dialog = QFileDialog(self, "Run files")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
+        dialog.setNameFilter(
+            "Inputs (*.json *.jsonl *.ndjson *.csv *.png *.jpg *.jpeg *.bmp *.gif *.webp "
+            "*.tif *.tiff);;All files (*)"
+        )
+        dialog.filesSelected.connect(lambda names: self.drop_files([Path(n) for n in names]))
+        dialog.open()
+
+    # -- drops --------------------------------------------------------------------------------
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if any(url.isLocalFile() for url in event.mimeData().urls()):
@@ -90,19 +201,41 @@ class MainWindow(QMainWindow):
     def drop_files(self, paths: list[Path]) -> None:
         self.sigFilesDropped.emit(paths)
 
-    def add_requests_view(self, view: RequestsView) -> None:
-        """Added once the database is open (the table pages from it)."""
-        self.requests_view = view
-        self.tabs.addTab(view, "Requests")
+    # -- views that need the database -----------------------------------------------------------
+
+    def add_views(self, requests: RequestsView, runs: RunsView) -> None:
+        """Added once the database is open (they page from it)."""
+        self.requests_view = requests
         self.trace_view = TraceView()
-        self.tabs.addTab(self.trace_view, "Trace")
         self.monitor_view = MonitorView()
-        self.tabs.addTab(self.monitor_view, "Monitor")
-        view.sigOpen.connect(self.open_trace)
+        self.runs_view = runs
+        self._action(self.view_menu, "Predict", "Ctrl+1", lambda: self.tabs.setCurrentIndex(0))
+        self._add_view(requests, "Requests")
+        self._add_view(self.trace_view, "Trace")
+        self._add_view(self.monitor_view, "Monitor")
+        self._add_view(runs, "Runs")
+        requests.sigOpen.connect(self.open_trace)
+        focus_filter = QShortcut(QKeySequence("Ctrl+F"), self)
+        focus_filter.activated.connect(self.focus_request_filter)
+        copy_trace = QShortcut(QKeySequence("Ctrl+Shift+C"), self)
+        copy_trace.activated.connect(self.trace_view.copy_json)
+        if self.theme is not None:
+            self.theme.sigThemeChanged.connect(self.monitor_view.set_dark)
+            self.monitor_view.set_dark(self.theme.dark)
+        tab = self._settings.value("main/tab")
+        if isinstance(tab, (int, str)) and str(tab).isdigit():
+            self.tabs.setCurrentIndex(int(tab))
+
+    def focus_request_filter(self) -> None:
+        self.tabs.setCurrentWidget(self.requests_view)
+        self.requests_view.text_edit.setFocus()
+        self.requests_view.text_edit.selectAll()
 
     def open_trace(self, row: dict[str, object]) -> None:
         self.trace_view.show_request(row)
         self.tabs.setCurrentWidget(self.trace_view)
+
+    # -- live figures ---------------------------------------------------------------------------
 
     def set_models_ready(self, names: list[str]) -> None:
         self.model_state.setText(f"models ready: {', '.join(names)}")
@@ -112,7 +245,9 @@ class MainWindow(QMainWindow):
         self.rate_state.setText(f"{snap.throughput_per_s:,.0f} req/s · p99 {snap.p99_ms:.1f} ms")
 
     def show_lag(self, lag_ms: dict[str, float]) -> None:
-        self.lag_state.setText(f"UI lag p99 {lag_ms['p99']:.1f} ms")
+        self.lag_state.setText(f"UI lag p99 {lag_ms['p99']:.1f} ms · max {lag_ms['max']:.0f} ms")
+
+    # -- closing --------------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """The first close asks the app to drain and flush; the window closes once it has."""
@@ -120,6 +255,9 @@ class MainWindow(QMainWindow):
             event.accept()
             return
         self._settings.setValue("main/geometry", self.saveGeometry())
+        self._settings.setValue("main/splitter", self.main_splitter.saveState())
+        self._settings.setValue("main/right_splitter", self.right_splitter.saveState())
+        self._settings.setValue("main/tab", self.tabs.currentIndex())
         self._settings.setValue("predict/model", self.predict_view.model_box.currentText())
         event.ignore()
         self.sigCloseRequested.emit()

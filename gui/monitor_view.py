@@ -1,23 +1,31 @@
 """The Monitor view: live plots of the selected target from the engine's stats snapshots.
 
-Snapshots land in ring buffers (float64 numpy arrays); a timer redraws with `setData` at most
-`redraw_hz` times a second, so a busy engine never means a busy GUI. Plots clip to view and
-downsample by peak, as pyqtgraph recommends for scrolling data.
+Snapshots and finished requests land in ring buffers (float64 numpy arrays); a timer redraws
+with `setData` at most `redraw_hz` times a second, and only when something changed, so a busy
+engine never means a busy GUI. Plots clip to view and downsample by peak, as pyqtgraph
+recommends for scrolling data. Slow requests are drawn as points on the latency plot; clicking
+one asks for its trace (`sigOpenRequest`).
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from typing import Any
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QGridLayout, QWidget
 
 from engine.stats import StatsSnapshot
+from engine.work import Work
 
-SERIES = ("p50", "p95", "p99", "throughput", "errors", "queue", "in_flight")
 SERIES = ("p50", "p95", "p99", "throughput", "errors", "queue", "in_flight")
 STAGES = ("queue_wait", "inference", "write", "validate", "metadata")
 STAGE_PENS = ("#d6b656", "#82b366", "#b85450", "#6c8ebf", "#9673a6")
+HISTOGRAM_BINS = 60
+SLOW_POINTS = 300  # the newest slow requests kept as clickable points
 
 
 class Ring:
@@ -31,6 +39,16 @@ class Ring:
         self.values[self.count % len(self.values)] = value
         self.count += 1
 
+    def extend(self, values: np.ndarray) -> None:
+        """Push many at once (the newest `len(self.values)` survive)."""
+        n = len(self.values)
+        values = values[-n:]
+        start = self.count % n
+        first = min(len(values), n - start)
+        self.values[start : start + first] = values[:first]
+        self.values[: len(values) - first] = values[first:]
+        self.count += len(values)
+
     def view(self) -> np.ndarray:
         n = len(self.values)
         if self.count <= n:
@@ -40,21 +58,37 @@ class Ring:
 
 
 class MonitorView(QWidget):
+    sigOpenRequest = Signal(str)  # request ID of a clicked slow point
+
     def __init__(
-        self, history: int = 1200, redraw_hz: float = 20.0, parent: QWidget | None = None
+        self,
+        history: int = 1200,
+        redraw_hz: float = 30.0,
+        recent_latencies: int = 20_000,
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.history = history
         self.t = Ring(history)
         self.series: dict[str, Ring] = {name: Ring(history) for name in (*SERIES, *STAGES)}
+        self.recent_ms = Ring(recent_latencies)  # latencies of the newest ok requests
+        self.slow: deque[tuple[float, float, str]] = deque(maxlen=SLOW_POINTS)
         self._t0: float | None = None
+        self._last_p99_ms = 0.0
         self._dirty = False
         self.redraws = 0
+        self._widgets: list[pg.PlotWidget] = []
+        self._plots: list[pg.PlotItem] = []
         layout = QGridLayout(self)
-        self.latency_plot = self._plot("Latency (ms)", layout, 0, 0)
-        self.rate_plot = self._plot("Throughput and errors (/s)", layout, 0, 1)
-        self.queue_plot = self._plot("Queue depth and in flight", layout, 1, 0)
-        self.stage_plot = self._plot("Time per stage, stacked (ms)", layout, 1, 1)
+        self.latency_plot = self._plot(
+            "Latency (ms); click a point to open its trace", layout, 0, 0
+        )
+        self.histogram_plot = self._plot("Latency distribution, recent requests", layout, 0, 1)
+        self.histogram_plot.setLabel("bottom", "ms")
+        self.histogram_plot.setLabel("left", "requests")
+        self.rate_plot = self._plot("Throughput and errors (/s)", layout, 1, 0)
+        self.queue_plot = self._plot("Queue depth and in flight", layout, 1, 1)
+        self.stage_plot = self._plot("Time per stage, stacked (ms)", layout, 2, 0, span=2)
         self.curves = {
             "p50": self.latency_plot.plot(pen="#6c8ebf", name="p50"),
             "p95": self.latency_plot.plot(pen="#d6b656", name="p95"),
@@ -64,6 +98,15 @@ class MonitorView(QWidget):
             "queue": self.queue_plot.plot(pen="#d6b656", name="queue"),
             "in_flight": self.queue_plot.plot(pen="#6c8ebf", name="in flight"),
         }
+        self.slow_points = pg.ScatterPlotItem(
+            size=8, pen=pg.mkPen("#b85450"), brush=pg.mkBrush("#f8cecc"), name="slow requests"
+        )
+        self.slow_points.setToolTip("A slow request: click to open its trace")
+        self.slow_points.sigClicked.connect(self._on_slow_clicked)
+        self.latency_plot.addItem(self.slow_points)
+        self.histogram_curve = self.histogram_plot.plot(
+            stepMode="center", fillLevel=0, brush=pg.mkBrush("#6c8ebf80"), pen="#6c8ebf"
+        )
         self.stage_curves = [
             self.stage_plot.plot(pen=pen, fillLevel=0, brush=pg.mkBrush(pen), name=name)
             for name, pen in zip(STAGES, STAGE_PENS, strict=True)
@@ -77,21 +120,28 @@ class MonitorView(QWidget):
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
 
-    def _plot(self, title: str, layout: QGridLayout, row: int, col: int) -> pg.PlotItem:
+    def _plot(
+        self, title: str, layout: QGridLayout, row: int, col: int, span: int = 1
+    ) -> pg.PlotItem:
         widget = pg.PlotWidget(title=title)
+        self._widgets.append(widget)
         item = widget.getPlotItem()
+        self._plots.append(item)
         item.addLegend(offset=(5, 5))
         item.setClipToView(True)
         item.setDownsampling(mode="peak")
         item.showGrid(x=True, y=True, alpha=0.2)
         item.setLabel("bottom", "s")
-        layout.addWidget(widget, row, col)
+        layout.addWidget(widget, row, col, 1, span)
         return item
 
-    def on_stats(self, snap: StatsSnapshot) -> None:
+    def _elapsed(self, at: float) -> float:
         if self._t0 is None:
-            self._t0 = snap.at
-        self.t.push(snap.at - self._t0)
+            self._t0 = at
+        return at - self._t0
+
+    def on_stats(self, snap: StatsSnapshot) -> None:
+        self.t.push(self._elapsed(snap.at))
         values = {
             "p50": snap.p50_ms,
             "p95": snap.p95_ms,
@@ -105,7 +155,28 @@ class MonitorView(QWidget):
             values[stage] = snap.stage_ms.get(stage, 0.0)
         for name, ring in self.series.items():
             ring.push(values[name])
+        self._last_p99_ms = snap.p99_ms
         self._dirty = True
+
+    def on_finished(self, done: list[Work]) -> None:
+        """Requests finished since the bridge's last tick: feed the histogram, and keep the
+        slowest of them as a point when it is at or beyond the current p99."""
+        latencies = np.fromiter(
+            (w.latency_us for w in done if w.status == "ok"), dtype=np.float64, count=-1
+        )
+        if len(latencies) == 0:
+            return
+        latencies /= 1000.0
+        self.recent_ms.extend(latencies)
+        slowest = max((w for w in done if w.status == "ok"), key=lambda w: w.latency_us)
+        slowest_ms = slowest.latency_us / 1000
+        if self._last_p99_ms > 0 and slowest_ms >= self._last_p99_ms:
+            self.slow.append((self._elapsed(time.monotonic()), slowest_ms, slowest.request_id))
+        self._dirty = True
+
+    def _on_slow_clicked(self, _item: Any, points: Any, *_: Any) -> None:
+        if len(points):
+            self.sigOpenRequest.emit(str(points[0].data()))
 
     def redraw(self) -> None:
         if not self._dirty or not self.isVisible():
@@ -119,6 +190,29 @@ class MonitorView(QWidget):
         for stage, curve in zip(STAGES, self.stage_curves, strict=True):
             stacked = stacked + self.series[stage].view()
             curve.setData(t, stacked)
+        if self.slow:
+            xs, ys, ids = zip(*self.slow, strict=True)
+            self.slow_points.setData(x=list(xs), y=list(ys), data=list(ids))
+        recent = self.recent_ms.view()
+        if len(recent):
+            # The top 0.1 % would stretch the axis and squash the body of the distribution.
+            upper = float(np.quantile(recent, 0.999)) or 1.0
+            counts, edges = np.histogram(recent, bins=HISTOGRAM_BINS, range=(0.0, upper))
+            self.histogram_curve.setData(edges, counts)
+
+    def set_dark(self, dark: bool) -> None:
+        """pyqtgraph paints its own background: follow the app's palette."""
+        background, foreground = ("#1e1f22", "#b8bcc4") if dark else ("#ffffff", "#3c3f44")
+        for plot in self._plots:
+            for name in ("left", "bottom"):
+                axis = plot.getAxis(name)
+                axis.setPen(foreground)
+                axis.setTextPen(foreground)
+            plot.titleLabel.setText(plot.titleLabel.text, color=foreground)
+            if plot.legend is not None:
+                plot.legend.setLabelTextColor(foreground)
+        for widget in self._widgets:
+            widget.setBackground(background)
 
     def stop(self) -> None:
         self._timer.stop()

@@ -7,6 +7,7 @@ prediction, and saves what the window shows.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +22,8 @@ def main(out_dir: Path) -> None:
     from gui.app import _main
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Fresh settings (layout, theme), so the shots never depend on, or change, the user's own.
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="inferdeck-shots-")
     app = QApplication.instance() or QApplication(sys.argv[:1])
 
     async def drive(window: MainWindow) -> None:
@@ -47,7 +50,11 @@ def main(out_dir: Path) -> None:
         rows.write_text("\n".join(bad[i % 3] if i % 20_000 == 7 else good for i in range(200_000)))
         window.drop_files([rows])
         window.tabs.setCurrentWidget(window.monitor_view)
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(2.0)
+        for _ in range(20):  # form requests while the file runs: they overtake it
+            view.submit()
+            await asyncio.sleep(0.15)
+        await asyncio.sleep(1.0)
         window.grab().save(str(out_dir / "monitor.png"))
         window.tabs.setCurrentIndex(0)
         await asyncio.sleep(0.2)
@@ -66,6 +73,18 @@ def main(out_dir: Path) -> None:
         window.open_trace(requests.table_model.row(0))
         await asyncio.sleep(0.3)
         window.grab().save(str(out_dir / "trace.png"))
+        window.tabs.setCurrentWidget(window.runs_view)
+        window.runs_view.refresh()
+        await asyncio.sleep(0.5)
+        window.runs_view.table.selectRow(0)
+        await asyncio.sleep(0.5)
+        window.grab().save(str(out_dir / "runs.png"))
+        assert window.theme is not None
+        window.theme.choose("dark")
+        window.tabs.setCurrentWidget(window.monitor_view)
+        await asyncio.sleep(0.5)
+        window.grab().save(str(out_dir / "monitor-dark.png"))
+        window.theme.choose("system")
         window.close()
 
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -18,12 +18,13 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 
 from engine.tasks import TaskOwner
-from engine.work import Work
+from engine.work import Work, compact_json
 from storage import queries
 from storage.database import Database
 
 COLUMNS = ("time", "status", "model", "client", "source", "latency ms", "result", "request")
 PAGE = 200
+MAX_LIVE = 10_000  # live rows kept on top before the table reloads from the database
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -40,6 +41,9 @@ def _summary(row: dict[str, Any]) -> str:
 
 
 def _row_from_work(work: Work) -> dict[str, Any]:
+    """A finished request in the stored row's shape: JSON columns as text. A dict holding only
+    strings and numbers is not tracked by the garbage collector, so a long live tail adds
+    nothing to the full collections that would otherwise stall the loop for 100+ ms."""
     return {
         "request_id": work.request_id,
         "status": work.status,
@@ -48,10 +52,10 @@ def _row_from_work(work: Work) -> dict[str, Any]:
         "source": work.source,
         "created_us": work.created_us,
         "latency_us": work.latency_us,
-        "output": work.output,
-        "error": work.error.model_dump() if work.error else None,
+        "output": compact_json(work.output) if work.output is not None else None,
+        "error": work.error.model_dump_json(exclude_none=True) if work.error else None,
         "input": work.input_json,
-        "spans": [list(s) for s in work.spans],
+        "spans": compact_json([list(s) for s in work.spans]),
         "id": None,
     }
 
@@ -74,6 +78,7 @@ class RequestsTableModel(QAbstractTableModel):
         self._db = db
         self._tasks = tasks
         self._rows: list[dict[str, Any]] = []
+        self._live = 0  # rows added by the live tail since the last reload
         self.filter = queries.RequestFilter()
         self.sort_by = "time"
         self._scan: queries.RequestScan | None = None
@@ -136,6 +141,7 @@ class RequestsTableModel(QAbstractTableModel):
         self.filter, self.sort_by = where, sort
         self.beginResetModel()
         self._rows = []
+        self._live = 0
         self._scan = None
         self._exhausted = False
         self._generation += 1
@@ -197,6 +203,12 @@ class RequestsTableModel(QAbstractTableModel):
             and (not f.text or _text_matches(f.text, w))
         ]
         if not rows:
+            return
+        self._live += len(rows)
+        if self._live > MAX_LIVE:
+            # Older live rows are in the database by now: start again from its newest page
+            # rather than let the table (and memory) grow with every request of a long run.
+            self.set_filter(self.filter, self.sort_by)
             return
         self.beginInsertRows(QModelIndex(), 0, len(rows) - 1)
         self._rows[:0] = rows

@@ -41,6 +41,7 @@ def test_dropping_a_file_runs_it_and_stores_every_row(qapp: QApplication, tmp_pa
     async def drive(window: MainWindow) -> None:
         while "ready" not in window.model_state.text():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        window.tabs.setCurrentWidget(window.monitor_view)  # plots redraw only when shown
         _drop(window, [src])
         panel = window.drop_panel
         for _ in range(600):
@@ -50,6 +51,21 @@ def test_dropping_a_file_runs_it_and_stores_every_row(qapp: QApplication, tmp_pa
         seen["status"] = panel.status.text()
         seen["problems"] = [panel.problems.item(i).text() for i in range(panel.problems.count())]
         seen["progress"] = panel.progress.value()
+        await asyncio.sleep(0.3)  # the bridge's last tick and a redraw of every plot
+        table = window.requests_view.table_model
+        seen["table_files_rows"] = sum(
+            1 for i in range(table.rowCount()) if table.row(i)["client_id"] == "files"
+        )
+        monitor = window.monitor_view
+        seen["plotted_latencies"] = monitor.recent_ms.count
+        _, throughput = monitor.curves["throughput"].getData()
+        seen["peak_throughput"] = 0.0 if throughput is None else float(throughput.max())
+        seen["plot_redraws"] = monitor.redraws
+        window.tabs.setCurrentWidget(window.runs_view)
+        window.runs_view.refresh()
+        await asyncio.sleep(0.3)
+        runs = window.runs_view.table_model
+        seen["runs"] = [runs.run(i).kind for i in range(runs.rowCount())]
         window.close()
 
     qasync.run(_main(db, 60, drive))
@@ -59,6 +75,11 @@ def test_dropping_a_file_runs_it_and_stores_every_row(qapp: QApplication, tmp_pa
         "Input should be a valid number, unable to parse string as a number (+3 more in this row)"
     ]
     assert seen["progress"] == 1000
+    assert seen["table_files_rows"] == 5001  # the live tail: every row, the bad one included
+    assert seen["plotted_latencies"] == 5000  # each ok request fed the latency histogram
+    assert float(seen["peak_throughput"]) > 0  # type: ignore[arg-type]
+    assert int(seen["plot_redraws"]) >= 2  # type: ignore[call-overload]
+    assert "files" in seen["runs"]  # type: ignore[operator]
     with sqlite3.connect(db) as conn:
         counts = dict(
             conn.execute(

@@ -290,7 +290,7 @@ class RunsView(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setWordWrap(False)
-        for column, width in enumerate((140, 60, 80, 70, 100, 90, 70, 70, 100, 200)):
+        for column, width in enumerate((150, 50, 70, 70, 125, 100, 70, 70, 115, 160)):
             self.table.setColumnWidth(column, width)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
 

@@ -14,20 +14,18 @@ from typing import Any
 from PySide6.QtCore import QStringListModel, Qt, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QCompleter,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from gui.requests_model import RequestsTableModel
+from gui.tables import row_table
 from storage.queries import RequestFilter
 
 STATUSES = ("any status", "ok", "rejected", "failed", "queued", "interrupted")
@@ -92,16 +90,7 @@ class RequestsView(QWidget):
         model.sigSearching.connect(self._on_searching)
         model.sigLoaded.connect(self._on_loaded)
         model.sigChoices.connect(self._on_choices)
-        self.table = QTableView()
-        self.table.setModel(model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setWordWrap(False)
-        for column, width in enumerate((100, 80, 70, 70, 160, 80, 260)):
-            self.table.setColumnWidth(column, width)
+        self.table = row_table(model, (100, 80, 70, 70, 160, 80, 260))
         bar = QHBoxLayout()
         for widget in (self.status_box, self.model_box, self.client_box):
             bar.addWidget(widget)

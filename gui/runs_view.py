@@ -24,23 +24,21 @@ from PySide6.QtCore import (
     Signal,
 )
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from engine import export
 from engine.tasks import TaskOwner
+from gui.tables import row_table
 from storage import queries
 from storage.database import Database
 
@@ -282,16 +280,7 @@ class RunsView(QWidget):
         # the whole window.
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
-        self.table = QTableView()
-        self.table.setModel(self.table_model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setWordWrap(False)
-        for column, width in enumerate((150, 50, 70, 70, 125, 100, 70, 70, 115, 160)):
-            self.table.setColumnWidth(column, width)
+        self.table = row_table(self.table_model, (150, 50, 70, 70, 125, 100, 70, 70, 115, 160))
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
 
         self.detail = QPlainTextEdit()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.admission import AdmissionQueue
+from engine.admission import AdmissionQueue, QueueClosedError, QueueFullError
 from engine.clients import ClientDirectory
 from engine.contracts import ErrorBody, PredictRequest
 from engine.ids import new_id
@@ -145,12 +145,14 @@ class Engine:
         t1 = time.perf_counter_ns()
         if not isinstance(checked, Validated):
             return self._rejected(origin, checked, t0, source_row, data, input_text, request_id)
-        if checked.request_id is not None and await self._id_taken(checked.request_id):
+        # The body's ID wins; `request_id` is one the caller gave outside it (X-Request-ID).
+        wanted = checked.request_id or request_id
+        if wanted is not None and await self._id_taken(wanted):
             # A new ID for the rejection row: writing it under the caller's would replace the
             # request that already holds that ID.
             taken = error(
                 "duplicate_request_id",
-                f"request_id {checked.request_id!r} is already used by another request",
+                f"request_id {wanted!r} is already used by another request",
                 "request_id",
             )
             return self._rejected(origin, taken, t0, source_row, data, input_text)
@@ -163,7 +165,7 @@ class Engine:
         ]
         model = checked.model
         work = Work(
-            request_id=checked.request_id or new_id(),
+            request_id=wanted or new_id(),
             run=origin.run,
             sink=origin.sink,
             source=origin.source,
@@ -291,6 +293,30 @@ class Engine:
             if acknowledge:
                 self.acknowledge(work)
             await self.submit(work)
+        return await future
+
+    async def predict_json(
+        self, body: bytes, origin: Origin, *, request_id: str | None = None
+    ) -> Work:
+        """A network caller's request, as the JSON text it sent; returns it once committed.
+
+        Never waits for queue space: a full queue makes the request a stored rejection with the
+        code `overloaded` (the HTTP service answers 503). `request_id` is the caller's ID from
+        outside the body; the body's own `request_id` wins."""
+        sink = FutureSink()
+        own = Origin(origin.run, sink, origin.source, origin.client_id, origin.target)
+        work = await self.accept(body, self.validator(None), own, request_id=request_id)
+        future = sink.expect(work.request_id)
+        if work.status != "rejected":
+            try:
+                self.submit_nowait(work)
+            except (QueueFullError, QueueClosedError):
+                self._caller_ids.discard(work.request_id)
+                work.status = "rejected"
+                work.error = error("overloaded", "the server is at capacity; try again shortly")
+                work.error.request_id = work.request_id
+        if work.status == "rejected":
+            self.record_rejection(work)
         return await future
 
     # -- batching and inference ----------------------------------------------------------------

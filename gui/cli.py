@@ -17,7 +17,7 @@ from typing import cast
 
 import platformdirs
 
-from gui.commands import export, models, predict, runs
+from gui.commands import export, models, predict, runs, serve
 from gui.commands.common import EXIT_CANNOT_START, CommandError, SubParsers
 
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_parser(sub)
     export.add_parser(sub)
     models.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_gui(args, db_path(getattr(args, "db", None)))
     try:
-        code: int = asyncio.run(args.run(args))
+        # `serve` runs its own loop (uvicorn's); the other commands are coroutines.
+        code: int = args.run(args) if getattr(args, "sync", False) else asyncio.run(args.run(args))
     except CommandError as exc:
         print(f"inferdeck: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START

@@ -1,0 +1,209 @@
+"""The FastAPI application: lifespan-managed engine, `/predict`, health, readiness and models.
+
+`/predict` reads the raw body (capped) and hands it to the engine, which validates it before
+any database or model work and stores even a rejection, so a caller's bad request is visible
+in the history like any other. Every response carries the request ID and trace context (see
+`edge`); a prediction's response also lists its stage spans in `Server-Timing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from engine.contracts import ErrorEnvelope, PredictRequest, PredictResponse
+from engine.engine import Engine, EngineConfig, Origin
+from engine.models import ModelRegistry
+from engine.runs import begin_run, end_run
+from engine.server.edge import Edge
+from engine.server.errors import envelope, json_response, simple
+from engine.server.tracing import server_timing
+from engine.stats import RunRecorder
+from engine.tasks import freeze_startup_objects
+from engine.work import FutureSink
+from storage import open_database
+from storage.database import Database
+
+log = logging.getLogger(__name__)
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope, "description": what}
+    for code, what in (
+        (404, "unknown model"),
+        (409, "request_id already used"),
+        (413, "body too large"),
+        (422, "invalid request: per-field details"),
+        (500, "internal error (no internals are shown)"),
+        (503, "overloaded (with Retry-After) or not ready"),
+    )
+}
+
+
+@dataclass
+class ServerSettings:
+    db_path: Path
+    models_dirs: tuple[Path, ...] = ()
+    max_body_bytes: int = 1 << 20
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+@dataclass
+class Running:
+    """What the lifespan builds; absent until models are warm and the database is open."""
+
+    engine: Engine
+    db: Database
+    run: RunRecorder
+    origin: Origin
+
+
+def running(request: Request) -> Running | None:
+    """The engine and its database once the lifespan has them ready; None before and after."""
+    value: Running | None = request.app.state.running
+    return value
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        registry = ModelRegistry.discover(*settings.models_dirs)
+        db = await open_database(settings.db_path)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        engine = Engine(db, registry, executor, settings.engine)
+        try:
+            await engine.start()  # loads and warms every model before /ready says yes
+            freeze_startup_objects()
+            run = await begin_run(db, "serve", {"models": registry.names()})
+            origin = Origin(run, FutureSink(), "http", "http")
+            _app.state.running = Running(engine, db, run, origin)
+            log.info("ready: models %s, database %s", registry.names(), settings.db_path)
+            yield
+        finally:
+            started: Running | None = _app.state.running
+            _app.state.running = None
+            await engine.stop()  # in-flight requests finish and their rows are committed
+            if started is not None:
+                await end_run(db, started.run)
+            await db.close()
+            executor.shutdown(wait=True)
+
+    app = FastAPI(
+        title="InferDeck",
+        summary="Model inference with request IDs, stage traces and a stored history.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.running = None
+
+    @app.post(
+        "/predict",
+        responses={200: {"model": PredictResponse}, **ERROR_RESPONSES},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def predict(request: Request) -> Response:
+        """Run one prediction. The response arrives once its row is committed."""
+        request_id: str = request.state.request_id
+        live = running(request)
+        if live is None:
+            return simple("not_ready", "models are still loading", request_id)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                limit = settings.max_body_bytes
+                return simple("body_too_large", f"the body is over {limit:,} bytes", request_id)
+        work = await live.engine.predict_json(bytes(body), live.origin, request_id=request_id)
+        request.state.model = work.model_name
+        headers = {"server-timing": server_timing(work.spans)}
+        if work.status == "ok":
+            return json_response(work.response().model_dump(mode="json"), 200, headers)
+        assert work.error is not None
+        if work.status == "failed":
+            # The stored row keeps the reason; a caller gets no internals.
+            response = simple("internal", "the request could not be completed", work.request_id)
+        else:
+            response = envelope(work.error, work.request_id)
+        response.headers.update(headers)
+        return response
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": ErrorEnvelope}})
+    async def ready(request: Request) -> Response:
+        """Models loaded and warm, database reachable."""
+        live = running(request)
+        if live is None:
+            return simple("not_ready", "models are still loading", request.state.request_id)
+        try:
+            async with asyncio.timeout(2):
+                await live.db.reader.execute("SELECT 1")
+        except Exception as exc:  # any failure to answer means not ready
+            log.warning("readiness: database check failed: %s", exc)
+            return simple("not_ready", "the database is not reachable", request.state.request_id)
+        return json_response({"status": "ready", "models": live.engine.registry.names()})
+
+    @app.get("/models")
+    async def models(request: Request) -> Response:
+        """The loaded models with their input schemas and output labels."""
+        live = running(request)
+        if live is None:
+            return simple("not_ready", "models are still loading", request.state.request_id)
+        registry = live.engine.registry
+        return json_response(
+            {
+                "models": [
+                    {
+                        "name": m.name,
+                        "version": m.manifest.version,
+                        "task": m.manifest.task,
+                        "labels": m.manifest.labels,
+                        "input_schema": m.inputs.model_json_schema(),
+                    }
+                    for m in (registry.models[n] for n in registry.names())
+                ]
+            }
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = simple(code, str(exc.detail), request.state.request_id)
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return simple("validation_error", "invalid request", request.state.request_id)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("request %s failed", request.state.request_id)
+        return simple("internal", "internal error", request.state.request_id)
+
+    return app
+
+
+def asgi_app(settings: ServerSettings) -> Edge:
+    """The service as uvicorn runs it: the FastAPI app inside the edge layer, so even a
+    crash's 500 carries the request ID and trace context."""
+    return Edge(create_app(settings), settings.max_body_bytes)

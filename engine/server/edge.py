@@ -1,0 +1,75 @@
+"""The ASGI layer every request crosses first: request ID and trace context in and out, the
+body size limit, and one structured JSON log line per request.
+
+Plain ASGI rather than a Starlette `BaseHTTPMiddleware`: no extra task per request, and a
+too-large body is refused before any route reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine.server.errors import simple
+from engine.server.tracing import continue_trace, request_id_from
+
+access_log = logging.getLogger("inferdeck.access")
+
+
+class Edge:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = request_id_from(headers.get("x-request-id"))
+        traceparent = continue_trace(headers.get("traceparent"))
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state.update(request_id=request_id, traceparent=traceparent, model=None)
+        status = 500
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                extra = [
+                    (b"x-request-id", request_id.encode()),
+                    (b"traceparent", traceparent.encode()),
+                ]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        try:
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                response = simple(
+                    "body_too_large",
+                    f"the body is {int(length):,} bytes; the limit is {self.max_body_bytes:,}",
+                    request_id,
+                )
+                await response(scope, receive, send_with_ids)
+                return
+            await self.app(scope, receive, send_with_ids)
+        finally:
+            access_log.info(
+                orjson.dumps(
+                    {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "route": scope["path"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "model": state.get("model"),
+                        "trace_id": traceparent[3:35],
+                    }
+                ).decode()
+            )

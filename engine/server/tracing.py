@@ -1,0 +1,38 @@
+"""Request IDs and W3C trace context at the edge of the service.
+
+A caller's `X-Request-ID` is kept when it is a valid ID, or one is made; a caller's
+`traceparent` is continued (same trace, a new span for this server), or a trace is started.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from engine.contracts import IDENT_PATTERN
+from engine.ids import new_id
+
+_ID = re.compile(IDENT_PATTERN)
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def request_id_from(header: str | None) -> str:
+    if header and len(header) <= 64 and _ID.match(header):
+        return header
+    return new_id()
+
+
+def continue_trace(header: str | None) -> str:
+    """This server's `traceparent`: the caller's trace ID and flags, a new span ID."""
+    match = _TRACEPARENT.match(header.strip().lower()) if header else None
+    if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+        trace_id, flags = match.group(1), match.group(3)
+    else:
+        trace_id, flags = secrets.token_hex(16), "01"
+    return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+
+
+def server_timing(spans: list[tuple[Any, ...]]) -> str:
+    """`Server-Timing: validate;dur=0.012, ...` in milliseconds, as browsers and tools read it."""
+    return ", ".join(f"{s[0]};dur={s[2] / 1000:.3f}" for s in spans)

@@ -90,6 +90,7 @@ class Engine:
         self._caller_ids: set[str] = set()  # caller-chosen request IDs not yet committed
         self._finished_listeners: list[Callable[[list[Work]], None]] = []
         self._running = False
+        self._requests_only = RowValidator(registry, None, requests_only=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -305,7 +306,7 @@ class Engine:
         outside the body; the body's own `request_id` wins."""
         sink = FutureSink()
         own = Origin(origin.run, sink, origin.source, origin.client_id, origin.target)
-        work = await self.accept(body, self.validator(None), own, request_id=request_id)
+        work = await self.accept(body, self._requests_only, own, request_id=request_id)
         future = sink.expect(work.request_id)
         if work.status != "rejected":
             try:

@@ -66,14 +66,23 @@ def error(code: str, message: str, field: str | None = None) -> ErrorBody:
 class RowValidator:
     """Validates rows for one default model; full requests may name another registered model."""
 
-    def __init__(self, registry: ModelRegistry, default_model: LoadedModel | None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        default_model: LoadedModel | None,
+        *,
+        requests_only: bool = False,
+    ) -> None:
         self._registry = registry
         self._default = default_model
+        # Network callers send full requests only: anything else is judged as one, so a
+        # truncated body reads "not valid JSON", not "no model given".
+        self._requests_only = requests_only
 
     def validate(self, data: bytes | dict[str, Any]) -> Validated | ErrorBody:
         """JSON text goes straight to pydantic's parser (one pass, no dict in between)."""
         mark = _FULL_REQUEST_MARK if isinstance(data, bytes) else _FULL_REQUEST_KEY
-        full = mark in data
+        full = self._requests_only or mark in data
         model = self._default
         if not full and model is None:
             return error("no_model", "no model given: use --model or send full requests")

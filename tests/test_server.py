@@ -1,0 +1,283 @@
+"""`inferdeck serve` for real: uvicorn on 127.0.0.1, a real SQLite file, httpx as the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from conftest import REPO
+
+from engine.engine import EngineConfig
+from engine.server import ServerSettings, asgi_app
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+BODY = {"client_id": "svc-test", "model": "iris", "input_payload": ROW}
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """A uvicorn server in a thread, as `inferdeck serve` runs it (one worker)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            asgi_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("server did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    live = LiveServer(ServerSettings(db_path=tmp_path / "serve.db", max_body_bytes=4096))
+    live.start()
+    yield live
+    live.stop()
+
+
+def test_predict_contract_ids_trace_and_timing(server: LiveServer, tmp_path: Path) -> None:
+    response = httpx.post(
+        f"{server.url}/predict",
+        json=BODY,
+        headers={"X-Request-ID": "caller-42", "traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01"},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["request_id"] == "caller-42" == response.headers["x-request-id"]
+    assert (body["model"], body["model_version"]) == ("iris", "1")
+    assert body["outputs"]["label"] == "setosa"
+    assert [s["name"] for s in body["spans"]] == [
+        "validate",
+        "metadata",
+        "queue_wait",
+        "inference",
+        "write",
+    ]
+    version, trace_id, parent, flags = response.headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
+    assert parent != "b7ad6b7169203331" and len(parent) == 16  # this server's own span
+    timing = response.headers["server-timing"]
+    assert "inference;dur=" in timing and "write;dur=" in timing
+
+    # Without headers: an ID is made and a trace is started.
+    plain = httpx.post(f"{server.url}/predict", json=BODY)
+    assert plain.json()["request_id"] == plain.headers["x-request-id"]
+    assert plain.headers["traceparent"].split("-")[1] != TRACE_ID
+
+    with sqlite3.connect(tmp_path / "serve.db") as conn:
+        stored = conn.execute(
+            "SELECT status, model, client_id, source FROM requests WHERE request_id = ?",
+            ("caller-42",),
+        ).fetchone()
+    assert stored == ("ok", "iris", "svc-test", "http")
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "code"),
+    [
+        (
+            {"json": {**BODY, "input_payload": {**ROW, "sepal_width": "wide"}}},
+            422,
+            "validation_error",
+        ),
+        ({"content": b'{"client_id": "a", "model"'}, 422, "invalid_json"),
+        ({"json": {**BODY, "model": "nope"}}, 404, "unknown_model"),
+        ({"json": {**BODY, "surprise": 1}}, 422, "validation_error"),
+        ({"content": b"x" * 5000}, 413, "body_too_large"),
+    ],
+)
+def test_errors_use_one_envelope(
+    server: LiveServer, send: dict[str, object], status: int, code: str
+) -> None:
+    response = httpx.post(f"{server.url}/predict", **send)  # type: ignore[arg-type]
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+
+
+def test_field_errors_name_the_field_and_are_stored(server: LiveServer, tmp_path: Path) -> None:
+    bad = {**BODY, "input_payload": {**ROW, "petal_width": -5}}
+    response = httpx.post(f"{server.url}/predict", json=bad, headers={"X-Request-ID": "bad-1"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["details"][0]["field"] == "input_payload.petal_width"
+    assert error["request_id"] == "bad-1"
+    first = httpx.post(f"{server.url}/predict", json={**BODY, "request_id": "twice"})
+    again = httpx.post(f"{server.url}/predict", json={**BODY, "request_id": "twice"})
+    assert first.status_code == 200
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "duplicate_request_id"
+    with sqlite3.connect(tmp_path / "serve.db") as conn:
+        (status,) = conn.execute(
+            "SELECT status FROM requests WHERE request_id = 'bad-1'"
+        ).fetchone()
+    assert status == "rejected"  # a refused request is in the history too
+
+
+def test_routes_and_methods_outside_the_api_get_the_envelope(server: LiveServer) -> None:
+    missing = httpx.get(f"{server.url}/nowhere")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = httpx.get(f"{server.url}/predict")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    models = httpx.get(f"{server.url}/models").json()["models"]
+    assert {m["name"] for m in models} == {"iris", "digits"}
+    docs = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/predict" in docs["paths"]
+
+
+def test_not_ready_until_the_lifespan_has_warmed_the_models(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        app = asgi_app(ServerSettings(db_path=tmp_path / "cold.db"))
+        # ASGITransport runs no lifespan: this is the app before start-up finished.
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            ready = await client.get("/ready")
+            predict = await client.post("/predict", json=BODY)
+            live = await client.get("/health")
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+        assert ready.json()["error"]["code"] == "not_ready"
+        assert predict.status_code == 503
+        assert live.status_code == 200
+
+    asyncio.run(scenario())
+
+
+def test_overload_answers_503_at_once(tmp_path: Path) -> None:
+    settings = ServerSettings(
+        db_path=tmp_path / "small.db", engine=EngineConfig(queue_capacity=4, max_batch=4)
+    )
+    live = LiveServer(settings)
+    live.start()
+    try:
+
+        async def burst() -> list[httpx.Response]:
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(base_url=live.url, limits=limits, timeout=30) as c:
+                return await asyncio.gather(*(c.post("/predict", json=BODY) for _ in range(400)))
+
+        responses = asyncio.run(burst())
+    finally:
+        live.stop()
+    statuses = {r.status_code for r in responses}
+    assert statuses <= {200, 503} and 503 in statuses and 200 in statuses
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1"
+    assert busy.json()["error"]["code"] == "overloaded"
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
+    live = LiveServer(ServerSettings(db_path=tmp_path / "drain.db"))
+    live.start()
+
+    async def traffic() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            tasks = [asyncio.create_task(client.post("/predict", json=BODY)) for _ in range(64)]
+            # Once one is answered the others are on the wire or in the engine: stop now.
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            live.server.should_exit = True
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        return [r for r in results if isinstance(r, httpx.Response)]
+
+    answered = asyncio.run(traffic())
+    live.thread.join(timeout=30)
+    assert len(answered) > 1 and all(r.status_code == 200 for r in answered)
+    with sqlite3.connect(tmp_path / "drain.db") as conn:
+        ok = {r for (r,) in conn.execute("SELECT request_id FROM requests WHERE status = 'ok'")}
+        (run_status,) = conn.execute("SELECT status FROM runs WHERE kind = 'serve'").fetchone()
+    assert {r.json()["request_id"] for r in answered} <= ok  # every answer was committed
+    assert run_status == "done"  # the lifespan closed its run: the writer was flushed
+
+
+@pytest.mark.slow
+def test_cli_serve_with_two_workers(tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "workers.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gui.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=REPO,
+        env={**os.environ, "INFERDECK_DB": str(db)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        workers = 0
+        while time.monotonic() < deadline and workers < 2:
+            time.sleep(0.2)
+            if db.exists():
+                with sqlite3.connect(db) as conn:
+                    workers = conn.execute(
+                        "SELECT count(*) FROM runs WHERE kind = 'serve'"
+                    ).fetchone()[0]
+        assert workers == 2, "two worker processes, each with its own serve run"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        with httpx.Client(base_url=url) as client:
+            ids = [client.post("/predict", json=BODY).json()["request_id"] for _ in range(40)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute(
+            f"SELECT count(*) FROM requests WHERE status = 'ok' AND request_id IN "
+            f"({', '.join('?' for _ in ids)})",
+            ids,
+        ).fetchone()[0]
+        owners = conn.execute("SELECT count(DISTINCT owner_pid) FROM runs").fetchone()[0]
+    assert stored == 40 and owners == 2
+    log_lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    predict_lines = [entry for entry in log_lines if entry["route"] == "/predict"]
+    assert {entry["request_id"] for entry in predict_lines} >= set(ids)
+    assert all(entry["status"] == 200 and entry["model"] == "iris" for entry in predict_lines)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gui bench-requests screenshots xvfb models clean
+.PHONY: run test bench bench-gui bench-serve bench-requests screenshots xvfb models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 # The desktop app's figures: start-up, UI loop lag and throughput during a 100,000-row drop.
 bench-gui: $(STAMP) xvfb
 	$(BIN)/python bench/bench_gui.py
+
+# `inferdeck serve` against a bare FastAPI endpoint, with wrk (a Debian package) as the load.
+bench-serve: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/bench_serve.py
 
 bench-requests: $(STAMP)
 	$(BIN)/python bench/bench_requests.py

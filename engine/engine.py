@@ -137,6 +137,7 @@ class Engine:
         accepted_ns: int | None = None,
         input_text: str | None = None,
         request_id: str | None = None,
+        own_id: str | None = None,
     ) -> Work:
         """Validate one row and look up its client. Returns `Work` that is either ready to
         submit (`status == "queued"`) or already rejected (hand it to `record_rejection`)."""
@@ -145,8 +146,11 @@ class Engine:
         checked = validator.validate(data)
         t1 = time.perf_counter_ns()
         if not isinstance(checked, Validated):
-            return self._rejected(origin, checked, t0, source_row, data, input_text, request_id)
+            rejected_id = request_id or own_id
+            return self._rejected(origin, checked, t0, source_row, data, input_text, rejected_id)
         # The body's ID wins; `request_id` is one the caller gave outside it (X-Request-ID).
+        # `own_id` was made here (a UUIDv7): unique by construction, so it skips the check
+        # (a database read per request).
         wanted = checked.request_id or request_id
         if wanted is not None and await self._id_taken(wanted):
             # A new ID for the rejection row: writing it under the caller's would replace the
@@ -166,7 +170,7 @@ class Engine:
         ]
         model = checked.model
         work = Work(
-            request_id=wanted or new_id(),
+            request_id=wanted or own_id or new_id(),
             run=origin.run,
             sink=origin.sink,
             source=origin.source,
@@ -297,16 +301,24 @@ class Engine:
         return await future
 
     async def predict_json(
-        self, body: bytes, origin: Origin, *, request_id: str | None = None
+        self,
+        body: bytes,
+        origin: Origin,
+        *,
+        request_id: str | None = None,
+        own_id: str | None = None,
     ) -> Work:
         """A network caller's request, as the JSON text it sent; returns it once committed.
 
         Never waits for queue space: a full queue makes the request a stored rejection with the
         code `overloaded` (the HTTP service answers 503). `request_id` is the caller's ID from
-        outside the body; the body's own `request_id` wins."""
+        outside the body, `own_id` one the server made for it; the body's own `request_id`
+        wins."""
         sink = FutureSink()
         own = Origin(origin.run, sink, origin.source, origin.client_id, origin.target)
-        work = await self.accept(body, self._requests_only, own, request_id=request_id)
+        work = await self.accept(
+            body, self._requests_only, own, request_id=request_id, own_id=own_id
+        )
         future = sink.expect(work.request_id)
         if work.status != "rejected":
             try:

@@ -31,10 +31,12 @@ class Edge:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = request_id_from(headers.get("x-request-id"))
+        request_id, chosen = request_id_from(headers.get("x-request-id"))
         traceparent = continue_trace(headers.get("traceparent"))
         state: dict[str, Any] = scope.setdefault("state", {})
-        state.update(request_id=request_id, traceparent=traceparent, model=None)
+        state.update(
+            request_id=request_id, caller_chose_id=chosen, traceparent=traceparent, model=None
+        )
         status = 500
 
         async def send_with_ids(message: Message) -> None:

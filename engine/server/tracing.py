@@ -6,21 +6,23 @@ A caller's `X-Request-ID` is kept when it is a valid ID, or one is made; a calle
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from typing import Any
 
 from engine.contracts import IDENT_PATTERN
 from engine.ids import new_id
 
 _ID = re.compile(IDENT_PATTERN)
+_random = random.Random()
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
-def request_id_from(header: str | None) -> str:
+def request_id_from(header: str | None) -> tuple[str, bool]:
+    """The request's ID, and whether the caller chose it (then it must be checked unique)."""
     if header and len(header) <= 64 and _ID.match(header):
-        return header
-    return new_id()
+        return header, True
+    return new_id(), False
 
 
 def continue_trace(header: str | None) -> str:
@@ -29,8 +31,9 @@ def continue_trace(header: str | None) -> str:
     if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
         trace_id, flags = match.group(1), match.group(3)
     else:
-        trace_id, flags = secrets.token_hex(16), "01"
-    return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+        trace_id, flags = f"{_random.getrandbits(128):032x}", "01"
+    # Trace and span IDs need to be unique, not secret: no system call per request.
+    return f"00-{trace_id}-{_random.getrandbits(64):016x}-{flags}"
 
 
 def server_timing(spans: list[tuple[Any, ...]]) -> str:

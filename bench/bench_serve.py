@@ -1,0 +1,208 @@
+"""Benchmark of `inferdeck serve` (issue: the HTTP service). Run: `make bench-serve`.
+
+In one run, with the same load tool (wrk, closed loop) and the same uvicorn settings:
+1. a bare FastAPI endpoint that returns a constant JSON body (the ceiling of the stack);
+2. `inferdeck serve` with the tabular model, one worker: validation, the engine, the batched
+   inference and the committed SQLite row behind every 200;
+both at 16 concurrent connections; each server pinned to core 0, wrk to core 1 when the
+machine has two. Then 4× overload: 64× the connections against the service, counting the
+503s, their share, and the server's memory before and after.
+
+Medians of `--repeat` runs print as a table and are saved to bench/out/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out"
+BODY = {
+    "client_id": "bench",
+    "model": "iris",
+    "input_payload": {
+        "sepal_length": 6.1,
+        "sepal_width": 2.8,
+        "petal_length": 4.7,
+        "petal_width": 1.2,
+    },
+}
+BARE_APP = """
+from fastapi import FastAPI
+app = FastAPI()
+ANSWER = {"request_id": "x", "model": "iris", "outputs": {"label": "versicolor"}}
+@app.post("/predict")
+async def predict() -> dict:
+    return ANSWER
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pinned(core: int, command: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(core), *command]
+    return command
+
+
+def start(command: list[str], url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        pinned(0, command), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"{url}/predict", json=BODY, timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{command} did not come up")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, connections: int, seconds: int, script: Path) -> dict[str, float]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
+    out = subprocess.run(
+        pinned(1, [*command, f"{url}/predict"]), capture_output=True, text=True, check=True
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    pct = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE)}
+    return {
+        "rps": rps,
+        "requests": total,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "p50_ms": pct["50"],
+        "p99_ms": pct["99"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench_serve: wrk is not installed (make bench-serve installs it)")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        script = tmp / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = '{json.dumps(BODY)}'\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        (tmp / "bare.py").write_text(BARE_APP)
+        env = {**os.environ, "PYTHONPATH": f"{tmp}:{REPO}", "INFERDECK_DB": str(tmp / "s.db")}
+        uvicorn_args = ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+        bare_port, serve_port = free_port(), free_port()
+        bare_url, serve_url = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{serve_port}"
+        python = sys.executable
+        bare = start(
+            [python, "-m", "uvicorn", "bare:app", "--port", str(bare_port), *uvicorn_args],
+            bare_url,
+            env,
+        )
+        serve = start([python, "-m", "gui.cli", "serve", "--port", str(serve_port)], serve_url, env)
+        try:
+            runs: list[dict[str, Any]] = []
+            for i in range(args.repeat):
+                wrk(serve_url, args.connections, 2, script)  # warm both
+                wrk(bare_url, args.connections, 2, script)
+                b = wrk(bare_url, args.connections, args.seconds, script)
+                s = wrk(serve_url, args.connections, args.seconds, script)
+                runs.append({"bare": b, "serve": s})
+                print(
+                    f"run {i + 1}: bare {b['rps']:,.0f}/s p50 {b['p50_ms']:.2f} p99 "
+                    f"{b['p99_ms']:.2f} ms | serve {s['rps']:,.0f}/s p50 {s['p50_ms']:.2f} "
+                    f"p99 {s['p99_ms']:.2f} ms, {s['non_2xx']} non-2xx",
+                    flush=True,
+                )
+            rss_before = rss_mb(serve.pid)
+            overload = wrk(serve_url, args.connections * 64, args.seconds, script)
+            rss_after = rss_mb(serve.pid)
+            after = wrk(serve_url, args.connections, 3, script)  # it recovers at once
+        finally:
+            for proc in (bare, serve):
+                proc.terminate()
+                proc.wait(timeout=60)
+
+    def med(side: str, key: str) -> float:
+        return float(statistics.median(r[side][key] for r in runs))
+
+    figures = {
+        "connections": args.connections,
+        "bare_rps": med("bare", "rps"),
+        "serve_rps": med("serve", "rps"),
+        "ratio": statistics.median(r["serve"]["rps"] / r["bare"]["rps"] for r in runs),
+        "serve_p50_ms": med("serve", "p50_ms"),
+        "serve_p99_ms": med("serve", "p99_ms"),
+        "p99_over_p50": statistics.median(
+            r["serve"]["p99_ms"] / r["serve"]["p50_ms"] for r in runs
+        ),
+        "overload": overload | {"rss_before_mb": rss_before, "rss_after_mb": rss_after},
+        "after_overload": after,
+        "runs": runs,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "serve.json").write_text(json.dumps(figures, indent=2))
+    o = figures["overload"]
+    print(f"\nmedians of {len(runs)} runs, {args.connections} connections:")
+    rows = (
+        ("bare FastAPI constant, req/s", f"{figures['bare_rps']:,.0f}", ""),
+        ("inferdeck serve, req/s", f"{figures['serve_rps']:,.0f}", ""),
+        ("ratio", f"{figures['ratio']:.0%}", "≥ 60 %"),
+        (
+            "serve p50 / p99",
+            f"{figures['serve_p50_ms']:.2f} / {figures['serve_p99_ms']:.2f} ms",
+            "",
+        ),
+        ("serve p99 / p50", f"{figures['p99_over_p50']:.2f}×", "≤ 4×"),
+        (
+            f"overload, {args.connections * 64} connections",
+            f"{o['non_2xx']:,} of {o['requests']:,} answered 503",
+            "",
+        ),
+        ("  its p50 / p99", f"{o['p50_ms']:.2f} / {o['p99_ms']:.2f} ms", ""),
+        ("  server memory before / after", f"{rss_before:.0f} / {rss_after:.0f} MB", "bounded"),
+        ("  right after, 16 connections", f"{after['rps']:,.0f}/s, {after['non_2xx']} non-2xx", ""),
+    )
+    for name, value, goal in rows:
+        print(f"  {name:34} {value:>34}   {goal}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,8 +4,8 @@ In one run, with the same load tool (wrk, closed loop) and the same uvicorn sett
 1. a bare FastAPI endpoint that returns a constant JSON body (the ceiling of the stack);
 2. `inferdeck serve` with the tabular model, one worker: validation, the engine, the batched
    inference and the committed SQLite row behind every 200;
-both at 16 concurrent connections; each server pinned to core 0, wrk to core 1 when the
-machine has two. Then 4× overload: 64× the connections against the service, counting the
+both at 16 concurrent connections, unpinned (the process may use the machine's cores, as a
+deployed worker would) or with `--pin` each server on core 0 and wrk on core 1. Then 4× overload: 64× the connections against the service, counting the
 503s, their share, and the server's memory before and after.
 
 Medians of `--repeat` runs print as a table and are saved to bench/out/serve.json.
@@ -58,8 +58,11 @@ def free_port() -> int:
         return port
 
 
+PIN = False  # set by --pin
+
+
 def pinned(core: int, command: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+    if PIN and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", str(core), *command]
     return command
 
@@ -114,7 +117,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--pin", action="store_true", help="servers on core 0, wrk on core 1 (default: unpinned)"
+    )
     args = parser.parse_args()
+    global PIN
+    PIN = args.pin
     if not shutil.which("wrk"):
         sys.exit("bench_serve: wrk is not installed (make bench-serve installs it)")
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -164,6 +172,7 @@ def main() -> None:
         return float(statistics.median(r[side][key] for r in runs))
 
     figures = {
+        "pinned": PIN,
         "connections": args.connections,
         "bare_rps": med("bare", "rps"),
         "serve_rps": med("serve", "rps"),

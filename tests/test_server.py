@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from conftest import REPO
 
+from engine.contracts import PredictResponse
 from engine.engine import EngineConfig
 from engine.server import ServerSettings, asgi_app
 
@@ -81,6 +82,7 @@ def test_predict_contract_ids_trace_and_timing(server: LiveServer, tmp_path: Pat
     )
     assert response.status_code == 200
     body = response.json()
+    PredictResponse.model_validate(body)  # the documented contract, exactly
     assert body["request_id"] == "caller-42" == response.headers["x-request-id"]
     assert (body["model"], body["model_version"]) == ("iris", "1")
     assert body["outputs"]["label"] == "setosa"

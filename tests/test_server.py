@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -283,3 +284,11 @@ def test_cli_serve_with_two_workers(tmp_path: Path) -> None:
     predict_lines = [entry for entry in log_lines if entry["route"] == "/predict"]
     assert {entry["request_id"] for entry in predict_lines} >= set(ids)
     assert all(entry["status"] == 200 and entry["model"] == "iris" for entry in predict_lines)
+
+
+def test_cli_serve_refuses_bad_arguments_in_one_line(cli: Any) -> None:
+    result = cli("serve", "--models-dir", "/no/such/folder")
+    assert result.code == 2
+    assert result.stderr.strip() == "inferdeck: --models-dir /no/such/folder: not a folder"
+    workers = cli("serve", "--workers", "0")
+    assert workers.code == 2 and "--workers must be at least 1" in workers.stderr

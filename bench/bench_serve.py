@@ -5,8 +5,9 @@ In one run, with the same load tool (wrk, closed loop) and the same uvicorn sett
 2. `inferdeck serve` with the tabular model, one worker: validation, the engine, the batched
    inference and the committed SQLite row behind every 200;
 both at 16 concurrent connections, unpinned (the process may use the machine's cores, as a
-deployed worker would) or with `--pin` each server on core 0 and wrk on core 1. Then 4× overload: 64× the connections against the service, counting the
-503s, their share, and the server's memory before and after.
+deployed worker would) or with `--pin` each server on core 0 and wrk on core 1. Then
+overload: 64× the connections against the service, counting the 503s and reading the
+server's memory before and after.
 
 Medians of `--repeat` runs print as a table and are saved to bench/out/serve.json.
 """

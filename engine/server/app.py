@@ -29,6 +29,7 @@ from engine.models import ModelRegistry
 from engine.runs import begin_run, end_run
 from engine.server.edge import Edge
 from engine.server.errors import envelope, json_response, simple
+from engine.server.oip import add_oip_routes
 from engine.server.tracing import server_timing
 from engine.stats import RunRecorder
 from engine.tasks import freeze_startup_objects
@@ -235,6 +236,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         log.exception("request %s failed", request.state.request_id)
         return simple("internal", "internal error", request.state.request_id)
 
+    add_oip_routes(app, settings.max_body_bytes)
     return app
 
 

@@ -292,3 +292,37 @@ def test_cli_serve_refuses_bad_arguments_in_one_line(cli: Any) -> None:
     assert result.stderr.strip() == "inferdeck: --models-dir /no/such/folder: not a folder"
     workers = cli("serve", "--workers", "0")
     assert workers.code == 2 and "--workers must be at least 1" in workers.stderr
+
+
+def test_an_inference_failure_is_a_500_without_internals(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.models.runtime import LoadedModel
+
+    def broken(self: LoadedModel, rows: object) -> object:
+        raise RuntimeError("secret internal detail: /opt/weights missing")
+
+    monkeypatch.setattr(LoadedModel, "predict_batch", broken)
+    response = httpx.post(f"{server.url}/predict", json={**BODY, "request_id": "boom-1"})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error == {
+        "code": "internal",
+        "message": "the request could not be completed",
+        "details": [
+            {
+                "field": None,
+                "message": "the request could not be completed",
+                "type": None,
+                "row": None,
+                "line": None,
+            }
+        ],
+        "request_id": "boom-1",
+    }
+    assert "secret" not in response.text
+    with sqlite3.connect(tmp_path / "serve.db") as conn:
+        status, stored_error = conn.execute(
+            "SELECT status, error FROM requests WHERE request_id = 'boom-1'"
+        ).fetchone()
+    assert status == "failed" and "secret internal detail" in stored_error  # kept for operators

@@ -25,7 +25,6 @@ SERIES = ("p50", "p95", "p99", "throughput", "errors", "queue", "in_flight")
 STAGES = ("queue_wait", "inference", "write", "validate", "metadata")
 STAGE_PENS = ("#d6b656", "#82b366", "#b85450", "#6c8ebf", "#9673a6")
 HISTOGRAM_BINS = 60
-PLOTS_PER_TICK = 1  # see `redraw`
 SLOW_POINTS = 300  # the newest slow requests kept as clickable points
 
 
@@ -187,14 +186,11 @@ class MonitorView(QWidget):
     def on_finished(self, done: list[Work]) -> None:
         """Requests finished since the bridge's last tick: feed the histogram, and keep the
         slowest of them as a point when it is at or beyond the current p99."""
-        latencies = np.fromiter(
-            (w.latency_us for w in done if w.status == "ok"), dtype=np.float64, count=-1
-        )
-        if len(latencies) == 0:
+        ok = [w for w in done if w.status == "ok"]
+        if not ok:
             return
-        latencies /= 1000.0
-        self.recent_ms.extend(latencies)
-        slowest = max((w for w in done if w.status == "ok"), key=lambda w: w.latency_us)
+        self.recent_ms.extend(np.fromiter((w.latency_us for w in ok), np.float64, len(ok)) / 1000)
+        slowest = max(ok, key=lambda w: w.latency_us)
         slowest_ms = slowest.latency_us / 1000
         if self._last_p99_ms > 0 and slowest_ms >= self._last_p99_ms:
             self.slow.append((self._elapsed(time.monotonic()), slowest_ms, slowest.request_id))
@@ -212,18 +208,14 @@ class MonitorView(QWidget):
         if not self.isVisible():
             return
         n = len(self._drawers)
-        drawn = 0
         for step in range(n):
             i = (self._next + step) % n
             if self._drawn[i] < self._version:
                 self._drawn[i] = self._version
                 self._drawers[i]()
                 self.plot_redraws[i] += 1
-                drawn += 1
-                if drawn == PLOTS_PER_TICK:
-                    self._next = (i + 1) % n
-                    return
-        self._next = (self._next + 1) % n
+                self._next = (i + 1) % n
+                return
 
     @property
     def redraws(self) -> int:

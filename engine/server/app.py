@@ -30,12 +30,11 @@ from engine.runs import begin_run, end_run
 from engine.server.edge import Edge
 from engine.server.errors import envelope, json_response, simple
 from engine.server.oip import add_oip_routes
+from engine.server.state import Running, read_body, running
 from engine.server.tracing import server_timing
-from engine.stats import RunRecorder
 from engine.tasks import freeze_startup_objects
 from engine.work import FutureSink, Work
 from storage import open_database
-from storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +61,6 @@ class ServerSettings:
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(queue_capacity=512))
 
 
-@dataclass
-class Running:
-    """What the lifespan builds; absent until models are warm and the database is open."""
-
-    engine: Engine
-    db: Database
-    run: RunRecorder
-    origin: Origin
-
-
 def _response_body(work: Work) -> dict[str, Any]:
     """`PredictResponse`'s shape, built directly: a pydantic round trip per response cost
     ~10 % of the service's throughput, and every value here is already checked."""
@@ -92,12 +81,6 @@ def _response_body(work: Work) -> dict[str, Any]:
             for s in work.spans
         ],
     }
-
-
-def running(request: Request) -> Running | None:
-    """The engine and its database once the lifespan has them ready; None before and after."""
-    value: Running | None = request.app.state.running
-    return value
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -153,15 +136,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         live = running(request)
         if live is None:
             return simple("not_ready", "models are still loading", request_id)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > settings.max_body_bytes:
-                limit = settings.max_body_bytes
-                return simple("body_too_large", f"the body is over {limit:,} bytes", request_id)
+        body = await read_body(request, settings.max_body_bytes)
+        if body is None:
+            limit = settings.max_body_bytes
+            return simple("body_too_large", f"the body is over {limit:,} bytes", request_id)
         chosen = request.state.caller_chose_id
         work = await live.engine.predict_json(
-            bytes(body),
+            body,
             live.origin,
             request_id=request_id if chosen else None,
             own_id=None if chosen else request_id,

@@ -27,6 +27,7 @@ from engine.ids import new_id
 from engine.models.manifest import FieldSpec
 from engine.models.runtime import LoadedModel
 from engine.server.errors import RETRY_AFTER_S, json_response, status_for
+from engine.server.state import Running, read_body, running
 from engine.work import Work
 
 PLATFORM = "pytorch_torchexport"
@@ -423,21 +424,8 @@ def _server_version() -> str:
         return "0"
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it passes `limit` (a chunked body has no length to check first)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def add_oip_routes(app: FastAPI, max_body_bytes: int = MAX_BODY_BYTES) -> None:
     """Mount the OIP v2 endpoints on `app` (whose `state.running` the lifespan fills)."""
-    # Imported here: app.py imports this module to mount the routes.
-    from engine.server.app import Running, running
-
     version = _server_version()
     not_ready = "models are still loading"
 
@@ -491,7 +479,7 @@ def add_oip_routes(app: FastAPI, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         live, model = found
         if request.headers.get("inference-header-content-length") is not None:
             return error_response("binary tensor data is not supported; send JSON", 400)
-        body = await _read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes)
         if body is None:
             return error_response(f"the body is over {max_body_bytes:,} bytes", 413)
         return await infer(live.engine, live.origin, model, body, request)

@@ -7,32 +7,43 @@ too-large body is refused before any route reads it.
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.server.access_log import AccessLog
 from engine.server.errors import simple
+from engine.server.predict_route import serve_predict
+from engine.server.state import Running
 from engine.server.tracing import continue_trace, request_id_from
 
-access_log = logging.getLogger("inferdeck.access")
+# The only request headers this layer reads; the rest are left for the routes, undecoded.
+_WANTED = frozenset({b"x-request-id", b"traceparent", b"content-length"})
 
 
 class Edge:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        running: Callable[[], Running | None] | None = None,
+    ) -> None:
+        """`running` (the app's engine once ready) turns on the `POST /predict` fast path."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.running = running
+        self.access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id, chosen = request_id_from(headers.get("x-request-id"))
-        traceparent = continue_trace(headers.get("traceparent"))
+        headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+        request_id, chosen = request_id_from(headers.get(b"x-request-id"))
+        traceparent = continue_trace(headers.get(b"traceparent"))
         state: dict[str, Any] = scope.setdefault("state", {})
         state.update(
             request_id=request_id, caller_chose_id=chosen, traceparent=traceparent, model=None
@@ -51,7 +62,7 @@ class Edge:
             await send(message)
 
         try:
-            length = headers.get("content-length")
+            length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 response = simple(
                     "body_too_large",
@@ -60,10 +71,25 @@ class Edge:
                 )
                 await response(scope, receive, send_with_ids)
                 return
+            if (
+                self.running is not None
+                and scope["path"] == "/predict"
+                and scope["method"] == "POST"
+            ):
+                state["model"] = await serve_predict(
+                    self.running(),
+                    scope,
+                    receive,
+                    send_with_ids,
+                    request_id=request_id,
+                    caller_chose_id=chosen,
+                    max_body_bytes=self.max_body_bytes,
+                )
+                return
             await self.app(scope, receive, send_with_ids)
         finally:
-            access_log.info(
-                orjson.dumps(
+            if self.access_log.enabled():
+                self.access_log.write(
                     {
                         "request_id": request_id,
                         "method": scope["method"],
@@ -73,5 +99,4 @@ class Edge:
                         "model": state.get("model"),
                         "trace_id": traceparent[3:35],
                     }
-                ).decode()
-            )
+                )

@@ -1,0 +1,203 @@
+"""One long-lived HTTP client per remote target, and one request's exchange with it.
+
+Transport, chosen by measurement (PLATFORM.md, and the figures in this module's report): httpx's
+own pool slows down as connections grow (~1,300 requests/s at 16 connections, ~200/s at 64 on one
+core here), while httpx over `httpx_aiohttp.AiohttpTransport` keeps ~5,200-5,700/s. Handing a
+built `httpx.Request` straight to that transport skips the client's per-request machinery
+(cookies, auth, redirects, event hooks) that a load run never uses: ~8,500-9,200/s. So the bulk
+of a load goes request -> transport directly, and `client` (an `httpx.AsyncClient` over the same
+transport) serves everything else: metadata reads, the preflight, probes.
+
+The aiohttp transport does not fire httpx's `trace` extension, so it cannot report connect, TLS,
+send and wait separately. A sampled fraction of requests (`trace_every`, 1 in 50 by default) goes
+through httpx's native transport with `trace`, and those report every phase; every request,
+sampled or not, keeps its total time, time to first byte, status, `X-Request-ID` and
+`Server-Timing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from engine.remote.classify import classify, describe
+from engine.remote.targets import Target
+
+MAX_BODY_BYTES = 1 << 20  # a bigger answer is aborted and counted as `too_large`
+TRACE_EVERY = 50
+USER_AGENT = b"inferdeck-load/0.1"
+
+_random = random.Random()
+_now = time.perf_counter_ns
+
+
+def new_traceparent() -> str:
+    """A W3C `traceparent` starting a new, sampled trace (unique, not secret: no system call)."""
+    return f"00-{_random.getrandbits(128):032x}-{_random.getrandbits(64):016x}-01"
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request got back. Times are `perf_counter_ns`; 0 when they never happened."""
+
+    status: int  # HTTP status; 0 when no response arrived
+    body: bytes
+    error: str | None  # a transport-level class (`classify`) or `too_large`; None when read whole
+    message: str
+    server_request_id: str | None
+    server_timing: str | None
+    start_ns: int  # handed to the transport
+    headers_ns: int  # response headers in
+    end_ns: int  # body read (or failure)
+    events: dict[str, int] | None  # httpx trace events -> time, for sampled requests
+
+
+class TargetClient:
+    """The long-lived clients of one target. Close with `aclose()`."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        token: str | None = None,
+        max_connections: int = 100,
+        trace_every: int = TRACE_EVERY,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.target = target
+        self.max_body_bytes = max_body_bytes
+        self.trace_every = max(trace_every, 0)
+        self._count = 0
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._transport = transport or AiohttpTransport(
+            limits=limits,
+            client=lambda: _session(target, max_connections),
+        )
+        # Phase detail needs httpcore's trace events; a handful of connections is plenty for
+        # a sample.
+        self._traced: httpx.AsyncBaseTransport | None = (
+            httpx.AsyncHTTPTransport(
+                verify=target.verify_tls, limits=httpx.Limits(max_connections=10)
+            )
+            if self.trace_every and transport is None
+            else None
+        )
+        headers: dict[str, str] = {
+            "user-agent": USER_AGENT.decode(),
+            "accept": "application/json",
+            **target.headers,
+        }
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._base_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self._post_headers = [*self._base_headers, (b"content-type", b"application/json")]
+        self._timeouts = {
+            "connect": target.connect_timeout_s,
+            "read": target.timeout_s,
+            "write": target.timeout_s,
+            "pool": None,  # the overall deadline bounds waiting for a connection
+        }
+        # A read timeout between bytes does not stop a server that drips; this deadline does.
+        self.deadline_s = target.timeout_s + target.connect_timeout_s
+        self.client = httpx.AsyncClient(
+            transport=self._transport,
+            headers=headers,
+            timeout=httpx.Timeout(target.timeout_s, connect=target.connect_timeout_s),
+        )
+
+    def sample_next(self) -> bool:
+        """Whether the next request should report its phases (1 in `trace_every`)."""
+        if self._traced is None:
+            return False
+        self._count += 1
+        return self._count % self.trace_every == 1 or self.trace_every == 1
+
+    async def exchange(
+        self, url: str, body: bytes, request_id: str, traceparent: str, traced: bool = False
+    ) -> Exchange:
+        """POST `body`; never raises for a network or HTTP failure, it is in the result."""
+        headers = [
+            *self._post_headers,
+            (b"x-request-id", request_id.encode()),
+            (b"traceparent", traceparent.encode()),
+        ]
+        extensions: dict[str, Any] = {"timeout": self._timeouts}
+        events: dict[str, int] | None = None
+        transport = self._transport
+        if traced and self._traced is not None:
+            transport = self._traced
+            events = {}
+            extensions["trace"] = _tracer(events)
+        result = Exchange(0, b"", None, "", None, None, _now(), 0, 0, events)
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                request = httpx.Request("POST", url, headers=headers, content=body)
+                request.extensions = extensions
+                response = await transport.handle_async_request(request)
+                result.headers_ns = _now()
+                result.status = response.status_code
+                rh = response.headers
+                result.server_request_id = rh.get("x-request-id")
+                result.server_timing = rh.get("server-timing")
+                await self._read(response, result)
+        except Exception as exc:  # every failure is data for the run, never a crash
+            result.error = classify(exc)
+            result.message = describe(exc)
+        result.end_ns = _now()
+        return result
+
+    async def _read(self, response: httpx.Response, result: Exchange) -> None:
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        try:
+            limit = self.max_body_bytes
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                result.error, result.message = "too_large", f"content-length {length}"
+                return
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    result.error = "too_large"
+                    result.message = f"body over {limit:,} bytes"
+                    return
+                chunks.append(chunk)
+            result.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        finally:
+            await stream.aclose()
+
+    async def get(self, path: str) -> httpx.Response:
+        """A plain GET through the long-lived client (metadata, preflight)."""
+        return await self.client.get(self.target.url(path))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()  # closes the shared transport too
+        if self._traced is not None:
+            await self._traced.aclose()
+
+
+def _session(target: Target, max_connections: int) -> aiohttp.ClientSession:
+    """The aiohttp session behind the transport: our own TLS choice, a pool as large as the
+    run's in-flight cap, and no cookie jar (a load run must not carry state between requests)."""
+    ssl_arg: Any = httpx.create_ssl_context(verify=True) if target.verify_tls else False
+    connector = aiohttp.TCPConnector(limit=max_connections, ssl=ssl_arg, keepalive_timeout=30)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+def _tracer(events: dict[str, int]) -> Any:
+    async def trace(name: str, _info: dict[str, Any]) -> None:
+        events[name] = _now()
+
+    return trace

@@ -1,0 +1,521 @@
+"""The load runner: open or closed model traffic against one target, every request measured and
+stored.
+
+Open model (`rate`): request i is *meant* to leave at t0 + i/rate (ramped), and its latency counts
+from that intended moment, so a server that stalls shows up as the long waits its callers would
+really see instead of being hidden by a client that politely waits (coordinated omission). If
+`max_in_flight` requests are out, the next one waits for a slot; that wait is its client `queue`
+span and still counts. Closed model (`concurrency`): N users, each sending its next request when
+the last one is answered; latency counts from the actual send.
+
+Per request the work is kept small (tuples, orjson, one list append); rows go to the database's
+group-commit writer in chunks, never one transaction or await per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from hdrh.histogram import HdrHistogram
+
+from engine.ids import new_id
+from engine.remote.client import Exchange, TargetClient, new_traceparent
+from engine.remote.payloads import PayloadSource
+from engine.remote.protocols import (
+    Adapter,
+    InferDeckAdapter,
+    OipAdapter,
+    Prepared,
+    ProtocolError,
+    make_body,
+    parse_oip_metadata,
+)
+from engine.remote.server_timing import parse_server_timing, place_server_spans
+from engine.remote.targets import Target
+from engine.runs import begin_run, end_run
+from engine.stats import LiveStats, RunRecorder
+from storage import queries
+from storage.database import Database
+
+CLIENT_ID = "load"
+SOURCE = "load"
+INPUT_CAP = 16_384  # characters of a payload kept in its row
+OUTPUT_CAP = 4_096  # characters of an answer kept in its row
+MESSAGE_CAP = 200
+FLUSH_ROWS = 500  # rows handed to the writer at once (a timer hands over the rest)
+FLUSH_EVERY_S = 0.05
+STOP_GRACE_S = 1.0  # after stop(), how long requests in flight may still finish
+# Transport classes that mean "nothing answered" (the preflight's test for "unreachable").
+UNREACHABLE = frozenset({"connect_refused", "connect_timeout", "tls", "other"})
+
+_now = time.perf_counter_ns
+_UNSAMPLED: dict[str, Any] = {"phases": "not sampled"}  # wait includes connect and send
+
+
+class LoadError(RuntimeError):
+    """The run cannot start (metadata unreadable, payloads unusable); the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    rate: float | None = None  # open model: constant arrival rate, requests/s
+    concurrency: int | None = None  # closed model: N users sending back to back
+    duration_s: float | None = None  # stop after this long ...
+    requests: int | None = None  # ... or after this many requests
+    ramp_s: float = 0.0  # linear ramp of rate / users from 0
+    max_in_flight: int = 1000  # cap on requests in flight
+
+    def __post_init__(self) -> None:
+        if (self.rate is None) == (self.concurrency is None):
+            raise ValueError("give exactly one of rate (open model) or concurrency (closed)")
+        if self.rate is not None and not (0 < self.rate <= 1_000_000):
+            raise ValueError("rate must be above 0 and at most 1,000,000 requests/s")
+        if self.concurrency is not None and not (1 <= self.concurrency <= 10_000):
+            raise ValueError("concurrency must be 1 to 10,000")
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise ValueError("duration must be above 0")
+        if self.requests is not None and self.requests < 1:
+            raise ValueError("requests must be at least 1")
+        if self.ramp_s < 0 or not math.isfinite(self.ramp_s):
+            raise ValueError("ramp must be 0 or more seconds")
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSnapshot:
+    """What a view draws; cheap to make, plain Python."""
+
+    elapsed_s: float
+    sent: int
+    in_flight: int
+    completed: int
+    ok: int
+    failed: int
+    errors: dict[str, int]
+    throughput_per_s: float  # ok answers per second over the recent window
+    errors_per_s: float
+    p50_ms: float  # over the recent window
+    p99_ms: float
+    stage_ms: dict[str, float]
+    done: bool
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    run_id: str
+    summary: dict[str, Any]
+    histogram: HdrHistogram
+
+
+@dataclass(slots=True)
+class _Body:
+    """One payload, ready: the body around the request ID, and the text its rows keep."""
+
+    prepared: Prepared
+    input_json: str
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    in_flight: int = 0
+    completed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class LoadRunner:
+    def __init__(
+        self,
+        target: Target,
+        plan: LoadPlan,
+        payloads: PayloadSource,
+        *,
+        db: Database | None,
+        token: str | None = None,
+        trace_every: int | None = None,
+        client: TargetClient | None = None,
+    ) -> None:
+        self.target = target
+        self.plan = plan
+        self.payloads = payloads
+        self.db = db
+        self._token = token
+        self._trace_every = trace_every
+        self._client = client
+        self._adapter: Adapter | None = None
+        self._bodies: list[_Body] = []
+        self._count = _Counters()
+        self._live = LiveStats(window_s=5)
+        self._run: RunRecorder | None = None
+        self._rows: list[tuple[Any, ...]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._done = False
+        self._started_ns = 0
+        self._epoch_us = 0  # wall clock at _started_ns
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Open the client, read what the protocol needs (OIP metadata), build every body.
+        Raises `LoadError` when the run cannot start. `run()` calls it if nobody did."""
+        if self._adapter is not None:
+            return
+        if self._client is None:
+            size = self.plan.max_in_flight
+            if self.plan.concurrency is not None:
+                size = min(size, self.plan.concurrency)
+            kwargs: dict[str, Any] = {"token": self._token, "max_connections": size}
+            if self._trace_every is not None:
+                kwargs["trace_every"] = self._trace_every
+            self._client = TargetClient(self.target, **kwargs)
+        try:
+            adapter = await self._make_adapter(self._client)
+            self._bodies = [
+                _Body(adapter.prepare(p), orjson.dumps(p).decode()[:INPUT_CAP])
+                for p in self.payloads.payloads
+            ]
+        except ProtocolError as exc:
+            raise LoadError(str(exc)) from exc
+        self._adapter = adapter
+
+    async def _make_adapter(self, client: TargetClient) -> Adapter:
+        protocol = self.target.protocol
+        if protocol == "inferdeck":
+            return InferDeckAdapter(self.target, CLIENT_ID)
+        if protocol == "oip":
+            if not self.target.model:
+                raise ProtocolError("an OIP target needs a model")
+            path = self.target.url(oip_metadata_path(self.target.model))
+            try:
+                response = await client.client.get(path)
+            except Exception as exc:
+                raise LoadError(f"cannot read the model's metadata at {path}: {exc}") from exc
+            if response.status_code != 200:
+                raise LoadError(f"{path} answered {response.status_code}; is the model loaded?")
+            return OipAdapter(self.target, parse_oip_metadata(response.content))
+        return Adapter(self.target)
+
+    async def preflight(self) -> Exchange:
+        """One request with the first payload, neither counted nor stored: does anything answer?"""
+        await self.prepare()
+        assert self._client is not None and self._adapter is not None
+        request_id = new_id()
+        body = make_body(self._bodies[0].prepared, request_id)
+        return await self._client.exchange(self._adapter.url, body, request_id, new_traceparent())
+
+    # -- the run ------------------------------------------------------------------------------
+
+    async def run(self) -> LoadResult:
+        """Send the plan's traffic; store the run (kind "load") and every request."""
+        try:
+            await self.prepare()
+        except BaseException:
+            await self._close_client()
+            raise
+        config = self._config()
+        if self.db is not None:
+            self._run = await begin_run(self.db, "load", config)
+        else:
+            self._run = RunRecorder(new_id(), "load")
+        self._run.started_ns = self._started_ns = _now()
+        self._epoch_us = time.time_ns() // 1000
+        flusher = asyncio.get_running_loop().create_task(self._flush_often(), name="load-flush")
+        status = "done"
+        try:
+            if self.plan.rate is not None:
+                await self._open_model(self.plan.rate)
+            else:
+                await self._closed_model(self.plan.concurrency or 1)
+            await self._drain()
+        except asyncio.CancelledError:
+            status = "cancelled"
+            await self._cancel_in_flight()
+            raise
+        finally:
+            self._done = True
+            flusher.cancel()
+            self._flush()
+            await self._close_client()
+            summary_extra = {"errors": dict(self._count.errors), "sent": self._count.sent}
+            if self.db is not None:
+                await asyncio.shield(end_run(self.db, self._run, status, summary_extra))
+            else:
+                self._run.finish()
+        summary = self._run.summary().model_dump() | summary_extra
+        return LoadResult(self._run.run_id, summary, self._run.histogram)
+
+    def stop(self) -> None:
+        """End the run early: nothing new is sent; requests in flight get `STOP_GRACE_S`."""
+        self._stopping = True
+        self._slot_free.set()
+
+    def _config(self) -> dict[str, Any]:
+        t = self.target
+        return {
+            "target": t.name,
+            "base_url": t.base_url,
+            "protocol": t.protocol,
+            "model": t.model,
+            "headers": t.redacted_headers(),
+            "plan": asdict(self.plan),
+            "payloads": self.payloads.origin,
+            "payload_count": len(self.payloads),
+        }
+
+    def _intended_s(self, i: int, rate: float) -> float:
+        """When request i is meant to leave, in seconds from the start, with a linear ramp
+        from 0 to `rate` over `ramp_s` (the arrivals under the ramp are rate·t²/2·ramp)."""
+        ramp = self.plan.ramp_s
+        if ramp <= 0:
+            return i / rate
+        in_ramp = rate * ramp / 2
+        if i < in_ramp:
+            return math.sqrt(2 * i * ramp / rate)
+        return ramp + (i - in_ramp) / rate
+
+    async def _open_model(self, rate: float) -> None:
+        plan = self.plan
+        limit = plan.requests
+        end_s = plan.duration_s
+        cap = plan.max_in_flight
+        loop = asyncio.get_running_loop()
+        t0 = self._started_ns
+        i = 0
+        while not self._stopping and (limit is None or i < limit):
+            offset = self._intended_s(i, rate)
+            if end_s is not None and offset >= end_s:
+                break
+            due = t0 + int(offset * 1e9)
+            delay = due - _now()
+            if delay > 0:
+                # Short sleeps, so that stop() is heard within 50 ms even at a low rate.
+                await asyncio.sleep(min(delay / 1e9, 0.05))
+                continue
+            if i % 32 == 31:
+                await asyncio.sleep(0)  # behind schedule: still let answers be read
+            while self._count.in_flight >= cap and not self._stopping:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+            if self._stopping:
+                break
+            task = loop.create_task(self._one(i, due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            i += 1
+
+    async def _closed_model(self, users: int) -> None:
+        plan = self.plan
+        t0 = self._started_ns
+        end_ns = t0 + int(plan.duration_s * 1e9) if plan.duration_s is not None else None
+        limit = plan.requests
+
+        async def user(k: int) -> None:
+            if plan.ramp_s > 0 and k:
+                await asyncio.sleep(plan.ramp_s * k / users)
+            while not self._stopping:
+                i = self._count.sent
+                if limit is not None and i >= limit:
+                    return
+                now = _now()
+                if end_ns is not None and now >= end_ns:
+                    return
+                await self._one(i, now)
+
+        tasks = [asyncio.create_task(user(k)) for k in range(users)]
+        self._tasks.update(tasks)
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self._tasks.difference_update(tasks)
+
+    async def _drain(self) -> None:
+        """Let requests in flight finish (they carry their own deadline); after stop(), only
+        for `STOP_GRACE_S`."""
+        while self._tasks:
+            pending = list(self._tasks)
+            if self._stopping:
+                _, late = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+                if late:
+                    await self._cancel_in_flight()
+                return
+            await asyncio.wait(pending)
+
+    async def _cancel_in_flight(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _one(self, index: int, intended_ns: int) -> None:
+        client, adapter = self._client, self._adapter
+        assert client is not None and adapter is not None
+        count = self._count
+        count.sent += 1
+        count.in_flight += 1
+        body = self._bodies[index % len(self._bodies)]
+        request_id = new_id()
+        traceparent = new_traceparent()
+        try:
+            ex = await client.exchange(
+                adapter.url,
+                make_body(body.prepared, request_id),
+                request_id,
+                traceparent,
+                client.sample_next(),
+            )
+        except asyncio.CancelledError:
+            now = _now()
+            ex = Exchange(0, b"", "cancelled", "stopped", None, None, now, 0, now, None)
+            self._record(request_id, traceparent, body, intended_ns, ex)
+            raise
+        finally:
+            count.in_flight -= 1
+            self._slot_free.set()
+        self._record(request_id, traceparent, body, intended_ns, ex)
+
+    # -- per request bookkeeping ---------------------------------------------------------------
+
+    def _record(
+        self, request_id: str, traceparent: str, body: _Body, intended_ns: int, ex: Exchange
+    ) -> None:
+        run, adapter = self._run, self._adapter
+        assert run is not None and adapter is not None
+        error = ex.error
+        message = ex.message
+        if error is None:
+            if ex.status >= 400:
+                error = f"http_{ex.status}"
+                message = ex.body[:MESSAGE_CAP].decode("utf-8", "replace")
+            elif (problem := adapter.check(ex.body)) is not None:
+                error, message = "bad_body", problem
+        status = "ok" if error is None else "failed"
+        latency_us = (ex.end_ns - intended_ns) // 1000
+        count = self._count
+        count.completed += 1
+        run.accepted += 1
+        run.record(status, latency_us)
+        if error is not None:
+            count.errors[error] += 1
+        spans = _spans(ex, intended_ns)
+        self._live.record(status, latency_us, spans)
+        if self.db is None:
+            return
+        base_us = self._epoch_us - self._started_ns // 1000
+        meta = {"http_status": ex.status, "traceparent": traceparent}
+        if ex.server_request_id is not None:
+            meta["server_request_id"] = ex.server_request_id
+        self._rows.append(
+            (
+                request_id,
+                run.run_id,
+                None,
+                None,
+                SOURCE,
+                self.target.name,
+                self.target.model,
+                CLIENT_ID,
+                status,
+                base_us + intended_ns // 1000,
+                base_us + ex.end_ns // 1000,
+                latency_us,
+                body.input_json,
+                orjson.dumps(meta).decode(),
+                ex.body[:OUTPUT_CAP].decode("utf-8", "replace") if ex.body else None,
+                None if error is None else f"{error}: {message}"[:MESSAGE_CAP],
+                orjson.dumps(spans).decode(),
+            )
+        )
+        if len(self._rows) >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows and self.db is not None:
+            rows, self._rows = self._rows, []
+            self.db.writer.add(queries.UPSERT_REQUEST, rows)
+
+    async def _flush_often(self) -> None:
+        """Hands over a partial chunk now and then, so views see rows while a slow run goes."""
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            self._flush()
+
+    async def _close_client(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- the view's side ------------------------------------------------------------------------
+
+    def snapshot(self) -> LoadSnapshot:
+        count = self._count
+        live = self._live.snapshot(queue_depth=0, in_flight=count.in_flight)
+        run = self._run
+        started = self._started_ns
+        return LoadSnapshot(
+            elapsed_s=(_now() - started) / 1e9 if started else 0.0,
+            sent=count.sent,
+            in_flight=count.in_flight,
+            completed=count.completed,
+            ok=run.ok if run is not None else 0,
+            failed=run.failed if run is not None else 0,
+            errors=dict(count.errors),
+            throughput_per_s=live.throughput_per_s,
+            errors_per_s=live.errors_per_s,
+            p50_ms=live.p50_ms,
+            p99_ms=live.p99_ms,
+            stage_ms=live.stage_ms,
+            done=self._done,
+        )
+
+
+def oip_metadata_path(model: str) -> str:
+    return f"/v2/models/{quote(model, safe='')}"
+
+
+def _spans(ex: Exchange, origin_ns: int) -> list[tuple[Any, ...]]:
+    """Client spans (µs from the intended send) and the server's, placed inside the wait."""
+    spans: list[tuple[Any, ...]] = []
+    start = ex.start_ns
+    queue_us = (start - origin_ns) // 1000
+    if queue_us > 0:
+        spans.append(("queue", 0, queue_us))
+    headers = ex.headers_ns
+    if not headers:  # no answer at all: one span for the attempt
+        spans.append(("request", queue_us, (ex.end_ns - start) // 1000))
+        return spans
+    events = ex.events
+    if events is None:
+        wait_start = queue_us
+        wait_us = (headers - start) // 1000
+        spans.append(("wait", wait_start, wait_us, _UNSAMPLED))
+    else:
+        _phase(spans, events, origin_ns, "connect", "connection.connect_tcp")
+        _phase(spans, events, origin_ns, "tls", "connection.start_tls")
+        sent = events.get("http11.send_request_body.complete", start)
+        send_from = events.get("http11.send_request_headers.started", start)
+        spans.append(("send", (send_from - origin_ns) // 1000, (sent - send_from) // 1000))
+        wait_start = (sent - origin_ns) // 1000
+        wait_us = (headers - sent) // 1000
+        spans.append(("wait", wait_start, wait_us))
+    spans.append(("receive", (headers - origin_ns) // 1000, (ex.end_ns - headers) // 1000))
+    if ex.server_timing:
+        spans.extend(place_server_spans(parse_server_timing(ex.server_timing), wait_start, wait_us))
+    return spans
+
+
+def _phase(
+    spans: list[tuple[Any, ...]], events: dict[str, int], origin_ns: int, name: str, event: str
+) -> None:
+    began = events.get(event + ".started")
+    ended = events.get(event + ".complete")
+    if began is not None and ended is not None:
+        spans.append((name, (began - origin_ns) // 1000, (ended - began) // 1000))

@@ -1,0 +1,142 @@
+"""Protocol adapters: how a payload becomes a request body, and how a response is judged.
+
+- `inferdeck`: `POST /predict` with `{client_id, model, input_payload, request_id}`; a good answer
+  is a JSON object with `outputs`.
+- `oip`: `POST /v2/models/{m}/infer` with `inputs` built from the model's metadata
+  (`GET /v2/models/{m}`: name, datatype, shape); a good answer is a JSON object with `outputs`.
+- `json`: `POST` to the base URL with the target's body template (`{{payload}}` replaced by the
+  payload's JSON), or the payload itself; a good answer is any JSON document.
+
+Bodies are built once per payload, before the run: `Prepared` is the body split around the
+request ID (the `inferdeck` body carries it), so per request only bytes are joined.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from engine.remote.payloads import Payload
+from engine.remote.targets import Target, predict_path
+
+# (head, tail): the body is `head` when tail is None, else head + request ID + tail.
+Prepared = tuple[bytes, bytes | None]
+PLACEHOLDER = "{{payload}}"
+
+
+class ProtocolError(ValueError):
+    """A payload or a target's metadata cannot make a request of this protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class OipInput:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+class Adapter:
+    """The `json` protocol, and the base of the others."""
+
+    required_key: str | None = None
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.url = target.url(predict_path(target))
+
+    def prepare(self, payload: Payload) -> Prepared:
+        template = self.target.body_template
+        if template is None:
+            return orjson.dumps(payload), None
+        if PLACEHOLDER not in template:
+            return template.encode(), None
+        return template.replace(PLACEHOLDER, orjson.dumps(payload).decode()).encode(), None
+
+    def check(self, body: bytes) -> str | None:
+        """None when `body` is a good answer, otherwise why not."""
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return "not JSON"
+        key = self.required_key
+        if key is not None and (not isinstance(value, dict) or key not in value):
+            return f"no {key!r} in the answer"
+        return None
+
+
+class InferDeckAdapter(Adapter):
+    required_key = "outputs"
+
+    def __init__(self, target: Target, client_id: str = "load") -> None:
+        super().__init__(target)
+        if not target.model:
+            raise ProtocolError("an inferdeck target needs a model")
+        self.client_id = client_id
+
+    def prepare(self, payload: Payload) -> Prepared:
+        head = orjson.dumps(
+            {"client_id": self.client_id, "model": self.target.model, "input_payload": payload}
+        )
+        return head[:-1] + b',"request_id":"', b'"}'
+
+
+class OipAdapter(Adapter):
+    required_key = "outputs"
+
+    def __init__(self, target: Target, inputs: list[OipInput]) -> None:
+        super().__init__(target)
+        if not inputs:
+            raise ProtocolError(f"model {target.model!r} declares no inputs")
+        self.inputs = inputs
+
+    def prepare(self, payload: Payload) -> Prepared:
+        if isinstance(payload.get("inputs"), list):
+            return orjson.dumps(payload), None  # already an OIP body
+        return orjson.dumps({"inputs": [self._tensor(spec, payload) for spec in self.inputs]}), None
+
+    def _tensor(self, spec: OipInput, payload: Payload) -> dict[str, Any]:
+        if spec.name in payload:
+            data = _flatten(payload[spec.name])
+        elif len(self.inputs) == 1:
+            # One combined tensor (e.g. `input` [-1, 4]): the payload's fields in their order.
+            data = _flatten(list(payload.values()))
+        else:
+            raise ProtocolError(f"the payload has no value for input {spec.name!r}")
+        row = [d for d in spec.shape[1:]] if spec.shape else []
+        shape = [1, *row] if row and -1 not in row and math.prod(row) == len(data) else None
+        return {
+            "name": spec.name,
+            "datatype": spec.datatype,
+            "shape": shape or [1, len(data)],
+            "data": data,
+        }
+
+
+def parse_oip_metadata(body: bytes) -> list[OipInput]:
+    """The inputs of a `GET /v2/models/{m}` answer."""
+    try:
+        value = orjson.loads(body)
+        inputs = value["inputs"]
+        return [
+            OipInput(str(i["name"]), str(i["datatype"]), tuple(int(d) for d in i["shape"]))
+            for i in inputs
+        ]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"model metadata is not OIP v2: {type(exc).__name__} {exc}") from exc
+
+
+def _flatten(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        return [value]
+    flat: list[Any] = []
+    for item in value:
+        flat.extend(_flatten(item))
+    return flat
+
+
+def make_body(prepared: Prepared, request_id: str) -> bytes:
+    head, tail = prepared
+    return head if tail is None else head + request_id.encode() + tail

@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 import uvicorn
 from conftest import REPO
 
 from engine.contracts import PredictResponse
 from engine.engine import EngineConfig
-from engine.server import ServerSettings, asgi_app
+from engine.models import ModelRegistry
+from engine.server import ServerSettings, asgi_app, create_app
+from engine.server.app import ModelInfo
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 BODY = {"client_id": "svc-test", "model": "iris", "input_payload": ROW}
@@ -171,6 +174,73 @@ def test_routes_and_methods_outside_the_api_get_the_envelope(server: LiveServer)
     assert "/predict" in docs["paths"]
 
 
+def test_one_model_by_name_is_the_model_ready_probe(server: LiveServer) -> None:
+    found = httpx.get(f"{server.url}/models/iris")
+    assert found.status_code == 200
+    info = found.json()
+    ModelInfo.model_validate(info)  # the documented shape
+    iris = ModelRegistry.discover().models["iris"]
+    assert (info["name"], info["version"], info["task"]) == ("iris", "1", "tabular-classification")
+    assert info["input_schema"] == iris.inputs.model_json_schema()
+    assert info["labels"] == ["setosa", "versicolor", "virginica"]
+    outputs = info["output_schema"]
+    assert outputs["properties"]["label"]["enum"] == info["labels"]
+    assert outputs["properties"]["scores"]["required"] == info["labels"]
+    assert info in httpx.get(f"{server.url}/models").json()["models"]  # one description
+
+    missing = httpx.get(f"{server.url}/models/nope", headers={"X-Request-ID": "probe-1"})
+    assert missing.status_code == 404
+    error = missing.json()["error"]
+    assert error["code"] == "unknown_model" and "nope" in error["message"]
+    assert error["request_id"] == "probe-1"
+
+
+def test_openapi_has_each_models_request_schema(server: LiveServer, tmp_path: Path) -> None:
+    document = httpx.get(f"{server.url}/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    body = body["schema"]
+    assert body["discriminator"]["propertyName"] == "model"
+    mapping = body["discriminator"]["mapping"]
+    assert mapping == {
+        "digits": "#/components/schemas/DigitsPredictRequest",
+        "iris": "#/components/schemas/IrisPredictRequest",
+    }
+    assert [one["$ref"] for one in body["oneOf"]] == list(mapping.values())
+
+    registry = ModelRegistry.discover()
+    for name, ref in mapping.items():
+        request = schemas[ref.removeprefix("#/components/schemas/")]
+        assert request["properties"]["model"]["const"] == name
+        assert request["required"] == ["client_id", "model", "input_payload"]
+        assert request["additionalProperties"] is False
+        inputs_ref = request["properties"]["input_payload"]["$ref"]
+        inputs = schemas[inputs_ref.removeprefix("#/components/schemas/")]
+        fields = registry.models[name].manifest.inputs
+        assert list(inputs["properties"]) == [f.name for f in fields]  # the manifest's fields
+        assert inputs["required"] == [f.name for f in fields if f.default is None]
+        assert inputs["additionalProperties"] is False
+        for spec in fields:
+            described = inputs["properties"][spec.name]
+            assert described.get("description") == (spec.description or None)
+            if spec.type in ("float", "int"):
+                assert (described["minimum"], described["maximum"]) == (spec.minimum, spec.maximum)
+
+    # The documented body accepts what /predict accepts and refuses what it refuses.
+    check = jsonschema_rs.validator_for({**body, "components": {"schemas": schemas}})
+    assert check.is_valid(BODY)
+    assert check.is_valid({**BODY, "model": "digits", "input_payload": {"image": [0.0] * 64}})
+    assert not check.is_valid({**BODY, "input_payload": {**ROW, "petal_width": -5}})
+    assert not check.is_valid({**BODY, "input_payload": {**ROW, "colour": "blue"}})
+    assert not check.is_valid({**BODY, "model": "digits"})  # iris fields for digits
+    assert not check.is_valid({**BODY, "model": "nope"})
+
+    # Before start-up (as the fuzz test reads it), the document knows the same models.
+    cold = create_app(ServerSettings(db_path=tmp_path / "unused.db")).openapi()
+    assert cold["paths"]["/predict"] == document["paths"]["/predict"]
+    assert cold["components"]["schemas"]["IrisInputs"] == schemas["IrisInputs"]
+
+
 def test_not_ready_until_the_lifespan_has_warmed_the_models(tmp_path: Path) -> None:
     async def scenario() -> None:
         app = asgi_app(ServerSettings(db_path=tmp_path / "cold.db"))
@@ -179,10 +249,12 @@ def test_not_ready_until_the_lifespan_has_warmed_the_models(tmp_path: Path) -> N
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             ready = await client.get("/ready")
             predict = await client.post("/predict", json=BODY)
+            model = await client.get("/models/iris")
             live = await client.get("/health")
         assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
         assert ready.json()["error"]["code"] == "not_ready"
         assert predict.status_code == 503
+        assert model.status_code == 503  # a "model ready" probe says no until warm
         assert live.status_code == 200
 
     asyncio.run(scenario())

@@ -213,14 +213,28 @@ def test_infer_digits_nested_image(client: httpx.Client) -> None:
     assert flat.json()["outputs"] == response.json()["outputs"]
 
 
+def stored_rows(server: LiveServer, where: str, *args: object) -> list[tuple[Any, ...]]:
+    """(request_id, status, oip_id, oip_row) of the stored requests matching `where`."""
+    with sqlite3.connect(server.db_path) as db:
+        return db.execute(
+            "SELECT request_id, status, json_extract(metadata, '$.oip_id'), "
+            "json_extract(metadata, '$.oip_row') FROM requests "
+            f"WHERE client_id = 'oip' AND ({where}) ORDER BY request_id",
+            args,
+        ).fetchall()
+
+
 def test_id_echoed_outputs_subset_and_rows_stored(server: LiveServer, client: httpx.Client) -> None:
     body = {
         "id": "oip-stored-1",
         "inputs": per_field([SETOSA, VIRGINICA]),
         "outputs": [{"name": "label"}],
     }
-    response = infer(client, "iris", body)
+    response = client.post(
+        "/v2/models/iris/infer", json=body, headers={"X-Request-ID": "oip-xrid-1"}
+    )
     assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "oip-xrid-1"
     answer = response.json()
     assert answer["id"] == "oip-stored-1"
     assert [o["name"] for o in answer["outputs"]] == ["label"]
@@ -230,17 +244,14 @@ def test_id_echoed_outputs_subset_and_rows_stored(server: LiveServer, client: ht
     odd = infer(client, "iris", {"id": "has spaces / slashes", "inputs": per_field([SETOSA])})
     assert odd.status_code == 200 and odd.json()["id"] == "has spaces / slashes"
 
-    with sqlite3.connect(server.db_path) as db:
-        stored = db.execute(
-            "SELECT request_id, model, status FROM requests "
-            "WHERE client_id = 'oip' AND status = 'ok' AND request_id LIKE 'oip-stored-1%' "
-            "ORDER BY request_id"
-        ).fetchall()
-        oip_rows = db.execute(
-            "SELECT count(*) FROM requests WHERE client_id = 'oip' AND status = 'ok'"
-        ).fetchone()[0]
-    assert stored == [("oip-stored-1.0", "iris", "ok"), ("oip-stored-1.1", "iris", "ok")]
-    assert oip_rows >= 3
+    # Rows take the X-Request-ID (one per batch row); the OIP id is kept in their metadata.
+    assert stored_rows(server, "request_id LIKE 'oip-xrid-1%'") == [
+        ("oip-xrid-1.0", "ok", "oip-stored-1", 0),
+        ("oip-xrid-1.1", "ok", "oip-stored-1", 1),
+    ]
+    assert stored_rows(server, "request_id = ?", odd.headers["x-request-id"]) == [
+        (odd.headers["x-request-id"], "ok", "has spaces / slashes", 0)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -333,11 +344,86 @@ def test_infer_malformed_bodies(client: httpx.Client) -> None:
     )
 
 
-def test_rejected_row_is_named_and_reused_id_conflicts(client: httpx.Client) -> None:
-    bad = infer(client, "iris", {"inputs": per_field([SETOSA, [5.0, 99.0, 1.0, 1.0]])})
-    assert_error(bad, 400, "row 1", "sepal_width")
+def test_deeply_nested_data_is_a_400_not_a_crash(client: httpx.Client) -> None:
+    depth = 1000  # JSON parsers accept it; a recursive flatten would overflow the stack
+    data = b"[" * depth + b"1.0" + b"]" * depth
+    body = b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], "data": ' + data
+    assert_error(client.post("/v2/models/iris/infer", content=body + b"}]}"), 400, "shape")
 
-    first = infer(client, "iris", {"id": "oip-reused", "inputs": per_field([SETOSA])})
+
+def test_a_bad_row_refuses_the_batch_and_none_of_it_runs(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    rows = [SETOSA, [5.0, 99.0, 1.0, 1.0], VERSICOLOR, [5.0, 3.0, -1.0, 1.0]]
+    bad = client.post(
+        "/v2/models/iris/infer",
+        json={"id": "oip-bad-batch", "inputs": per_field(rows)},
+        headers={"X-Request-ID": "oip-bad-batch"},
+    )
+    assert_error(bad, 400, "row 1", "sepal_width", "+1 more", "no row of the batch was run")
+    # Only the rejections are stored: the valid rows 0 and 2 were never sent to the model.
+    with sqlite3.connect(server.db_path) as db:
+        stored = db.execute(
+            "SELECT request_id, status, input FROM requests "
+            "WHERE request_id LIKE 'oip-bad-batch%' ORDER BY request_id"
+        ).fetchall()
+    assert [row[:2] for row in stored] == [
+        ("oip-bad-batch.1", "rejected"),
+        ("oip-bad-batch.3", "rejected"),
+    ]
+    assert '"oip_id":"oip-bad-batch"' in stored[0][2]  # the rejection keeps the body it refused
+
+    # A lone bad row is named by its field alone.
+    assert_error(infer(client, "iris", {"inputs": per_field([[5.0, 99.0, 1.0, 1.0]])}), 400)
+
+
+def test_a_reused_id_is_echoed_and_every_request_stored(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    # KServe and Triton treat `id` as an opaque correlation value a client may send again.
+    answers = [
+        infer(client, "iris", {"id": "oip-reused", "inputs": per_field(rows)})
+        for rows in ([SETOSA], [VIRGINICA])
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["id"] == "oip-reused"
+    ids = sorted(a.headers["x-request-id"] for a in answers)
+    assert ids[0] != ids[1]
+    assert stored_rows(server, "json_extract(metadata, '$.oip_id') = 'oip-reused'") == [
+        (ids[0], "ok", "oip-reused", 0),
+        (ids[1], "ok", "oip-reused", 0),
+    ]
+
+    # The caller's X-Request-ID names the stored row, so that one must be new.
+    headers = {"X-Request-ID": "oip-xrid-twice"}
+    body = {"id": "oip-reused", "inputs": per_field([SETOSA])}
+    first = client.post("/v2/models/iris/infer", json=body, headers=headers)
     assert first.status_code == 200, first.text
-    again = infer(client, "iris", {"id": "oip-reused", "inputs": per_field([SETOSA])})
-    assert_error(again, 409, "oip-reused")
+    again = client.post("/v2/models/iris/infer", json=body, headers=headers)
+    assert_error(again, 409, "oip-xrid-twice")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v2/foo", 404),
+        ("GET", "/v2/models/iris/bogus", 404),
+        ("POST", "/v2/models/iris/versions/1/infer/more", 404),
+        ("POST", "/v2/models/iris/ready", 405),
+        ("GET", "/v2/models/iris/infer", 405),
+    ],
+)
+def test_unknown_v2_paths_answer_in_oip_shape(
+    client: httpx.Client, method: str, path: str, status: int
+) -> None:
+    response = client.request(method, path)
+    assert_error(response, status, path)
+    if status == 405:
+        assert response.headers["allow"]  # what the path does take
+
+
+def test_paths_outside_v2_keep_the_envelope(client: httpx.Client) -> None:
+    response = client.get("/v2x/foo")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

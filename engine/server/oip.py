@@ -5,7 +5,14 @@ field (named like the field), or, for models whose fields are all numbers, a sin
 tensor of shape `[-1, fields]` in the manifest's field order. A batch is split into rows and
 every row goes through `Engine.predict_json` as a full request from client `oip`, so it is
 validated, traced and stored exactly like a `/predict` request. Errors follow OIP:
-`{"error": "<message>"}` with a 4xx/5xx status, not this service's envelope.
+`{"error": "<message>"}` with a 4xx/5xx status, not this service's envelope, on every `/v2`
+path (unknown ones included).
+
+A batch is all or nothing as far as validation goes: every row is checked before any is run,
+and one bad row refuses the whole request (only the rejections are stored). The OIP `id` is the
+caller's correlation ID, which KServe and Triton let clients reuse: it is echoed and kept in
+each stored row's metadata (`oip_id`), while the rows take their IDs from `X-Request-ID` or
+the server.
 """
 
 from __future__ import annotations
@@ -13,21 +20,22 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import math
-import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
-from engine.contracts import IDENT_PATTERN
 from engine.engine import Engine, Origin
 from engine.ids import new_id
 from engine.models.manifest import FieldSpec
 from engine.models.runtime import LoadedModel
 from engine.server.errors import RETRY_AFTER_S, json_response, status_for
 from engine.server.state import Running, read_body, running
+from engine.validation import RowValidator, Validated
 from engine.work import Work
 
 PLATFORM = "pytorch_torchexport"
@@ -36,16 +44,39 @@ CLIENT_ID = "oip"
 MAX_BODY_BYTES = 1 << 20  # ServerSettings' default; the edge layer enforces the configured one
 MAX_ID_CHARS = 64
 MAX_METADATA_CHARS = 256
+INFER_PATHS = (
+    "/v2/models/{model_name}/infer",
+    "/v2/models/{model_name}/versions/{model_version}/infer",
+)
 
+Datatype = Literal[
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
 INT_RANGES: dict[str, tuple[int, int]] = {
     **{f"INT{bits}": (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) for bits in (8, 16, 32, 64)},
     **{f"UINT{bits}": (0, (1 << bits) - 1) for bits in (8, 16, 32, 64)},
 }
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 NUMERIC_TYPES = frozenset(INT_RANGES) | FLOAT_TYPES
-DATATYPES = NUMERIC_TYPES | {"BOOL", "BYTES"}
+DATATYPES: frozenset[str] = frozenset(get_args(Datatype))
+assert NUMERIC_TYPES | {"BOOL", "BYTES"} == DATATYPES
 
-_ID = re.compile(IDENT_PATTERN)
+
+def is_oip_path(path: str) -> bool:
+    """Whether an error on `path` is answered in OIP's shape rather than the envelope."""
+    return path == "/v2" or path.startswith("/v2/")
 
 
 class OipError(Exception):
@@ -60,6 +91,102 @@ class OipError(Exception):
 def error_response(message: str, status: int) -> Response:
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     return json_response({"error": message}, status, headers)
+
+
+# -- the shapes in the OpenAPI document --------------------------------------------------------
+# Documentation only: `parse_request` checks bodies itself, so that a refusal reads as OIP's
+# `{"error": msg}` with a message a tensor-minded caller can act on.
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class OipTensorMetadata(_Doc):
+    name: str
+    datatype: Datatype
+    shape: list[int] = Field(description="-1 marks the batch dimension")
+
+
+class OipModelMetadata(_Doc):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[OipTensorMetadata]
+    outputs: list[OipTensorMetadata]
+
+
+class OipRequestInput(_Doc):
+    """One input tensor: `data` flat in row-major order, or nested to follow `shape`."""
+
+    name: str = Field(min_length=1)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    datatype: Datatype
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class OipRequestOutput(_Doc):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class OipInferenceRequest(_Doc):
+    """An OIP v2 inference request. See `GET /v2/models/{model_name}` for the tensors a model
+    takes; every row of a batch is validated before any is run."""
+
+    id: str | None = Field(None, description="the caller's correlation ID, echoed back")
+    parameters: dict[str, Any] | None = None
+    inputs: list[OipRequestInput] = Field(min_length=1)
+    outputs: list[OipRequestOutput] | None = Field(
+        None, description="the outputs wanted (default: all)"
+    )
+
+
+class OipResponseOutput(_Doc):
+    name: str
+    datatype: Datatype
+    shape: list[int]
+    data: list[Any]
+
+
+class OipInferenceResponse(_Doc):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[OipResponseOutput]
+
+
+class OipErrorBody(_Doc):
+    error: str
+
+
+OIP_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OipErrorBody, "description": what}
+    for code, what in (
+        (400, "invalid request: names the tensor, row or field"),
+        (404, "unknown model or version"),
+        (409, "X-Request-ID already used"),
+        (413, "body too large"),
+        (500, "internal error (no internals are shown)"),
+        (503, "overloaded (with Retry-After) or not ready"),
+    )
+}
+
+
+def document_infer_body(document: dict[str, Any], ref_template: str) -> None:
+    """Put the infer request's schema into an OpenAPI `document` (its routes read raw bodies,
+    so FastAPI has no body model to document)."""
+    refs, top = models_json_schema([(OipInferenceRequest, "validation")], ref_template=ref_template)
+    document.setdefault("components", {}).setdefault("schemas", {}).update(top.get("$defs", {}))
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": refs[(OipInferenceRequest, "validation")]}},
+    }
+    for path in INFER_PATHS:
+        operation = document.get("paths", {}).get(path, {}).get("post")
+        if operation is not None:
+            operation["requestBody"] = body
 
 
 # -- what each model takes and gives ---------------------------------------------------------------
@@ -136,12 +263,20 @@ class InferRequest:
     outputs: list[str] | None
 
 
-def _flatten(value: list[Any], into: list[Any]) -> None:
-    for item in value:
-        if isinstance(item, list):
-            _flatten(item, into)
+def _flatten(value: list[Any]) -> list[Any]:
+    """The values of a flat or nested list in row-major order. A loop, not recursion: JSON
+    nested a thousand levels deep would otherwise exhaust the stack (a 500, not a 400)."""
+    flat: list[Any] = []
+    stack = [iter(value)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
         else:
-            into.append(item)
+            stack.pop()
+    return flat
 
 
 def _no_binary(parameters: Any, where: str) -> None:
@@ -198,8 +333,7 @@ def _tensor(raw: Any, index: int) -> Tensor:
     if not isinstance(data, list):
         raise OipError(f"input {name!r}: data must be a list (flat or nested)")
     _no_binary(raw.get("parameters"), f"input {name!r}")
-    flat: list[Any] = []
-    _flatten(data, flat)
+    flat = _flatten(data)
     if len(flat) != math.prod(shape):
         raise OipError(
             f"input {name!r}: shape {shape} holds {math.prod(shape)} elements, "
@@ -309,19 +443,18 @@ def rows_from(model: LoadedModel, inputs: list[Tensor]) -> list[dict[str, Any]]:
     return rows
 
 
-def _row_ids(given: str | None, request: Request, count: int) -> tuple[list[str], bool]:
+def _row_ids(request: Request, count: int) -> tuple[list[str], bool]:
     """The engine request IDs for a batch's rows, and whether the caller chose them.
 
-    The OIP `id` names the request when it is a valid ID, else the `X-Request-ID`; rows of a
-    batch get `.0`, `.1`, ... so each stored row has its own."""
-    suffix = 0 if count == 1 else len(str(count - 1)) + 1
-    candidates = [(request.state.request_id, request.state.caller_chose_id)]
-    if given is not None and _ID.fullmatch(given):
-        candidates.insert(0, (given, True))
-    for base, chosen in candidates:
-        if len(base) + suffix <= MAX_ID_CHARS:
-            ids = [base] if count == 1 else [f"{base}.{i}" for i in range(count)]
-            return ids, chosen
+    Rows are named after the `X-Request-ID` (the caller's, or the one made at the edge), never
+    after the OIP `id`: clients may reuse that one for every request (KServe and Triton treat
+    it as an opaque correlation value), and a stored row's ID must be unique. Rows of a batch
+    get `.0`, `.1`, ... so each has its own."""
+    base, chosen = request.state.request_id, request.state.caller_chose_id
+    if count == 1:
+        return [base], chosen
+    if len(base) + len(str(count - 1)) + 1 <= MAX_ID_CHARS:
+        return [f"{base}.{i}" for i in range(count)], chosen
     # A caller's 64-character X-Request-ID leaves no room for row suffixes: name rows here.
     return [new_id() for _ in range(count)], False
 
@@ -340,20 +473,20 @@ def _row_body(model: LoadedModel, payload: dict[str, Any], oip_id: str | None, r
     )
 
 
-def _refusal(done: list[Work]) -> OipError | None:
-    """The first row that did not succeed, as the whole request's error."""
-    many = len(done) > 1
-    for i, work in enumerate(done):
-        if work.status == "ok":
-            continue
-        where = f"row {i}: " if many else ""
-        if work.status == "failed" or work.error is None:
-            # The stored row keeps the reason; a caller gets no internals.
-            return OipError(f"{where}the request could not be completed", 500)
-        status = status_for(work.error.code)
-        message = work.error.message.removeprefix("input_payload.")
-        return OipError(f"{where}{message}", 400 if status == 422 else status)
-    return None
+def _refusal(done: list[tuple[int, Work]], batch: int) -> OipError | None:
+    """The first row (of `batch`) that did not succeed, as the whole request's error."""
+    refused = [(i, work) for i, work in done if work.status != "ok"]
+    if not refused:
+        return None
+    i, work = refused[0]
+    where = f"row {i}: " if batch > 1 else ""
+    more = f" (+{len(refused) - 1} more rows refused)" if len(refused) > 1 else ""
+    if work.status == "failed" or work.error is None:
+        # The stored row keeps the reason; a caller gets no internals.
+        return OipError(f"{where}the request could not be completed{more}", 500)
+    status = status_for(work.error.code)
+    message = work.error.message.removeprefix("input_payload.")
+    return OipError(f"{where}{message}{more}", 400 if status == 422 else status)
 
 
 def response_body(model: LoadedModel, request: InferRequest, done: list[Work]) -> dict[str, Any]:
@@ -396,20 +529,29 @@ async def infer(
         rows = rows_from(model, parsed.inputs)
     except OipError as exc:
         return error_response(exc.message, exc.status)
-    ids, chosen = _row_ids(parsed.id, request, len(rows))
+    ids, chosen = _row_ids(request, len(rows))
+    bodies = [_row_body(model, row, parsed.id, i) for i, row in enumerate(rows)]
+    # Every row is checked before any is run, so a 400 never hides rows that were run and
+    # stored. The engine's own validator on the same bytes: the engine rejects exactly these
+    # rows again (and stores the rejections), while the valid rows of the batch are not sent.
+    validator = RowValidator(engine.registry, None, requests_only=True)
+    invalid = [i for i, b in enumerate(bodies) if not isinstance(validator.validate(b), Validated)]
+    chosen_rows = invalid or range(len(rows))
     done = await asyncio.gather(
         *(
             engine.predict_json(
-                _row_body(model, row, parsed.id, i),
+                bodies[i],
                 origin,
-                request_id=row_id if chosen else None,
-                own_id=None if chosen else row_id,
+                request_id=ids[i] if chosen else None,
+                own_id=None if chosen else ids[i],
             )
-            for i, (row, row_id) in enumerate(zip(rows, ids, strict=True))
+            for i in chosen_rows
         )
     )
-    refused = _refusal(done)
+    refused = _refusal(list(zip(chosen_rows, done, strict=True)), len(rows))
     if refused is not None:
+        if invalid and len(rows) > 1:
+            refused.message += "; no row of the batch was run"
         return error_response(refused.message, refused.status)
     return json_response(response_body(model, parsed, done))
 
@@ -428,6 +570,15 @@ def add_oip_routes(app: FastAPI, max_body_bytes: int = MAX_BODY_BYTES) -> None:
     """Mount the OIP v2 endpoints on `app` (whose `state.running` the lifespan fills)."""
     version = _server_version()
     not_ready = "models are still loading"
+    lookup_docs: dict[int | str, dict[str, Any]] = {c: OIP_ERRORS[c] for c in (404, 503)}
+    metadata_docs: dict[int | str, dict[str, Any]] = {
+        200: {"model": OipModelMetadata},
+        **lookup_docs,
+    }
+    infer_docs: dict[int | str, dict[str, Any]] = {
+        200: {"model": OipInferenceResponse},
+        **OIP_ERRORS,
+    }
 
     def lookup(
         request: Request, name: str, model_version: str | None
@@ -484,36 +635,42 @@ def add_oip_routes(app: FastAPI, max_body_bytes: int = MAX_BODY_BYTES) -> None:
             return error_response(f"the body is over {max_body_bytes:,} bytes", 413)
         return await infer(live.engine, live.origin, model, body, request)
 
-    @app.get("/v2/models/{model_name}", tags=["oip"])
+    @app.get("/v2/models/{model_name}", tags=["oip"], responses=metadata_docs)
     async def model_metadata_route(request: Request, model_name: str) -> Response:
         """OIP model metadata: the tensors the model takes and gives."""
         return await metadata(request, model_name, None)
 
-    @app.get("/v2/models/{model_name}/versions/{model_version}", tags=["oip"])
+    @app.get(
+        "/v2/models/{model_name}/versions/{model_version}", tags=["oip"], responses=metadata_docs
+    )
     async def model_version_metadata(
         request: Request, model_name: str, model_version: str
     ) -> Response:
         """OIP model metadata for one version."""
         return await metadata(request, model_name, model_version)
 
-    @app.get("/v2/models/{model_name}/ready", tags=["oip"])
+    @app.get("/v2/models/{model_name}/ready", tags=["oip"], responses=lookup_docs)
     async def model_ready(request: Request, model_name: str) -> Response:
         """OIP model readiness."""
         return await ready(request, model_name, None)
 
-    @app.get("/v2/models/{model_name}/versions/{model_version}/ready", tags=["oip"])
+    @app.get(
+        "/v2/models/{model_name}/versions/{model_version}/ready",
+        tags=["oip"],
+        responses=lookup_docs,
+    )
     async def model_version_ready(
         request: Request, model_name: str, model_version: str
     ) -> Response:
         """OIP model readiness for one version."""
         return await ready(request, model_name, model_version)
 
-    @app.post("/v2/models/{model_name}/infer", tags=["oip"])
+    @app.post(INFER_PATHS[0], tags=["oip"], responses=infer_docs)
     async def model_infer(request: Request, model_name: str) -> Response:
         """OIP inference: tensors in, `label` and `scores` tensors out."""
         return await run(request, model_name, None)
 
-    @app.post("/v2/models/{model_name}/versions/{model_version}/infer", tags=["oip"])
+    @app.post(INFER_PATHS[1], tags=["oip"], responses=infer_docs)
     async def model_version_infer(
         request: Request, model_name: str, model_version: str
     ) -> Response:

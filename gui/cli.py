@@ -17,7 +17,7 @@ from typing import cast
 
 import platformdirs
 
-from gui.commands import export, models, predict, runs, serve
+from gui.commands import export, load, models, predict, runs, serve
 from gui.commands.common import EXIT_CANNOT_START, CommandError, SubParsers
 
 
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parser(sub)
     models.add_parser(sub)
     serve.add_parser(sub)
+    load.add_parser(sub)
     return parser
 
 

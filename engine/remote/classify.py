@@ -105,7 +105,12 @@ def classify(exc: BaseException) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """A short, single-line message: the exception's type and text."""
-    text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """A short, single-line message: the type and text of the deepest cause that has any text
+    (the aiohttp transport's wrapper type can mislead, its cause does not)."""
+    chosen = exc
+    for link in _chain(exc):
+        if str(link).strip():
+            chosen = link
+    text = " ".join(str(chosen).split())
+    line = f"{type(chosen).__name__}: {text}" if text else type(chosen).__name__
     return line[:MAX_MESSAGE]

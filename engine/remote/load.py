@@ -452,6 +452,11 @@ class LoadRunner:
     async def _close_client(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Close the client of a runner that was prepared but will not run."""
+        await self._close_client()
 
     # -- the view's side ------------------------------------------------------------------------
 

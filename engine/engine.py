@@ -147,6 +147,10 @@ class Engine:
         t1 = time.perf_counter_ns()
         if not isinstance(checked, Validated):
             rejected_id = request_id or own_id
+            if request_id is not None and await self._id_taken(request_id):
+                # Stored under the caller's ID, the rejection would replace the request that
+                # already holds it: it gets an ID of its own.
+                rejected_id = None
             return self._rejected(origin, checked, t0, source_row, data, input_text, rejected_id)
         # The body's ID wins; `request_id` is one the caller gave outside it (X-Request-ID).
         # `own_id` was made here (a UUIDv7): unique by construction, so it skips the check

@@ -427,3 +427,14 @@ def test_paths_outside_v2_keep_the_envelope(client: httpx.Client) -> None:
     response = client.get("/v2x/foo")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_body_over_the_limit_is_refused_in_oip_shape(client: httpx.Client) -> None:
+    # The edge layer refuses a declared length over the limit before any route reads it.
+    response = client.post(
+        "/v2/models/iris/infer",
+        content=b"{" + b" " * (2 << 20) + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert set(response.json()) == {"error"} and "limit" in response.json()["error"]

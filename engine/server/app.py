@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,12 +34,13 @@ from engine.models import ModelRegistry
 from engine.models.runtime import LoadedModel
 from engine.runs import begin_run, end_run
 from engine.server.edge import Edge
-from engine.server.errors import envelope, json_response, simple
+from engine.server.errors import json_response, simple
 from engine.server.oip import add_oip_routes, document_infer_body, error_response, is_oip_path
+from engine.server.predict_route import predict as predict_work
+from engine.server.predict_route import predict_response
 from engine.server.state import Running, read_body, running
-from engine.server.tracing import server_timing
 from engine.tasks import freeze_startup_objects
-from engine.work import FutureSink, Work
+from engine.work import FutureSink
 from storage import open_database
 
 log = logging.getLogger(__name__)
@@ -162,28 +163,6 @@ class ServerSettings:
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(queue_capacity=512))
 
 
-def _response_body(work: Work) -> dict[str, Any]:
-    """`PredictResponse`'s shape, built directly: a pydantic round trip per response cost
-    ~10 % of the service's throughput, and every value here is already checked."""
-    assert work.model is not None
-    return {
-        "request_id": work.request_id,
-        "model": work.model.name,
-        "model_version": work.model.version,
-        "outputs": work.output,
-        "latency_ms": work.latency_us / 1000,
-        "spans": [
-            {
-                "name": s[0],
-                "start_us": s[1],
-                "duration_us": s[2],
-                "attributes": s[3] if len(s) > 3 else {},
-            }
-            for s in work.spans
-        ],
-    }
-
-
 def create_app(settings: ServerSettings) -> FastAPI:
     # Manifests only (no torch): the OpenAPI document knows the models before start-up, and
     # the lifespan loads these same models.
@@ -246,25 +225,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if body is None:
             limit = settings.max_body_bytes
             return simple("body_too_large", f"the body is over {limit:,} bytes", request_id)
-        chosen = request.state.caller_chose_id
-        work = await live.engine.predict_json(
-            body,
-            live.origin,
-            request_id=request_id if chosen else None,
-            own_id=None if chosen else request_id,
-        )
+        work = await predict_work(live, body, request_id, request.state.caller_chose_id)
         request.state.model = work.model_name
-        headers = {"server-timing": server_timing(work.spans)}
-        if work.status == "ok":
-            return json_response(_response_body(work), 200, headers)
-        assert work.error is not None
-        if work.status == "failed":
-            # The stored row keeps the reason; a caller gets no internals.
-            response = simple("internal", "the request could not be completed", work.request_id)
-        else:
-            response = envelope(work.error, work.request_id)
-        response.headers.update(headers)
-        return response
+        return predict_response(work)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -365,4 +328,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
 def asgi_app(settings: ServerSettings) -> Edge:
     """The service as uvicorn runs it: the FastAPI app inside the edge layer, so even a
     crash's 500 carries the request ID and trace context."""
-    return Edge(create_app(settings), settings.max_body_bytes)
+    app = create_app(settings)
+    # The edge answers `POST /predict` itself, past FastAPI's stack (see predict_route).
+    return Edge(app, settings.max_body_bytes, lambda: cast(Running | None, app.state.running))

@@ -15,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.server.access_log import AccessLog
 from engine.server.errors import simple
+from engine.server.oip import error_response as oip_error
+from engine.server.oip import is_oip_path
 from engine.server.predict_route import serve_predict
 from engine.server.state import Running
 from engine.server.tracing import continue_trace, request_id_from
@@ -64,10 +66,11 @@ class Edge:
         try:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                response = simple(
-                    "body_too_large",
-                    f"the body is {int(length):,} bytes; the limit is {self.max_body_bytes:,}",
-                    request_id,
+                message = f"the body is {int(length):,} bytes; the limit is {self.max_body_bytes:,}"
+                response = (
+                    oip_error(message, 413)
+                    if is_oip_path(scope["path"])
+                    else simple("body_too_large", message, request_id)
                 )
                 await response(scope, receive, send_with_ids)
                 return

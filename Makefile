@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gui bench-serve bench-requests screenshots xvfb models clean
+.PHONY: run test bench bench-gui bench-serve bench-requests bench-load screenshots xvfb models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ bench-serve: $(STAMP)
 
 bench-requests: $(STAMP)
 	$(BIN)/python bench/bench_requests.py
+
+# `inferdeck load` against nginx (a Debian package) beside Locust (the bench extra), wrk if present.
+bench-load: $(STAMP)
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update -q && apt-get install -y -q nginx)
+	@test -x $(BIN)/locust || $(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python bench/bench_load.py
 
 # Screenshots of every view from the real app in a real (virtual) X display.
 screenshots: $(STAMP) xvfb

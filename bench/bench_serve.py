@@ -8,10 +8,12 @@ both at 16 concurrent connections, unpinned (the process may use the machine's c
 deployed worker would) or with `--pin` each server on core 0 and wrk on core 1.
 
 Then 4× overload: four times as many connections as the service admits at once (its queue,
-512), each sending back to back. Three quarters of them cannot be admitted: they must get a
-quick 503, while the admitted ones wait at most a queue's worth. wrk reports only one latency
-for all answers, so a probe sends its own requests through the same overload, one at a time,
-and times its 503s and 200s apart. The server's memory is sampled throughout.
+512), each sending back to back. Three quarters of them cannot be admitted and get a 503
+instead of a place in an unbounded queue. Two views of its latency: the server's own time from
+the edge to the answer, by status (from its access log), and a probe's, sending its own
+requests one at a time through the same overload. The probe also waits in the socket backlog
+in front of the one event loop, which by Little's law is connections / answers per second for
+any server, 200 or 503. The server's memory is sampled throughout.
 
 Medians of `--repeat` runs print as a table and are saved to bench/out/serve.json.
 """
@@ -73,9 +75,12 @@ def pinned(core: int, command: list[str]) -> list[str]:
     return command
 
 
-def start(command: list[str], url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], url: str, env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    stderr = log.open("wb") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
-        pinned(0, command), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        pinned(0, command), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -177,6 +182,24 @@ def overload_run(
     }
 
 
+def server_side(access_log: Path, skip: int) -> dict[str, Any]:
+    """The server's own time to answer (edge in to response sent), by status, from its access
+    log: what a 503 costs the server, apart from the wait in the socket backlog before it."""
+    lines = access_log.read_bytes().splitlines()[skip:]
+    by_status: dict[int, list[float]] = {}
+    for line in lines:
+        if line.startswith(b"{"):
+            entry = json.loads(line)
+            by_status.setdefault(entry["status"], []).append(entry["duration_ms"])
+    figures: dict[str, Any] = {}
+    for status in (200, 503):
+        values = sorted(by_status.get(status, []))
+        for q in (0.50, 0.99):
+            at = values[min(len(values) - 1, int(q * len(values)))] if values else None
+            figures[f"server_{status}_p{round(q * 100)}_ms"] = at
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
@@ -209,7 +232,13 @@ def main() -> None:
             bare_url,
             env,
         )
-        serve = start([python, "-m", "gui.cli", "serve", "--port", str(serve_port)], serve_url, env)
+        access_log = tmp / "access.jsonl"  # the service's one JSON line per request
+        serve = start(
+            [python, "-m", "gui.cli", "serve", "--port", str(serve_port)],
+            serve_url,
+            env,
+            access_log,
+        )
         try:
             runs: list[dict[str, Any]] = []
             for i in range(args.repeat):
@@ -224,7 +253,9 @@ def main() -> None:
                     f"p99 {s['p99_ms']:.2f} ms, {s['non_2xx']} non-2xx",
                     flush=True,
                 )
+            logged_before = len(access_log.read_bytes().splitlines())
             overload = overload_run(serve_url, 4 * QUEUE_CAPACITY, args.seconds, script, serve.pid)
+            overload |= server_side(access_log, logged_before)
             after = wrk(serve_url, args.connections, 3, script)  # it recovers at once
         finally:
             for proc in (bare, serve):
@@ -270,13 +301,23 @@ def main() -> None:
         ),
         ("  all answers p50 / p99 (wrk)", f"{o['p50_ms']:.2f} / {o['p99_ms']:.2f} ms", ""),
         (
-            "  probe: 503s p50 / p99",
-            f"{_fmt(o['probe_503_p50_ms'])} / {_fmt(o['probe_503_p99_ms'])} ms "
-            f"({o['probe_503']} of {o['probe_count']})",
+            "  server's own time, 503s p50 / p99",
+            f"{_fmt(o['server_503_p50_ms'])} / {_fmt(o['server_503_p99_ms'])} ms",
             "quick",
         ),
         (
-            "  probe: 200s p50 / p99",
+            "  server's own time, 200s p50 / p99",
+            f"{_fmt(o['server_200_p50_ms'])} / {_fmt(o['server_200_p99_ms'])} ms",
+            "",
+        ),
+        (
+            "  probe (client side): 503s p50 / p99",
+            f"{_fmt(o['probe_503_p50_ms'])} / {_fmt(o['probe_503_p99_ms'])} ms "
+            f"({o['probe_503']} of {o['probe_count']})",
+            "",
+        ),
+        (
+            "  probe (client side): 200s p50 / p99",
             f"{_fmt(o['probe_200_p50_ms'])} / {_fmt(o['probe_200_p99_ms'])} ms",
             "",
         ),

@@ -103,6 +103,30 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX idx_requests_client ON requests(client_id, created_us, latency_us);
     CREATE INDEX idx_requests_source ON requests(source, created_us, latency_us);
     """,
+    # 6: remote targets and their health probes. A target's config is its JSON without secrets
+    # (tokens and credential headers live in the keyring, `engine.remote.secrets`). Probes are a
+    # bounded history per target, read newest first for the status timeline and pruned by
+    # (target, at_us), which the index serves.
+    """
+    CREATE TABLE targets (
+        name        TEXT PRIMARY KEY,
+        config      TEXT NOT NULL,
+        created_us  INTEGER NOT NULL,
+        updated_us  INTEGER NOT NULL
+    );
+    CREATE TABLE probes (
+        id           INTEGER PRIMARY KEY,
+        target       TEXT NOT NULL,
+        at_us        INTEGER NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('live', 'ready', 'model_ready')),
+        status_code  INTEGER,
+        ok           INTEGER NOT NULL CHECK (ok IN (0, 1)),
+        latency_us   INTEGER NOT NULL,
+        error        TEXT,
+        state        TEXT
+    );
+    CREATE INDEX idx_probes_target ON probes(target, at_us);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,169 @@
+"""The targets an operator has saved: SQLite for their settings, the token store for secrets.
+
+A stored target's `config` is its JSON with every credential header value replaced by `***`; the
+real values and the bearer token go to `TokenStore` (the keyring, or memory). Reading a target
+joins them back when this process can see them; a header whose secret it cannot see (a memory-only
+store in another process) is left out of the target rather than sent as `***`, and named in
+`StoredTarget.missing_secrets` so a view can say why.
+
+Writes go through the database's one writer and wait for their commit; reads use the reader.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from engine.remote.secrets import TokenStore
+from engine.remote.targets import REDACTED, Target, redact_headers
+from storage import Database, queries
+
+
+class TargetError(ValueError):
+    """A target could not be made, found or saved; the message is fit for a user."""
+
+
+class TargetExistsError(TargetError):
+    pass
+
+
+class TargetNotFoundError(TargetError):
+    pass
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+KEEP: Final = _Keep.KEEP  # `update(..., token=KEEP)`: leave the stored token as it is
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTarget:
+    target: Target  # secrets joined back where this process can read them
+    created_us: int
+    updated_us: int
+    has_token: bool
+    missing_secrets: tuple[str, ...]  # credential headers whose values are not available here
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """One line naming each bad field: `timeout_s: Input should be greater than 0`."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "target"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts)
+
+
+def make_target(**fields: Any) -> Target:
+    """Build a `Target`, turning pydantic's report into a `TargetError` naming the fields."""
+    try:
+        return Target(**fields)
+    except ValidationError as exc:
+        raise TargetError(f"invalid target: {describe_validation(exc)}") from exc
+
+
+def split_secrets(target: Target) -> tuple[Target, dict[str, str]]:
+    """The target as stored (credential values as `***`) and the credential headers apart."""
+    shown = redact_headers(target.headers)
+    secret = {k: v for k, v in target.headers.items() if shown[k] == REDACTED}
+    return target.model_copy(update={"headers": shown}), secret
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class TargetStore:
+    """Add, update, remove and read saved targets."""
+
+    def __init__(self, db: Database, tokens: TokenStore) -> None:
+        self.db = db
+        self.tokens = tokens
+
+    async def add(self, target: Target, *, token: str | None = None) -> StoredTarget:
+        if await queries.fetch_target(self.db.reader, target.name) is not None:
+            raise TargetExistsError(f"a target named {target.name!r} already exists")
+        stored, secret = split_secrets(target)
+        self._keep_secrets(target.name, secret, token)
+        now = _now_us()
+        await self.db.writer.execute(
+            queries.INSERT_TARGET, (target.name, stored.model_dump_json(), now, now)
+        )
+        return await self._must_get(target.name)
+
+    async def update(self, target: Target, *, token: str | _Keep | None = KEEP) -> StoredTarget:
+        """Replace the settings of the target with `target.name`; `token=None` removes its token."""
+        if await queries.fetch_target(self.db.reader, target.name) is None:
+            raise TargetNotFoundError(f"no target named {target.name!r}")
+        stored, secret = split_secrets(target)
+        if token is KEEP:
+            self.tokens.set_headers(target.name, secret)
+        else:
+            self.tokens.delete(target.name)
+            self._keep_secrets(target.name, secret, token)
+        await self.db.writer.execute(
+            queries.UPDATE_TARGET, (stored.model_dump_json(), _now_us(), target.name)
+        )
+        return await self._must_get(target.name)
+
+    async def remove(self, name: str) -> bool:
+        """Forget the target, its secrets and its probe history; False if there was none."""
+        if await queries.fetch_target(self.db.reader, name) is None:
+            return False
+        self.tokens.delete(name)
+        self.db.writer.add(queries.DELETE_TARGET_PROBES, [(name,)])
+        await self.db.writer.execute(queries.DELETE_TARGET, (name,))
+        return True
+
+    async def get(self, name: str) -> StoredTarget | None:
+        row = await queries.fetch_target(self.db.reader, name)
+        return None if row is None else self._load(row)
+
+    async def list_all(self) -> list[StoredTarget]:
+        return [self._load(row) for row in await queries.list_targets(self.db.reader)]
+
+    def token(self, name: str) -> str | None:
+        return self.tokens.get(name)
+
+    def _keep_secrets(self, name: str, secret: dict[str, str], token: str | None) -> None:
+        self.tokens.set_headers(name, secret)
+        if token:
+            self.tokens.set(name, token)
+
+    async def _must_get(self, name: str) -> StoredTarget:
+        found = await self.get(name)
+        if found is None:  # removed by another process between our write and this read
+            raise TargetNotFoundError(f"no target named {name!r}")
+        return found
+
+    def _load(self, row: queries.TargetRow) -> StoredTarget:
+        try:
+            stored = Target.model_validate_json(row.config)
+        except ValidationError as exc:
+            raise TargetError(
+                f"stored target {row.name!r} is unreadable: {describe_validation(exc)}"
+            ) from exc
+        secret = self.tokens.get_headers(row.name)
+        headers: dict[str, str] = {}
+        missing: list[str] = []
+        for key, value in stored.headers.items():
+            if value != REDACTED or redact_headers({key: ""})[key] != REDACTED:
+                headers[key] = value
+            elif key in secret:
+                headers[key] = secret[key]
+            else:
+                missing.append(key)
+        return StoredTarget(
+            target=stored.model_copy(update={"headers": headers}),
+            created_us=row.created_us,
+            updated_us=row.updated_us,
+            has_token=self.tokens.get(row.name) is not None,
+            missing_secrets=tuple(missing),
+        )

@@ -56,6 +56,7 @@ STOP_GRACE_S = 1.0  # after stop(), how long requests in flight may still finish
 UNREACHABLE = frozenset({"connect_refused", "connect_timeout", "tls", "other"})
 
 _now = time.perf_counter_ns
+_SPIN_NS = 1_100_000
 _UNSAMPLED: dict[str, Any] = {"phases": "not sampled"}  # wait includes connect and send
 
 
@@ -297,9 +298,14 @@ class LoadRunner:
                 break
             due = t0 + int(offset * 1e9)
             delay = due - _now()
+            if delay > _SPIN_NS:
+                # The loop's timer wakes up to 1 ms late (epoll rounds up to whole ms), and a
+                # late send is latency the client made: sleep to just short of the moment ...
+                # (in short sleeps, so that stop() is heard within 50 ms even at a low rate).
+                await asyncio.sleep(min((delay - _SPIN_NS) / 1e9, 0.05))
+                continue
             if delay > 0:
-                # Short sleeps, so that stop() is heard within 50 ms even at a low rate.
-                await asyncio.sleep(min(delay / 1e9, 0.05))
+                await asyncio.sleep(0)  # ... then turn the loop (reading answers) until it comes
                 continue
             if i % 32 == 31:
                 await asyncio.sleep(0)  # behind schedule: still let answers be read
@@ -308,6 +314,9 @@ class LoadRunner:
                 await self._slot_free.wait()
             if self._stopping:
                 break
+            # Counted in flight now, not when the task first runs: the cap must see it.
+            self._count.sent += 1
+            self._count.in_flight += 1
             task = loop.create_task(self._one(i, due))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -329,6 +338,8 @@ class LoadRunner:
                 now = _now()
                 if end_ns is not None and now >= end_ns:
                     return
+                self._count.sent += 1
+                self._count.in_flight += 1
                 await self._one(i, now)
 
         tasks = [asyncio.create_task(user(k)) for k in range(users)]
@@ -359,9 +370,7 @@ class LoadRunner:
     async def _one(self, index: int, intended_ns: int) -> None:
         client, adapter = self._client, self._adapter
         assert client is not None and adapter is not None
-        count = self._count
-        count.sent += 1
-        count.in_flight += 1
+        count = self._count  # the caller has counted this request sent and in flight
         body = self._bodies[index % len(self._bodies)]
         request_id = new_id()
         traceparent = new_traceparent()

@@ -95,17 +95,22 @@ class OipAdapter(Adapter):
     def prepare(self, payload: Payload) -> Prepared:
         if isinstance(payload.get("inputs"), list):
             return orjson.dumps(payload), None  # already an OIP body
-        return orjson.dumps({"inputs": [self._tensor(spec, payload) for spec in self.inputs]}), None
+        # Servers may list alternatives (one tensor per field and a combined one), so the
+        # payload's keys pick the tensors; the server says if one it needs is missing.
+        named = [spec for spec in self.inputs if spec.name in payload]
+        if named:
+            tensors = [self._tensor(spec, _flatten(payload[spec.name])) for spec in named]
+            return orjson.dumps({"inputs": tensors}), None
+        # Otherwise one tensor holds the payload's values in their order (e.g. `input` [-1, 4]).
+        values = _flatten(list(payload.values()))
+        for spec in self.inputs:
+            if len(self.inputs) == 1 or spec.shape[1:] == (len(values),):
+                return orjson.dumps({"inputs": [self._tensor(spec, values)]}), None
+        names = ", ".join(spec.name for spec in self.inputs)
+        raise ProtocolError(f"the payload names none of the model's inputs ({names})")
 
-    def _tensor(self, spec: OipInput, payload: Payload) -> dict[str, Any]:
-        if spec.name in payload:
-            data = _flatten(payload[spec.name])
-        elif len(self.inputs) == 1:
-            # One combined tensor (e.g. `input` [-1, 4]): the payload's fields in their order.
-            data = _flatten(list(payload.values()))
-        else:
-            raise ProtocolError(f"the payload has no value for input {spec.name!r}")
-        row = [d for d in spec.shape[1:]] if spec.shape else []
+    def _tensor(self, spec: OipInput, data: list[Any]) -> dict[str, Any]:
+        row = list(spec.shape[1:])
         shape = [1, *row] if row and -1 not in row and math.prod(row) == len(data) else None
         return {
             "name": spec.name,

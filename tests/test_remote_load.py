@@ -1,0 +1,480 @@
+"""The load runner against real servers on 127.0.0.1 and a real SQLite file.
+
+`TinyServer` is a small HTTP/1.1 server on its own loop in a thread: a fixed delay, an optional
+one-off stall of the whole server, and paths that misbehave on purpose. The join of client and
+server spans runs against a real `inferdeck serve` app (test_server's `LiveServer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from conftest import REPO
+from test_server import ROW, free_port
+
+from engine.remote.classify import classify
+from engine.remote.load import LoadPlan, LoadResult, LoadRunner
+from engine.remote.payloads import PayloadSource
+from engine.remote.server_timing import parse_server_timing
+from engine.remote.targets import Target
+from storage.database import open_database
+
+OK_BODY = b'{"outputs":{"label":"a"}}'  # what _Serve answers
+TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
+
+
+class _Serve:
+    """The server's own code: stdlib only, run in a child process (`TinyServer`) so the client
+    under test never shares a GIL with it (a shared GIL adds milliseconds of handoff waits)."""
+
+    def __init__(self, port: int, delay_s: float, stall_at: int | None, stall_s: float):
+        self.port, self.delay_s, self.stall_at, self.stall_s = port, delay_s, stall_at, stall_s
+        self.stall_until = 0.0
+        self.count = 0
+        self.last_headers: dict[str, str] = {}
+
+    async def serve(self) -> None:
+        server = await asyncio.start_server(self.conn, "127.0.0.1", self.port, backlog=512)
+        print("ready", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    async def conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                path = lines[0].split(" ")[1]
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                if path == "/_stats":
+                    status, body = 200, json.dumps([self.count, self.last_headers]).encode()
+                else:
+                    index, self.count = self.count, self.count + 1
+                    self.last_headers = headers
+                    await self.pace(index, path)
+                    status, body = self.answer(path)
+                rid = headers.get("x-request-id", "none")
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\nX-Request-ID: {rid}\r\n"
+                    "Server-Timing: parse;dur=0.5, infer;dur=1.25\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def pace(self, index: int, path: str) -> None:
+        now = time.monotonic()
+        if index == self.stall_at:
+            self.stall_until = now + self.stall_s
+        wait = max(self.stall_until - now, 0.0)
+        if path == "/slow":
+            wait = 5.0
+        # The delay starts when the request arrives (or the stall ends). The loop's timer wakes
+        # up to 1 ms late, so sleep to just short of the moment and turn the loop until it.
+        if wait or self.delay_s:
+            until = now + wait + self.delay_s
+            await asyncio.sleep(max(until - time.monotonic() - 0.0015, 0))
+            while time.monotonic() < until:  # noqa: ASYNC110 - a deadline, not an event
+                await asyncio.sleep(0)
+
+    def answer(self, path: str) -> tuple[int, bytes]:
+        if path == "/missing":
+            return 404, b'{"error":"no"}'
+        if path == "/garbage":
+            return 200, b"<html>not json"
+        if path == "/huge":
+            return 200, b"[" + b"1," * (1 << 20) + b"1]"
+        if path == "/unavailable":
+            return 503, b'{"error":"busy"}'
+        return 200, b'{"outputs":{"label":"a"}}'
+
+
+class TinyServer:
+    """Answers every POST after `delay_s`. Paths: `/missing` 404, `/garbage` a non-JSON 200,
+    `/huge` 2 MiB, `/slow` 5 s, `/unavailable` 503. `stall_at=k` freezes every answer for
+    `stall_s` once request k arrives, as a GC pause or a blocked worker would."""
+
+    def __init__(self, delay_s: float = 0.0, stall_at: int | None = None, stall_s: float = 1.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._args = json.dumps([self.port, delay_s, stall_at, stall_s])
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> TinyServer:
+        code = (
+            "import asyncio, json, sys, time\n"
+            + textwrap.dedent(inspect.getsource(_Serve))
+            + "\nasyncio.run(_Serve(*json.loads(sys.argv[1])).serve())\n"
+        )
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code, self._args], stdout=subprocess.PIPE, text=True
+        )
+        assert self._proc.stdout is not None
+        assert self._proc.stdout.readline().strip() == "ready"
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait(10)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def stats(self) -> tuple[int, dict[str, str]]:
+        count, headers = httpx.post(f"{self.url}/_stats", timeout=5).json()
+        return count, headers
+
+    @property
+    def count(self) -> int:
+        return self.stats()[0]
+
+
+def target(url: str, **kw: Any) -> Target:
+    return Target(name="t", base_url=url, protocol=kw.pop("protocol", "json"), **kw)
+
+
+def load(
+    url: str, plan: LoadPlan, db: Any = None, payload: dict[str, Any] | None = None, **kw: Any
+) -> LoadResult:
+    async def main() -> LoadResult:
+        runner = LoadRunner(
+            target(url, **kw.pop("target", {})),
+            plan,
+            PayloadSource.single(payload or {"x": 1}),
+            db=db,
+            **kw,
+        )
+        return await runner.run()
+
+    return asyncio.run(main())
+
+
+def load_with_db(path: Path, url: str, plan: LoadPlan, **kw: Any) -> LoadResult:
+    async def main() -> LoadResult:
+        db = await open_database(path)
+        try:
+            runner = LoadRunner(
+                target(url, **kw.pop("target", {})),
+                plan,
+                PayloadSource.single(kw.pop("payload", {"x": 1})),
+                db=db,
+                **kw,
+            )
+            return await runner.run()
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
+
+
+def rows(path: Path, run_id: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        return [
+            dict(r)
+            for r in conn.execute("SELECT * FROM requests WHERE run_id = ? ORDER BY id", (run_id,))
+        ]
+
+
+# -- fidelity ----------------------------------------------------------------------------------
+
+
+def test_fixed_delay_at_constant_rate_has_p50_within_5_percent() -> None:
+    with TinyServer(delay_s=0.020) as server:
+        result = load(server.url, LoadPlan(rate=100, duration_s=2.0))
+        served = server.count
+    summary = result.summary
+    assert summary["accepted"] == summary["ok"] == 200 == served
+    assert 19.0 <= summary["latency_ms"]["p50"] <= 21.0, summary["latency_ms"]
+
+
+def test_a_one_second_stall_shows_in_p99() -> None:
+    """Open model: requests meant to leave during the stall count from their intended time."""
+    with TinyServer(delay_s=0.002, stall_at=60, stall_s=1.0) as server:
+        result = load(server.url, LoadPlan(rate=100, duration_s=3.0))
+    lat = result.summary["latency_ms"]
+    assert result.summary["ok"] == 300
+    assert lat["max"] >= 1000, lat
+    assert lat["p99"] >= 950, lat
+    # ... while the bulk of the run is unaffected.
+    assert lat["p50"] < 50, lat
+
+
+def test_in_flight_cap_waits_in_a_queue_span_and_still_counts(tmp_path: Path) -> None:
+    db = tmp_path / "load.db"
+    with TinyServer(delay_s=0.020) as server:
+        result = load_with_db(db, server.url, LoadPlan(rate=200, requests=20, max_in_flight=1))
+    stored = rows(db, result.run_id)
+    assert len(stored) == 20
+    last = orjson.loads(stored[-1]["spans"])
+    queue = next(s for s in last if s[0] == "queue")
+    # 20 requests one at a time take ≥ 400 ms, while the last was meant to leave at 95 ms.
+    assert queue[2] >= 250_000
+    assert stored[-1]["latency_us"] >= 300_000
+    assert result.summary["latency_ms"]["max"] >= 300
+
+
+# -- counts, rows, headers ---------------------------------------------------------------------
+
+
+def test_closed_model_sends_exactly_the_requests_asked_and_stores_each(tmp_path: Path) -> None:
+    db = tmp_path / "load.db"
+    with TinyServer() as server:
+        result = load_with_db(
+            db,
+            server.url,
+            LoadPlan(concurrency=4, requests=37),
+            token="s3cret",
+            target={"headers": {"X-Team": "ml"}},
+        )
+        count, seen = server.stats()
+        assert count == 37
+    summary = result.summary
+    assert (summary["accepted"], summary["ok"], summary["failed"]) == (37, 37, 0)
+    assert summary["errors"] == {}
+    assert seen["authorization"] == "Bearer s3cret" and seen["x-team"] == "ml"
+    assert TRACEPARENT.match(seen["traceparent"])
+    stored = rows(db, result.run_id)
+    assert len(stored) == 37
+    assert len({r["request_id"] for r in stored}) == 37
+    first = stored[0]
+    assert (first["source"], first["target"], first["client_id"], first["status"]) == (
+        "load",
+        "t",
+        "load",
+        "ok",
+    )
+    assert first["finished_us"] - first["created_us"] == pytest.approx(first["latency_us"], abs=2)
+    meta = orjson.loads(first["metadata"])
+    assert meta["server_request_id"] == first["request_id"]
+    assert orjson.loads(first["output"]) == orjson.loads(OK_BODY)
+    assert orjson.loads(first["input"]) == {"x": 1}
+    names = [s[0] for s in orjson.loads(first["spans"])]
+    assert "server.parse" in names and "server.infer" in names and "receive" in names
+    with sqlite3.connect(db) as conn:
+        run = conn.execute(
+            "SELECT kind, status, summary, histogram FROM runs WHERE run_id = ?", (result.run_id,)
+        ).fetchone()
+    assert run[:2] == ("load", "done")
+    assert orjson.loads(run[2])["ok"] == 37 and run[3]
+    # The token never reaches the run's stored config.
+    with sqlite3.connect(db) as conn:
+        assert "s3cret" not in conn.execute("SELECT config FROM runs").fetchone()[0]
+
+
+def test_stop_ends_the_run_early_and_keeps_what_was_recorded(tmp_path: Path) -> None:
+    db_file = tmp_path / "load.db"
+
+    async def main() -> tuple[LoadResult, Any]:
+        db = await open_database(db_file)
+        runner = LoadRunner(
+            target(server.url), LoadPlan(rate=200, duration_s=60), PayloadSource.single({}), db=db
+        )
+        task = asyncio.create_task(runner.run())
+        deadline = time.monotonic() + 20
+        while runner.snapshot().completed < 20:
+            assert time.monotonic() < deadline, "no progress"
+            await asyncio.sleep(0.01)
+        runner.stop()
+        result = await asyncio.wait_for(task, 10)
+        snap = runner.snapshot()
+        await db.close()
+        return result, snap
+
+    with TinyServer(delay_s=0.005) as server:
+        result, snap = asyncio.run(main())
+    assert snap.done and snap.in_flight == 0
+    assert snap.completed == snap.sent == result.summary["accepted"] >= 20
+    assert snap.ok == result.summary["ok"] and snap.throughput_per_s > 0 and snap.p50_ms > 0
+    assert result.summary["duration_s"] < 30
+    assert len(rows(db_file, result.run_id)) == result.summary["accepted"]
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/missing", "http_404"),
+        ("/unavailable", "http_503"),
+        ("/garbage", "bad_body"),
+        ("/huge", "too_large"),
+        ("/slow", "timeout"),
+    ],
+)
+def test_failures_are_classified(tmp_path: Path, path: str, expected: str) -> None:
+    db = tmp_path / "load.db"
+    with TinyServer() as server:
+        result = load_with_db(
+            db,
+            server.url + path,
+            LoadPlan(concurrency=2, requests=2),
+            target={"timeout_s": 0.3, "connect_timeout_s": 0.3},
+        )
+    assert result.summary["errors"] == {expected: 2}
+    assert (result.summary["ok"], result.summary["failed"]) == (0, 2)
+    stored = rows(db, result.run_id)
+    assert [r["status"] for r in stored] == ["failed", "failed"]
+    assert all(r["error"].startswith(expected + ": ") for r in stored)
+
+
+def test_a_refused_port_is_connect_refused() -> None:
+    port = free_port()  # nothing listens there
+    result = load(f"http://127.0.0.1:{port}", LoadPlan(concurrency=1, requests=3))
+    assert result.summary["errors"] == {"connect_refused": 3}
+
+
+def test_classify_sees_through_the_transport_wrapper() -> None:
+    try:
+        try:
+            raise ConnectionRefusedError(111, "refused")
+        except ConnectionRefusedError as inner:
+            raise httpx.ConnectTimeout("wrapped") from inner
+    except httpx.ConnectTimeout as exc:
+        assert classify(exc) == "connect_refused"
+    assert classify(httpx.ConnectTimeout("slow")) == "connect_timeout"
+    assert classify(httpx.RemoteProtocolError("closed")) == "reset"
+    assert classify(ValueError("odd")) == "other"
+
+
+def test_server_timing_parses_durations() -> None:
+    header = 'validate;dur=0.012, cache;desc="hit", inference;dur=1.5;desc=x, bad;dur=nan'
+    assert parse_server_timing(header) == (
+        ("validate", 12),
+        ("cache", 0),
+        ("inference", 1500),
+        ("bad", 0),
+    )
+    assert parse_server_timing(None) == ()
+
+
+# -- a real inferdeck serve ----------------------------------------------------------------------
+
+
+class Served:
+    """`inferdeck serve` as its own process (so its work never shares a GIL with the client's
+    timing), on a free port with its own database."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = folder / "serve.db"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gui.cli", "serve", "--port", str(self.port)],
+            cwd=REPO,
+            env={**os.environ, "INFERDECK_DB": str(self.db)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            assert self.proc.poll() is None, "inferdeck serve exited"
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "inferdeck serve did not become ready"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=60)  # how serve exits is test_server's business
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    live = Served(tmp_path_factory.mktemp("serve"))
+    yield live
+    live.stop()
+
+
+def test_rows_join_client_and_server_spans_of_inferdeck_serve(
+    served: Served, tmp_path: Path
+) -> None:
+    live, serve_db = served, served.db
+    db = tmp_path / "load.db"
+    result = load_with_db(
+        db,
+        live.url,
+        LoadPlan(concurrency=2, requests=12),
+        payload=ROW,
+        trace_every=1,  # every request reports its phases
+        target={"protocol": "inferdeck", "model": "iris"},
+    )
+    assert result.summary["ok"] == 12, result.summary
+    stored = rows(db, result.run_id)
+    with sqlite3.connect(serve_db) as conn:
+        server_ids = {r[0] for r in conn.execute("SELECT request_id FROM requests")}
+    for row in stored:
+        meta = orjson.loads(row["metadata"])
+        assert meta["server_request_id"] == row["request_id"]
+        assert row["request_id"] in server_ids  # the server stored it under our ID
+        spans = orjson.loads(row["spans"])
+        names = [s[0] for s in spans]
+        for name in ("send", "wait", "receive", "server.inference", "server.write"):
+            assert name in names, names
+        wait = next(s for s in spans if s[0] == "wait")
+        inference = next(s for s in spans if s[0] == "server.inference")
+        assert wait[1] <= inference[1] and inference[1] + inference[2] <= wait[1] + wait[2]
+        assert orjson.loads(row["output"])["outputs"]["label"] == "setosa"
+    # A fresh connection reports connect; the two users open two.
+    assert sum("connect" in [s[0] for s in orjson.loads(r["spans"])] for r in stored) >= 1
+
+
+def test_oip_inputs_come_from_the_model_metadata(served: Served) -> None:
+    live = served
+    result = load(
+        live.url,
+        LoadPlan(concurrency=1, requests=3),
+        payload=ROW,
+        target={"protocol": "oip", "model": "iris"},
+    )
+    assert result.summary["ok"] == 3, result.summary
+
+
+def test_replayed_history_sends_stored_inputs(served: Served) -> None:
+    live, serve_db = served, served.db
+
+    async def main() -> LoadResult:
+        db = await open_database(serve_db)  # the server's own history, read while it runs
+        try:
+            source = await PayloadSource.from_history(db, "iris", limit=5)
+            assert source.payloads and all(set(p) == set(ROW) for p in source.payloads)
+        finally:
+            await db.close()
+        runner = LoadRunner(
+            target(live.url, protocol="inferdeck", model="iris"),
+            LoadPlan(concurrency=1, requests=len(source)),
+            source,
+            db=None,
+        )
+        return await runner.run()
+
+    assert asyncio.run(main()).summary["ok"] >= 1

@@ -50,7 +50,8 @@ class Rule:
     kind: `ok` fixed JSON; `delay` answer after `delay_s`; `status` an error status with a JSON
     error body; `reset` headers + part of the body, then an RST; `garbage` 200 with a non-JSON
     body; `huge` `HUGE_BYTES` of body (`chunked` streams it without a Content-Length); `drip` the
-    body one byte every `drip_s`; `close` close the connection without answering.
+    body one byte every `drip_s`; `close` close the connection without answering. `path`
+    narrows a rule to one path (a health probe, say); the index still counts every request.
     """
 
     kind: Kind
@@ -60,8 +61,11 @@ class Rule:
     delay_s: float = 0.0
     chunked: bool = False
     drip_s: float = 0.1
+    path: str | None = None  # only requests for this path (e.g. "/ready"); None: any
 
-    def matches(self, index: int) -> bool:
+    def matches(self, index: int, path: str) -> bool:
+        if self.path is not None and path != self.path:
+            return False
         return index >= self.first and (self.count is None or index < self.first + self.count)
 
 
@@ -208,13 +212,13 @@ class FaultServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _pick(self, index: int) -> Rule:
+    def _pick(self, index: int, path: str) -> Rule:
         with self._lock:
             if self._stall_at is not None and index >= self._stall_at:
                 self._stalled_until = time.monotonic() + self._stall_s
                 self._stall_at = None
             for rule in self._rules:
-                if rule.matches(index):
+                if rule.matches(index, path):
                     return rule
         return Rule("ok")
 
@@ -237,7 +241,7 @@ class FaultServer:
                 with self._lock:
                     index = self.requests_seen
                     self.requests_seen += 1
-                rule = self._pick(index)
+                rule = self._pick(index, path)
                 request_id = headers.get("x-request-id", f"fault-{index}")
                 keep = await self._respond(writer, rule, method, path, request_id, arrived)
                 if not keep or headers.get("connection", "").lower() == "close":
@@ -372,7 +376,7 @@ def main() -> None:
         print(f"listening {server.port}", flush=True)
         done.wait()
     delays = sorted(d * 1000 for d in server.server_delays_s)
-    figures = {"requests": server.requests_seen}
+    figures: dict[str, float] = {"requests": server.requests_seen}
     if delays:
         figures |= {
             "server_delay_p50_ms": statistics.median(delays),

@@ -46,6 +46,11 @@ from storage.database import Database
 
 CLIENT_ID = "load"
 SOURCE = "load"
+# The client's row of a request is stored under the ID it sent plus this suffix. Our own
+# server stores its row under the sent ID; when both share a database (`inferdeck serve` and
+# `inferdeck load` on the default one) each keeps its own row, and a request-ID search finds
+# both sides of the request.
+CLIENT_ROW_SUFFIX = ".client"
 INPUT_CAP = 16_384  # characters of a payload kept in its row
 OUTPUT_CAP = 4_096  # characters of an answer kept in its row
 MESSAGE_CAP = 200
@@ -425,7 +430,7 @@ class LoadRunner:
             meta["server_request_id"] = ex.server_request_id
         self._rows.append(
             (
-                request_id,
+                request_id + CLIENT_ROW_SUFFIX,
                 run.run_id,
                 None,
                 None,

@@ -17,7 +17,7 @@ from typing import cast
 
 import platformdirs
 
-from gui.commands import export, load, models, predict, runs, serve
+from gui.commands import export, load, models, predict, probe, runs, serve, targets
 from gui.commands.common import EXIT_CANNOT_START, CommandError, SubParsers
 
 
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser(sub)
     serve.add_parser(sub)
     load.add_parser(sub)
+    probe.add_parser(sub)
+    targets.add_parser(sub)
     return parser
 
 

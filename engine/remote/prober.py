@@ -1,0 +1,325 @@
+"""Health probes of one target: live / ready / model-ready on an interval, a state, its changes.
+
+Each round GETs the target's health paths (`engine.remote.targets.health_paths`) at once and
+judges each by HTTP status alone, 2xx meaning ok: servers disagree on bodies. The round's state:
+
+- `up`: every probe ok;
+- `degraded`: live ok, but ready or model-ready not (loading, draining, model missing);
+- `down`: live failed, or no answer at all (refused, timeout, TLS, reset).
+
+A `json` target has no health contract: one GET of its URL, and any answer below 500 counts.
+
+Rounds run on a fixed schedule with no backoff, so a target that comes back is seen on the next
+round. Every probe is stored through the database's group-commit writer (never awaited: a slow
+disk must not skew the next round), and the table is pruned to the newest `keep_rows` per target
+every `prune_every` rows. State changes reach the app as a plain callback, `on_change(name, old,
+new, detail)`; the first round reports the change from `unknown`. `snapshot()` and `history()` are
+what a status timeline draws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from engine.remote.secrets import TokenStore
+from engine.remote.targets import Target, health_paths
+from storage import Database, queries
+
+log = logging.getLogger(__name__)
+
+State = Literal["unknown", "up", "degraded", "down"]
+Kind = Literal["live", "ready", "model_ready"]
+KINDS: tuple[Kind, ...] = ("live", "ready", "model_ready")
+
+ChangeCallback = Callable[[str, State, State, str], None]
+RoundCallback = Callable[["ProbeRound"], None]
+
+KEEP_ROWS = 20_000  # probe rows kept per target: ~2 days of 3 probes every 30 s
+PRUNE_EVERY = 1_000  # rows written between two prunes
+HISTORY = 600  # rounds kept in memory for the timeline
+_BODY_CAP = 64 * 1024  # read this much of a health body, so the connection can be reused
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    kind: Kind
+    at_us: int  # wall clock when the probe was sent
+    status_code: int | None  # None: no HTTP answer
+    ok: bool
+    latency_us: int
+    error: str | None  # `HTTP 503`, `connect refused`, `timeout`...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRound:
+    at_us: int
+    state: State
+    results: tuple[ProbeResult, ...]
+    detail: str  # why the state is what it is, in a few words
+
+    def result(self, kind: Kind) -> ProbeResult | None:
+        return next((r for r in self.results if r.kind == kind), None)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    at_us: int
+    old: State
+    new: State
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProberSnapshot:
+    """What a status view draws: the state, since when, and the recent rounds."""
+
+    target: str
+    state: State
+    since_us: int | None  # the last state change (None before the first round)
+    rounds: int
+    last: ProbeRound | None
+    changes: tuple[StateChange, ...]
+    recent: tuple[ProbeRound, ...]  # oldest first
+
+
+def judge(results: tuple[ProbeResult, ...]) -> tuple[State, str]:
+    """The state a round's results mean, and a short reason."""
+    live = next((r for r in results if r.kind == "live"), None)
+    if live is None or not live.ok:
+        return "down", f"live: {live.error if live else 'not probed'}"
+    failed = [r for r in results if not r.ok]
+    if failed:
+        return "degraded", "; ".join(f"{r.kind}: {r.error}" for r in failed)
+    return "up", "all probes ok"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, outermost first (bounded: chains can loop)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(seen) < 8 and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def describe_error(exc: BaseException) -> str:
+    """A probe's failure in a few words a status line can show. The innermost cause decides:
+    httpx reports a refused connection as `All connection attempts failed`."""
+    chain = _chain(exc)
+    if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):
+        return f"tls error: {chain[-1]}"[:200]
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connect refused"
+    if any(isinstance(e, TimeoutError | httpx.TimeoutException) for e in chain):
+        return "timeout"
+    if any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in chain):
+        return "connection reset"
+    if isinstance(exc, httpx.ConnectError):
+        return f"connect error: {chain[-1]}"[:200]
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return f"connection broken: {exc}"[:200]
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+class Prober:
+    """Probes one target on an interval. Use as `async with Prober(...)`, or `aclose()` it."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        interval_s: float = 10.0,
+        db: Database | None = None,
+        tokens: TokenStore | None = None,
+        token: str | None = None,
+        on_change: ChangeCallback | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        history: int = HISTORY,
+        keep_rows: int = KEEP_ROWS,
+        prune_every: int = PRUNE_EVERY,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("the probe interval must be positive")
+        self.target = target
+        self.interval_s = interval_s
+        self.db = db
+        self.on_change = on_change
+        self.keep_rows = keep_rows
+        self.prune_every = prune_every
+        self._state: State = "unknown"
+        self._since_us: int | None = None
+        self._rounds = 0
+        self._recent: deque[ProbeRound] = deque(maxlen=history)
+        self._changes: deque[StateChange] = deque(maxlen=history)
+        self._unpruned = 0
+        self._task: asyncio.Task[None] | None = None
+        self._paths = self._probe_paths()
+        if token is None and tokens is not None:
+            token = tokens.get(target.name)
+        headers = {"user-agent": "inferdeck-probe/0.1", **target.headers}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        # One long-lived client: probes reuse its connection, as the server's other callers do.
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(target.timeout_s, connect=target.connect_timeout_s),
+            verify=target.verify_tls,
+            transport=transport,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=len(self._paths), max_keepalive_connections=3),
+        )
+        # A read timeout restarts with every byte; a dripping server is stopped by this.
+        self._deadline_s = target.timeout_s + target.connect_timeout_s
+
+    def __repr__(self) -> str:
+        return f"Prober({self.target.name!r}, state={self._state!r})"
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _probe_paths(self) -> dict[Kind, str]:
+        if self.target.protocol == "json":
+            return {"live": ""}
+        paths = health_paths(self.target)
+        found: dict[Kind, str] = {"live": paths.live, "ready": paths.ready}
+        if paths.model_ready is not None:
+            found["model_ready"] = paths.model_ready
+        return found
+
+    async def probe_once(self) -> ProbeRound:
+        """One round: every probe at once, the state judged, stored and announced."""
+        at_us = time.time_ns() // 1000
+        results = tuple(
+            await asyncio.gather(
+                *(self._probe(kind, path, at_us) for kind, path in self._paths.items())
+            )
+        )
+        state, detail = judge(results)
+        done = ProbeRound(at_us, state, results, detail)
+        self._rounds += 1
+        self._recent.append(done)
+        self._store(done)
+        if state != self._state:
+            old, self._state, self._since_us = self._state, state, at_us
+            self._changes.append(StateChange(at_us, old, state, detail))
+            if self.on_change is not None:
+                try:
+                    self.on_change(self.target.name, old, state, detail)
+                except Exception:  # a listener's bug must not stop the probes
+                    log.exception("probe state listener failed")
+        return done
+
+    async def _probe(self, kind: Kind, path: str, at_us: int) -> ProbeResult:
+        start = time.perf_counter_ns()
+        status: int | None = None
+        error: str | None = None
+        try:
+            async with (
+                asyncio.timeout(self._deadline_s),
+                self._client.stream("GET", self.target.url(path)) as response,
+            ):
+                status = response.status_code
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > _BODY_CAP:
+                        break  # health is the status; a huge body is not worth reading
+        except Exception as exc:  # every failure is a probe result, never a crash
+            error = describe_error(exc)
+        latency_us = (time.perf_counter_ns() - start) // 1000
+        if status is not None and error is None:
+            ok = status < 500 if self.target.protocol == "json" else 200 <= status < 300
+            error = None if ok else f"HTTP {status}"
+        else:
+            ok = False
+        return ProbeResult(kind, at_us, status, ok, latency_us, error)
+
+    def _store(self, done: ProbeRound) -> None:
+        if self.db is None:
+            return
+        name, state = self.target.name, done.state
+        rows = [
+            (name, r.at_us, r.kind, r.status_code, int(r.ok), r.latency_us, r.error, state)
+            for r in done.results
+        ]
+        self.db.writer.add(queries.INSERT_PROBE, rows)
+        self._unpruned += len(rows)
+        if self._unpruned >= self.prune_every:
+            self._unpruned = 0
+            self.db.writer.add(queries.PRUNE_PROBES, [(self.target.name, self.keep_rows)])
+
+    async def run(self, count: int | None = None, on_round: RoundCallback | None = None) -> None:
+        """Probe every `interval_s` (a fixed schedule: a slow round does not shift the next
+        ones, it skips the slots it overran), `count` rounds or until cancelled."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        slot = rounds = 0
+        while count is None or rounds < count:
+            done = await self.probe_once()
+            rounds += 1
+            if on_round is not None:
+                on_round(done)
+            if count is not None and rounds >= count:
+                return
+            slot += 1
+            now = loop.time()
+            if now > start + slot * self.interval_s:  # overran: skip slots, never burst
+                slot = math.ceil((now - start) / self.interval_s)
+            await asyncio.sleep(start + slot * self.interval_s - now)
+
+    def start(self) -> None:
+        """Probe in the background until `stop()`; the task is owned here."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self.run(), name=f"probe:{self.target.name}"
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.stop()
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Prober:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    def snapshot(self, rounds: int | None = None) -> ProberSnapshot:
+        recent = tuple(self._recent)
+        return ProberSnapshot(
+            target=self.target.name,
+            state=self._state,
+            since_us=self._since_us,
+            rounds=self._rounds,
+            last=recent[-1] if recent else None,
+            changes=tuple(self._changes),
+            recent=recent if rounds is None else recent[-rounds:],
+        )
+
+    def history(self, kind: Kind | None = None, limit: int | None = None) -> list[ProbeResult]:
+        """Recent probe results, oldest first, of one kind or all."""
+        found = [r for rnd in self._recent for r in rnd.results if kind is None or r.kind == kind]
+        return found if limit is None else found[-limit:]
+
+
+async def load_history(db: Database, target: str, limit: int = 1000) -> list[queries.ProbeRow]:
+    """Stored probes of a target, oldest first: the timeline before this process started."""
+    return await queries.recent_probes(db.reader, target, limit)

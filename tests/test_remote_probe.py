@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from fault_server import FaultServer, Rule, tls_contexts
 
 from engine.remote.prober import Prober, ProbeRound, judge
 from engine.remote.target_store import make_target
@@ -167,7 +168,7 @@ def test_a_running_prober_picks_a_returning_server_up_within_a_round(tmp_path: P
             await server.start()
             await _wait_for(lambda: prober.state == "up")
             # No backoff: seen again within a couple of intervals.
-            assert time.monotonic() - down_at < 1.0
+            assert time.monotonic() - down_at < 1.5
             rounds = prober.snapshot().rounds
             await prober.stop()
             await asyncio.sleep(0.15)
@@ -274,3 +275,48 @@ def test_judge_needs_live_for_anything_but_down() -> None:
 def test_interval_must_be_positive(interval: float) -> None:
     with pytest.raises(ValueError, match="interval"):
         Prober(_target("http://127.0.0.1:1"), interval_s=interval)
+
+
+def test_faults_are_named_and_tls_is_checked_unless_told_not_to() -> None:
+    server_ctx, _ca_pem = tls_contexts()
+    tls = FaultServer(ssl_context=server_ctx).start()
+    plain = FaultServer().start()
+    try:
+
+        async def scenario() -> None:
+            strict = make_target(name="tls", base_url=tls.url, timeout_s=1, connect_timeout_s=1)
+            async with Prober(strict) as prober:
+                done = await prober.probe_once()
+                live = done.result("live")
+                assert done.state == "down" and live is not None
+                assert live.error is not None and live.error.startswith("tls error")
+            async with Prober(strict.model_copy(update={"verify_tls": False})) as prober:
+                assert (await prober.probe_once()).state == "up"
+
+            target = make_target(name="f", base_url=plain.url, timeout_s=0.3, connect_timeout_s=1)
+            async with Prober(target) as prober:
+                # A huge health body: read up to a cap, judged by its status.
+                plain.add(Rule("huge", path="/ready", count=1, first=plain.requests_seen))
+                assert (await prober.probe_once()).state == "up"
+                plain.clear()
+                # A body that drips past the deadline: a timeout, not a hang.
+                plain.add(Rule("drip", path="/ready", drip_s=0.2, first=plain.requests_seen))
+                started = time.monotonic()
+                done = await prober.probe_once()
+                assert done.state == "degraded" and time.monotonic() - started < 2.5
+                assert done.result("ready").error == "timeout"  # type: ignore[union-attr]
+                plain.clear()
+                # Live's connection closed without an answer: down, and named.
+                plain.add(Rule("close", path="/health", first=plain.requests_seen))
+                done = await prober.probe_once()
+                assert done.state == "down"
+                live = done.result("live")
+                assert live is not None and live.status_code is None
+                assert live.error is not None and live.error.startswith("connection"), live.error
+                plain.clear()
+                assert (await prober.probe_once()).state == "up"
+
+        asyncio.run(scenario())
+    finally:
+        tls.stop()
+        plain.stop()

@@ -320,3 +320,20 @@ def test_faults_are_named_and_tls_is_checked_unless_told_not_to() -> None:
     finally:
         tls.stop()
         plain.stop()
+
+
+def test_probes_go_on_when_the_database_closed_first(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        server = FlipServer()
+        await server.start()
+        db = await open_database(tmp_path / "p.db")
+        try:
+            async with Prober(_target(server.url), db=db) as prober:
+                await prober.probe_once()
+                await db.close()
+                assert (await prober.probe_once()).state == "up"
+                assert prober.db is None and prober.snapshot().rounds == 2
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())

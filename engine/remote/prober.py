@@ -34,6 +34,7 @@ import httpx
 from engine.remote.secrets import TokenStore
 from engine.remote.targets import Target, health_paths
 from storage import Database, queries
+from storage.writer import WriterClosedError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,9 @@ def describe_error(exc: BaseException) -> str:
 
 
 class Prober:
-    """Probes one target on an interval. Use as `async with Prober(...)`, or `aclose()` it."""
+    """Probes one target on an interval. Use as `async with Prober(...)`, or `aclose()` it
+    (before closing the database). The token is read once, here: a target whose settings or
+    token change gets a new prober."""
 
     def __init__(
         self,
@@ -254,11 +257,16 @@ class Prober:
             (name, r.at_us, r.kind, r.status_code, int(r.ok), r.latency_us, r.error, state)
             for r in done.results
         ]
-        self.db.writer.add(queries.INSERT_PROBE, rows)
-        self._unpruned += len(rows)
-        if self._unpruned >= self.prune_every:
-            self._unpruned = 0
-            self.db.writer.add(queries.PRUNE_PROBES, [(self.target.name, self.keep_rows)])
+        try:
+            self.db.writer.add(queries.INSERT_PROBE, rows)
+            self._unpruned += len(rows)
+            if self._unpruned >= self.prune_every:
+                self._unpruned = 0
+                self.db.writer.add(queries.PRUNE_PROBES, [(self.target.name, self.keep_rows)])
+        except WriterClosedError:
+            # Shutting down out of order (the database closed first): keep probing, stop storing.
+            log.warning("probes of %s no longer stored: the database is closed", self.target.name)
+            self.db = None
 
     async def run(self, count: int | None = None, on_round: RoundCallback | None = None) -> None:
         """Probe every `interval_s` (a fixed schedule: a slow round does not shift the next

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import signal
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,7 +94,7 @@ def round_line(done: ProbeRound) -> str:
 def _pick(values: list[int], q: float) -> float:
     """Nearest-rank percentile of microseconds, in milliseconds."""
     ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
+    index = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
     return round(_ms(ordered[index]), 3)
 
 

@@ -132,7 +132,7 @@ def test_closed_port_is_down_and_exits_1(
     assert code == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 3
-    assert "down" in out[0] and "live ERR" in out[0] and "connect refused" in out[0]
+    assert "down" in out[0] and "live ERR" in out[0] and "connect_refused" in out[0]
     summary = _summary("\n".join(out))
     assert summary["final_state"] == "down"
     assert summary["states"] == {"up": 0, "degraded": 0, "down": 2}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Literal
 
 import httpx
 
+from engine.remote.classify import classify, describe, http_class
 from engine.remote.secrets import TokenStore
 from engine.remote.targets import Target, health_paths
 from storage import Database, queries
@@ -58,7 +58,7 @@ class ProbeResult:
     status_code: int | None  # None: no HTTP answer
     ok: bool
     latency_us: int
-    error: str | None  # `HTTP 503`, `connect refused`, `timeout`...
+    error: str | None  # `http_503`, `connect_refused`, `timeout`... (classify's names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,33 +104,13 @@ def judge(results: tuple[ProbeResult, ...]) -> tuple[State, str]:
     return "up", "all probes ok"
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception and what caused it, outermost first (bounded: chains can loop)."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(seen) < 8 and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
 def describe_error(exc: BaseException) -> str:
-    """A probe's failure in a few words a status line can show. The innermost cause decides:
-    httpx reports a refused connection as `All connection attempts failed`."""
-    chain = _chain(exc)
-    if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):
-        return f"tls error: {chain[-1]}"[:200]
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return "connect refused"
-    if any(isinstance(e, TimeoutError | httpx.TimeoutException) for e in chain):
-        return "timeout"
-    if any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in chain):
-        return "connection reset"
-    if isinstance(exc, httpx.ConnectError):
-        return f"connect error: {chain[-1]}"[:200]
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return f"connection broken: {exc}"[:200]
-    return f"{type(exc).__name__}: {exc}"[:200]
+    """A probe's failure as the load runner names it (`engine.remote.classify`), with the
+    cause's text where the class alone says too little (TLS, anything unexpected)."""
+    kind = classify(exc)
+    if kind in ("connect_refused", "connect_timeout", "timeout", "reset"):
+        return kind
+    return f"{kind}: {describe(exc)}"[:200]
 
 
 class Prober:
@@ -244,7 +224,7 @@ class Prober:
         latency_us = (time.perf_counter_ns() - start) // 1000
         if status is not None and error is None:
             ok = status < 500 if self.target.protocol == "json" else 200 <= status < 300
-            error = None if ok else f"HTTP {status}"
+            error = None if ok else http_class(status)
         else:
             ok = False
         return ProbeResult(kind, at_us, status, ok, latency_us, error)

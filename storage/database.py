@@ -18,11 +18,13 @@ from storage.migrations import SchemaTooNewError, migrate
 from storage.writer import GroupCommitWriter
 
 PRAGMAS = (
+    # First: several processes may open a new file at once, and switching it to WAL waits for
+    # the others' locks.
+    "PRAGMA busy_timeout = 5000",
     "PRAGMA journal_mode = WAL",
     # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commits.
     "PRAGMA synchronous = NORMAL",
     "PRAGMA foreign_keys = ON",
-    "PRAGMA busy_timeout = 5000",
     "PRAGMA temp_store = MEMORY",
 )
 
@@ -130,7 +132,9 @@ def prepare(path: Path) -> Recovery:
 
 async def _connect(path: Path, isolation_level: str | None) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=isolation_level)
-    for pragma in PRAGMAS[1:]:
+    for pragma in PRAGMAS:
+        if "journal_mode" in pragma:
+            continue  # WAL is a property of the file, set once by `prepare`
         await conn.execute(pragma)
     return conn
 

@@ -136,16 +136,41 @@ class SchemaTooNewError(RuntimeError):
     """The file was written by a newer InferDeck than this one."""
 
 
+def _statements(script: str) -> list[str]:
+    """A migration's statements one by one (`executescript` would commit the transaction)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
+
+
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
-    """Bring `conn` forward to `target`; each step commits with its version bump."""
-    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if current > SCHEMA_VERSION:
-        raise SchemaTooNewError(
-            f"database schema v{current} is newer than this InferDeck (v{SCHEMA_VERSION})"
-        )
-    for version in range(current, target):
-        # executescript commits first; wrap the step so a crash leaves the old version whole.
-        conn.executescript(
-            f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-        )
+    """Bring `conn` forward to `target` in one transaction: a crash leaves the old version whole.
+
+    The version is read under the write lock (`BEGIN IMMEDIATE`), so processes opening one file
+    at once (`inferdeck serve --workers N`) migrate it once: the others wait for the lock
+    (busy_timeout) and then find it done.
+    """
+    if conn.in_transaction:
+        conn.commit()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"database schema v{current} is newer than this InferDeck (v{SCHEMA_VERSION})"
+            )
+        for version in range(current, target):
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     return max(current, target)

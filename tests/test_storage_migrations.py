@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from storage.database import prepare
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION, SchemaTooNewError, migrate
@@ -118,3 +121,25 @@ def test_filter_indexes_reach_a_database_full_of_history(tmp_path: Path) -> None
         "WHERE source = '/d/1.csv' ORDER BY created_us DESC LIMIT 2"
     ).fetchall()
     assert found == [("r1999",), ("r1996",)]
+
+
+def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    # `serve --workers N` opens one file from N processes at the same moment.
+    path = tmp_path / "shared.db"
+    script = (
+        "import sys; from pathlib import Path; from storage.database import prepare; "
+        "prepare(Path(sys.argv[1]))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(path)], cwd=REPO, stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT count(*) FROM clients WHERE client_id = 'gui'").fetchone() == (
+            1,
+        )

@@ -29,8 +29,10 @@ from conftest import REPO
 from test_server import ROW, free_port
 
 from engine.remote.classify import classify
+from engine.remote.examples import example_from_oip, example_from_schema
 from engine.remote.load import LoadPlan, LoadResult, LoadRunner
 from engine.remote.payloads import PayloadSource
+from engine.remote.protocols import OipInput
 from engine.remote.server_timing import parse_server_timing
 from engine.remote.targets import Target
 from storage.database import open_database
@@ -481,3 +483,36 @@ def test_replayed_history_sends_stored_inputs(served: Served) -> None:
         return await runner.run()
 
     assert asyncio.run(main()).summary["ok"] >= 1
+
+
+@pytest.mark.parametrize("protocol", ["inferdeck", "oip"])
+def test_without_a_payload_an_example_from_the_models_schema_is_accepted(
+    served: Served, protocol: str
+) -> None:
+    async def main() -> LoadResult:
+        runner = LoadRunner(
+            target(served.url, protocol=protocol, model="iris"),
+            LoadPlan(concurrency=2, requests=10),
+            PayloadSource.model_example(),
+            db=None,
+        )
+        return await runner.run()
+
+    summary = asyncio.run(main()).summary
+    assert (summary["ok"], summary["errors"]) == (10, {}), summary
+
+
+def test_examples_fill_ranges_and_tensor_shapes() -> None:
+    schema = {
+        "properties": {
+            "a": {"type": "number", "minimum": 2, "maximum": 4},
+            "n": {"type": "integer", "minimum": 3},
+            "flag": {"type": "boolean"},
+            "pixels": {"type": "array", "items": {"type": "number"}, "minItems": 3},
+        }
+    }
+    assert example_from_schema(schema) == {"a": 3.0, "n": 3, "flag": False, "pixels": [1.0] * 3}
+    image = [OipInput("image", "FP32", (-1, 8, 8))]
+    assert example_from_oip(image) == {"image": [1.0] * 64}
+    fields = [OipInput("x", "INT64", (-1, 1)), OipInput("all", "FP32", (-1, 2))]
+    assert example_from_oip(fields) == {"x": 1}

@@ -27,7 +27,8 @@ from hdrh.histogram import HdrHistogram
 
 from engine.ids import new_id
 from engine.remote.client import Exchange, TargetClient, new_traceparent
-from engine.remote.payloads import PayloadSource
+from engine.remote.examples import example_from_oip, example_from_schema
+from engine.remote.payloads import EXAMPLE, PayloadSource
 from engine.remote.protocols import (
     Adapter,
     InferDeckAdapter,
@@ -186,6 +187,8 @@ class LoadRunner:
             self._client = TargetClient(self.target, **kwargs)
         try:
             adapter = await self._make_adapter(self._client)
+            if self.payloads.origin == EXAMPLE:
+                self.payloads.payloads = [await self._example(self._client, adapter)]
             self._bodies = [
                 _Body(adapter.prepare(p), orjson.dumps(p).decode()[:INPUT_CAP])
                 for p in self.payloads.payloads
@@ -210,6 +213,22 @@ class LoadRunner:
                 raise LoadError(f"{path} answered {response.status_code}; is the model loaded?")
             return OipAdapter(self.target, parse_oip_metadata(response.content))
         return Adapter(self.target)
+
+    async def _example(self, client: TargetClient, adapter: Adapter) -> dict[str, Any]:
+        """A payload the model accepts, from what the target says about its inputs."""
+        if isinstance(adapter, OipAdapter):
+            return example_from_oip(adapter.inputs)
+        if self.target.protocol == "json" or not self.target.model:
+            return {}  # any JSON API: an empty object (or its body template as it stands)
+        path = self.target.url(f"/models/{quote(self.target.model, safe='')}")
+        try:
+            response = await client.client.get(path)
+            schema = response.json()["input_schema"] if response.status_code == 200 else None
+        except Exception as exc:
+            raise LoadError(f"cannot read the model's schema at {path}: {exc}") from exc
+        if not isinstance(schema, dict):
+            raise LoadError(f"{path} answered {response.status_code}; is the model loaded?")
+        return example_from_schema(schema)
 
     async def preflight(self) -> Exchange:
         """One request with the first payload, neither counted nor stored: does anything answer?"""

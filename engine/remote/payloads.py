@@ -20,6 +20,7 @@ from storage.database import Database
 MAX_PAYLOADS = 10_000
 
 Payload = dict[str, Any]
+EXAMPLE = "example"
 
 
 class PayloadError(ValueError):
@@ -42,6 +43,12 @@ class PayloadSource:
     def single(cls, payload: Payload) -> PayloadSource:
         """One payload from the form (or the command line), sent every time."""
         return cls([_unwrap(payload)], "form")
+
+    @classmethod
+    def model_example(cls) -> PayloadSource:
+        """A stand-in the load runner replaces with a valid example made from the model's own
+        schema or metadata (`engine.remote.examples`), read from the target."""
+        return cls([{}], EXAMPLE)
 
     @classmethod
     def from_file(cls, path: str | Path, limit: int = MAX_PAYLOADS) -> PayloadSource:

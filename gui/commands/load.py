@@ -137,7 +137,8 @@ def _payloads(args: argparse.Namespace) -> PayloadSource | None:
         raise CommandError(f"--data is not JSON: {exc}") from None
     except PayloadError as exc:
         raise CommandError(str(exc)) from None
-    return PayloadSource.single({})
+    # No payload given: an example the model accepts, made from its schema on the target.
+    return PayloadSource.model_example()
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import jsonschema_rs
 import pytest
 import uvicorn
 from conftest import REPO
+from starlette.types import ASGIApp
 
 from engine.contracts import PredictResponse
 from engine.engine import EngineConfig
@@ -43,11 +44,13 @@ def free_port() -> int:
 class LiveServer:
     """A uvicorn server in a thread, as `inferdeck serve` runs it (one worker)."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, app: ASGIApp | None = None) -> None:
+        """`app`: another composition of the service than `asgi_app(settings)`."""
+        self.db_path = settings.db_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            asgi_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+            app or asgi_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

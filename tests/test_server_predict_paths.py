@@ -4,60 +4,34 @@ FastAPI route (the edge with its fast path off). Both must answer every case the
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.types import ASGIApp
-from test_server import BODY, ROW, free_port
+from test_server import BODY, ROW, LiveServer
 
-from engine.server import ServerSettings, asgi_app
+from engine.server import ServerSettings
 from engine.server.app import create_app
 from engine.server.edge import Edge
 
 
-class Served:
-    def __init__(self, app: ASGIApp) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = int(self.url.rsplit(":", 1)[1])
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not become ready")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture
-def both(tmp_path: Path) -> Iterator[dict[str, Served]]:
+def both(tmp_path: Path) -> Iterator[dict[str, LiveServer]]:
     def settings(name: str) -> ServerSettings:
         return ServerSettings(db_path=tmp_path / f"{name}.db", max_body_bytes=2048)
 
-    route_settings = settings("route")
+    route = settings("route")
     servers = {
-        "edge": Served(asgi_app(settings("edge"))),
-        "route": Served(Edge(create_app(route_settings), route_settings.max_body_bytes)),
+        "edge": LiveServer(settings("edge")),
+        "route": LiveServer(route, app=Edge(create_app(route), route.max_body_bytes)),
     }
+    for live in servers.values():
+        live.start()
     yield servers
-    for served in servers.values():
-        served.stop()
+    for live in servers.values():
+        live.stop()
 
 
 CASES: list[tuple[str, dict[str, Any]]] = [
@@ -85,7 +59,7 @@ def _shape(response: httpx.Response) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize(("case", "send"), CASES, ids=[c for c, _ in CASES])
 def test_fast_path_and_route_answer_alike(
-    both: dict[str, Served], case: str, send: dict[str, Any]
+    both: dict[str, LiveServer], case: str, send: dict[str, Any]
 ) -> None:
     answers = {}
     for name, served in both.items():
@@ -100,7 +74,7 @@ def test_fast_path_and_route_answer_alike(
         assert edge.json()["request_id"] == edge.headers["x-request-id"]
 
 
-def test_fast_path_rows_match_route_rows(both: dict[str, Served], tmp_path: Path) -> None:
+def test_fast_path_rows_match_route_rows(both: dict[str, LiveServer], tmp_path: Path) -> None:
     for served in both.values():
         assert httpx.post(f"{served.url}/predict", json=BODY).status_code == 200
         unknown = httpx.post(f"{served.url}/predict", json={**BODY, "model": "nope"})
@@ -116,7 +90,7 @@ def test_fast_path_rows_match_route_rows(both: dict[str, Served], tmp_path: Path
 
 
 def test_a_rejection_never_replaces_the_request_holding_its_id(
-    both: dict[str, Served], tmp_path: Path
+    both: dict[str, LiveServer], tmp_path: Path
 ) -> None:
     url = both["edge"].url
     first = httpx.post(f"{url}/predict", json=BODY, headers={"X-Request-ID": "dup-1"})

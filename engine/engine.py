@@ -334,6 +334,11 @@ class Engine:
                 work.error.request_id = work.request_id
         if work.status == "rejected":
             self.record_rejection(work)
+            if work.error is not None and work.error.code == "overloaded":
+                # A refusal, not a result: the caller hears it now, and its row goes in with
+                # the next group commit. Waiting for that commit made every 503 as slow as
+                # the writer under the very load it refuses.
+                return work
         return await future
 
     # -- batching and inference ----------------------------------------------------------------

@@ -281,9 +281,21 @@ def test_overload_answers_503_at_once(tmp_path: Path) -> None:
         live.stop()
     statuses = {r.status_code for r in responses}
     assert statuses <= {200, 503} and 503 in statuses and 200 in statuses
-    busy = next(r for r in responses if r.status_code == 503)
-    assert busy.headers["retry-after"] == "1"
-    assert busy.json()["error"]["code"] == "overloaded"
+    busy = [r for r in responses if r.status_code == 503]
+    assert busy[0].headers["retry-after"] == "1"
+    assert busy[0].json()["error"]["code"] == "overloaded"
+    # A refusal is answered before its row is committed (no write span), and the row still
+    # goes in: the graceful stop flushed every one of them.
+    assert all("write;dur=" not in r.headers["server-timing"] for r in busy)
+    with sqlite3.connect(tmp_path / "small.db") as conn:
+        refused = {
+            rid
+            for (rid,) in conn.execute(
+                "SELECT request_id FROM requests WHERE status = 'rejected' AND error LIKE ?",
+                ('%"overloaded"%',),
+            )
+        }
+    assert {r.json()["error"]["request_id"] for r in busy} <= refused
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:

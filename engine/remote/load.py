@@ -224,10 +224,10 @@ class LoadRunner:
         try:
             response = await client.client.get(path)
             schema = response.json()["input_schema"] if response.status_code == 200 else None
-        except Exception as exc:
-            raise LoadError(f"cannot read the model's schema at {path}: {exc}") from exc
+        except Exception:  # unreachable, or not this project's service: the preflight says
+            schema = None
         if not isinstance(schema, dict):
-            raise LoadError(f"{path} answered {response.status_code}; is the model loaded?")
+            return {}  # no schema to go by: the server's answers will say what it wants
         return example_from_schema(schema)
 
     async def preflight(self) -> Exchange:

@@ -165,6 +165,7 @@ async def _serve_window(
     from gui.requests_model import RequestsTableModel
     from gui.requests_view import RequestsView
     from gui.runs_view import RunsView
+    from gui.targets_view import attach_targets
     from storage import queries
     from storage.queries import RequestFilter
 
@@ -183,6 +184,7 @@ async def _serve_window(
     runs_view.refresh()
     run = await begin_run(db, "gui", {})
     origin = Origin(run, FutureSink(), "form", "gui")
+    remote_targets = await attach_targets(window, db, tasks, run)
 
     async def predict(model: str, payload: dict[str, object]) -> None:
         request = PredictRequest(client_id="gui", model=model, input_payload=payload)
@@ -217,5 +219,6 @@ async def _serve_window(
         tasks.spawn(on_ready(window), "on-ready")
     await closed
     drop.cancel()
+    await remote_targets.aclose()  # probers stop before the database closes
     await tasks.wait()
     await end_run(db, run, extra={"ui_loop_lag_ms": lag.summary_ms()})

@@ -53,6 +53,7 @@ SHORTCUTS = (
     ("F5", "Refresh runs"),
     ("Ctrl+E", "Export the selected run"),
     ("Ctrl+Q", "Quit (waits for pending writes)"),
+    ("Ctrl+Shift+A / E / D / P", "Add, edit, remove or probe a remote target"),
 )
 
 
@@ -227,6 +228,17 @@ class MainWindow(QMainWindow):
         tab = self._settings.value("main/tab")
         if isinstance(tab, (int, str)) and str(tab).isdigit():
             self.tabs.setCurrentIndex(int(tab))
+
+    def add_targets_view(
+        self, view: QWidget, actions: list[tuple[str, str, Callable[[], object]]]
+    ) -> None:
+        """The Targets tab, and a Targets menu (before Help) with its actions' shortcuts."""
+        self.targets_view = view
+        self._add_view(view, "Targets")
+        menu = QMenu("&Targets", self)
+        for text, keys, slot in actions:
+            self._action(menu, text, keys, slot)
+        self.menuBar().insertMenu(self.menuBar().actions()[-1], menu)
 
     def focus_request_filter(self) -> None:
         self.tabs.setCurrentWidget(self.requests_view)

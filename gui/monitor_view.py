@@ -287,5 +287,11 @@ class MonitorView(QWidget):
         for grid in self._grids:
             grid.setPen(pg.mkPen("#34363a" if dark else "#e4e6ea"))
 
+    def add_panel(self, widget: QWidget) -> None:
+        """A self-contained panel below the plots, full width (the targets' status timeline)."""
+        layout = self.layout()
+        assert isinstance(layout, QGridLayout)
+        layout.addWidget(widget, layout.rowCount(), 0, 1, 2)
+
     def stop(self) -> None:
         self._timer.stop()

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from engine.ingest.images import ImageError, image_pixels
 from engine.models.runtime import LoadedModel
+from engine.remote.oip_form import RemoteForm
 from engine.work import Work
 
 
@@ -40,6 +41,7 @@ class _Field:
 
 class PredictView(QWidget):
     sigPredict = Signal(str, dict)  # model name, input payload (already valid)
+    sigPredictRemote = Signal(dict)  # input payload for `remote_form`'s target (already valid)
 
     def __init__(self, models: list[LoadedModel], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +49,7 @@ class PredictView(QWidget):
         self._fields: dict[str, _Field] = {}
         self._image_pixels: dict[str, list[float]] = {}
         self._image_errors: dict[str, str] = {}  # a picked file that is not an image
+        self.remote_form: RemoteForm | None = None  # a remote target's form (gui.remote_predict)
 
         self.model_box = QComboBox()
         # Tabular models first: the form is their natural home; images mostly come by file.
@@ -80,6 +83,7 @@ class PredictView(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("Model"))
         top.addWidget(self.model_box, 1)
+        self.top_bar = top
         left = QVBoxLayout()
         left.addLayout(top)
         left.addWidget(self.form_box)
@@ -102,11 +106,15 @@ class PredictView(QWidget):
         self._fields.clear()
         self._image_pixels.clear()
         self._image_errors.clear()
-        model = self._models.get(name)
-        if model is None:
+        model, form = self._models.get(name), self.remote_form
+        if form is not None:
+            specs: list[Any] = form.fields
+            schema = form.inputs.model_json_schema()
+        elif model is not None:
+            specs, schema = model.manifest.inputs, model.inputs.model_json_schema()
+        else:
             return
-        schema = model.inputs.model_json_schema()
-        for spec in model.manifest.inputs:
+        for spec in specs:
             prop = schema["properties"][spec.name]
             error = QLabel("")
             error.setStyleSheet("color: #d9534f;")
@@ -181,8 +189,9 @@ class PredictView(QWidget):
         """Validate the form as the engine will; show each field's first problem under it."""
         for name, field in self._fields.items():
             field.error.setText(self._image_errors.get(name, ""))
+        inputs = self.remote_form.inputs if self.remote_form else self.model.inputs
         try:
-            checked = self.model.inputs.model_validate(self.payload())
+            checked = inputs.model_validate(self.payload())
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 name = str(err["loc"][0]) if err["loc"] else ""
@@ -207,7 +216,16 @@ class PredictView(QWidget):
         if self.validate() is not None:
             self.predict_button.setEnabled(False)
             self.label_text.setText("running…")
-            self.sigPredict.emit(self.model.name, self.payload())
+            if self.remote_form is not None:
+                self.sigPredictRemote.emit(self.payload())
+            else:
+                self.sigPredict.emit(self.model.name, self.payload())
+
+    def use_form(self, form: RemoteForm | None) -> None:
+        """Build the form from a remote model's inputs; None goes back to the local model."""
+        self.remote_form = form
+        self.model_box.setEnabled(form is None)
+        self._build_form(self.model_box.currentText())
 
     # -- the result -------------------------------------------------------------------------
 

@@ -1,0 +1,256 @@
+"""A predict form for a remote model, and one prediction sent to it, stored like a load request.
+
+An OIP v2 server says what a model takes in `GET /v2/models/{m}`: tensors with a name, a
+datatype and a shape. `form_from_oip` turns them into the two things the desktop form builder
+uses for a local model: a list of fields (name, kind, choices, range) and a pydantic model whose
+JSON schema and validation the form shows inline. A scalar tensor (`[-1, 1]`) is one number; a
+wider one is a comma-separated list of exactly its row's size. A server may list alternatives
+(this project's own lists one tensor per field *and* a combined `input`); as in
+`engine.remote.examples`, the scalar tensors are then the form, and the wider ones optional.
+
+`send_prediction` posts one payload through the target's long-lived `TargetClient`, judges the
+answer as the load runner does, and writes the row (source `remote`, the load runner's spans)
+before returning: no answer is shown that is not stored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from engine.ids import new_id
+from engine.remote.client import TargetClient, new_traceparent
+from engine.remote.load import (
+    CLIENT_ROW_SUFFIX,
+    INPUT_CAP,
+    MESSAGE_CAP,
+    OUTPUT_CAP,
+    oip_metadata_path,
+)
+from engine.remote.load import _spans as exchange_spans  # the load runner's span layout
+from engine.remote.protocols import (
+    Adapter,
+    InferDeckAdapter,
+    OipAdapter,
+    OipInput,
+    ProtocolError,
+    make_body,
+    parse_oip_metadata,
+)
+from engine.remote.targets import Target
+from engine.stats import RunRecorder
+from storage import Database, queries
+
+SOURCE = "remote"
+CLIENT_ID = "gui"
+FormKind = Literal["float", "int", "enum", "text"]
+
+_INT_BITS = {"INT8": 8, "INT16": 16, "INT32": 32, "INT64": 64}
+_UINT_BITS = {"UINT8": 8, "UINT16": 16, "UINT32": 32, "UINT64": 64}
+
+
+@dataclass(frozen=True, slots=True)
+class FormField:
+    """One input as the form builder sees it (the same attributes as a manifest's FieldSpec)."""
+
+    name: str
+    type: FormKind
+    choices: list[str] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RemoteForm:
+    target: str
+    model: str
+    fields: list[FormField]
+    inputs: type[BaseModel]  # validates a payload keyed by tensor name
+    tensors: tuple[OipInput, ...]
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+def _number_list(size: int | None, cast: type[float] | type[int]) -> Any:
+    """`"1, 2.5, 3"` (or a list) to a list of `size` numbers."""
+
+    def parse(value: Any) -> list[Any]:
+        if isinstance(value, str):
+            parts = [p for p in value.replace(";", ",").replace(" ", ",").split(",") if p]
+            try:
+                value = [cast(p) for p in parts]
+            except ValueError as exc:
+                raise ValueError("expected numbers separated by commas") from exc
+        if not isinstance(value, list):
+            raise ValueError("expected a list of numbers")
+        if size is not None and len(value) != size:
+            raise ValueError(f"expected {size} values, got {len(value)}")
+        if cast is float and not all(math.isfinite(float(v)) for v in value):
+            raise ValueError("values must be finite numbers")
+        return list(value)
+
+    return parse
+
+
+def _scalar_annotation(datatype: str) -> tuple[FormKind, Any, list[str] | None]:
+    # 64-bit ranges are left to the server: a form's "-9.2e+18 – 9.2e+18" helps nobody.
+    if datatype in _INT_BITS:
+        bits = _INT_BITS[datatype]
+        low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if bits < 64 else (None, None)
+        return "int", Annotated[int, Field(ge=low, le=high), BeforeValidator(_not_bool)], None
+    if datatype in _UINT_BITS:
+        bits = _UINT_BITS[datatype]
+        high = (1 << bits) - 1 if bits < 64 else None
+        return "int", Annotated[int, Field(ge=0, le=high), BeforeValidator(_not_bool)], None
+    if datatype == "BOOL":
+        return "enum", bool, ["false", "true"]
+    if datatype == "BYTES":
+        return "text", str, None
+    return "float", Annotated[float, BeforeValidator(_not_bool)], None
+
+
+def _is_scalar(spec: OipInput) -> bool:
+    return spec.shape[1:] in ((1,), ())
+
+
+def form_from_oip(target: str, model: str, inputs: list[OipInput]) -> RemoteForm:
+    """The form for a model's OIP inputs (see the module docstring for the rules)."""
+    if not inputs:
+        raise ProtocolError(f"model {model!r} declares no inputs")
+    has_scalars = any(_is_scalar(spec) for spec in inputs)
+    fields: list[FormField] = []
+    model_fields: dict[str, Any] = {}
+    for i, spec in enumerate(inputs):
+        row = spec.shape[1:]
+        shape_text = "×".join("any" if d < 0 else str(d) for d in row) or "1"
+        description = f"{spec.datatype} [{shape_text}]"
+        if _is_scalar(spec):
+            kind, annotation, choices = _scalar_annotation(spec.datatype)
+            required = True
+        else:
+            size = math.prod(row) if row and all(d > 0 for d in row) else None
+            cast = int if spec.datatype in _INT_BITS or spec.datatype in _UINT_BITS else float
+            kind, choices = "text", None
+            annotation = Annotated[list[Any], BeforeValidator(_number_list(size, cast))]
+            description += " — numbers separated by commas"
+            required = not has_scalars
+            if not required:
+                description += " (optional: the single fields above are enough)"
+        fields.append(FormField(spec.name, kind, choices, description))
+        # Tensor names need not be Python names ("input-0"): fields are `f0`, `f1`... aliased.
+        default: Any = ... if required else None
+        if not required:
+            annotation = annotation | None
+        model_fields[f"f{i}"] = (
+            annotation,
+            Field(default, alias=spec.name, title=spec.name, description=description),
+        )
+    config = ConfigDict(extra="forbid", allow_inf_nan=False, title=f"{model} inputs")
+    inputs_model = create_model("RemoteInputs", __config__=config, **model_fields)
+    return RemoteForm(target, model, fields, inputs_model, tuple(inputs))
+
+
+async def fetch_oip_form(client: TargetClient) -> RemoteForm:
+    """Read the target's model metadata and build its form; `ProtocolError` says why not."""
+    target = client.target
+    if target.protocol != "oip" or not target.model:
+        raise ProtocolError("only an OIP target with a model has metadata to build a form from")
+    path = target.url(oip_metadata_path(target.model))
+    try:
+        response = await client.client.get(path)
+    except Exception as exc:
+        raise ProtocolError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise ProtocolError(f"{path} answered {response.status_code}; is the model loaded?")
+    return form_from_oip(target.name, target.model, parse_oip_metadata(response.content))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAnswer:
+    request_id: str  # the stored row's ID
+    sent_id: str  # the X-Request-ID sent (the server's own row, on this project's service)
+    status: Literal["ok", "failed"]
+    http_status: int
+    latency_us: int
+    answer: Any  # the decoded JSON answer, or None
+    error: str | None
+    spans: list[tuple[Any, ...]]
+
+
+def adapter_for(target: Target, form: RemoteForm | None) -> Adapter:
+    if target.protocol == "oip":
+        if form is None:
+            raise ProtocolError("an OIP target's form (its metadata) is needed first")
+        return OipAdapter(target, list(form.tensors))
+    if target.protocol == "inferdeck":
+        return InferDeckAdapter(target, CLIENT_ID)
+    return Adapter(target)
+
+
+async def send_prediction(
+    client: TargetClient,
+    adapter: Adapter,
+    payload: dict[str, Any],
+    *,
+    db: Database | None,
+    run: RunRecorder | None = None,
+) -> RemoteAnswer:
+    """Send one payload, store its row (committed before this returns), and say what came back."""
+    target = client.target
+    sent_id = new_id()
+    traceparent = new_traceparent()
+    body = make_body(adapter.prepare(payload), sent_id)
+    epoch_us, origin_ns = time.time_ns() // 1000, time.perf_counter_ns()
+    ex = await client.exchange(adapter.url, body, sent_id, traceparent, client.sample_next())
+    error, message = ex.error, ex.message
+    if error is None:
+        if ex.status >= 400:
+            error = f"http_{ex.status}"
+            message = ex.body[:MESSAGE_CAP].decode("utf-8", "replace")
+        elif (problem := adapter.check(ex.body)) is not None:
+            error, message = "bad_body", problem
+    status: Literal["ok", "failed"] = "ok" if error is None else "failed"
+    latency_us = (ex.end_ns - origin_ns) // 1000
+    spans = exchange_spans(ex, origin_ns)
+    try:
+        answer = orjson.loads(ex.body) if ex.body else None
+    except orjson.JSONDecodeError:
+        answer = None
+    row_id = sent_id + CLIENT_ROW_SUFFIX
+    failure = None if error is None else f"{error}: {message}"[:MESSAGE_CAP]
+    if run is not None:
+        run.accepted += 1
+        run.record(status, latency_us)
+    if db is not None:
+        meta: dict[str, Any] = {"http_status": ex.status, "traceparent": traceparent}
+        if ex.server_request_id is not None:
+            meta["server_request_id"] = ex.server_request_id
+        row = (
+            row_id,
+            run.run_id if run is not None else None,
+            None,
+            None,
+            SOURCE,
+            target.name,
+            target.model,
+            CLIENT_ID,
+            status,
+            epoch_us,
+            epoch_us + latency_us,
+            latency_us,
+            orjson.dumps(payload).decode()[:INPUT_CAP],
+            orjson.dumps(meta).decode(),
+            ex.body[:OUTPUT_CAP].decode("utf-8", "replace") if ex.body else None,
+            failure,
+            orjson.dumps(spans).decode(),
+        )
+        await db.writer.execute(queries.UPSERT_REQUEST, row)
+    return RemoteAnswer(row_id, sent_id, status, ex.status, latency_us, answer, failure, spans)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,6 +292,21 @@ def test_targets_cli_never_prints_secrets(
     assert TOKEN.encode() not in _file_bytes(folder)
     assert API_KEY.encode() not in _file_bytes(folder)
     assert shared.get("prod") == TOKEN  # kept, just never shown
+
+    # edit: only the options given change; the token and the secret header stay.
+    edit = ["targets", "edit", "prod", "--url", "https://infer2.example", "--header", "X-Team:nlp"]
+    assert main([*edit, "--timeout", "3", "--db", db]) == 0
+    assert main(["targets", "show", "prod", "--json", "--db", db]) == 0
+    shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert shown["base_url"] == "https://infer2.example" and shown["timeout_s"] == 3
+    assert shown["protocol"] == "oip" and shown["model"] == "resnet"
+    assert shown["headers"] == {"X-Api-Key": "***", "X-Team": "nlp"}
+    assert shown["token"] == "***" and shared.get("prod") == TOKEN
+    assert shared.get_headers("prod") == {"X-Api-Key": API_KEY}
+    assert main(["targets", "edit", "prod", "--clear-token", "--db", db]) == 0
+    assert shared.get("prod") is None
+    assert main(["targets", "edit", "prod", "--url", "ftp://x", "--db", db]) == 2
+    assert "base_url" in capsys.readouterr().err
 
     assert main(["targets", "remove", "prod", "--db", db]) == 0
     assert shared.get("prod") is None and shared.get_headers("prod") == {}

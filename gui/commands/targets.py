@@ -1,4 +1,4 @@
-"""`inferdeck targets add|list|show|remove`: the remote endpoints an operator has saved.
+"""`inferdeck targets add|edit|list|show|remove`: the remote endpoints an operator has saved.
 
 Settings go to the database; a bearer token (`--token-stdin`, never an argument: arguments end
 up in shell history and process lists) and credential header values go to the token store.
@@ -13,7 +13,13 @@ import sys
 from typing import Any
 
 from engine.remote.secrets import TokenStore
-from engine.remote.target_store import StoredTarget, TargetError, TargetStore, make_target
+from engine.remote.target_store import (
+    KEEP,
+    StoredTarget,
+    TargetError,
+    TargetStore,
+    make_target,
+)
 from engine.remote.targets import PROTOCOLS
 from gui.commands.common import EXIT_OK, CommandError, SubParsers, db_path, emit_json, say, warn
 from gui.commands.engine_host import database
@@ -56,19 +62,34 @@ def target_fields(args: argparse.Namespace) -> dict[str, Any]:
             fields["connect_timeout_s"] = args.timeout
     if args.insecure:
         fields["verify_tls"] = False
+    if getattr(args, "body_template", None) is not None:
+        fields["body_template"] = args.body_template
     return fields
 
 
 def add_parser(sub: SubParsers) -> None:
-    p = sub.add_parser("targets", help="add, list, show or remove remote targets")
-    t_sub = p.add_subparsers(dest="targets_command", required=True, metavar="add|list|show|remove")
+    p = sub.add_parser("targets", help="add, edit, list, show or remove remote targets")
+    t_sub = p.add_subparsers(
+        dest="targets_command", required=True, metavar="add|edit|list|show|remove"
+    )
     add = t_sub.add_parser("add", help="save a target")
     add.add_argument("name", metavar="NAME")
     add.add_argument("url", metavar="URL")
-    add_target_options(add)
-    add.add_argument(
-        "--token-stdin", action="store_true", help="read a bearer token from standard input"
-    )
+    edit = t_sub.add_parser("edit", help="change a saved target (only the options given)")
+    edit.add_argument("name", metavar="NAME")
+    edit.add_argument("--url", help="a new base URL")
+    edit.add_argument("--verify-tls", action="store_true", help="verify TLS certificates again")
+    edit.add_argument("--clear-token", action="store_true", help="forget the bearer token")
+    for sp in (add, edit):
+        add_target_options(sp)
+        sp.add_argument(
+            "--token-stdin", action="store_true", help="read a bearer token from standard input"
+        )
+        sp.add_argument(
+            "--body-template",
+            metavar="JSON",
+            help="json protocol: the request body, {{payload}} standing for the payload",
+        )
     lst = t_sub.add_parser("list", help="saved targets")
     show = t_sub.add_parser("show", help="one target's settings")
     show.add_argument("name", metavar="NAME")
@@ -132,6 +153,8 @@ async def _run(args: argparse.Namespace, store: TargetStore, tokens: TokenStore)
         elif added.has_token or secret_headers:
             say("secrets kept in the system keyring")
         return EXIT_OK
+    if command == "edit":
+        return await _edit(args, store)
     if command == "list":
         found_all = await store.list_all()
         if args.json:
@@ -176,4 +199,27 @@ async def _run(args: argparse.Namespace, store: TargetStore, tokens: TokenStore)
     if not await store.remove(args.name):
         raise CommandError(f"no target named {args.name!r} (see: inferdeck targets list)")
     say(f"removed target {args.name}")
+    return EXIT_OK
+
+
+async def _edit(args: argparse.Namespace, store: TargetStore) -> int:
+    found = await store.get(args.name)
+    if found is None:
+        raise CommandError(f"no target named {args.name!r} (see: inferdeck targets list)")
+    given = target_fields(args)
+    # New headers join the saved ones (a header given again takes its new value).
+    headers = found.target.headers | given.pop("headers", {})
+    fields = found.target.model_dump() | given | {"headers": headers}
+    if args.url:
+        fields["base_url"] = args.url
+    if args.verify_tls:
+        fields["verify_tls"] = True
+    token: str | object | None = KEEP
+    if args.token_stdin:
+        token = _read_token()
+    elif args.clear_token:
+        token = None
+    target = make_target(**fields)
+    await store.update(target, token=token)  # type: ignore[arg-type]
+    say(f"updated target {target.name} ({target.protocol}, {target.base_url})")
     return EXIT_OK

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtWidgets import QComboBox, QLabel
+from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit
 
 from engine.remote.client import TargetClient
 from engine.remote.oip_form import (
@@ -66,6 +66,7 @@ class RemotePredict(QObject):
         self.answers = 0
         self._generation = 0  # a newer choice makes an older one's late metadata moot
         self.source_box = QComboBox()
+        self.source_box.setObjectName("sendTo")
         self.source_box.addItem(LOCAL)
         self.source_box.setToolTip(
             "Where the prediction goes: the local engine, or a stored OIP target "
@@ -134,6 +135,11 @@ class RemotePredict(QObject):
             return None
         self.client, self.form = client, form
         self.view.use_form(form)
+        # Say in the field itself what a tensor field takes (the builder only shows ranges).
+        for spec in form.fields:
+            editor = self.view._fields[spec.name].editor
+            if isinstance(editor, QLineEdit) and spec.type == "text":
+                editor.setPlaceholderText(spec.description)
         self._say(f"{target.model} on {name}: {len(form.fields)} inputs")
         return form
 
@@ -203,7 +209,7 @@ def summarize_outputs(answer: Any) -> tuple[str, list[tuple[str, str]]]:
         data = out.get("data", [])
         name = str(out.get("name", "?"))
         values = data if isinstance(data, list) else [data]
-        shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values[:16])
+        shown = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values[:16])
         if len(values) > 16:
             shown += f", … ({len(values)} values)"
         lines.append((name, shown))

@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from PySide6.QtWidgets import QComboBox
+
 from gui.main_window import MainWindow
 
 
@@ -79,6 +81,7 @@ def main(out_dir: Path) -> None:
         window.runs_view.table.selectRow(0)
         await asyncio.sleep(0.5)
         window.grab().save(str(out_dir / "runs.png"))
+        await _targets_shots(window, out_dir, tmp)
         assert window.theme is not None
         window.theme.choose("dark")
         window.tabs.setCurrentWidget(window.monitor_view)
@@ -91,6 +94,71 @@ def main(out_dir: Path) -> None:
         tmp = Path(tmp_name)
         qasync.run(_main(tmp / "shots.db", None, drive))
     del app
+
+
+async def _targets_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
+    """Two real targets: this project's service on 127.0.0.1 (OIP, up) and a port nothing
+    listens on (down); the Targets view, their timeline in Monitor, a prediction sent to one."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from engine.remote.target_store import make_target
+    from engine.server import ServerSettings, asgi_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port, closed = s.getsockname()[1], socket.socket()
+    with closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]  # bound, never listening: connections are refused
+        app = asgi_app(ServerSettings(db_path=tmp / "serve.db"))
+        server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            while not server.started:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            from gui.targets_view import TargetsView
+
+            view = window.targets_view
+            assert isinstance(view, TargetsView)
+            view.interval_spin.setValue(1.0)  # as a person would: type it, leave the field
+            view.interval_spin.editingFinished.emit()
+            url = f"http://127.0.0.1:{port}"
+            await view.save(
+                make_target(name="serve-oip", base_url=url, protocol="oip", model="iris")
+            )
+            staging = make_target(name="staging", base_url=f"http://127.0.0.1:{dead}", model="iris")
+            await view.save(staging, "not-a-real-token")
+            window.tabs.setCurrentWidget(view)
+            await asyncio.sleep(6.0)
+            view.select("serve-oip")
+            await asyncio.sleep(0.3)
+            window.grab().save(str(out_dir / "targets.png"))
+            window.tabs.setCurrentWidget(window.monitor_view)
+            await asyncio.sleep(0.8)
+            window.grab().save(str(out_dir / "monitor-targets.png"))
+            predict = window.predict_view
+            window.tabs.setCurrentWidget(predict)
+            remote = window.findChild(QComboBox, "sendTo")
+            assert isinstance(remote, QComboBox)
+            remote.setCurrentText("serve-oip")
+            while predict.remote_form is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            predict.set_values({"sepal_length": 6.4, "sepal_width": 2.9, "petal_length": 4.3})
+            predict.set_values({"petal_width": 1.3})
+            predict.submit()
+            while "request" not in predict.request_text.text():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            window.grab().save(str(out_dir / "predict-remote.png"))
+            remote.setCurrentIndex(0)
+            await asyncio.sleep(0.3)
+        finally:
+            server.should_exit = True
+            await asyncio.to_thread(thread.join, 10)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from engine.remote.prober import ProbeRound, ProberSnapshot
 from storage.queries import ProbeRow
 
 STATE_COLOURS = {"up": "#2e9e44", "degraded": "#e0a100", "down": "#d03b3b", "unknown": "#9aa0a6"}
-LANE_PX = 92  # band + latency plot of one target
+LANE_PX = 96  # band + latency plot of one target
+BAND_PX = 40  # the state band, its title above it
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,8 @@ class _Lane:
         self.band.hideAxis("left")
         self.band.hideAxis("bottom")
         self.band.setMouseEnabled(x=True, y=False)
-        self.band.setMaximumHeight(34)
+        self.band.setMinimumHeight(BAND_PX)
+        self.band.setMaximumHeight(BAND_PX)
         self.band.setTitle(name, size="9pt")
         self.band.setYRange(0, 1, padding=0)
         # (pyqtgraph 0.13 cannot build a bar item from empty lists: start with an invisible one)
@@ -102,7 +104,7 @@ class _Lane:
         self.plot = layout.addPlot(
             row=row + 1, col=0, axisItems={"bottom": pg.DateAxisItem(orientation="bottom")}
         )
-        self.plot.setMaximumHeight(LANE_PX - 34)
+        self.plot.setMaximumHeight(LANE_PX - BAND_PX)
         self.plot.setLabel("left", "ms")
         self.plot.setMouseEnabled(x=True, y=False)
         self.plot.setXLink(self.band)

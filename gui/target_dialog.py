@@ -228,6 +228,8 @@ class TargetDialog(QDialog):
                 message = str(err["msg"]).removeprefix("Value error, ")
                 problems.append((key, message))
         if problems or target is None:
+            order = list(LABELS)  # as the form lists them
+            problems.sort(key=lambda p: order.index(p[0]) if p[0] in order else len(order))
             raise DraftError(problems)
         token = self.token_edit.text().strip()
         if token:

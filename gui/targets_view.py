@@ -304,20 +304,25 @@ class TargetsView(QWidget):
         self.dialog = dialog
         dialog.open()  # never exec(): it would re-enter the qasync loop
 
+    async def save(self, target: Target, token: Any = None, *, new: bool = True) -> StoredTarget:
+        """Store a target (`TargetError` if the store refuses), probe it, list it."""
+        if new:
+            stored = await self.store.add(target, token=token)
+        else:
+            stored = await self.store.update(target, token=token)
+        await self.host.set_target(stored)  # probes with the new settings from now on
+        await self._reload(select=target.name)
+        verb = "added" if new else "saved"
+        self.say(f"{target.name} {verb}; probing every {self.host.interval_s:g} s")
+        return stored
+
     async def _save(self, dialog: TargetDialog, target: Target, token: Any) -> None:
         try:
-            if dialog.existing is None:
-                stored = await self.store.add(target, token=token)
-            else:
-                stored = await self.store.update(target, token=token)
+            await self.save(target, token, new=dialog.existing is None)
         except TargetError as exc:
             dialog.show_error(str(exc).removeprefix("invalid target: "), ["name"])
             return
         dialog.accept()
-        verb = "added" if dialog.existing is None else "saved"
-        await self.host.set_target(stored)  # probes with the new settings from now on
-        await self._reload(select=target.name)
-        self.say(f"{target.name} {verb}; probing every {self.host.interval_s:g} s")
 
     def remove_target(self) -> None:
         found = self.selected()

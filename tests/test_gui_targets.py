@@ -19,7 +19,7 @@ from pytestqt.qtbot import QtBot
 
 from engine.models import ModelRegistry
 from engine.remote.secrets import TokenStore
-from engine.remote.target_store import TargetStore
+from engine.remote.target_store import TargetStore, make_target
 from engine.tasks import TaskOwner
 from gui.main_window import MainWindow
 from gui.probe_host import ProbeHost
@@ -265,3 +265,57 @@ def test_the_window_gets_a_targets_tab_and_menu_with_shortcuts(
     window.tabs.setCurrentWidget(page)
     assert window.tabs.tabText(window.tabs.currentIndex()) == "Targets"
     assert isinstance(window, QMainWindow)
+
+
+def test_attach_targets_wires_the_window_and_starts_probing_stored_targets(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    """The app's composition: a target stored earlier (with probes) is listed, probed, drawn in
+    the Monitor's timeline from its history onwards, and offered in the Predict view."""
+    from test_gui_main_window import _Stub
+
+    from engine.remote.prober import Prober
+    from gui.targets_view import attach_targets
+
+    registry = ModelRegistry.discover()
+    window = MainWindow([registry.models[n] for n in registry.names()], tmp_path / "w.db")
+    qtbot.addWidget(window)
+    window.add_views(_Stub(), _Stub())  # type: ignore[arg-type]
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        db = await open_database(tmp_path / "w.db")
+        tokens = TokenStore(system_keyring=False)
+        tasks = TaskOwner()
+        try:
+            with FaultServer() as server:
+                stored = await TargetStore(db, tokens).add(
+                    make_target(name="earlier", base_url=server.url)
+                )
+                async with Prober(stored.target, db=db) as prober:  # a previous session
+                    first = await prober.probe_once()
+                await db.writer.flush()
+                wiring = await attach_targets(window, db, tasks, None, tokens)
+                try:
+                    timeline = wiring.timeline
+                    seen["first_point"] = min(timeline.lanes["earlier"].points) * 1e6
+                    seen["first_probe"] = first.at_us
+                    await wait_for(lambda: wiring.host.snapshot("earlier") is not None)
+                    await wait_for(lambda: len(timeline.lanes["earlier"].points) >= 2)
+                    seen["tab"] = window.tabs.tabText(window.tabs.indexOf(wiring.view))
+                    seen["in_monitor"] = timeline.parent() is window.monitor_view
+                    box = wiring.remote.source_box
+                    seen["sources"] = [box.itemText(i) for i in range(box.count())]
+                finally:
+                    await wiring.aclose()
+                seen["probers_after_close"] = dict(wiring.host.probers)
+        finally:
+            await tasks.wait()
+            await db.close()
+
+    run_on_qasync(qapp, main())
+    # The stored round is drawn from the start (seconds as floats: within a microsecond).
+    assert abs(float(seen["first_point"]) - float(seen["first_probe"])) < 2  # type: ignore[arg-type]
+    assert seen["tab"] == "Targets" and seen["in_monitor"] is True
+    assert seen["sources"] == ["Local engine", "earlier"]
+    assert seen["probers_after_close"] == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -47,6 +48,11 @@ def run_on_qasync(app: Any, coro: Coroutine[Any, Any, None]) -> None:
         loop.run_until_complete(coro)
     finally:
         loop.close()
+        # A closed qasync loop can still own Qt timers (cancelled sleeps). Freed later by a
+        # collection on some other thread (a test server's, aiosqlite's), its timers fire into
+        # freed memory in the next test: collect it here, on the GUI thread, while Qt is alive.
+        del loop
+        gc.collect()
 
 
 def run_cli(args: Sequence[str | os.PathLike[str]], db: Path, timeout: float = 120) -> CliResult:

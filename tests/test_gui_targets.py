@@ -5,13 +5,11 @@ could be seen or stored."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-from conftest import run_on_qasync as _run_on_qasync
+from conftest import run_on_qasync
 from fault_server import FaultServer
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMainWindow, QMenu, QMessageBox, QWidget
@@ -26,16 +24,6 @@ from gui.probe_host import ProbeHost
 from gui.target_dialog import TargetDialog
 from gui.targets_view import ACTIONS, COLUMNS, INTERVAL_KEY, TargetsView
 from storage import Database, open_database
-
-
-def run_on_qasync(app: QApplication, coro: Coroutine[Any, Any, None]) -> None:
-    """`conftest.run_on_qasync`, then a collection on this thread. A closed qasync loop keeps
-    the Qt timers of its cancelled sleeps (the probers') registered; left to the cyclic GC,
-    it may be freed on another thread (a test server's, aiosqlite's), where Qt cannot
-    unregister them, and the next event loop fires a timer at freed memory."""
-    _run_on_qasync(app, coro)
-    gc.collect()
-
 
 TOKEN = "s3cret-bearer-token-7f3a"
 API_KEY = "api-key-value-91bc"

@@ -191,6 +191,8 @@ def test_id_echoed_outputs_subset_and_rows_stored(server: LiveServer, client: ht
         "/v2/models/iris/infer", json=body, headers={"X-Request-ID": "oip-xrid-1"}
     )
     assert response.status_code == 200, response.text
+    timing = response.headers["server-timing"]  # the stages, as /predict gives them
+    assert "inference;dur=" in timing and "write;dur=" in timing
     assert response.headers["x-request-id"] == "oip-xrid-1"
     answer = response.json()
     assert answer["id"] == "oip-stored-1"

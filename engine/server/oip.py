@@ -35,6 +35,7 @@ from engine.models.manifest import FieldSpec
 from engine.models.runtime import LoadedModel
 from engine.server.errors import RETRY_AFTER_S, json_response, status_for
 from engine.server.state import Running, read_body, running
+from engine.server.tracing import server_timing
 from engine.validation import RowValidator, Validated
 from engine.work import Work
 
@@ -553,7 +554,10 @@ async def infer(
         if invalid and len(rows) > 1:
             refused.message += "; no row of the batch was run"
         return error_response(refused.message, refused.status)
-    return json_response(response_body(model, parsed, done))
+    # Server-Timing as /predict gives it, from the slowest row: the answer waited for it.
+    slowest = max(done, key=lambda work: work.latency_us or 0)
+    timing = {"server-timing": server_timing(slowest.spans)}
+    return json_response(response_body(model, parsed, done), 200, timing)
 
 
 # -- routes ----------------------------------------------------------------------------------------

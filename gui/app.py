@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from engine.engine import Engine
     from engine.tasks import TaskOwner
     from gui.bridge import EngineBridge
+    from gui.load_args import LoadRequest
     from gui.loop_lag import LoopLagMonitor
     from gui.main_window import MainWindow
 
@@ -41,6 +42,13 @@ def has_display() -> bool:
 
 
 def run_gui(args: argparse.Namespace, db_path: Path) -> int:
+    from gui.load_args import LoadStartError, load_from_args
+
+    try:
+        load, autostart = load_from_args(args)
+    except LoadStartError as exc:
+        print(f"inferdeck: {exc}", file=sys.stderr)
+        return 2
     if not has_display():
         print(
             "inferdeck: no display found; use the command line (inferdeck --help) "
@@ -54,9 +62,23 @@ def run_gui(args: argparse.Namespace, db_path: Path) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("InferDeck")
     sys.excepthook = _excepthook
+    outcome: tuple[dict[str, Any] | None, str | None] = (None, None)
     with contextlib.suppress(asyncio.CancelledError):
-        qasync.run(_main(db_path, args.autoquit))
-    return 0
+        outcome = qasync.run(_main(db_path, args.autoquit, load=load, autostart=autostart))
+    return _load_exit(outcome, args.json) if autostart else 0
+
+
+def _load_exit(outcome: tuple[dict[str, Any] | None, str | None], as_json: bool) -> int:
+    """`--autostart`'s end: the run's summary line and exit status, as `inferdeck load` gives."""
+    from gui.commands.common import emit_json
+
+    summary, error = outcome
+    if summary is None:
+        print(f"inferdeck: {error or 'the load run did not start'}", file=sys.stderr)
+        return 2
+    if as_json:
+        emit_json(summary)
+    return 1 if summary["failed"] or summary["rejected"] else 0
 
 
 def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
@@ -74,7 +96,10 @@ async def _main(
     db_path: Path,
     autoquit: float | None,
     on_ready: Callable[[MainWindow], Coroutine[Any, Any, None]] | None = None,
-) -> None:
+    load: LoadRequest | None = None,
+    autostart: bool = False,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Runs the app until its window closes; returns the `--autostart` run's (summary, error)."""
     from concurrent.futures import Executor
 
     from PySide6.QtCore import QTimer
@@ -134,7 +159,9 @@ async def _main(
         await engine.start()
         freeze_startup_objects()
         window.set_models_ready(registry.names())
-        await _serve_window(window, engine, bridge, lag, tasks, closed, on_ready)
+        return await _serve_window(
+            window, engine, bridge, lag, tasks, closed, on_ready, load, autostart
+        )
     finally:
         lag.stop()
         bridge.stop()
@@ -155,13 +182,16 @@ async def _serve_window(
     tasks: TaskOwner,
     closed: asyncio.Future[None],
     on_ready: Callable[[MainWindow], Coroutine[Any, Any, None]] | None,
-) -> None:
+    load: LoadRequest | None = None,
+    autostart: bool = False,
+) -> tuple[dict[str, Any] | None, str | None]:
     """Wires the views to the running engine, then waits for the window to close."""
     from engine.contracts import PredictRequest
     from engine.engine import Origin
     from engine.runs import begin_run, end_run
     from engine.work import FutureSink
     from gui.drop_runner import DropRunner
+    from gui.load_host import attach_load
     from gui.requests_model import RequestsTableModel
     from gui.requests_view import RequestsView
     from gui.runs_view import RunsView
@@ -185,6 +215,8 @@ async def _serve_window(
     run = await begin_run(db, "gui", {})
     origin = Origin(run, FutureSink(), "form", "gui")
     remote_targets = await attach_targets(window, db, tasks, run)
+    loads = await attach_load(window, db, tasks, lag, remote_targets.view.store)
+    remote_targets.view.sigTargetsChanged.connect(loads.panel.set_targets)
 
     async def predict(model: str, payload: dict[str, object]) -> None:
         request = PredictRequest(client_id="gui", model=model, input_payload=payload)
@@ -217,8 +249,16 @@ async def _serve_window(
     window.drop_panel.sigCancel.connect(drop.cancel)
     if on_ready is not None:  # scripted use (screenshots, benchmarks, end-to-end tests)
         tasks.spawn(on_ready(window), "on-ready")
+    if load is not None:  # `inferdeck gui --target URL [... --autostart]`
+        loads.panel.fill(load)
+        if autostart:
+            window.tabs.setCurrentWidget(window.monitor_view)
+            loads.host.sigFailed.connect(lambda _message: window.close())
+            loads.start(load)
     await closed
     drop.cancel()
+    await loads.aclose()  # a running load stops and stores its summary
     await remote_targets.aclose()  # probers stop before the database closes
     await tasks.wait()
     await end_run(db, run, extra={"ui_loop_lag_ms": lag.summary_ms()})
+    return loads.host.last_summary, loads.host.last_error

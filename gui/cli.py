@@ -19,6 +19,7 @@ import platformdirs
 
 from gui.commands import export, load, models, predict, probe, runs, serve, targets
 from gui.commands.common import EXIT_CANNOT_START, CommandError, SubParsers
+from gui.load_args import add_gui_arguments
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     gui = sub.add_parser("gui", help="the desktop app (the default)")
     gui.add_argument("--db", help="database file")
     gui.add_argument("--autoquit", type=float, metavar="S", help="quit S seconds after start")
+    add_gui_arguments(gui)
     predict.add_parser(sub)
     runs.add_parser(sub)
     export.add_parser(sub)
@@ -84,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        args.autoquit = None
+        args = parser.parse_args(["gui"])  # the app with every flag at its default
     if args.command in (None, "gui"):
         from gui.app import run_gui
         from gui.commands.common import db_path

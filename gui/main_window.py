@@ -54,6 +54,7 @@ SHORTCUTS = (
     ("Ctrl+E", "Export the selected run"),
     ("Ctrl+Q", "Quit (waits for pending writes)"),
     ("Ctrl+Shift+A / E / D / P", "Add, edit, remove or probe a remote target"),
+    ("Ctrl+Shift+L", "Start the load run set in the Load tab"),
 )
 
 
@@ -239,6 +240,11 @@ class MainWindow(QMainWindow):
         for text, keys, slot in actions:
             self._action(menu, text, keys, slot)
         self.menuBar().insertMenu(self.menuBar().actions()[-1], menu)
+
+    def add_load_view(self, view: QWidget) -> None:
+        """The Load tab: send traffic to a target and watch it (its plots are in Monitor)."""
+        self.load_view = view
+        self._add_view(view, "Load")
 
     def focus_request_filter(self) -> None:
         self.tabs.setCurrentWidget(self.requests_view)

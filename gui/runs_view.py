@@ -24,6 +24,7 @@ from PySide6.QtCore import (
     Signal,
 )
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -274,6 +275,13 @@ class RunsView(QWidget):
         self.export_button.setShortcut("Ctrl+E")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self.export_selected)
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip(
+            "Select two runs (Ctrl+click) to compare their latency distributions and figures"
+        )
+        self.compare_button.setEnabled(False)
+        self.compare_button.clicked.connect(self.compare_selected)
+        self.compare_window: QWidget | None = None
         self.status = QLabel()
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # An unwrapped label asks for its text's full width: a long export path would widen
@@ -281,6 +289,8 @@ class RunsView(QWidget):
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         self.table = row_table(self.table_model, (150, 50, 70, 70, 125, 100, 70, 70, 115, 160))
+        # Two runs may be selected at once, to compare them (`gui.runs_compare`).
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
 
         self.detail = QPlainTextEdit()
@@ -289,6 +299,7 @@ class RunsView(QWidget):
 
         bar = QHBoxLayout()
         bar.addWidget(self.refresh_button)
+        bar.addWidget(self.compare_button)
         bar.addStretch(1)
         bar.addWidget(QLabel("Format"))
         bar.addWidget(self.format_box)
@@ -335,6 +346,7 @@ class RunsView(QWidget):
     def _on_selection(self, selected: QItemSelection, deselected: QItemSelection) -> None:
         run = self.selected_run()
         self.export_button.setEnabled(run is not None)
+        self.compare_button.setEnabled(len(self.table.selectionModel().selectedRows()) == 2)
         if run is None or run.run_id == self._selected:
             return
         self._selected = run.run_id
@@ -359,6 +371,23 @@ class RunsView(QWidget):
             return  # another run was selected while this one was read
         self.detail.setPlainText(text)
         self.sigDetailLoaded.emit(run.run_id if run else run_id)
+
+    # -- compare ------------------------------------------------------------------------------
+
+    def compare_selected(self) -> None:
+        """Open the two selected runs side by side, the older one as the base (A)."""
+        from gui.runs_compare import RunsCompareView
+
+        rows = self.table.selectionModel().selectedRows()
+        if len(rows) != 2:
+            self.status.setText("Select two runs to compare")
+            return
+        a, b = sorted((self.table_model.run(r.row()) for r in rows), key=lambda r: r.started_us)
+        if self.compare_window is not None:  # one comparison open at a time
+            self.compare_window.close()
+            self.compare_window.deleteLater()
+        self.compare_window = RunsCompareView(a, b, self)
+        self.compare_window.show()
 
     # -- export -------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import asyncio
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -149,6 +150,7 @@ class LoadRunner:
         token: str | None = None,
         trace_every: int | None = None,
         client: TargetClient | None = None,
+        summary_extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.target = target
         self.plan = plan
@@ -157,6 +159,9 @@ class LoadRunner:
         self._token = token
         self._trace_every = trace_every
         self._client = client
+        # Called once as the run ends; what it returns joins the stored summary (the desktop
+        # app's `ui_loop_lag_ms` for the run's own window).
+        self._summary_extra = summary_extra
         self._adapter: Adapter | None = None
         self._bodies: list[_Body] = []
         self._count = _Counters()
@@ -272,6 +277,8 @@ class LoadRunner:
             self._flush()
             await self._close_client()
             summary_extra = {"errors": dict(self._count.errors), "sent": self._count.sent}
+            if self._summary_extra is not None:
+                summary_extra |= self._summary_extra()
             if self.db is not None:
                 await asyncio.shield(end_run(self.db, self._run, status, summary_extra))
             else:

@@ -1,0 +1,133 @@
+"""What a load run is asked to do, and how `inferdeck gui` reads it from its flags.
+
+Qt-free on purpose: the `inferdeck` command parses every sub-command's flags before anything
+imports Qt (headless commands start fast), and the app, the Load panel and the tests share these
+plain types.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from engine.remote.load import LoadPlan
+from engine.remote.target_store import describe_validation
+from engine.remote.targets import PROTOCOLS, Target
+from gui.commands.load import DEFAULT_DURATION_S, TOKEN_ENV
+
+PayloadKind = Literal["example", "form", "file", "history"]
+# `--target` without `--autostart` fills the Load tab; its plan is the tab's defaults.
+PREFILL_PLAN = LoadPlan(rate=100.0, duration_s=DEFAULT_DURATION_S)
+
+
+@dataclass(frozen=True)
+class PayloadChoice:
+    kind: PayloadKind = "example"
+    text: str = ""  # "form": a JSON object; "file": its path
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything a run needs, as the panel or the command line gives it."""
+
+    target: Target
+    plan: LoadPlan
+    payload: PayloadChoice = PayloadChoice()
+    token: str | None = None
+
+
+class LoadStartError(ValueError):
+    """The run cannot start (bad flags, bad payload, unreachable target): one line why."""
+
+
+def add_gui_arguments(gui: argparse.ArgumentParser) -> None:
+    """The `gui` sub-command's load flags (DESIGN.md, Command line). Combinations are checked
+    by `load_from_args`, so a bad one ends as one line, not argparse's usage block."""
+    gui.add_argument("--target", metavar="URL", help="a target's base URL for the Load tab")
+    gui.add_argument("--protocol", choices=PROTOCOLS, help="inferdeck (default), oip or json")
+    gui.add_argument("--model", help="model name (inferdeck and oip)")
+    gui.add_argument("--autostart", action="store_true", help="start the load at once")
+    gui.add_argument("--rate", type=float, metavar="R", help="open model: requests per second")
+    gui.add_argument("--concurrency", type=int, metavar="C", help="closed model: users")
+    gui.add_argument(
+        "--duration", type=float, metavar="S", help=f"seconds (default {DEFAULT_DURATION_S:g})"
+    )
+    gui.add_argument("--requests", type=int, metavar="N", help="stop after N requests")
+    gui.add_argument("--ramp", type=float, default=0.0, metavar="S", help="ramp up over S")
+    gui.add_argument("--max-in-flight", type=int, default=1000, metavar="N")
+    gui.add_argument("--payload", metavar="FILE", help="JSON, JSONL or CSV rows, cycled")
+    gui.add_argument("--data", metavar="JSON", help="one payload as a JSON object")
+    gui.add_argument("--json", action="store_true", help="end with the run's JSON summary line")
+
+
+def load_from_args(args: argparse.Namespace) -> tuple[LoadRequest | None, bool]:
+    """(the run the flags describe, whether to start it at once); (None, False) without
+    `--target`. `LoadStartError` for a bad combination."""
+    given = [
+        flag
+        for flag, value in (
+            ("--rate", args.rate),
+            ("--concurrency", args.concurrency),
+            ("--duration", args.duration),
+            ("--requests", args.requests),
+            ("--payload", args.payload),
+            ("--data", args.data),
+            ("--json", args.json or None),
+        )
+        if value is not None
+    ]
+    if args.autoquit is not None and not args.autoquit > 0:
+        raise LoadStartError("--autoquit must be above 0")
+    if not args.autostart:
+        if given:
+            raise LoadStartError(f"{given[0]} needs --autostart")
+        if args.target is None:
+            if args.protocol or args.model:
+                raise LoadStartError("--protocol and --model need --target")
+            return None, False
+        return LoadRequest(_target(args), PREFILL_PLAN), False
+    if args.target is None:
+        raise LoadStartError("--autostart needs --target URL")
+    if (args.rate is None) == (args.concurrency is None):
+        raise LoadStartError("--autostart needs one of --rate R or --concurrency C")
+    if args.payload is not None and args.data is not None:
+        raise LoadStartError("give --payload or --data, not both")
+    duration = args.duration
+    if duration is None and args.requests is None:
+        duration = DEFAULT_DURATION_S
+    try:
+        plan = LoadPlan(
+            rate=args.rate,
+            concurrency=args.concurrency,
+            duration_s=duration,
+            requests=args.requests,
+            ramp_s=args.ramp,
+            max_in_flight=args.max_in_flight,
+        )
+    except ValueError as exc:
+        raise LoadStartError(str(exc)) from None
+    if args.payload is not None:
+        payload = PayloadChoice("file", args.payload)
+    elif args.data is not None:
+        payload = PayloadChoice("form", args.data)
+    else:
+        payload = PayloadChoice()
+    target = _target(args)
+    return LoadRequest(target, plan, payload, token=os.environ.get(TOKEN_ENV) or None), True
+
+
+def _target(args: argparse.Namespace) -> Target:
+    try:
+        return Target(
+            name=(urlsplit(args.target).netloc or "target")[:64],
+            base_url=args.target,
+            protocol=args.protocol or "inferdeck",
+            model=args.model,
+        )
+    except ValidationError as exc:
+        raise LoadStartError(f"--target {args.target}: {describe_validation(exc)}") from None

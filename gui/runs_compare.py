@@ -1,0 +1,133 @@
+"""Two runs side by side: overlaid latency distributions and a table of deltas.
+
+The plot is the usual HDR percentile plot: latency against percentile, the percentile axis in
+"nines" (90 %, 99 %, 99.9 % … equally spaced), read from each run's stored HDR histogram, so the
+tail, where runs differ most, is as wide as the body. The table gives p50 / p90 / p99 / max /
+throughput / errors of both runs, the change (absolute and %) from the older run (A) to the
+newer (B), coloured better or worse. The numbers come from `engine.compare` (Qt-free).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.compare import Delta, decode_histogram, deltas, figures, nines, percentile_curve
+from storage.queries import RunRow
+
+PENS = ("#6c8ebf", "#d79b00")  # A, B
+COLUMNS = ("figure", "A", "B", "change", "change %", "")
+VERDICT_COLOURS = {"better": "#d5e8d4", "worse": "#f8cecc"}
+TICKS = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999, 99.9999)
+
+
+def run_label(letter: str, run: RunRow) -> str:
+    when = dt.datetime.fromtimestamp(run.started_us / 1e6).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{letter}: {run.kind} {run.run_id[:8]} ({when})"
+
+
+def _value(value: float | None, name: str) -> str:
+    if value is None:
+        return "—"
+    if name == "errors":
+        return f"{value:,.0f}"
+    return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _signed(value: float | None, name: str, suffix: str = "") -> str:
+    if value is None:
+        return "—"
+    text = _value(abs(value), name)
+    return ("+" if value > 0 else "−" if value < 0 else "±") + text + suffix
+
+
+class RunsCompareView(QWidget):
+    """A window comparing run `a` (the base) with run `b`."""
+
+    def __init__(self, a: RunRow, b: RunRow, parent: QWidget | None = None) -> None:
+        super().__init__(parent, Qt.WindowType.Window)
+        self.setWindowTitle(f"Compare runs {a.run_id[:8]} and {b.run_id[:8]}")
+        self.resize(1000, 720)
+        self.runs = (a, b)
+        hists = (decode_histogram(a.histogram), decode_histogram(b.histogram))
+        self.labels = (run_label("A", a), run_label("B", b))
+        self.deltas: list[Delta] = deltas(
+            figures(a.run_id, self.labels[0], a.summary, hists[0]),
+            figures(b.run_id, self.labels[1], b.summary, hists[1]),
+        )
+
+        self.plot_widget = pg.PlotWidget(title="Latency by percentile")
+        self.plot_widget.setBackground("#ffffff")
+        plot = self.plot = self.plot_widget.getPlotItem()
+        plot.addLegend(offset=(10, 10))
+        plot.setLabel("left", "latency (ms)")
+        plot.setLabel("bottom", "percentile")
+        plot.showGrid(x=True, y=True, alpha=0.25)
+        ticks = [(nines(p), f"{p:g}%") for p in TICKS]
+        plot.getAxis("bottom").setTicks([ticks])
+        self.curves: list[pg.PlotDataItem] = []
+        missing = []
+        for label, hist, pen in zip(self.labels, hists, PENS, strict=True):
+            if hist is None:
+                missing.append(label.split(":")[0])
+                continue
+            xs, ys = percentile_curve(hist)
+            self.curves.append(plot.plot(xs, ys, pen=pg.mkPen(pen, width=2), name=label))
+        note = QLabel(
+            "No stored latencies for run " + " and ".join(missing)
+            if missing
+            else "Each curve is a run's stored HDR histogram; further right is further into "
+            "the tail. Changes are B against A; green is better, red worse."
+        )
+        note.setWordWrap(True)
+
+        self.table = QTableWidget(len(self.deltas), len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        for row, delta in enumerate(self.deltas):
+            percent = None if delta.percent is None else delta.percent
+            cells = (
+                delta.name,
+                _value(delta.base, delta.name),
+                _value(delta.other, delta.name),
+                _signed(delta.change, delta.name),
+                "—" if percent is None else _signed(percent, "%", " %"),
+                delta.verdict,
+            )
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if column:
+                    item.setTextAlignment(
+                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                    )
+                if column >= 3 and delta.verdict in VERDICT_COLOURS:
+                    item.setBackground(QBrush(QColor(VERDICT_COLOURS[delta.verdict])))
+                    item.setForeground(QBrush(QColor("#1e1f22")))
+                self.table.setItem(row, column, item)
+        self.table.setMaximumHeight(
+            self.table.horizontalHeader().height() + 6 + 30 * len(self.deltas)
+        )
+        header = QLabel("\n".join(self.labels))
+        header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout = QVBoxLayout(self)
+        layout.addWidget(header)
+        layout.addWidget(self.plot_widget, 1)
+        layout.addWidget(note)
+        layout.addWidget(self.table)
+
+    def verdicts(self) -> dict[str, str]:
+        return {d.name: d.verdict for d in self.deltas}

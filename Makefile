@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gui bench-serve bench-requests bench-load screenshots xvfb models clean
+.PHONY: run test bench bench-gui bench-gui-load bench-serve bench-requests bench-load screenshots xvfb models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP)
 # The desktop app's figures: start-up, UI loop lag and throughput during a 100,000-row drop.
 bench-gui: $(STAMP) xvfb
 	$(BIN)/python bench/bench_gui.py
+
+# The app sending 1,000 req/s from `inferdeck gui --autostart` with the Monitor live: UI loop lag.
+bench-gui-load: $(STAMP) xvfb
+	$(BIN)/python bench/bench_gui_load.py
 
 # `inferdeck serve` against a bare FastAPI endpoint, with wrk (a Debian package) as the load.
 bench-serve: $(STAMP)

@@ -21,7 +21,7 @@ from gui.monitor_view import Ring
 
 ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
 OTHER = "other"  # classes beyond the pens' count are summed under this name
-PLOT_HEIGHT = 190
+PLOT_HEIGHT = 130  # the Monitor's own plots above need their room too
 
 
 class LoadPlots(QWidget):
@@ -72,7 +72,7 @@ class LoadPlots(QWidget):
     def _plot(self, title: str, layout: QHBoxLayout) -> pg.PlotItem:
         widget = pg.PlotWidget(title=title)
         widget.setMinimumHeight(PLOT_HEIGHT)
-        widget.setMaximumHeight(PLOT_HEIGHT + 40)
+        widget.setMaximumHeight(PLOT_HEIGHT + 80)
         self._widgets.append(widget)
         item = widget.getPlotItem()
         item.addLegend(offset=(5, 5))

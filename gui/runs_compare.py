@@ -30,6 +30,7 @@ from storage.queries import RunRow
 PENS = ("#6c8ebf", "#d79b00")  # A, B
 COLUMNS = ("figure", "A", "B", "change", "change %", "")
 VERDICT_COLOURS = {"better": "#d5e8d4", "worse": "#f8cecc"}
+ROW_HEIGHT = 28
 TICKS = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999, 99.9999)
 
 
@@ -118,9 +119,11 @@ class RunsCompareView(QWidget):
                     item.setBackground(QBrush(QColor(VERDICT_COLOURS[delta.verdict])))
                     item.setForeground(QBrush(QColor("#1e1f22")))
                 self.table.setItem(row, column, item)
-        self.table.setMaximumHeight(
-            self.table.horizontalHeader().height() + 6 + 30 * len(self.deltas)
-        )
+        # Every row shows, without a scroll bar: the plot takes what is left.
+        for row in range(len(self.deltas)):
+            self.table.setRowHeight(row, ROW_HEIGHT)
+        header_height = self.table.horizontalHeader().sizeHint().height()
+        self.table.setFixedHeight(header_height + ROW_HEIGHT * len(self.deltas) + 4)
         header = QLabel("\n".join(self.labels))
         header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout = QVBoxLayout(self)

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from PySide6.QtCore import QItemSelectionModel
 from PySide6.QtWidgets import QComboBox
 
 from gui.main_window import MainWindow
@@ -82,6 +83,7 @@ def main(out_dir: Path) -> None:
         await asyncio.sleep(0.5)
         window.grab().save(str(out_dir / "runs.png"))
         await _targets_shots(window, out_dir, tmp)
+        await _load_shots(window, out_dir, tmp)
         assert window.theme is not None
         window.theme.choose("dark")
         window.tabs.setCurrentWidget(window.monitor_view)
@@ -159,6 +161,67 @@ async def _targets_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
         finally:
             server.should_exit = True
             await asyncio.to_thread(thread.join, 10)
+
+
+async def _load_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
+    """Two real load runs against this project's service on 127.0.0.1, from the Load tab: the
+    tab mid-run, the Monitor's load plots, and the two runs compared in the Runs view."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from engine.server import ServerSettings, asgi_app
+    from gui.load_panel import LoadPanel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = asgi_app(ServerSettings(db_path=tmp / "serve-load.db"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        panel = window.load_view
+        assert isinstance(panel, LoadPanel)
+        window.tabs.setCurrentWidget(panel)
+        panel.target_box.setCurrentIndex(0)
+        panel.url_edit.setText(f"http://127.0.0.1:{port}")
+        panel.protocol_box.setCurrentText("inferdeck")
+        panel.model_edit.setText("iris")
+        for rate, shot in ((150.0, "load.png"), (400.0, None)):
+            panel.rate_spin.setValue(rate)
+            panel.duration_spin.setValue(6.0)
+            panel.start_button.click()
+            await asyncio.sleep(3.0)
+            if shot is not None:
+                window.grab().save(str(out_dir / shot))
+            while not panel.start_button.isEnabled():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        window.tabs.setCurrentWidget(window.monitor_view)
+        await asyncio.sleep(0.8)
+        window.grab().save(str(out_dir / "monitor-load.png"))
+        runs = window.runs_view
+        window.tabs.setCurrentWidget(runs)
+        await runs.load()
+        model = runs.table_model
+        loads = [i for i in range(model.rowCount()) if model.run(i).kind == "load"][:2]
+        runs.table.clearSelection()
+        for row in loads:
+            runs.table.selectionModel().select(
+                model.index(row, 0),
+                QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows,
+            )
+        runs.compare_button.click()
+        await asyncio.sleep(0.8)
+        assert runs.compare_window is not None
+        runs.compare_window.grab().save(str(out_dir / "compare.png"))
+        runs.compare_window.close()
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from conftest import run_on_qasync
 from fault_server import FaultServer, Rule
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication, QMainWindow
 from pytestqt.qtbot import QtBot
-from test_gui_targets import run_on_qasync, wait_for
+from test_gui_targets import wait_for
 
 from engine.remote.prober import Prober, load_history
 from engine.remote.secrets import TokenStore

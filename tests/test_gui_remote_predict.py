@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_on_qasync
 from fault_server import closed_port
 from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
-from test_gui_targets import run_on_qasync, wait_for
+from test_gui_targets import wait_for
 from test_server import LiveServer
 
 from engine.models import ModelRegistry

@@ -21,7 +21,7 @@ from gui.monitor_view import Ring
 
 ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
 OTHER = "other"  # classes beyond the pens' count are summed under this name
-PLOT_HEIGHT = 130  # the Monitor's own plots above need their room too
+PLOT_HEIGHT = 170  # the same as the Monitor's own plots (it scrolls)
 
 
 class LoadPlots(QWidget):

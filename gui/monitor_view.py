@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QGridLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QScrollArea, QVBoxLayout, QWidget
 
 from engine.stats import StatsSnapshot
 from engine.work import Work
@@ -26,6 +26,7 @@ STAGES = ("queue_wait", "inference", "write", "validate", "metadata")
 STAGE_PENS = ("#d6b656", "#82b366", "#b85450", "#6c8ebf", "#9673a6")
 HISTOGRAM_BINS = 60
 SLOW_POINTS = 300  # the newest slow requests kept as clickable points
+PLOT_MIN_HEIGHT = 170  # px: below this a plot's axes crowd out its data
 
 
 class Ring:
@@ -81,7 +82,19 @@ class MonitorView(QWidget):
         self._widgets: list[pg.PlotWidget] = []
         self._plots: list[pg.PlotItem] = []
         self._grids: list[pg.GridItem] = []
-        layout = QGridLayout(self)
+        # The plots, the targets' timeline and the load plots scroll together: squeezed into
+        # one window height they became unreadable slivers.
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        content = QWidget()
+        layout = QGridLayout(content)
+        scroll.setWidget(content)
+        outer.addWidget(scroll)
+        self._scroll = scroll
+        self._grid = layout
         self.latency_plot = self._plot(
             "Latency (ms); click a point to open its trace", layout, 0, 0
         )
@@ -146,6 +159,7 @@ class MonitorView(QWidget):
         scrolling: bool = True,
     ) -> pg.PlotItem:
         widget = pg.PlotWidget(title=title)
+        widget.setMinimumHeight(PLOT_MIN_HEIGHT)
         self._widgets.append(widget)
         item = widget.getPlotItem()
         self._plots.append(item)
@@ -299,9 +313,12 @@ class MonitorView(QWidget):
 
     def add_panel(self, widget: QWidget) -> None:
         """A self-contained panel below the plots, full width (the targets' status timeline)."""
-        layout = self.layout()
-        assert isinstance(layout, QGridLayout)
-        layout.addWidget(widget, layout.rowCount(), 0, 1, 2)
+        self._grid.addWidget(widget, self._grid.rowCount(), 0, 1, 2)
+
+    def scroll_to_panels(self) -> None:
+        """Show the panels below the plots (the targets' timeline, the load plots)."""
+        bar = self._scroll.verticalScrollBar()
+        bar.setValue(bar.maximum())
 
     def stop(self) -> None:
         self._timer.stop()

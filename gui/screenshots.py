@@ -141,6 +141,8 @@ async def _targets_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
             window.grab().save(str(out_dir / "targets.png"))
             window.tabs.setCurrentWidget(window.monitor_view)
             await asyncio.sleep(0.8)
+            window.monitor_view.scroll_to_panels()
+            await asyncio.sleep(0.2)
             window.grab().save(str(out_dir / "monitor-targets.png"))
             predict = window.predict_view
             window.tabs.setCurrentWidget(predict)
@@ -202,6 +204,8 @@ async def _load_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
                 await asyncio.sleep(0.1)
         window.tabs.setCurrentWidget(window.monitor_view)
         await asyncio.sleep(0.8)
+        window.monitor_view.scroll_to_panels()
+        await asyncio.sleep(0.2)
         window.grab().save(str(out_dir / "monitor-load.png"))
         runs = window.runs_view
         window.tabs.setCurrentWidget(runs)

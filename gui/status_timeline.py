@@ -187,7 +187,7 @@ class StatusTimeline(QWidget):
         count = len(self.lanes)
         self.empty.setVisible(count == 0)
         self.graphics.setVisible(count > 0)
-        self.setMinimumHeight(min(LANE_PX * max(count, 1), 3 * LANE_PX) + 8)
+        self.setMinimumHeight(LANE_PX * max(count, 1) + 8)  # the Monitor scrolls
 
     def set_stored(self, name: str, rows: list[ProbeRow]) -> None:
         """What earlier sessions stored for `name` (older than anything probed now)."""

@@ -168,5 +168,5 @@ def test_segments_merge_runs_and_the_monitor_view_hosts_the_timeline(qtbot: QtBo
     qtbot.addWidget(monitor)
     timeline = StatusTimeline()
     monitor.add_panel(timeline)
-    assert timeline.parent() is monitor
+    assert monitor.isAncestorOf(timeline)
     monitor.stop()

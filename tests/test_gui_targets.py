@@ -291,7 +291,7 @@ def test_attach_targets_wires_the_window_and_starts_probing_stored_targets(
                     await wait_for(lambda: wiring.host.snapshot("earlier") is not None)
                     await wait_for(lambda: len(timeline.lanes["earlier"].points) >= 2)
                     seen["tab"] = window.tabs.tabText(window.tabs.indexOf(wiring.view))
-                    seen["in_monitor"] = timeline.parent() is window.monitor_view
+                    seen["in_monitor"] = window.monitor_view.isAncestorOf(timeline)
                     box = wiring.remote.source_box
                     seen["sources"] = [box.itemText(i) for i in range(box.count())]
                 finally:

@@ -446,7 +446,7 @@ class LoadRunner:
         run.record(status, latency_us)
         if error is not None:
             count.errors[error] += 1
-        spans = _spans(ex, intended_ns)
+        spans = exchange_spans(ex, intended_ns)
         self._live.record(status, latency_us, spans)
         if self.db is None:
             return
@@ -526,7 +526,7 @@ def oip_metadata_path(model: str) -> str:
     return f"/v2/models/{quote(model, safe='')}"
 
 
-def _spans(ex: Exchange, origin_ns: int) -> list[tuple[Any, ...]]:
+def exchange_spans(ex: Exchange, origin_ns: int) -> list[tuple[Any, ...]]:
     """Client spans (µs from the intended send) and the server's, placed inside the wait."""
     spans: list[tuple[Any, ...]] = []
     start = ex.start_ns

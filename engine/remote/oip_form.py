@@ -30,9 +30,9 @@ from engine.remote.load import (
     INPUT_CAP,
     MESSAGE_CAP,
     OUTPUT_CAP,
+    exchange_spans,
     oip_metadata_path,
 )
-from engine.remote.load import _spans as exchange_spans  # the load runner's span layout
 from engine.remote.protocols import (
     Adapter,
     InferDeckAdapter,

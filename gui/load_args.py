@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from engine.remote.load import LoadPlan
 from engine.remote.target_store import describe_validation
 from engine.remote.targets import PROTOCOLS, Target
-from gui.commands.load import DEFAULT_DURATION_S, TOKEN_ENV
+from gui.commands.load import DEFAULT_DURATION_S, TOKEN_ENV, plan_from_args
 
 PayloadKind = Literal["example", "form", "file", "history"]
 # `--target` without `--autostart` fills the Load tab; its plan is the tab's defaults.
@@ -97,18 +97,8 @@ def load_from_args(args: argparse.Namespace) -> tuple[LoadRequest | None, bool]:
         raise LoadStartError("--autostart needs one of --rate R or --concurrency C")
     if args.payload is not None and args.data is not None:
         raise LoadStartError("give --payload or --data, not both")
-    duration = args.duration
-    if duration is None and args.requests is None:
-        duration = DEFAULT_DURATION_S
     try:
-        plan = LoadPlan(
-            rate=args.rate,
-            concurrency=args.concurrency,
-            duration_s=duration,
-            requests=args.requests,
-            ramp_s=args.ramp,
-            max_in_flight=args.max_in_flight,
-        )
+        plan = plan_from_args(args)
     except ValueError as exc:
         raise LoadStartError(str(exc)) from None
     if args.payload is not None:

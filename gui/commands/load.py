@@ -102,19 +102,25 @@ def _target(args: argparse.Namespace) -> Target:
         raise CommandError(f"{args.url}: {where}: {first['msg']}") from None
 
 
-def _plan(args: argparse.Namespace) -> LoadPlan:
+def plan_from_args(args: argparse.Namespace) -> LoadPlan:
+    """The plan the traffic options describe (`load` and `gui --autostart` share them);
+    raises ValueError naming what is wrong."""
     duration = args.duration
     if duration is None and args.requests is None:
         duration = DEFAULT_DURATION_S
+    return LoadPlan(
+        rate=args.rate,
+        concurrency=args.concurrency,
+        duration_s=duration,
+        requests=args.requests,
+        ramp_s=args.ramp,
+        max_in_flight=args.max_in_flight,
+    )
+
+
+def _plan(args: argparse.Namespace) -> LoadPlan:
     try:
-        return LoadPlan(
-            rate=args.rate,
-            concurrency=args.concurrency,
-            duration_s=duration,
-            requests=args.requests,
-            ramp_s=args.ramp,
-            max_in_flight=args.max_in_flight,
-        )
+        return plan_from_args(args)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 

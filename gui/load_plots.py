@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from engine.remote.load import LoadSnapshot
 from gui.monitor_view import Ring
+from gui.plot_turns import PlotTurns, fit_range
 
 ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
 OTHER = "other"  # classes beyond the pens' count are summed under this name
@@ -40,7 +41,6 @@ class LoadPlots(QWidget):
         self._prev: LoadSnapshot | None = None
         self._t_offset = 0.0  # a new run continues the time axis instead of overdrawing
         self._run_start = 0.0
-        self._version = 0
         self._widgets: list[pg.PlotWidget] = []
         self._plots: list[pg.PlotItem] = []
         self._grids: list[pg.GridItem] = []
@@ -58,12 +58,11 @@ class LoadPlots(QWidget):
             "in_flight": self.in_flight_plot.plot(pen="#6c8ebf", name="in flight"),
         }
         self.error_curves: dict[str, pg.PlotDataItem] = {}
-        self._drawers = (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue)
-        self._drawn = [0] * len(self._drawers)
-        self.plot_redraws = [0] * len(self._drawers)
-        self._next = 0
+        self._turns = PlotTurns(
+            (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue)
+        )
         self._timer = QTimer(self)
-        self._timer.setInterval(max(int(1000 / redraw_hz / len(self._drawers)), 1))
+        self._timer.setInterval(max(int(1000 / redraw_hz / len(self._turns)), 1))
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
         self.setVisible(False)
@@ -106,7 +105,7 @@ class LoadPlots(QWidget):
         for name, ring in self.series.items():
             ring.push(values[name])
         self._push_error_rates(prev, snap)
-        self._version += 1
+        self._turns.data_moved()
         if self.isHidden():
             self.setVisible(True)
 
@@ -140,29 +139,13 @@ class LoadPlots(QWidget):
     # -- drawing --------------------------------------------------------------------------------
 
     def redraw(self) -> None:
-        """Refresh the next stale plot (one per tick; see the module docstring)."""
-        if not self.isVisible():
-            return
-        n = len(self._drawers)
-        for step in range(n):
-            i = (self._next + step) % n
-            if self._drawn[i] < self._version:
-                self._drawn[i] = self._version
-                self._drawers[i]()
-                self.plot_redraws[i] += 1
-                self._next = (i + 1) % n
-                return
+        """Refresh the next stale plot (they take turns: `PlotTurns`)."""
+        if self.isVisible():
+            self._turns.draw_next()
 
     @property
     def redraws(self) -> int:
-        return min(self.plot_redraws)
-
-    @staticmethod
-    def _fit(plot: pg.PlotItem, x: np.ndarray, top: float) -> None:
-        if len(x) == 0:
-            return
-        right = max(float(x[-1]), float(x[0]) + 1.0)
-        plot.setRange(xRange=(float(x[0]), right), yRange=(0.0, top * 1.08 or 1.0), padding=0)
+        return self._turns.least_redrawn
 
     def _draw(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
@@ -171,7 +154,7 @@ class LoadPlots(QWidget):
             values = self.series[name].view()
             self.curves[name].setData(t, values)
             top = max(top, float(values.max()) if len(values) else 0.0)
-        self._fit(plot, t, top)
+        fit_range(plot, t, top)
 
     def _draw_rates(self) -> None:
         self._draw(self.rate_plot, ("ok_s", "errors_s"))
@@ -197,7 +180,7 @@ class LoadPlots(QWidget):
                 self.error_curves[name] = curve
             stacked = stacked + ring.view()[-len(t) :] if len(t) else stacked
             curve.setData(t, stacked)
-        self._fit(self.error_plot, t, float(stacked.max()) if len(stacked) else 0.0)
+        fit_range(self.error_plot, t, float(stacked.max()) if len(stacked) else 0.0)
 
     def set_dark(self, dark: bool) -> None:
         background, foreground = ("#1e1f22", "#b8bcc4") if dark else ("#ffffff", "#3c3f44")

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QFrame, QGridLayout, QScrollArea, QVBoxLayout, QWi
 
 from engine.stats import StatsSnapshot
 from engine.work import Work
+from gui.plot_turns import PlotTurns, fit_range
 
 SERIES = ("p50", "p95", "p99", "throughput", "errors", "queue", "in_flight")
 STAGES = ("queue_wait", "inference", "write", "validate", "metadata")
@@ -76,7 +77,6 @@ class MonitorView(QWidget):
         self.slow: deque[tuple[float, float, str]] = deque(maxlen=SLOW_POINTS)
         self._t0: float | None = None
         self._last_p99_ms = 0.0
-        self._version = 0  # bumps with new data; a plot is stale until it draws it
         self._last_moved: tuple[int, int, int, int] | None = None
         self._idle_drawn_at = 0.0
         self._widgets: list[pg.PlotWidget] = []
@@ -132,19 +132,18 @@ class MonitorView(QWidget):
         # stages must be drawn over the higher ones for every band to show its own colour.
         for z, curve in enumerate(self.stage_curves):
             curve.setZValue(len(self.stage_curves) - z)
-        self._drawers = (
-            self._draw_latency,
-            self._draw_histogram,
-            self._draw_rates,
-            self._draw_queue,
-            self._draw_stages,
+        self._turns = PlotTurns(
+            (
+                self._draw_latency,
+                self._draw_histogram,
+                self._draw_rates,
+                self._draw_queue,
+                self._draw_stages,
+            )
         )
-        self._drawn = [0] * len(self._drawers)  # the data version each plot shows
-        self.plot_redraws = [0] * len(self._drawers)
-        self._next = 0
         self._timer = QTimer(self)
         # A tick per plot and `redraw_hz` period; spare ticks cost nothing (nothing is stale).
-        self._timer.setInterval(max(int(1000 / redraw_hz / len(self._drawers)), 1))
+        self._timer.setInterval(max(int(1000 / redraw_hz / len(self._turns)), 1))
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
         self.set_dark(False)
@@ -205,7 +204,7 @@ class MonitorView(QWidget):
             return
         self._last_moved = moved
         self._idle_drawn_at = snap.at
-        self._version += 1
+        self._turns.data_moved()
 
     def on_finished(self, done: list[Work]) -> None:
         """Requests finished since the bridge's last tick: feed the histogram, and keep the
@@ -218,42 +217,21 @@ class MonitorView(QWidget):
         slowest_ms = slowest.latency_us / 1000
         if self._last_p99_ms > 0 and slowest_ms >= self._last_p99_ms:
             self.slow.append((self._elapsed(time.monotonic()), slowest_ms, slowest.request_id))
-        self._version += 1
+        self._turns.data_moved()
 
     def _on_slow_clicked(self, _item: Any, points: Any, *_: Any) -> None:
         if len(points):
             self.sigOpenRequest.emit(str(points[0].data()))
 
     def redraw(self) -> None:
-        """Refresh the next plot that is behind the data. Painting one plot after new data
-        costs ~2-3 ms here (axes re-tick, paths rebuild); all five at once held the loop for
-        ~15 ms, so they take turns, each still redrawing `redraw_hz` times a second. (Two per
-        tick, measured, raised the loop's p99 lag from ~13 to ~18 ms for no visible gain.)"""
-        if not self.isVisible():
-            return
-        n = len(self._drawers)
-        for step in range(n):
-            i = (self._next + step) % n
-            if self._drawn[i] < self._version:
-                self._drawn[i] = self._version
-                self._drawers[i]()
-                self.plot_redraws[i] += 1
-                self._next = (i + 1) % n
-                return
+        """Refresh the next plot that is behind the data (they take turns: `PlotTurns`)."""
+        if self.isVisible():
+            self._turns.draw_next()
 
     @property
     def redraws(self) -> int:
         """How often the least refreshed plot has been redrawn."""
-        return min(self.plot_redraws)
-
-    @staticmethod
-    def _fit(plot: pg.PlotItem, x: np.ndarray, top: float) -> None:
-        """Set the view's range with the data. Left to auto-range, a plot finds its new range
-        while painting and paints a second time: twice the cost of every frame."""
-        if len(x) == 0:
-            return
-        right = max(float(x[-1]), float(x[0]) + 1.0)
-        plot.setRange(xRange=(float(x[0]), right), yRange=(0.0, top * 1.08 or 1.0), padding=0)
+        return self._turns.least_redrawn
 
     def _draw_series(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
@@ -267,7 +245,7 @@ class MonitorView(QWidget):
             self.slow_points.setData(x=list(xs), y=list(ys), data=list(ids))
             visible = [y for x, y in zip(xs, ys, strict=True) if len(t) and x >= t[0]]
             top = max(top, *visible) if visible else top
-        self._fit(plot, t, top)
+        fit_range(plot, t, top)
 
     def _draw_latency(self) -> None:
         self._draw_series(self.latency_plot, ("p50", "p95", "p99"))
@@ -279,7 +257,7 @@ class MonitorView(QWidget):
             upper = float(np.quantile(recent, 0.999)) or 1.0
             counts, edges = np.histogram(recent, bins=HISTOGRAM_BINS, range=(0.0, upper))
             self.histogram_curve.setData(edges, counts)
-            self._fit(self.histogram_plot, edges, float(counts.max()))
+            fit_range(self.histogram_plot, edges, float(counts.max()))
 
     def _draw_rates(self) -> None:
         self._draw_series(self.rate_plot, ("throughput", "errors"))
@@ -293,7 +271,7 @@ class MonitorView(QWidget):
         for stage, curve in zip(STAGES, self.stage_curves, strict=True):
             stacked = stacked + self.series[stage].view()
             curve.setData(t, stacked)
-        self._fit(self.stage_plot, t, float(stacked.max()) if len(stacked) else 0.0)
+        fit_range(self.stage_plot, t, float(stacked.max()) if len(stacked) else 0.0)
 
     def set_dark(self, dark: bool) -> None:
         """pyqtgraph paints its own background: follow the app's palette."""

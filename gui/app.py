@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from gui.main_window import MainWindow
 
 log = logging.getLogger(__name__)
+FIRST_PAINT_S = 0.5
 
 _HEADLESS_PLATFORMS = {"offscreen", "minimal", "vnc"}
 
@@ -253,7 +254,11 @@ async def _serve_window(
         loads.panel.fill(load)
         if autostart:
             window.tabs.setCurrentWidget(window.monitor_view)
+            loads.plots.setVisible(True)
             loads.host.sigFailed.connect(lambda _message: window.close())
+            # The Monitor's first paint (every plot at once, ~100 ms) comes before the run, not
+            # into its first requests' latency.
+            await asyncio.sleep(FIRST_PAINT_S)
             loads.start(load)
     await closed
     drop.cancel()

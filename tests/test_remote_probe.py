@@ -7,7 +7,6 @@ and comes back on the same port, and every probe lands in a real SQLite file.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,18 +14,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from fault_server import FaultServer, Rule, tls_contexts
+from test_server import free_port
 
 from engine.remote.prober import Prober, ProbeRound, judge
 from engine.remote.target_store import make_target
 from engine.remote.targets import Target
 from storage import Database, open_database, queries
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class FlipServer:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from engine.server.errors import envelope, json_response, simple
-from engine.server.state import Running
+from engine.server.state import Running, receive_body
 from engine.server.tracing import server_timing
 from engine.work import Work
 
@@ -68,21 +68,6 @@ async def predict(live: Running, body: bytes, request_id: str, caller_chose_id: 
         request_id=request_id if caller_chose_id else None,
         own_id=None if caller_chose_id else request_id,
     )
-
-
-async def receive_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body from ASGI messages, or None once it passes `limit` or the caller
-    disconnects."""
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        body += message.get("body", b"")
-        if len(body) > limit:
-            return None
-        if not message.get("more_body", False):
-            return bytes(body)
 
 
 async def serve_predict(

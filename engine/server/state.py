@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.types import Receive
 
 from engine.engine import Engine, Origin
 from engine.stats import RunRecorder
@@ -31,12 +32,22 @@ def running(request: Request) -> Running | None:
     return value
 
 
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it passes `limit` (a chunked body has no length to check first;
-    the edge layer already refused a declared length over it)."""
+async def receive_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body from ASGI messages, or None once it passes `limit` or the caller
+    disconnects (a chunked body has no length to check first; the edge layer already refused
+    a declared length over it)."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
         if len(body) > limit:
             return None
-    return bytes(body)
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """`receive_body` for a route's request."""
+    return await receive_body(request.receive, limit)

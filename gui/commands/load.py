@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
-import signal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +21,8 @@ from gui.commands.common import (
     SubParsers,
     db_path,
     emit_json,
+    on_ctrl_c,
+    parse_headers,
     say,
 )
 from storage.database import Database, StorageError, open_database
@@ -74,16 +73,6 @@ def add_parser(sub: SubParsers) -> None:
     p.set_defaults(run=run)
 
 
-def _headers(items: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise CommandError(f"--header {item!r}: use NAME:VALUE")
-        headers[name.strip()] = value.strip()
-    return headers
-
-
 def _target(args: argparse.Namespace) -> Target:
     try:
         name = urlsplit(args.url).netloc[:64] or "target"
@@ -92,7 +81,7 @@ def _target(args: argparse.Namespace) -> Target:
             base_url=args.url,
             protocol=args.protocol,
             model=args.model,
-            headers=_headers(args.header),
+            headers=parse_headers(args.header),
             timeout_s=args.timeout,
             verify_tls=not args.insecure,
         )
@@ -196,14 +185,8 @@ async def _load(
         raise CommandError(f"{args.url}: unreachable ({first.error}: {first.message})")
     # Everything alive now stays; a collection walking it mid-run would stall the loop.
     freeze_startup_objects()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, runner.stop)
-    try:
+    with on_ctrl_c(runner.stop):
         result = await runner.run()
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
     summary = result.summary
     if args.json:
         emit_json(summary)

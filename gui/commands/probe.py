@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import math
-import signal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +26,7 @@ from gui.commands.common import (
     SubParsers,
     db_path,
     emit_json,
+    on_ctrl_c,
     say,
 )
 from gui.commands.engine_host import database
@@ -148,14 +147,8 @@ async def run(args: argparse.Namespace) -> int:
         async with Prober(target, interval_s=interval, db=db, token=token) as prober:
             task = asyncio.get_running_loop().create_task(prober.run(count, on_round))
             # Ctrl+C ends an open-ended run with its summary instead of a traceback.
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGINT, task.cancel)
-            try:
+            with on_ctrl_c(task.cancel):
                 await asyncio.wait([task])
-            finally:
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(signal.SIGINT)
             if not task.cancelled() and (error := task.exception()) is not None:
                 raise error
             changes = prober.snapshot().changes

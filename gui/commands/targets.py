@@ -21,19 +21,17 @@ from engine.remote.target_store import (
     make_target,
 )
 from engine.remote.targets import PROTOCOLS
-from gui.commands.common import EXIT_OK, CommandError, SubParsers, db_path, emit_json, say, warn
+from gui.commands.common import (
+    EXIT_OK,
+    CommandError,
+    SubParsers,
+    db_path,
+    emit_json,
+    parse_headers,
+    say,
+    warn,
+)
 from gui.commands.engine_host import database
-
-
-def parse_headers(values: list[str] | None) -> dict[str, str]:
-    """`K:V` pairs from repeated `--header` options."""
-    headers: dict[str, str] = {}
-    for item in values or []:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise CommandError(f"--header {item.split(':')[0]!r}: expected NAME:VALUE")
-        headers[name.strip()] = value.strip()
-    return headers
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:

@@ -36,8 +36,8 @@ from engine.remote.protocols import (
     OipAdapter,
     Prepared,
     ProtocolError,
+    fetch_oip_inputs,
     make_body,
-    parse_oip_metadata,
 )
 from engine.remote.server_timing import parse_server_timing, place_server_spans
 from engine.remote.targets import Target
@@ -207,16 +207,7 @@ class LoadRunner:
         if protocol == "inferdeck":
             return InferDeckAdapter(self.target, CLIENT_ID)
         if protocol == "oip":
-            if not self.target.model:
-                raise ProtocolError("an OIP target needs a model")
-            path = self.target.url(oip_metadata_path(self.target.model))
-            try:
-                response = await client.client.get(path)
-            except Exception as exc:
-                raise LoadError(f"cannot read the model's metadata at {path}: {exc}") from exc
-            if response.status_code != 200:
-                raise LoadError(f"{path} answered {response.status_code}; is the model loaded?")
-            return OipAdapter(self.target, parse_oip_metadata(response.content))
+            return OipAdapter(self.target, await fetch_oip_inputs(client))
         return Adapter(self.target)
 
     async def _example(self, client: TargetClient, adapter: Adapter) -> dict[str, Any]:
@@ -520,10 +511,6 @@ class LoadRunner:
             stage_ms=live.stage_ms,
             done=self._done,
         )
-
-
-def oip_metadata_path(model: str) -> str:
-    return f"/v2/models/{quote(model, safe='')}"
 
 
 def exchange_spans(ex: Exchange, origin_ns: int) -> list[tuple[Any, ...]]:

@@ -31,7 +31,6 @@ from engine.remote.load import (
     MESSAGE_CAP,
     OUTPUT_CAP,
     exchange_spans,
-    oip_metadata_path,
 )
 from engine.remote.protocols import (
     Adapter,
@@ -39,8 +38,8 @@ from engine.remote.protocols import (
     OipAdapter,
     OipInput,
     ProtocolError,
+    fetch_oip_inputs,
     make_body,
-    parse_oip_metadata,
 )
 from engine.remote.targets import Target
 from engine.stats import RunRecorder
@@ -161,16 +160,9 @@ def form_from_oip(target: str, model: str, inputs: list[OipInput]) -> RemoteForm
 async def fetch_oip_form(client: TargetClient) -> RemoteForm:
     """Read the target's model metadata and build its form; `ProtocolError` says why not."""
     target = client.target
-    if target.protocol != "oip" or not target.model:
-        raise ProtocolError("only an OIP target with a model has metadata to build a form from")
-    path = target.url(oip_metadata_path(target.model))
-    try:
-        response = await client.client.get(path)
-    except Exception as exc:
-        raise ProtocolError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
-    if response.status_code != 200:
-        raise ProtocolError(f"{path} answered {response.status_code}; is the model loaded?")
-    return form_from_oip(target.name, target.model, parse_oip_metadata(response.content))
+    inputs = await fetch_oip_inputs(client)
+    assert target.model is not None  # (fetch_oip_inputs needs one)
+    return form_from_oip(target.name, target.model, inputs)
 
 
 @dataclass(frozen=True, slots=True)

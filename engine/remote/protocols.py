@@ -16,9 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
+from engine.remote.client import TargetClient
 from engine.remote.payloads import Payload
 from engine.remote.targets import Target, predict_path
 
@@ -118,6 +120,26 @@ class OipAdapter(Adapter):
             "shape": shape or [1, len(data)],
             "data": data,
         }
+
+
+def oip_metadata_path(model: str) -> str:
+    return f"/v2/models/{quote(model, safe='')}"
+
+
+async def fetch_oip_inputs(client: TargetClient) -> list[OipInput]:
+    """The inputs of the target's model, from its `GET /v2/models/{m}`; `ProtocolError` says
+    why not."""
+    target = client.target
+    if target.protocol != "oip" or not target.model:
+        raise ProtocolError("only an OIP target with a model has metadata to read")
+    path = target.url(oip_metadata_path(target.model))
+    try:
+        response = await client.client.get(path)
+    except Exception as exc:
+        raise ProtocolError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise ProtocolError(f"{path} answered {response.status_code}; is the model loaded?")
+    return parse_oip_metadata(response.content)
 
 
 def parse_oip_metadata(body: bytes) -> list[OipInput]:

@@ -15,10 +15,11 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from engine.remote.load import LoadPlan
-from engine.remote.target_store import describe_validation
-from engine.remote.targets import PROTOCOLS, Target
-from gui.commands.load import DEFAULT_DURATION_S, TOKEN_ENV, plan_from_args
+from engine.remote.plan import LoadPlan
+from engine.remote.targets import PROTOCOLS, Target, describe_validation
+
+TOKEN_ENV = "INFERDECK_TOKEN"  # a bearer token for `inferdeck load` and `gui --autostart`
+DEFAULT_DURATION_S = 10.0
 
 PayloadKind = Literal["example", "form", "file", "history"]
 # `--target` without `--autostart` fills the Load tab; its plan is the tab's defaults.
@@ -63,6 +64,22 @@ def add_gui_arguments(gui: argparse.ArgumentParser) -> None:
     gui.add_argument("--payload", metavar="FILE", help="JSON, JSONL or CSV rows, cycled")
     gui.add_argument("--data", metavar="JSON", help="one payload as a JSON object")
     gui.add_argument("--json", action="store_true", help="end with the run's JSON summary line")
+
+
+def plan_from_args(args: argparse.Namespace) -> LoadPlan:
+    """The plan the traffic options describe (`load` and `gui --autostart` share them);
+    raises ValueError naming what is wrong."""
+    duration = args.duration
+    if duration is None and args.requests is None:
+        duration = DEFAULT_DURATION_S
+    return LoadPlan(
+        rate=args.rate,
+        concurrency=args.concurrency,
+        duration_s=duration,
+        requests=args.requests,
+        ramp_s=args.ramp,
+        max_in_flight=args.max_in_flight,
+    )
 
 
 def load_from_args(args: argparse.Namespace) -> tuple[LoadRequest | None, bool]:

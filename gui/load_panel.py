@@ -30,9 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.remote.load import LoadPlan, LoadSnapshot
-from engine.remote.target_store import StoredTarget, describe_validation
-from engine.remote.targets import PROTOCOLS, Target
+from engine.remote.load import LoadSnapshot
+from engine.remote.plan import LoadPlan
+from engine.remote.target_store import StoredTarget
+from engine.remote.targets import PROTOCOLS, Target, describe_validation
 from gui.load_args import LoadRequest, LoadStartError, PayloadChoice, PayloadKind
 
 TYPED = "URL below"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 from PySide6.QtCore import Qt, Signal
@@ -26,8 +26,10 @@ from PySide6.QtWidgets import (
 
 from engine.ingest.images import ImageError, image_pixels
 from engine.models.runtime import LoadedModel
-from engine.remote.oip_form import RemoteForm
 from engine.work import Work
+
+if TYPE_CHECKING:  # (importing it would load the HTTP client before the window shows)
+    from engine.remote.oip_form import RemoteForm
 
 
 class _Field:

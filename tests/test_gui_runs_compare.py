@@ -16,8 +16,9 @@ from pytestqt.qtbot import QtBot
 from test_remote_load import TinyServer, target
 
 from engine.compare import RunFigures, decode_histogram, deltas, nines, percentile_curve
-from engine.remote.load import LoadPlan, LoadRunner
+from engine.remote.load import LoadRunner
 from engine.remote.payloads import PayloadSource
+from engine.remote.plan import LoadPlan
 from engine.stats import new_histogram
 from engine.tasks import TaskOwner
 from gui.runs_compare import COLUMNS, VERDICT_COLOURS, RunsCompareView

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from fault_server import FaultServer, Rule, closed_port, tls_contexts
 
-from engine.remote.load import LoadPlan, LoadRunner
+from engine.remote.load import LoadRunner
 from engine.remote.payloads import PayloadSource
+from engine.remote.plan import LoadPlan
 from engine.remote.prober import Prober
 from engine.remote.targets import Protocol, Target
 from storage.database import open_database

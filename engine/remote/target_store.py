@@ -19,7 +19,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from engine.remote.secrets import TokenStore
-from engine.remote.targets import REDACTED, Target, redact_headers
+from engine.remote.targets import REDACTED, Target, describe_validation, redact_headers
 from storage import Database, queries
 
 
@@ -49,16 +49,6 @@ class StoredTarget:
     updated_us: int
     has_token: bool
     missing_secrets: tuple[str, ...]  # credential headers whose values are not available here
-
-
-def describe_validation(exc: ValidationError) -> str:
-    """One line naming each bad field: `timeout_s: Input should be greater than 0`."""
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "target"
-        message = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(f"{field}: {message}")
-    return "; ".join(parts)
 
 
 def make_target(**fields: Any) -> Target:

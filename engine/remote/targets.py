@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Protocol = Literal["inferdeck", "oip", "json"]
 PROTOCOLS: tuple[Protocol, ...] = ("inferdeck", "oip", "json")
@@ -99,3 +99,13 @@ def predict_path(target: Target) -> str:
             raise ValueError("an OIP target needs a model")
         return f"/v2/models/{quote(target.model, safe='')}/infer"
     return ""
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """One line naming each bad field: `timeout_s: Input should be greater than 0`."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "target"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts)

@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import ValidationError
 
-from engine.remote.load import UNREACHABLE, LoadError, LoadPlan, LoadRunner
+from engine.remote.load import UNREACHABLE, LoadError, LoadRunner
 from engine.remote.payloads import PayloadError, PayloadSource
+from engine.remote.plan import LoadPlan
 from engine.remote.targets import PROTOCOLS, Target
 from engine.tasks import freeze_startup_objects
 from gui.commands.common import (
@@ -25,10 +26,8 @@ from gui.commands.common import (
     parse_headers,
     say,
 )
+from gui.load_args import DEFAULT_DURATION_S, TOKEN_ENV, plan_from_args
 from storage.database import Database, StorageError, open_database
-
-TOKEN_ENV = "INFERDECK_TOKEN"
-DEFAULT_DURATION_S = 10.0
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -89,22 +88,6 @@ def _target(args: argparse.Namespace) -> Target:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "target"
         raise CommandError(f"{args.url}: {where}: {first['msg']}") from None
-
-
-def plan_from_args(args: argparse.Namespace) -> LoadPlan:
-    """The plan the traffic options describe (`load` and `gui --autostart` share them);
-    raises ValueError naming what is wrong."""
-    duration = args.duration
-    if duration is None and args.requests is None:
-        duration = DEFAULT_DURATION_S
-    return LoadPlan(
-        rate=args.rate,
-        concurrency=args.concurrency,
-        duration_s=duration,
-        requests=args.requests,
-        ramp_s=args.ramp,
-        max_in_flight=args.max_in_flight,
-    )
 
 
 def _plan(args: argparse.Namespace) -> LoadPlan:

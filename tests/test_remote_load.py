@@ -30,10 +30,11 @@ from test_server import ROW, free_port
 
 from engine.remote.classify import classify
 from engine.remote.examples import example_from_oip, example_from_schema
-from engine.remote.load import LoadPlan, LoadResult, LoadRunner
+from engine.remote.load import LoadResult, LoadRunner
 from engine.remote.payloads import PayloadSource
+from engine.remote.plan import LoadPlan
 from engine.remote.protocols import OipInput
-from engine.remote.server_timing import parse_server_timing
+from engine.remote.server_timing import parse_server_timing, place_server_spans
 from engine.remote.targets import Target
 from storage.database import open_database
 
@@ -516,3 +517,16 @@ def test_examples_fill_ranges_and_tensor_shapes() -> None:
     assert example_from_oip(image) == {"image": [1.0] * 64}
     fields = [OipInput("x", "INT64", (-1, 1)), OipInput("all", "FP32", (-1, 2))]
     assert example_from_oip(fields) == {"x": 1}
+
+
+def test_server_spans_sit_inside_the_wait_they_took() -> None:
+    timing = (("inference", 300), ("write", 100))
+    centred = place_server_spans(timing, wait_start_us=1_000, wait_us=600)
+    assert [(s[0], s[1], s[2]) for s in centred] == [
+        ("server.inference", 1_100, 300),
+        ("server.write", 1_400, 100),
+    ]
+    # More server time than the client's wait: the server began during the send, and it ends
+    # no later than the answer's first byte.
+    late = place_server_spans(timing, wait_start_us=1_000, wait_us=350)
+    assert late[-1][1] + late[-1][2] == 1_350 and late[0][1] == 950

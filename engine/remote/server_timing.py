@@ -48,7 +48,14 @@ def place_server_spans(
     if not timing:
         return []
     total = sum(dur for _, dur in timing)
-    start = wait_start_us + max(wait_us - total, 0) // 2
+    # Centred in the wait; a server that reports more than the wait began while the request
+    # was still being sent (the client marks the send done late), and it cannot have finished
+    # after the answer's first byte: then its spans end where the wait ends.
+    start = (
+        wait_start_us + (wait_us - total) // 2
+        if total <= wait_us
+        else wait_start_us + wait_us - total
+    )
     spans: list[tuple[Any, ...]] = []
     for name, dur in timing:
         spans.append(("server." + name, start, dur, _ESTIMATED))

@@ -148,8 +148,6 @@ async def _main(
             closed.set_result(None)
 
     window.sigCloseRequested.connect(request_close)
-    if autoquit is not None:
-        QTimer.singleShot(int(autoquit * 1000), window.close)
 
     executor: Executor = QThreadPoolExecutor(max_workers=1)
     db = await open_database(db_path)
@@ -160,6 +158,10 @@ async def _main(
         await engine.start()
         freeze_startup_objects()
         window.set_models_ready(registry.names())
+        if autoquit is not None:
+            # Counted from here, not from launch: loading torch and the models takes seconds
+            # more on a busy machine, and an --autostart run must get its S seconds.
+            QTimer.singleShot(int(autoquit * 1000), window.close)
         return await _serve_window(
             window, engine, bridge, lag, tasks, closed, on_ready, load, autostart
         )

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gui = sub.add_parser("gui", help="the desktop app (the default)")
     gui.add_argument("--db", help="database file")
-    gui.add_argument("--autoquit", type=float, metavar="S", help="quit S seconds after start")
+    gui.add_argument(
+        "--autoquit", type=float, metavar="S", help="quit S seconds after the models are ready"
+    )
     add_gui_arguments(gui)
     predict.add_parser(sub)
     runs.add_parser(sub)

@@ -7,7 +7,8 @@ shows the store's own refusal (a name taken) with `show_error`.
 
 Secrets are never shown in clear once given: the token field is a password field that starts
 empty and says where the stored token lives ("stored in keyring" / "kept in memory for this
-session"); credential headers read back as `***`, and a `***` left as it was keeps the stored
+session"); credentials (headers, and query parameters of the URL, by the rule in
+`engine.remote.credentials`) read back as `***`, and a `***` left as it was keeps the stored
 value. Open it with `open()` (or `ask()`, a future of its result), never `exec()`.
 """
 
@@ -32,9 +33,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.remote.credentials import REDACTED, redact_headers
 from engine.remote.secrets import Where
 from engine.remote.target_store import KEEP, StoredTarget
-from engine.remote.targets import PROTOCOLS, REDACTED, Target, redact_headers
+from engine.remote.targets import PROTOCOLS, Target
 
 LABELS = {
     "name": "Name",
@@ -164,10 +166,11 @@ class TargetDialog(QDialog):
         t = found.target
         self.name_edit.setText(t.name)
         self.name_edit.setReadOnly(True)  # the name is the target's key (remove and add to rename)
-        self.url_edit.setText(t.base_url)
+        self.url_edit.setText(t.redacted_url())
         self.protocol_box.setCurrentText(t.protocol)
         self.model_edit.setText(t.model or "")
-        shown = redact_headers(t.headers) | dict.fromkeys(found.missing_secrets, REDACTED)
+        missing = [k for k in found.missing_secrets if not k.startswith("?")]  # "?x": the URL's
+        shown = redact_headers(t.headers) | dict.fromkeys(missing, REDACTED)
         self.headers_edit.setPlainText("\n".join(f"{k}: {v}" for k, v in shown.items()))
         self.timeout_spin.setValue(t.timeout_s)
         self.connect_spin.setValue(t.connect_timeout_s)
@@ -196,6 +199,16 @@ class TargetDialog(QDialog):
                 raise DraftError([("headers", f"the value of {key} is not available; type it")])
         return headers
 
+    def _url(self) -> str:
+        url = self.url_edit.text().strip()
+        found = self.existing
+        # The URL as shown, `***` and all, keeps the stored one with its credentials.
+        if found is not None and url == found.target.redacted_url():
+            return found.target.base_url
+        if REDACTED in url:
+            raise DraftError([("base_url", "type the URL's credentials instead of ***")])
+        return url
+
     def draft(self) -> tuple[Target, Any]:
         """The target and the token choice, or `DraftError` naming each bad field."""
         problems: list[tuple[str, str]] = []
@@ -204,11 +217,16 @@ class TargetDialog(QDialog):
         except DraftError as exc:
             problems.extend(exc.problems)
             headers = {}
+        try:
+            url = self._url()
+        except DraftError as exc:
+            problems.extend(exc.problems)
+            url = ""
         template = self.template_edit.toPlainText().strip()
         fields_protocol = self.protocol_box.currentText()
         fields: dict[str, Any] = {
             "name": self.name_edit.text().strip(),
-            "base_url": self.url_edit.text().strip(),
+            "base_url": url,
             "protocol": fields_protocol,
             "model": self.model_edit.text().strip() or None,
             "headers": headers,

@@ -150,7 +150,7 @@ class TargetsTableModel(QAbstractTableModel):
         if column == "name":
             return t.name
         if column == "URL":
-            return t.base_url
+            return t.redacted_url()
         if column == "protocol":
             return t.protocol
         if column == "model":

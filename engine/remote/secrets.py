@@ -1,8 +1,10 @@
 """Where a target's secrets live: the system keyring when a usable one exists, else process memory.
 
-A secret is a bearer token, or the values of credential headers (`Authorization`, `X-Api-Key`...)
-given with a target. They never go to SQLite, logs or exports: `engine.remote.target_store` keeps
-them here and stores only the rest of the target. Without a keyring (a headless box, a CI runner)
+A secret is a bearer token, the values of a target's credential headers, or its URL when the URL
+carries credential query parameters (`?token=`, `?api_key=`...); which headers and parameters are
+credentials is decided by the one rule in `engine.remote.credentials`. They never go to SQLite,
+logs or exports: `engine.remote.target_store` keeps them here and stores only the redacted rest of
+the target. Without a keyring (a headless box, a CI runner)
 the secrets last only as long as the process, which is said plainly rather than writing them to a
 file the operator did not ask for.
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_SERVICE = "inferdeck-token"
 HEADERS_SERVICE = "inferdeck-headers"
+URL_SERVICE = "inferdeck-url"
 _CHECK_USER = "__inferdeck_write_check__"
 
 Where = Literal["keyring", "memory"]
@@ -86,6 +89,7 @@ class TokenStore:
     def delete(self, name: str) -> None:
         self._remove(TOKEN_SERVICE, name)
         self._remove(HEADERS_SERVICE, name)
+        self._remove(URL_SERVICE, name)
 
     # Credential header values (one entry per target holding all of them)
 
@@ -106,6 +110,17 @@ class TokenStore:
         if not isinstance(value, dict):
             return {}
         return {str(k): str(v) for k, v in value.items()}
+
+    # The whole base URL, when it carries credential query parameters (None: it has none)
+
+    def set_url(self, name: str, url: str | None) -> None:
+        if url:
+            self._put(URL_SERVICE, name, url)
+        else:
+            self._remove(URL_SERVICE, name)
+
+    def get_url(self, name: str) -> str | None:
+        return self._read(URL_SERVICE, name)
 
     # One place for each storage operation, so memory and keyring behave alike.
 

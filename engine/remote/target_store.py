@@ -1,10 +1,12 @@
 """The targets an operator has saved: SQLite for their settings, the token store for secrets.
 
-A stored target's `config` is its JSON with every credential header value replaced by `***`; the
-real values and the bearer token go to `TokenStore` (the keyring, or memory). Reading a target
-joins them back when this process can see them; a header whose secret it cannot see (a memory-only
-store in another process) is left out of the target rather than sent as `***`, and named in
-`StoredTarget.missing_secrets` so a view can say why.
+A stored target's `config` is its JSON with every credential (by the rule in
+`engine.remote.credentials`: credential headers, credential query parameters of the URL, user
+info turned into `Authorization`) replaced by `***`; the real values and the bearer token go to
+`TokenStore` (the keyring, or memory). Reading a target joins them back when this process can see
+them; a credential it cannot see (a memory-only store in another process) is left out of the
+target rather than sent as `***`, and named in `StoredTarget.missing_secrets` so a view can say
+why.
 
 Writes go through the database's one writer and wait for their commit; reads use the reader.
 """
@@ -18,8 +20,9 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from engine.remote.credentials import REDACTED, drop_url_secrets, redact_url, url_secret_names
 from engine.remote.secrets import TokenStore
-from engine.remote.targets import REDACTED, Target, describe_validation, redact_headers
+from engine.remote.targets import Target, describe_validation
 from storage import Database, queries
 
 
@@ -59,11 +62,21 @@ def make_target(**fields: Any) -> Target:
         raise TargetError(f"invalid target: {describe_validation(exc)}") from exc
 
 
-def split_secrets(target: Target) -> tuple[Target, dict[str, str]]:
-    """The target as stored (credential values as `***`) and the credential headers apart."""
-    shown = redact_headers(target.headers)
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """What `split_secrets` takes out of a target: it goes to the token store, never to SQLite."""
+
+    headers: dict[str, str]  # credential headers by name
+    url: str | None  # the whole base URL when it has credential parameters, else None
+
+
+def split_secrets(target: Target) -> tuple[Target, Secrets]:
+    """The target as stored (every credential value `***`) and its credentials apart."""
+    shown = target.redacted_headers()
     secret = {k: v for k, v in target.headers.items() if shown[k] == REDACTED}
-    return target.model_copy(update={"headers": shown}), secret
+    url = target.redacted_url()
+    stored = target.model_copy(update={"headers": shown, "base_url": url})
+    return stored, Secrets(secret, target.base_url if url != target.base_url else None)
 
 
 def _now_us() -> int:
@@ -94,7 +107,8 @@ class TargetStore:
             raise TargetNotFoundError(f"no target named {target.name!r}")
         stored, secret = split_secrets(target)
         if token is KEEP:
-            self.tokens.set_headers(target.name, secret)
+            self.tokens.set_headers(target.name, secret.headers)
+            self.tokens.set_url(target.name, secret.url)
         else:
             self.tokens.delete(target.name)
             self._keep_secrets(target.name, secret, token)
@@ -122,8 +136,9 @@ class TargetStore:
     def token(self, name: str) -> str | None:
         return self.tokens.get(name)
 
-    def _keep_secrets(self, name: str, secret: dict[str, str], token: str | None) -> None:
-        self.tokens.set_headers(name, secret)
+    def _keep_secrets(self, name: str, secret: Secrets, token: str | None) -> None:
+        self.tokens.set_headers(name, secret.headers)
+        self.tokens.set_url(name, secret.url)
         if token:
             self.tokens.set(name, token)
 
@@ -144,14 +159,24 @@ class TargetStore:
         headers: dict[str, str] = {}
         missing: list[str] = []
         for key, value in stored.headers.items():
-            if value != REDACTED or redact_headers({key: ""})[key] != REDACTED:
-                headers[key] = value
+            if value != REDACTED:
+                headers[key] = value  # not a secret (or one a database from before kept)
             elif key in secret:
                 headers[key] = secret[key]
             else:
                 missing.append(key)
+        url = stored.base_url
+        if REDACTED in url:
+            real = self.tokens.get_url(row.name)
+            # The kept URL counts only if it is this URL's: the settings may have been changed
+            # by a process whose secrets this one cannot see.
+            if real is not None and redact_url(real) == url:
+                url = real
+            elif names := url_secret_names(url):
+                missing += names
+                url = drop_url_secrets(url)
         return StoredTarget(
-            target=stored.model_copy(update={"headers": headers}),
+            target=stored.model_copy(update={"headers": headers, "base_url": url}),
             created_us=row.created_us,
             updated_us=row.updated_us,
             has_token=self.tokens.get(row.name) is not None,

@@ -1,25 +1,38 @@
 """What a remote target is: base URL, protocol, model, headers, timeouts and TLS settings.
 
-A `Target` is plain data, validated by pydantic and stored in SQLite. It never holds a secret: a
-bearer token lives in `engine.remote.secrets` and is joined in only when a request is built, so a
-stored, logged or exported target cannot leak it. `redacted_headers` is what any display shows.
+A `Target` is plain data, validated by pydantic. In memory it holds what requests need, credential
+header values and credential query parameters included; what is stored in SQLite, logged, exported
+or shown is `redacted_url()` and `redacted_headers()`, which follow the one rule in
+`engine.remote.credentials` (the real values live in `engine.remote.secrets`). A bearer token is
+never in a `Target` at all: it is joined in only when a request is built. User info in the URL
+(`http://user:pass@host`) becomes the `Authorization: Basic` header it stands for, so the URL
+itself never carries it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-from urllib.parse import quote, urlsplit
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.remote.credentials import REDACTED, pop_user_info, redact_headers, redact_url
 
 Protocol = Literal["inferdeck", "oip", "json"]
 PROTOCOLS: tuple[Protocol, ...] = ("inferdeck", "oip", "json")
 
-# Header names whose values are credentials; shown as "***" everywhere.
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"}
-)
-REDACTED = "***"
+__all__ = [
+    "PROTOCOLS",
+    "REDACTED",
+    "HealthPaths",
+    "Protocol",
+    "Target",
+    "describe_validation",
+    "health_paths",
+    "predict_path",
+    "redact_headers",
+    "redact_url",
+]
 
 
 class Target(BaseModel):
@@ -38,13 +51,34 @@ class Target(BaseModel):
     # `json` protocol only: the request body, with `{{payload}}` standing for the payload's JSON.
     body_template: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _user_info_to_header(cls, data: Any) -> Any:
+        """`http://user:pass@host` -> `http://host` plus `Authorization: Basic ...`: the header
+        is what the server gets either way, and as a header it is kept like any credential."""
+        if not isinstance(data, dict) or not isinstance(data.get("base_url"), str):
+            return data
+        url, basic = pop_user_info(data["base_url"].strip())
+        if basic is None:
+            return data
+        headers = data.get("headers") or {}
+        if not isinstance(headers, dict):
+            return data  # the headers field reports its own error
+        if any(str(k).lower() == "authorization" for k in headers):
+            raise ValueError(
+                "the URL's user:password and an Authorization header both set credentials; "
+                "give one of them"
+            )
+        return {**data, "base_url": url, "headers": {**headers, "Authorization": basic}}
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL with a host")
-        return value.strip().rstrip("/")
+        # A trailing slash goes from the path only: a query's value may end in one.
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), parts.query, ""))
 
     @field_validator("headers")
     @classmethod
@@ -57,12 +91,36 @@ class Target(BaseModel):
     def redacted_headers(self) -> dict[str, str]:
         return redact_headers(self.headers)
 
+    def redacted_url(self) -> str:
+        """The base URL as stored and shown: credential query values as `***`."""
+        return redact_url(self.base_url)
+
+    def secret_values(self) -> list[str]:
+        """Every credential value this target holds (for scrubbing free text such as an
+        exception's message)."""
+        values = [v for k, v in self.headers.items() if self.redacted_headers()[k] == REDACTED]
+        shown = urlsplit(self.redacted_url()).query.split("&")
+        real = urlsplit(self.base_url).query.split("&")
+        values += [r.partition("=")[2] for r, s in zip(real, shown, strict=False) if r != s]
+        return values
+
     def url(self, path: str) -> str:
-        return self.base_url + path if path else self.base_url
+        """The URL of `path` on this target; the base URL's query (credentials included) is
+        kept after the path, where a server reads it."""
+        if not path:
+            return self.base_url
+        parts = urlsplit(self.base_url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path + path, parts.query, ""))
 
-
-def redact_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+    def __repr_args__(self) -> Any:
+        # A repr ends up in logs and tracebacks: the redacted forms only.
+        for key, value in super().__repr_args__():
+            if key == "base_url":
+                yield key, self.redacted_url()
+            elif key == "headers":
+                yield key, self.redacted_headers()
+            else:
+                yield key, value
 
 
 class HealthPaths(BaseModel):

@@ -1,8 +1,9 @@
 """`inferdeck targets add|edit|list|show|remove`: the remote endpoints an operator has saved.
 
 Settings go to the database; a bearer token (`--token-stdin`, never an argument: arguments end
-up in shell history and process lists) and credential header values go to the token store.
-Everything printed shows credential headers as `***` and never a token.
+up in shell history and process lists) and every other credential (headers, query parameters and
+user info of the URL, by the rule in `engine.remote.credentials`) go to the token store.
+Everything printed shows credentials as `***` and never a token.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import sys
 from typing import Any
 
+from engine.remote.credentials import REDACTED, pop_user_info
 from engine.remote.secrets import TokenStore
 from engine.remote.target_store import (
     KEEP,
@@ -101,17 +103,24 @@ def add_parser(sub: SubParsers) -> None:
 
 
 def target_dict(found: StoredTarget, tokens: TokenStore) -> dict[str, Any]:
-    """A target as any output shows it: credential headers redacted, no token."""
+    """A target as any output shows it: credentials redacted, no token."""
     t = found.target
+    missing_headers = [k for k in found.missing_secrets if k not in _url_names(found)]
     return {
-        **t.model_dump(exclude={"headers"}),
-        "headers": t.redacted_headers() | dict.fromkeys(found.missing_secrets, "***"),
-        "token": "***" if found.has_token else None,
+        **t.model_dump(exclude={"headers", "base_url"}),
+        "base_url": t.redacted_url(),
+        "headers": t.redacted_headers() | dict.fromkeys(missing_headers, REDACTED),
+        "token": REDACTED if found.has_token else None,
         "secrets_in": tokens.where(),
         "missing_secrets": list(found.missing_secrets),
         "created_us": found.created_us,
         "updated_us": found.updated_us,
     }
+
+
+def _url_names(found: StoredTarget) -> list[str]:
+    """The missing secrets that are the URL's (`?token`), not headers."""
+    return [k for k in found.missing_secrets if k.startswith("?")]
 
 
 def _when(us: int) -> str:
@@ -141,14 +150,15 @@ async def _run(args: argparse.Namespace, store: TargetStore, tokens: TokenStore)
         token = _read_token() if args.token_stdin else None
         target = make_target(name=args.name, base_url=args.url, **target_fields(args))
         added = await store.add(target, token=token)
-        say(f"added target {target.name} ({target.protocol}, {target.base_url})")
-        secret_headers = [k for k, v in target.redacted_headers().items() if v == "***"]
-        if (token or secret_headers) and tokens.where() == "memory":
+        say(f"added target {target.name} ({target.protocol}, {target.redacted_url()})")
+        secrets = [k for k, v in target.redacted_headers().items() if v == REDACTED]
+        secrets += [] if target.redacted_url() == target.base_url else ["url"]
+        if (token or secrets) and tokens.where() == "memory":
             warn(
-                "inferdeck: no usable system keyring: the token and credential headers are kept "
+                "inferdeck: no usable system keyring: the token and credentials are kept "
                 "only by this process and are gone when it ends"
             )
-        elif added.has_token or secret_headers:
+        elif added.has_token or secrets:
             say("secrets kept in the system keyring")
         return EXIT_OK
     if command == "edit":
@@ -167,7 +177,7 @@ async def _run(args: argparse.Namespace, store: TargetStore, tokens: TokenStore)
             tls = "verify" if t.verify_tls else "off"
             say(
                 f"{t.name:20} {t.protocol:9} {t.model or '-':12} {tls:6} "
-                f"{'yes' if f.has_token else 'no':6} {t.base_url}"
+                f"{'yes' if f.has_token else 'no':6} {t.redacted_url()}"
             )
         return EXIT_OK
     if command == "show":
@@ -180,7 +190,7 @@ async def _run(args: argparse.Namespace, store: TargetStore, tokens: TokenStore)
             return EXIT_OK
         t = found.target
         say(f"target {t.name}")
-        say(f"  url       {t.base_url}")
+        say(f"  url       {detail['base_url']}")
         say(f"  protocol  {t.protocol}" + (f", model {t.model}" if t.model else ""))
         say(f"  timeouts  {t.timeout_s:g} s (connect {t.connect_timeout_s:g} s)")
         say(f"  tls       {'verified' if t.verify_tls else 'NOT verified'}")
@@ -207,6 +217,10 @@ async def _edit(args: argparse.Namespace, store: TargetStore) -> int:
     given = target_fields(args)
     # New headers join the saved ones (a header given again takes its new value).
     headers = found.target.headers | given.pop("headers", {})
+    if args.url and pop_user_info(args.url)[1] is not None:
+        # The new URL's user info is the new Authorization; the saved one would clash with it.
+        old = {k for k in found.target.headers if k.lower() == "authorization"}
+        headers = {k: v for k, v in headers.items() if k not in old}
     fields = found.target.model_dump() | given | {"headers": headers}
     if args.url:
         fields["base_url"] = args.url
@@ -219,5 +233,5 @@ async def _edit(args: argparse.Namespace, store: TargetStore) -> int:
         token = None
     target = make_target(**fields)
     await store.update(target, token=token)  # type: ignore[arg-type]
-    say(f"updated target {target.name} ({target.protocol}, {target.base_url})")
+    say(f"updated target {target.name} ({target.protocol}, {target.redacted_url()})")
     return EXIT_OK

@@ -11,10 +11,10 @@ import argparse
 import os
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from engine.remote.credentials import host_name, redact_url
 from engine.remote.plan import LoadPlan
 from engine.remote.targets import PROTOCOLS, Target, describe_validation
 
@@ -131,10 +131,11 @@ def load_from_args(args: argparse.Namespace) -> tuple[LoadRequest | None, bool]:
 def _target(args: argparse.Namespace) -> Target:
     try:
         return Target(
-            name=(urlsplit(args.target).netloc or "target")[:64],
+            name=host_name(args.target),
             base_url=args.target,
             protocol=args.protocol or "inferdeck",
             model=args.model,
         )
     except ValidationError as exc:
-        raise LoadStartError(f"--target {args.target}: {describe_validation(exc)}") from None
+        url = redact_url(args.target)
+        raise LoadStartError(f"--target {url}: {describe_validation(exc)}") from None

@@ -90,7 +90,7 @@ class RemotePredict(QObject):
         for name, stored in self.targets.items():
             self.source_box.addItem(name)
             index = self.source_box.count() - 1
-            tip = f"{stored.target.protocol} · {stored.target.base_url}"
+            tip = f"{stored.target.protocol} · {stored.target.redacted_url()}"
             self.source_box.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
         self.source_box.blockSignals(False)
         if current in self.targets:

@@ -31,6 +31,7 @@ from typing import Literal
 import httpx
 
 from engine.remote.classify import classify, describe, http_class
+from engine.remote.credentials import scrub
 from engine.remote.secrets import TokenStore
 from engine.remote.targets import Target, health_paths
 from storage import Database, queries
@@ -220,7 +221,8 @@ class Prober:
                     if read > _BODY_CAP:
                         break  # health is the status; a huge body is not worth reading
         except Exception as exc:  # every failure is a probe result, never a crash
-            error = describe_error(exc)
+            # Stored and shown: an exception that echoes the URL must not carry its credentials.
+            error = scrub(describe_error(exc), self.target.secret_values())
         latency_us = (time.perf_counter_ns() - start) // 1000
         if status is not None and error is None:
             ok = status < 500 if self.target.protocol == "json" else 200 <= status < 300

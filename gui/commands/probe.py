@@ -13,8 +13,8 @@ import asyncio
 import datetime as dt
 import math
 from typing import Any
-from urllib.parse import urlsplit
 
+from engine.remote.credentials import host_name
 from engine.remote.prober import KINDS, Prober, ProbeResult, ProbeRound, StateChange
 from engine.remote.secrets import TokenStore
 from engine.remote.target_store import TargetError, TargetStore, make_target
@@ -58,8 +58,7 @@ async def _resolve(args: argparse.Namespace, store: TargetStore) -> tuple[Target
     """The target to probe and its token: a URL as given, or a saved target with overrides."""
     fields = target_fields(args)
     if "://" in args.url:
-        name = urlsplit(args.url).netloc[:64] or "probe"
-        return make_target(name=name, base_url=args.url, **fields), None
+        return make_target(name=host_name(args.url), base_url=args.url, **fields), None
     found = await store.get(args.url)
     if found is None:
         raise CommandError(f"{args.url!r} is neither an http(s) URL nor a saved target's name")
@@ -111,7 +110,7 @@ def summary(
                 errors[r.kind] = errors.get(r.kind, 0) + 1
     return {
         "target": target.name,
-        "url": target.base_url,
+        "url": target.redacted_url(),
         "protocol": target.protocol,
         "model": target.model,
         "rounds": len(rounds),

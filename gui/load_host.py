@@ -150,7 +150,7 @@ class LoadHost(QObject):
         if first.error in UNREACHABLE:
             await runner.aclose()
             lag_extra()
-            url = request.target.base_url
+            url = request.target.redacted_url()
             self._fail(f"{url}: unreachable ({first.error}: {first.message})")
             return None
         if self._stop_asked:

@@ -9,7 +9,6 @@ throttled snapshots (≤ 20 a second), so they cost nothing per request.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from PySide6.QtCore import Qt, Signal
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.remote.credentials import host_name
 from engine.remote.load import LoadSnapshot
 from engine.remote.plan import LoadPlan
 from engine.remote.target_store import StoredTarget
@@ -216,7 +216,7 @@ class LoadPanel(QWidget):
         for widget in (self.url_edit, self.protocol_box, self.model_edit):
             widget.setEnabled(typed)
         if stored is not None:
-            self.url_edit.setText(stored.target.base_url)
+            self.url_edit.setText(stored.target.redacted_url())  # shown, not used: no secrets
             self.protocol_box.setCurrentText(stored.target.protocol)
             self.model_edit.setText(stored.target.model or "")
 
@@ -286,7 +286,7 @@ class LoadPanel(QWidget):
             url = self.url_edit.text().strip()
             try:
                 target = Target(
-                    name=(urlsplit(url).netloc or "target")[:64],
+                    name=host_name(url),
                     base_url=url,
                     protocol=self.protocol_box.currentText(),
                     model=self.model_edit.text().strip() or None,
@@ -329,7 +329,7 @@ class LoadPanel(QWidget):
         for value in self.figures.values():
             value.setText("—")
         self.errors_label.setText("errors: none")
-        self.message.setText(f"Checking {target.base_url} …")
+        self.message.setText(f"Checking {target.redacted_url()} …")
 
     def on_started(self) -> None:
         self.message.setText("Sending…")

@@ -28,6 +28,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from engine.remote.classify import classify, describe
+from engine.remote.credentials import scrub
 from engine.remote.targets import Target
 
 MAX_BODY_BYTES = 1 << 20  # a bigger answer is aborted and counted as `too_large`
@@ -74,6 +75,7 @@ class TargetClient:
     ) -> None:
         self.target = target
         self.max_body_bytes = max_body_bytes
+        self._secrets = [*target.secret_values(), *([token] if token else [])]
         self.trace_every = max(trace_every, 0)
         self._count = 0
         limits = httpx.Limits(
@@ -152,7 +154,8 @@ class TargetClient:
                 await self._read(response, result)
         except Exception as exc:  # every failure is data for the run, never a crash
             result.error = classify(exc)
-            result.message = describe(exc)
+            # Stored with the row: an exception that echoes the URL must not carry credentials.
+            result.message = scrub(describe(exc), self._secrets)
         result.end_ns = _now()
         return result
 

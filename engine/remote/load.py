@@ -261,7 +261,7 @@ class LoadRunner:
         t = self.target
         return {
             "target": t.name,
-            "base_url": t.base_url,
+            "base_url": t.redacted_url(),
             "protocol": t.protocol,
             "model": t.model,
             "headers": t.redacted_headers(),

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import orjson
 
 from engine.remote.client import TargetClient
+from engine.remote.credentials import redact_url, scrub
 from engine.remote.payloads import Payload
 from engine.remote.targets import Target, predict_path
 
@@ -133,12 +134,14 @@ async def fetch_oip_inputs(client: TargetClient) -> list[OipInput]:
     if target.protocol != "oip" or not target.model:
         raise ProtocolError("only an OIP target with a model has metadata to read")
     path = target.url(oip_metadata_path(target.model))
+    shown = redact_url(path)  # messages reach the terminal: never the URL's credentials
     try:
         response = await client.client.get(path)
     except Exception as exc:
-        raise ProtocolError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        text = scrub(str(exc), target.secret_values())
+        raise ProtocolError(f"cannot read {shown}: {type(exc).__name__}: {text}") from exc
     if response.status_code != 200:
-        raise ProtocolError(f"{path} answered {response.status_code}; is the model loaded?")
+        raise ProtocolError(f"{shown} answered {response.status_code}; is the model loaded?")
     return parse_oip_metadata(response.content)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
 
+from engine.remote.credentials import host_name, redact_url
 from engine.remote.load import UNREACHABLE, LoadError, LoadRunner
 from engine.remote.payloads import PayloadError, PayloadSource
 from engine.remote.plan import LoadPlan
@@ -74,9 +74,8 @@ def add_parser(sub: SubParsers) -> None:
 
 def _target(args: argparse.Namespace) -> Target:
     try:
-        name = urlsplit(args.url).netloc[:64] or "target"
         return Target(
-            name=name,
+            name=host_name(args.url),
             base_url=args.url,
             protocol=args.protocol,
             model=args.model,
@@ -87,7 +86,7 @@ def _target(args: argparse.Namespace) -> Target:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "target"
-        raise CommandError(f"{args.url}: {where}: {first['msg']}") from None
+        raise CommandError(f"{redact_url(args.url)}: {where}: {first['msg']}") from None
 
 
 def _plan(args: argparse.Namespace) -> LoadPlan:
@@ -165,7 +164,8 @@ async def _load(
         raise CommandError(str(exc)) from None
     if first.error in UNREACHABLE:
         await runner.aclose()
-        raise CommandError(f"{args.url}: unreachable ({first.error}: {first.message})")
+        url = target.redacted_url()
+        raise CommandError(f"{url}: unreachable ({first.error}: {first.message})")
     # Everything alive now stays; a collection walking it mid-run would stall the loop.
     freeze_startup_objects()
     with on_ctrl_c(runner.stop):

@@ -35,3 +35,20 @@ def new_id() -> str:
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# How much of a run ID people are shown: `xxxxxxxx-xxxx-7ccc`, the 48-bit millisecond timestamp
+# (12 hex digits), the version digit and the 12-bit counter. The first 8 digits alone change
+# only every 2^16 ms (about 65 s), so two runs made seconds apart looked the same. With the
+# whole timestamp, runs started a millisecond or more apart differ; with the counter, so do any
+# two runs made by one process, even in the same millisecond (new_id never repeats a pair).
+# Only two processes starting runs in the same millisecond can share it, and then the CLI lists
+# both and asks for more of the ID. It stays a literal prefix of the full ID, so `inferdeck runs
+# show` and `export` accept exactly what is shown, and short IDs still sort by time (the random
+# tail would be unique too, but it is not a prefix and has no order).
+SHORT_ID_CHARS = 18
+
+
+def short_id(run_id: str) -> str:
+    """The part of a run ID shown to people, e.g. `0193a8f2-7c1e-7a3b`."""
+    return run_id[:SHORT_ID_CHARS]

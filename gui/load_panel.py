@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.ids import short_id
 from engine.remote.credentials import host_name
 from engine.remote.load import LoadSnapshot
 from engine.remote.plan import LoadPlan
@@ -351,7 +352,7 @@ class LoadPanel(QWidget):
         lat = summary.get("latency_ms") or {}
         lag = summary.get("ui_loop_lag_ms") or {}
         text = (
-            f"Run {str(summary.get('run_id', ''))[:8]} stored: {summary.get('ok', 0):,} ok, "
+            f"Run {short_id(str(summary.get('run_id', '')))} stored: {summary.get('ok', 0):,} ok, "
             f"{summary.get('failed', 0):,} failed in {summary.get('duration_s', 0):,.1f} s, "
             f"{summary.get('throughput_per_s', 0):,.0f}/s, p99 {lat.get('p99', 0):,.2f} ms"
         )

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.compare import Delta, decode_histogram, deltas, figures, nines, percentile_curve
+from engine.ids import short_id
 from storage.queries import RunRow
 
 PENS = ("#6c8ebf", "#d79b00")  # A, B
@@ -36,7 +37,7 @@ TICKS = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999, 99.9999)
 
 def run_label(letter: str, run: RunRow) -> str:
     when = dt.datetime.fromtimestamp(run.started_us / 1e6).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{letter}: {run.kind} {run.run_id[:8]} ({when})"
+    return f"{letter}: {run.kind} {short_id(run.run_id)} ({when})"
 
 
 def _value(value: float | None, name: str) -> str:
@@ -59,7 +60,7 @@ class RunsCompareView(QWidget):
 
     def __init__(self, a: RunRow, b: RunRow, parent: QWidget | None = None) -> None:
         super().__init__(parent, Qt.WindowType.Window)
-        self.setWindowTitle(f"Compare runs {a.run_id[:8]} and {b.run_id[:8]}")
+        self.setWindowTitle(f"Compare runs {short_id(a.run_id)} and {short_id(b.run_id)}")
         self.resize(1000, 720)
         self.runs = (a, b)
         hists = (decode_histogram(a.histogram), decode_histogram(b.histogram))

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import export
+from engine.ids import short_id
 from engine.tasks import TaskOwner
 from gui.tables import row_table
 from storage import queries
@@ -399,13 +400,13 @@ class RunsView(QWidget):
             return
         fmt = self.format_box.currentText()
         suffix = SUFFIXES[fmt]
-        dialog = QFileDialog(self, f"Export run {run.run_id[:8]} as {fmt}")
+        dialog = QFileDialog(self, f"Export run {short_id(run.run_id)} as {fmt}")
         dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
         dialog.setFileMode(QFileDialog.FileMode.AnyFile)
         dialog.setNameFilter(NAME_FILTERS[fmt])
         dialog.setDefaultSuffix(suffix)
         dialog.setDirectory(str(self._last_dir))
-        dialog.selectFile(f"run-{run.run_id[:8]}.{suffix}")
+        dialog.selectFile(f"run-{short_id(run.run_id)}.{suffix}")
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         run_id = run.run_id
         dialog.fileSelected.connect(
@@ -418,7 +419,7 @@ class RunsView(QWidget):
         """Write a run's requests to `path`; return how many, or -1 if it failed (the status
         label then says why in one line). The file appears whole or not at all."""
         self._last_dir = path.parent
-        self.status.setText(f"Exporting run {run_id[:8]} to {path}…")
+        self.status.setText(f"Exporting run {short_id(run_id)} to {path}…")
         # Written beside the target and renamed over it at the end, so a failed or cancelled
         # export never leaves a half file (or clobbers an earlier good one).
         part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
@@ -438,5 +439,5 @@ class RunsView(QWidget):
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-        self.status.setText(f"Exported {count:,} requests of run {run.run_id[:8]} to {path}")
+        self.status.setText(f"Exported {count:,} requests of run {short_id(run.run_id)} to {path}")
         return count

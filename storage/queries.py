@@ -201,14 +201,34 @@ async def list_runs(conn: aiosqlite.Connection, limit: int = 50) -> list[RunRow]
         return [_run(tuple(r)) for r in await cur.fetchall()]
 
 
+async def find_runs(conn: aiosqlite.Connection, prefix: str, limit: int = 10) -> list[RunRow]:
+    """Runs whose ID begins with `prefix`, oldest first, at most `limit` of them.
+
+    The prefix is compared as text, never as a pattern: `%` or `_` typed (or pasted) as an ID
+    must match nothing rather than any run. A pasted upper-case ID finds its lower-case run.
+    """
+    if not prefix:
+        return []
+    found: list[RunRow] = []
+    for text in dict.fromkeys((prefix, prefix.lower())):
+        # `run_id >= ?` starts the walk at the prefix in the primary-key index; substr() keeps
+        # exactly the IDs that begin with it.
+        async with conn.execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE run_id >= ? AND substr(run_id, 1, ?) = ? "
+            "ORDER BY started_us, run_id LIMIT ?",
+            (text, len(text), text, limit),
+        ) as cur:
+            found = [_run(tuple(r)) for r in await cur.fetchall()]
+        if found:
+            break
+    return found
+
+
 async def get_run(conn: aiosqlite.Connection, run_id: str) -> RunRow | None:
-    """A run by its full ID or a unique prefix of it (as `git` takes commits)."""
-    async with conn.execute(
-        f"SELECT {_RUN_COLS} FROM runs WHERE run_id LIKE ? || '%' ORDER BY started_us LIMIT 2",
-        (run_id,),
-    ) as cur:
-        rows = list(await cur.fetchall())
-    return _run(tuple(rows[0])) if len(rows) == 1 else None
+    """A run by its full ID or a unique prefix of it (as `git` takes commits); None when no
+    run or more than one begins with it (`find_runs` says which)."""
+    rows = await find_runs(conn, run_id, limit=2)
+    return rows[0] if len(rows) == 1 else None
 
 
 async def run_status_counts(conn: aiosqlite.Connection, run_id: str) -> dict[str, int]:

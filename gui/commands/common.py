@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +25,37 @@ EXIT_CANNOT_START = 2  # bad arguments, unreadable input, unreachable target
 
 
 class CommandError(Exception):
-    """A failure to report as one line (`inferdeck: ...`) with exit status 2."""
+    """A failure to report as one line (`inferdeck: ...`) with exit status 2; `details` are
+    lines printed under it (the runs an ambiguous ID prefix matches)."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+# Characters that must not reach a terminal raw from a user's file name, target name, URL or
+# an error that echoes one: C0 and C1 controls (ESC starts escape sequences that recolour,
+# move the cursor or retitle the window; a newline forges a line of output), and the Unicode
+# line separators and bidirectional overrides that reorder what the reader sees. Lone
+# surrogates (a file name's undecodable bytes) are escaped too: printed raw, they would raise.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """`text` safe to print: each control character written as Python writes it in a string
+    literal (`\\n`, `\\x1b`, `\\u202e`), everything else (accents, CJK, emoji) kept as is."""
+    return _UNPRINTABLE.sub(_escape, text)
 
 
 def default_db_path() -> Path:
@@ -64,12 +95,15 @@ def on_ctrl_c(callback: Callable[[], object]) -> Iterator[None]:
             loop.remove_signal_handler(signal.SIGINT)
 
 
+# Every line a command prints goes through `say` or `warn` (and `inferdeck: ...` errors through
+# the same escaping in gui/cli.py), so no user-controlled text can reach the terminal raw. A
+# line never holds an intended control character: multi-line output is one call per line.
 def say(text: str) -> None:
-    print(text, flush=True)
+    print(printable(text), flush=True)
 
 
 def warn(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(printable(text), file=sys.stderr, flush=True)
 
 
 def emit_json(value: Any) -> None:

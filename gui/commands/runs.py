@@ -6,9 +6,15 @@ import argparse
 import datetime as dt
 from typing import Any
 
+import aiosqlite
+
+from engine.ids import SHORT_ID_CHARS
 from gui.commands.common import EXIT_OK, CommandError, SubParsers, db_path, emit_json, say
 from gui.commands.engine_host import database
 from storage import queries
+
+# How many of the runs an ambiguous prefix matches are listed.
+CANDIDATES_SHOWN = 10
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -17,7 +23,11 @@ def add_parser(sub: SubParsers) -> None:
     lst = runs_sub.add_parser("list", help="recent runs, newest first")
     lst.add_argument("--limit", type=int, default=20)
     show = runs_sub.add_parser("show", help="one run's summary and file jobs")
-    show.add_argument("run_id", metavar="RUN_ID", help="a run ID or a unique prefix of one")
+    show.add_argument(
+        "run_id",
+        metavar="RUN_ID",
+        help=f"a run ID or a unique prefix of one (the app shows its first {SHORT_ID_CHARS})",
+    )
     for sp in (lst, show):
         sp.add_argument("--db", help="database file")
         sp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -28,6 +38,22 @@ def _when(us: int | None) -> str:
     if us is None:
         return "-"
     return dt.datetime.fromtimestamp(us / 1e6).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def find_run(reader: aiosqlite.Connection, prefix: str) -> queries.RunRow:
+    """The one run whose ID begins with `prefix` (taken literally); else a one-line error
+    that, for an ambiguous prefix, lists the runs it matches."""
+    if not prefix:
+        raise CommandError("give a run ID or the start of one (see: inferdeck runs list)")
+    rows = await queries.find_runs(reader, prefix, limit=CANDIDATES_SHOWN + 1)
+    if not rows:
+        raise CommandError(f"no run matches {prefix!r} (see: inferdeck runs list)")
+    if len(rows) == 1:
+        return rows[0]
+    shown = rows[:CANDIDATES_SHOWN]
+    many = f"more than {CANDIDATES_SHOWN}" if len(rows) > CANDIDATES_SHOWN else str(len(rows))
+    details = [f"{r.run_id}  {r.kind:8} started {_when(r.started_us)}" for r in shown]
+    raise CommandError(f"{many} runs begin with {prefix!r}; give more of the ID, one of:", details)
 
 
 def _run_dict(row: queries.RunRow) -> dict[str, Any]:
@@ -65,9 +91,7 @@ async def run(args: argparse.Namespace) -> int:
                     f"{'-' if p99 is None else f'{p99:.2f}'}"
                 )
             return EXIT_OK
-        row = await queries.get_run(db.reader, args.run_id)
-        if row is None:
-            raise CommandError(f"no run matches {args.run_id!r} (see: inferdeck runs list)")
+        row = await find_run(db.reader, args.run_id)
         counts = await queries.run_status_counts(db.reader, row.run_id)
         jobs = await queries.run_file_jobs(db.reader, row.run_id)
         detail = _run_dict(row) | {

@@ -151,6 +151,7 @@ async def _main(
 
     executor: Executor = QThreadPoolExecutor(max_workers=1)
     db = await open_database(db_path)
+    db.guard.on_trip.append(window.show_database_failure)
     # Snapshots at 40 Hz (~0.6 ms each) so every 30 Hz bridge tick has a fresh one for the plots.
     engine = Engine(db, registry, executor, EngineConfig(publish_hz=40.0))
     tasks = TaskOwner()
@@ -200,6 +201,7 @@ async def _serve_window(
     from gui.runs_view import RunsView
     from gui.targets_view import attach_targets
     from storage import queries
+    from storage.database import DatabaseFilesChangedError
     from storage.queries import RequestFilter
 
     db = engine.db
@@ -267,5 +269,7 @@ async def _serve_window(
     await loads.aclose()  # a running load stops and stores its summary
     await remote_targets.aclose()  # probers stop before the database closes
     await tasks.wait()
-    await end_run(db, run, extra={"ui_loop_lag_ms": lag.summary_ms()})
+    # If the database stopped taking writes, the window has said so; quitting still works.
+    with contextlib.suppress(DatabaseFilesChangedError):
+        await end_run(db, run, extra={"ui_loop_lag_ms": lag.summary_ms()})
     return loads.host.last_summary, loads.host.last_error

@@ -26,6 +26,7 @@ from gui.load_args import LoadRequest, LoadStartError
 from gui.load_plots import LoadPlots
 from gui.loop_lag import LoopLagMonitor
 from storage import Database
+from storage.database import is_live_database
 
 if TYPE_CHECKING:
     from gui.load_panel import LoadPanel
@@ -50,6 +51,10 @@ async def build_payloads(db: Database | None, request: LoadRequest) -> PayloadSo
         if choice.kind == "file":
             if not choice.text:
                 raise LoadStartError("choose a payload file")
+            if is_live_database(choice.text):  # never opened: see storage.database
+                raise LoadStartError(
+                    f"{choice.text} is the database InferDeck has open, not a payload file"
+                )
             return await asyncio.to_thread(PayloadSource.from_file, choice.text)
         if choice.kind == "history":
             if db is None or not request.target.model:

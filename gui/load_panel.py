@@ -35,6 +35,7 @@ from engine.remote.load import LoadSnapshot
 from engine.remote.plan import LoadPlan
 from engine.remote.target_store import StoredTarget
 from engine.remote.targets import PROTOCOLS, Target, describe_validation
+from gui.file_dialogs import file_dialog
 from gui.load_args import LoadRequest, LoadStartError, PayloadChoice, PayloadKind
 
 TYPED = "URL below"
@@ -242,7 +243,7 @@ class LoadPanel(QWidget):
         return kind
 
     def _browse(self) -> None:
-        dialog = QFileDialog(self, "Payload rows")
+        dialog = file_dialog(self, "Payload rows")
         dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
         dialog.setNameFilter("Rows (*.json *.jsonl *.ndjson *.csv);;All files (*)")
         dialog.fileSelected.connect(self.file_edit.setText)

@@ -31,15 +31,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.ingest import SUPPORTED_SUFFIXES
 from engine.models.runtime import LoadedModel
 from engine.stats import StatsSnapshot
 from gui.drop_panel import DropPanel
+from gui.file_dialogs import file_dialog
 from gui.monitor_view import MonitorView
 from gui.predict_view import PredictView
 from gui.requests_view import RequestsView
 from gui.runs_view import RunsView
 from gui.theme import CHOICES, Theme
 from gui.trace_view import TraceView
+from storage.database import is_database_file, is_live_database
 
 SHORTCUTS = (
     ("Ctrl+Enter", "Predict with the form's inputs"),
@@ -71,6 +74,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("InferDeck")
         self.setObjectName("InferDeckMain")  # saveState() needs names
         self._closing_done = False
+        self._db_path = db_path
         self._settings = settings()
         self.targets = QListWidget()
         self.targets.addItem("Local engine")
@@ -181,7 +185,7 @@ class MainWindow(QMainWindow):
         box.open()  # never exec(): it would re-enter the qasync loop
 
     def choose_files(self) -> None:
-        dialog = QFileDialog(self, "Run files")
+        dialog = file_dialog(self, "Run files")
         dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
         dialog.setNameFilter(
             "Inputs (*.json *.jsonl *.ndjson *.csv *.png *.jpg *.jpeg *.bmp *.gif *.webp "
@@ -203,7 +207,38 @@ class MainWindow(QMainWindow):
             self.drop_files(paths)
 
     def drop_files(self, paths: list[Path]) -> None:
+        """Run dropped or chosen files, unless one of them is the database itself."""
+        database_files = self.database_files(paths)
+        if database_files:
+            # Refused before anything opens it: reading the live database outside SQLite
+            # would drop this process's locks on it (see storage.database).
+            message = (
+                f"{database_files[0].name} is the database InferDeck has open; it cannot be "
+                "run as an input file. Nothing was read."
+            )
+            self.drop_panel.status.setText(message)
+            self.statusBar().showMessage(message, 10000)
+            return
         self.sigFilesDropped.emit(paths)
+
+    def database_files(self, paths: list[Path]) -> list[Path]:
+        """The live database's files among `paths` and the inputs inside dropped folders
+        (only names and `stat` data are looked at)."""
+
+        def is_db(path: Path) -> bool:
+            return is_live_database(path) or is_database_file(path, self._db_path)
+
+        found: list[Path] = []
+        for path in paths:
+            if path.is_dir():
+                try:
+                    inside = [p for p in path.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES]
+                except OSError:
+                    continue  # the job says the folder cannot be read
+                found.extend(p for p in inside if is_db(p))
+            elif is_db(path):
+                found.append(path)
+        return found
 
     # -- views that need the database -----------------------------------------------------------
 
@@ -266,6 +301,18 @@ class MainWindow(QMainWindow):
 
     def show_lag(self, lag_ms: dict[str, float]) -> None:
         self.lag_state.setText(f"UI lag p99 {lag_ms['p99']:.1f} ms · max {lag_ms['max']:.0f} ms")
+
+    def show_database_failure(self, error: Exception) -> None:
+        """The database stopped taking writes (its files were changed under it): say so once,
+        plainly, and keep the window usable for reading what is stored."""
+        self.db_state.setText("db: writing stopped")
+        self.db_state.setToolTip(str(error))
+        self.statusBar().showMessage(str(error))
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Critical)
+        box.setWindowTitle("Database changed under InferDeck")
+        box.setText(str(error))
+        box.open()  # never exec(): it would re-enter the qasync loop
 
     # -- closing --------------------------------------------------------------------------------
 

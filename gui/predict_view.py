@@ -27,6 +27,8 @@ from PySide6.QtWidgets import (
 from engine.ingest.images import ImageError, image_pixels
 from engine.models.runtime import LoadedModel
 from engine.work import Work
+from gui.file_dialogs import file_dialog
+from storage.database import LiveDatabaseError, refuse_live_database
 
 if TYPE_CHECKING:  # (importing it would load the HTTP client before the window shows)
     from engine.remote.oip_form import RemoteForm
@@ -155,16 +157,29 @@ class PredictView(QWidget):
         return edit, read
 
     def _choose_image(self, name: str, button: QPushButton) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Choose an image", "", "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp)"
-        )
-        if path:
+        dialog = file_dialog(self, "Choose an image")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.setNameFilter("Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp)")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+        def chosen(path: str) -> None:
             self.set_image(name, Path(path))
             button.setText(Path(path).name)
+
+        dialog.fileSelected.connect(chosen)
+        dialog.open()  # never exec(): it would re-enter the qasync loop
 
     def set_image(self, name: str, path: Path) -> None:
         pre = self.model.manifest.preprocessing.image
         if pre is None:
+            return
+        try:
+            # Never opened if it is the live database (see storage.database).
+            refuse_live_database(path, "image")
+        except LiveDatabaseError as exc:
+            self._image_pixels.pop(name, None)
+            self._image_errors[name] = str(exc)
+            self.validate()
             return
         try:
             self._image_pixels[name] = image_pixels(path, pre)

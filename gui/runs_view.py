@@ -40,9 +40,10 @@ from PySide6.QtWidgets import (
 from engine import export
 from engine.ids import short_id
 from engine.tasks import TaskOwner
+from gui.file_dialogs import file_dialog
 from gui.tables import row_table
 from storage import queries
-from storage.database import Database
+from storage.database import Database, is_live_database
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -400,7 +401,7 @@ class RunsView(QWidget):
             return
         fmt = self.format_box.currentText()
         suffix = SUFFIXES[fmt]
-        dialog = QFileDialog(self, f"Export run {short_id(run.run_id)} as {fmt}")
+        dialog = file_dialog(self, f"Export run {short_id(run.run_id)} as {fmt}")
         dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
         dialog.setFileMode(QFileDialog.FileMode.AnyFile)
         dialog.setNameFilter(NAME_FILTERS[fmt])
@@ -419,6 +420,14 @@ class RunsView(QWidget):
         """Write a run's requests to `path`; return how many, or -1 if it failed (the status
         label then says why in one line). The file appears whole or not at all."""
         self._last_dir = path.parent
+        if is_live_database(path):
+            # Renaming the export over the live database would replace it under the open
+            # connections; opening it at all would drop this process's locks.
+            self.status.setText(
+                f"Export refused: {path.name} is the database InferDeck has open; "
+                "choose another file"
+            )
+            return -1
         self.status.setText(f"Exporting run {short_id(run_id)} to {path}…")
         # Written beside the target and renamed over it at the end, so a failed or cancelled
         # export never leaves a half file (or clobbers an earlier good one).

@@ -2,6 +2,14 @@
 
 One writer connection (owned by `GroupCommitWriter`) and one reader connection. WAL lets the reader
 page through history while the writer commits.
+
+The files of an open database must never be opened by anything but SQLite in this process.
+SQLite's locks are POSIX advisory locks, which belong to the process and the file: a `close()` of
+*any* descriptor on the database (or its `-shm`) drops all of them. Another process closing its
+own connection then believes it is the last one, checkpoints and deletes the `-wal` and `-shm`
+under the live connections, which go on writing into a deleted log. So every place that opens a
+user-named file asks `is_live_database` first, and `FilesGuard` notices (before each commit) if
+it happened anyway and stops writing.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +45,116 @@ class StorageError(RuntimeError):
     """The database could not be opened or used; the message is fit for a user."""
 
 
+class LiveDatabaseError(StorageError):
+    """A user-named file is one of the files of a database this process has open."""
+
+
+class DatabaseFilesChangedError(StorageError):
+    """The database's files on disk are no longer the ones its connections write: writing
+    would go into a deleted log, so the database refuses every further write."""
+
+
+# The suffixes of the files SQLite keeps beside a database (WAL mode, and rollback journals).
+_COMPANIONS = ("-wal", "-shm", "-journal")
+# Databases this process has open (or is opening), by resolved path. Locks are per process, so
+# a process-wide registry is exactly the right scope.
+_OPEN: dict[Path, int] = {}
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def is_database_file(path: str | os.PathLike[str], db: str | os.PathLike[str]) -> bool:
+    """Whether `path` is the database `db` or one of its companion files (same inode, so a
+    symlink or hard link counts; by name too, for a companion that does not exist yet)."""
+    db_path = Path(db).expanduser()
+    candidate = Path(path).expanduser()
+    names = [db_path, *(db_path.with_name(db_path.name + s) for s in _COMPANIONS)]
+    mine = _identity(candidate)
+    if mine is not None and any(_identity(name) == mine for name in names):
+        return True
+    try:
+        resolved, db_resolved = candidate.resolve(), db_path.resolve()
+    except OSError:
+        return False
+    return resolved.parent == db_resolved.parent and resolved.name in {n.name for n in names}
+
+
+def is_live_database(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is (a companion file of) a database this process has open: opening and
+    closing it outside SQLite would silently drop this process's locks on it."""
+    return any(is_database_file(path, db) for db in list(_OPEN))
+
+
+def refuse_live_database(path: str | os.PathLike[str], what: str = "file") -> None:
+    """Raise `LiveDatabaseError` (a one-line message) if `path` is a live database's file."""
+    if is_live_database(path):
+        raise LiveDatabaseError(
+            f"{path} is the database InferDeck has open; it cannot be used as a {what} "
+            "(choose another file)"
+        )
+
+
+def _register(path: Path) -> None:
+    _OPEN[path] = _OPEN.get(path, 0) + 1
+
+
+def _unregister(path: Path) -> None:
+    left = _OPEN.get(path, 0) - 1
+    if left > 0:
+        _OPEN[path] = left
+    else:
+        _OPEN.pop(path, None)
+
+
+class FilesGuard:
+    """Notices that the database's files on disk are no longer the ones the connections hold.
+
+    The identities (device, inode) of the database, its `-wal` and `-shm` are recorded once the
+    connections have opened them. While a connection is open SQLite never deletes or replaces
+    them itself, so a missing or different file means another process did, after this one lost
+    its locks. `check()` costs three `stat` calls; the writer runs it before every commit.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+        self._known: list[tuple[int, int] | None] = []
+        self.error: DatabaseFilesChangedError | None = None
+        # Called once, with the error, when the guard first trips (the app shows a message).
+        self.on_trip: list[Callable[[DatabaseFilesChangedError], None]] = []
+
+    def record(self) -> None:
+        self._known = [_identity(f) for f in self._files]
+
+    def check(self) -> None:
+        """Raise `DatabaseFilesChangedError` if a recorded file is gone or replaced (and from
+        then on, every time: a write into a deleted log is never acknowledged)."""
+        if self.error is not None:
+            raise DatabaseFilesChangedError(str(self.error))  # a fresh one: no growing traceback
+        for name, known in zip(self._files, self._known, strict=True):
+            try:
+                st = os.stat(name)
+                same = (st.st_dev, st.st_ino) == known
+            except OSError:
+                same = False
+            if known is not None and not same:
+                self.error = DatabaseFilesChangedError(
+                    f"database {self.path}: its file {name.name} was deleted or replaced by "
+                    "another program while in use; stopped writing so nothing is written into "
+                    "a lost log. Quit InferDeck and start it again (what was stored before "
+                    "is kept)."
+                )
+                for callback in self.on_trip:
+                    callback(self.error)
+                raise self.error
+
+
 @dataclass(slots=True)
 class Recovery:
     """What `open_database` found left behind by processes that died."""
@@ -47,19 +166,25 @@ class Recovery:
 
 @dataclass(slots=True)
 class Database:
+    """An open database: its writer task, a reader connection, and the guard on its files."""
+
     path: Path
     writer: GroupCommitWriter
     reader: aiosqlite.Connection
     recovered: Recovery
     _write_conn: aiosqlite.Connection
+    guard: FilesGuard
 
     async def close(self) -> None:
         """Commit what is pending (awaited), then close both connections."""
         try:
             await self.writer.close()
         finally:
-            await self.reader.close()
-            await self._write_conn.close()
+            try:
+                await self.reader.close()
+                await self._write_conn.close()
+            finally:
+                _unregister(self.path)
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -142,14 +267,26 @@ async def _connect(path: Path, isolation_level: str | None) -> aiosqlite.Connect
 async def open_database(path: str | os.PathLike[str], *, max_batch_rows: int = 1000) -> Database:
     """Open (creating or migrating) the database at `path` and start its writer task."""
     db_path = Path(path).expanduser().resolve()
-    recovered = await asyncio.to_thread(prepare, db_path)
+    # Registered before the first connection, so nothing in this process opens its files.
+    _register(db_path)
     try:
-        # The writer's statements open a write transaction at once (see GroupCommitWriter);
-        # the reader is in autocommit mode so it never holds a snapshot open between reads.
-        write_conn = await _connect(db_path, "IMMEDIATE")
-        reader = await _connect(db_path, None)
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot open database {db_path}: {exc}") from exc
+        recovered = await asyncio.to_thread(prepare, db_path)
+        try:
+            # The writer's statements open a write transaction at once (see GroupCommitWriter);
+            # the reader is in autocommit mode so it never holds a snapshot open between reads.
+            write_conn = await _connect(db_path, "IMMEDIATE")
+            reader = await _connect(db_path, None)
+            # A read makes SQLite open (creating if need be) the -wal and -shm, so the guard
+            # records the files the connections really hold.
+            await reader.execute_fetchall("SELECT count(*) FROM sqlite_master")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {db_path}: {exc}") from exc
+    except BaseException:
+        _unregister(db_path)
+        raise
+    guard = FilesGuard(db_path)
+    guard.record()
     writer = GroupCommitWriter(write_conn, max_rows=max_batch_rows)
+    writer.before_commit = guard.check
     writer.start()
-    return Database(db_path, writer, reader, recovered, write_conn)
+    return Database(db_path, writer, reader, recovered, write_conn, guard)

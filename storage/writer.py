@@ -56,6 +56,8 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.rows_committed = 0
+        # Raises to refuse a batch before it is written (the database's files guard).
+        self.before_commit: Callable[[], None] | None = None
 
     @property
     def pending_rows(self) -> int:
@@ -176,6 +178,8 @@ class GroupCommitWriter:
     async def _commit(self, groups: list[tuple[str, list[Row]]]) -> None:
         if not groups:
             return
+        if self.before_commit is not None:
+            self.before_commit()
         # The connection opens the transaction itself (isolation_level="IMMEDIATE") with the
         # first statement, which saves a thread hop per commit over an explicit BEGIN.
         rows = 0

@@ -19,7 +19,7 @@ from keyring.errors import PasswordDeleteError
 class FileKeyring(KeyringBackend):
     """Secrets by (service, user) in a JSON file; the test owns the file and reads it back."""
 
-    priority = 1  # type: ignore[assignment]  # chosen by name, never by priority
+    priority = 1  # chosen by name, never by priority
 
     @staticmethod
     def _path() -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +27,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, CliResult
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+from test_gui_targets import _all_cells, drive, wait_for
 
 from engine.remote.credentials import (
     host_name,
@@ -33,7 +37,10 @@ from engine.remote.credentials import (
     is_credential_name,
     redact_url,
 )
+from engine.remote.secrets import TokenStore
 from engine.remote.targets import Target
+from gui.targets_view import TargetsView
+from storage import Database
 
 USER, PASSWORD = "alice-u7f3a", "pw-9c1e-secret"
 TOKEN, API_KEY = "qtok-51d0e8", "qkey-73b2aa"
@@ -280,3 +287,97 @@ def test_user_info_becomes_the_authorization_header_and_clashes_are_refused() ->
     assert "x/" not in repr(t) and "Basic" not in repr(t)
     with pytest.raises(ValueError, match="both set credentials"):
         Target(name="t", base_url="http://u:p@h", headers={"authorization": "Bearer z"})
+
+
+def test_targets_view_and_dialog_show_only_redacted_credentials_and_keep_them(
+    qapp: QApplication, qtbot: QtBot, recorder: Recorder, tmp_path: Path
+) -> None:
+    db_file = tmp_path / "gui.db"
+    shown_url = f"http://127.0.0.1:{recorder.port}?token=***&api_key=***&team=ml"
+
+    async def scenario(view: TargetsView, db: Database, tokens: TokenStore) -> None:
+        view.add_target()
+        dialog = view.dialog
+        assert dialog is not None
+        dialog.name_edit.setText("web")
+        dialog.url_edit.setText(_url(recorder.port))
+        dialog.headers_edit.setPlainText("\n".join(h.replace(":", ": ", 1) for h in HEADERS))
+        dialog.submit()
+        await wait_for(lambda: view.table_model.rowCount() == 1)
+        await wait_for(lambda: len(recorder.seen) >= 2)  # the prober's live and ready
+        assert shown_url in _all_cells(view)
+
+        # Edit: the URL and every credential read back redacted; left so, they keep the values.
+        view.select("web")
+        view.edit_target()
+        dialog = view.dialog
+        assert dialog is not None
+        assert dialog.url_edit.text() == shown_url
+        headers_text = dialog.headers_edit.toPlainText()
+        assert "Authorization: ***" in headers_text and "X-Goog-Api-Key: ***" in headers_text
+        dialog.timeout_spin.setValue(4.0)
+        dialog.submit()
+        await wait_for(lambda: view.host.probers["web"].target.timeout_s == 4.0)
+        stored = await view.store.get("web")
+        assert (
+            stored is not None
+            and stored.target.base_url == Target(name="x", base_url=_url(recorder.port)).base_url
+        )
+        before = len(recorder.seen)
+        await wait_for(lambda: len(recorder.seen) >= before + 2)  # the restarted prober's
+
+        # A *** the dialog cannot fill in (the URL changed around it) must be typed.
+        view.edit_target()
+        dialog = view.dialog
+        assert dialog is not None
+        dialog.url_edit.setText(shown_url.replace("team=ml", "team=ops"))
+        dialog.submit()
+        assert "type the URL's credentials instead of ***" in dialog.error_label.text()
+        dialog.reject()
+
+        for _widget_text in (_all_cells(view), dialog.url_edit.text()):
+            _assert_no_secret("the targets view", _widget_text)
+        await db.writer.flush()
+        _assert_no_secret("the database", _db_bytes(db_file))
+
+    drive(qapp, qtbot, db_file, scenario)
+    _assert_received(recorder)
+
+
+def test_credentials_an_older_version_stored_in_clear_are_named_and_moved_by_an_edit(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    db = tmp_path / "c.db"
+    env = _env(
+        db,
+        PYTHON_KEYRING_BACKEND="file_keyring.FileKeyring",
+        PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+        INFERDECK_TEST_KEYRING=str(tmp_path / "keyring.json"),
+    )
+    plain_url = f"http://127.0.0.1:{recorder.port}?token={TOKEN}"
+    assert _run(env, "targets", "add", "old", plain_url).code == 0
+    # As a version before the rule saved it: the URL and an X-Auth-Token in clear.
+    conn = sqlite3.connect(db)
+    (config,) = conn.execute("SELECT config FROM targets WHERE name = 'old'").fetchone()
+    legacy = json.loads(config) | {"base_url": plain_url, "headers": {"X-Auth-Token": X_AUTH}}
+    with conn:
+        conn.execute("UPDATE targets SET config = ? WHERE name = 'old'", (json.dumps(legacy),))
+    conn.close()
+
+    show = _run(env, "targets", "show", "old")
+    assert show.code == 0, show.stderr
+    assert "in clear, saved by an older version (X-Auth-Token, url)" in show.stderr
+    assert "`inferdeck targets edit old` moves them to the system keyring" in show.stderr
+    _assert_no_secret("show", show.stdout + show.stderr)
+    edit = _run(env, "targets", "edit", "old")
+    assert edit.code == 0, edit.stderr
+    again = _run(env, "targets", "show", "old")
+    assert "older version" not in again.stderr
+    conn = sqlite3.connect(db)
+    (config,) = conn.execute("SELECT config FROM targets WHERE name = 'old'").fetchone()
+    conn.close()
+    _assert_no_secret("the stored config", config)
+    probe = _run(env, "probe", "old", "--json")
+    assert probe.code == 0, probe.stderr
+    _method, path, headers = recorder.seen[-1]
+    assert f"token={TOKEN}" in path and headers["x-auth-token"] == X_AUTH

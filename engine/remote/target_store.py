@@ -52,6 +52,9 @@ class StoredTarget:
     updated_us: int
     has_token: bool
     missing_secrets: tuple[str, ...]  # credential headers whose values are not available here
+    # Credentials still in clear in the database, saved by a version before the rule: a save
+    # (`update`) moves them to the token store.
+    plaintext_secrets: tuple[str, ...] = ()
 
 
 def make_target(**fields: Any) -> Target:
@@ -165,6 +168,10 @@ class TargetStore:
                 headers[key] = secret[key]
             else:
                 missing.append(key)
+        shown = stored.redacted_headers()
+        plain = [k for k, v in stored.headers.items() if v != REDACTED and shown[k] == REDACTED]
+        if redact_url(stored.base_url) != stored.base_url:
+            plain.append("url")
         url = stored.base_url
         if REDACTED in url:
             real = self.tokens.get_url(row.name)
@@ -181,4 +188,5 @@ class TargetStore:
             updated_us=row.updated_us,
             has_token=self.tokens.get(row.name) is not None,
             missing_secrets=tuple(missing),
+            plaintext_secrets=tuple(plain),
         )

@@ -118,6 +118,23 @@ def target_dict(found: StoredTarget, tokens: TokenStore) -> dict[str, Any]:
     }
 
 
+def _warn_plaintext(found: StoredTarget, tokens: TokenStore) -> None:
+    """Say where an older version left credentials in the database, and how to move them."""
+    if not found.plaintext_secrets:
+        return
+    name = found.target.name
+    where = (
+        "the system keyring"
+        if tokens.where() == "keyring"
+        else "this process's memory (no usable keyring here: they would be gone when it ends)"
+    )
+    warn(
+        f"inferdeck: target {name} has credentials in the database in clear, saved by an older "
+        f"version ({', '.join(found.plaintext_secrets)}); `inferdeck targets edit {name}` "
+        f"moves them to {where}"
+    )
+
+
 def _url_names(found: StoredTarget) -> list[str]:
     """The missing secrets that are the URL's (`?token`), not headers."""
     return [k for k in found.missing_secrets if k.startswith("?")]
@@ -165,6 +182,8 @@ async def _run(args: argparse.Namespace, store: TargetStore, tokens: TokenStore)
         return await _edit(args, store)
     if command == "list":
         found_all = await store.list_all()
+        for f in found_all:
+            _warn_plaintext(f, tokens)
         if args.json:
             emit_json({"targets": [target_dict(f, tokens) for f in found_all]})
             return EXIT_OK
@@ -185,6 +204,7 @@ async def _run(args: argparse.Namespace, store: TargetStore, tokens: TokenStore)
         if found is None:
             raise CommandError(f"no target named {args.name!r} (see: inferdeck targets list)")
         detail = target_dict(found, tokens)
+        _warn_plaintext(found, tokens)
         if args.json:
             emit_json(detail)
             return EXIT_OK

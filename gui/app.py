@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
@@ -48,7 +47,9 @@ def run_gui(args: argparse.Namespace, db_path: Path) -> int:
     try:
         load, autostart = load_from_args(args)
     except LoadStartError as exc:
-        print(f"inferdeck: {exc}", file=sys.stderr)
+        from gui.commands.common import printable  # the URL or file it names may hold controls
+
+        print(printable(f"inferdeck: {exc}"), file=sys.stderr)
         return 2
     if not has_display():
         print(
@@ -71,11 +72,11 @@ def run_gui(args: argparse.Namespace, db_path: Path) -> int:
 
 def _load_exit(outcome: tuple[dict[str, Any] | None, str | None], as_json: bool) -> int:
     """`--autostart`'s end: the run's summary line and exit status, as `inferdeck load` gives."""
-    from gui.commands.common import emit_json
+    from gui.commands.common import emit_json, printable
 
     summary, error = outcome
     if summary is None:
-        print(f"inferdeck: {error or 'the load run did not start'}", file=sys.stderr)
+        print(printable(f"inferdeck: {error or 'the load run did not start'}"), file=sys.stderr)
         return 2
     if as_json:
         emit_json(summary)
@@ -83,7 +84,8 @@ def _load_exit(outcome: tuple[dict[str, Any] | None, str | None], as_json: bool)
 
 
 def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    log.error("unexpected error: %s", "".join(traceback.format_exception(kind, exc, tb)))
+    # The traceback goes to the crash log (gui/logs.py); stderr gets one line.
+    log.error("unexpected error: %s: %s", kind.__name__, exc, exc_info=(kind, exc, tb))
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     window = QApplication.activeWindow()

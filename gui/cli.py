@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import cast
 
-import platformdirs
-
+from gui import logs
 from gui.commands import export, load, models, predict, probe, runs, serve, targets
-from gui.commands.common import EXIT_CANNOT_START, CommandError, SubParsers
+from gui.commands.common import EXIT_CANNOT_START, CommandError, SubParsers, printable
 from gui.load_args import add_gui_arguments
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        print(f"inferdeck: {message}", file=sys.stderr)
+        print(printable(f"inferdeck: {message}"), file=sys.stderr)  # it may echo an argument
         sys.exit(EXIT_CANNOT_START)
 
 
@@ -54,37 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _log_crash(exc: BaseException) -> str:
-    """Keep the traceback in a log file for a bug report; the user sees one line."""
-    folder = platformdirs.user_log_path("inferdeck", appauthor=False)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "crash.log"
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write("".join(traceback.format_exception(exc)) + "\n")
-        return str(path)
-    except OSError:
-        return "(could not write a log)"
-
-
-class _OneLine(logging.Formatter):
-    """stderr gets one line per record; the traceback goes to the crash log instead."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.exc_info:
-            _log_crash(record.exc_info[1] or RuntimeError(record.getMessage()))
-            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
-        return super().format(record)
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLine("inferdeck: %(levelname)s: %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _configure_logging()
+    # Once, before any command (the app, serve and its workers included) can log anything.
+    logs.configure()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -98,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `serve` runs its own loop (uvicorn's); the other commands are coroutines.
         code: int = args.run(args) if getattr(args, "sync", False) else asyncio.run(args.run(args))
     except CommandError as exc:
-        print(f"inferdeck: {exc}", file=sys.stderr)
+        print(printable(f"inferdeck: {exc}"), file=sys.stderr)
+        for line in exc.details:
+            print(printable(f"  {line}"), file=sys.stderr)
         return EXIT_CANNOT_START
     except BrokenPipeError:
         # The reader went away (`inferdeck export ... | head`): not an error worth a word.
@@ -109,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("inferdeck: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        where = _log_crash(exc)
+        where = logs.log_crash(exc)
         print(
-            f"inferdeck: internal error: {type(exc).__name__}: {exc} (details: {where})",
+            printable(f"inferdeck: internal error: {type(exc).__name__}: {exc} (details: {where})"),
             file=sys.stderr,
         )
         return EXIT_CANNOT_START

@@ -10,6 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
+from gui import logs
 from gui.commands.common import EXIT_OK, CommandError, SubParsers, db_path
 
 
@@ -37,16 +38,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ[ENV_MAX_BODY] = str(args.max_body)
     if args.models_dir:
         os.environ[ENV_MODELS] = str(Path(args.models_dir).resolve())
-    config = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "handlers": {"access": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
-        "loggers": {
-            "inferdeck.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
-            "engine.server.app": {"handlers": ["access"], "level": "INFO", "propagate": False},
-            "uvicorn.error": {"handlers": ["access"], "level": "INFO", "propagate": False},
-        },
-    }
+    # Each worker applies this config again: every process logs through the same bounded,
+    # repeat-counting stderr and crash-log handlers as the other commands.
+    config = logs.serve_config()
     uvicorn.run(
         "engine.server.main:app_from_env",
         factory=True,

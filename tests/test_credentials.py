@@ -381,3 +381,6 @@ def test_credentials_an_older_version_stored_in_clear_are_named_and_moved_by_an_
     assert probe.code == 0, probe.stderr
     _method, path, headers = recorder.seen[-1]
     assert f"token={TOKEN}" in path and headers["x-auth-token"] == X_AUTH
+    # An empty user info is no credential: dropped, nothing sent for it.
+    bare = Target(name="t", base_url="http://@h:1/")
+    assert bare.base_url == "http://h:1" and bare.headers == {}

@@ -12,6 +12,9 @@ The rule (one rule for headers, URL query parameters and URL user info; no list 
 - A header is also a credential when its value starts with an HTTP auth scheme (`Bearer `,
   `Basic `, `Digest `...), whatever its name.
 
+What the rule does not judge: the URL's path (a token as a path segment is not recognised; give
+it as a header or a parameter) and the request body template.
+
 The rule errs towards hiding: a header such as `Idempotency-Key` is hidden too, which costs the
 operator a `***` in a listing, whereas missing one leaks a secret into SQLite and exports.
 
@@ -129,9 +132,11 @@ def pop_user_info(url: str) -> tuple[str, str | None]:
     if "@" not in parts.netloc:
         return url, None
     userinfo, _, host = parts.netloc.rpartition("@")
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    if not userinfo:  # `http://@host`: nothing to send
+        return bare, None
     user, _, password = userinfo.partition(":")
     pair = f"{unquote(user)}:{unquote(password)}".encode()
-    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return bare, "Basic " + base64.b64encode(pair).decode("ascii")
 
 

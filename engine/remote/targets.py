@@ -60,7 +60,7 @@ class Target(BaseModel):
             return data
         url, basic = pop_user_info(data["base_url"].strip())
         if basic is None:
-            return data
+            return {**data, "base_url": url}
         headers = data.get("headers") or {}
         if not isinstance(headers, dict):
             return data  # the headers field reports its own error

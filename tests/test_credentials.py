@@ -384,3 +384,22 @@ def test_credentials_an_older_version_stored_in_clear_are_named_and_moved_by_an_
     # An empty user info is no credential: dropped, nothing sent for it.
     bare = Target(name="t", base_url="http://@h:1/")
     assert bare.base_url == "http://h:1" and bare.headers == {}
+
+
+def test_a_bearer_token_beside_user_info_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = _env(tmp_path / "c.db", INFERDECK_KEYRING="memory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gui.cli", "targets", "add", "x", _url(1), "--token-stdin"],
+        input="tok-1234\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "inferdeck: a bearer token and an Authorization header (or user:password in the URL) "
+        "both set credentials; give one of them"
+    ]
+    _assert_no_secret("stderr", proc.stderr)

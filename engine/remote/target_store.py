@@ -82,6 +82,15 @@ def split_secrets(target: Target) -> tuple[Target, Secrets]:
     return stored, Secrets(secret, target.base_url if url != target.base_url else None)
 
 
+def _one_authorization(target: Target, has_token: bool) -> None:
+    """A request carries one Authorization: a bearer token or the target's own, never both."""
+    if has_token and any(k.lower() == "authorization" for k in target.headers):
+        raise TargetError(
+            "a bearer token and an Authorization header (or user:password in the URL) both set "
+            "credentials; give one of them"
+        )
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -96,6 +105,7 @@ class TargetStore:
     async def add(self, target: Target, *, token: str | None = None) -> StoredTarget:
         if await queries.fetch_target(self.db.reader, target.name) is not None:
             raise TargetExistsError(f"a target named {target.name!r} already exists")
+        _one_authorization(target, bool(token))
         stored, secret = split_secrets(target)
         self._keep_secrets(target.name, secret, token)
         now = _now_us()
@@ -108,6 +118,8 @@ class TargetStore:
         """Replace the settings of the target with `target.name`; `token=None` removes its token."""
         if await queries.fetch_target(self.db.reader, target.name) is None:
             raise TargetNotFoundError(f"no target named {target.name!r}")
+        kept = token is KEEP and self.tokens.get(target.name) is not None
+        _one_authorization(target, kept or isinstance(token, str))
         stored, secret = split_secrets(target)
         if token is KEEP:
             self.tokens.set_headers(target.name, secret.headers)

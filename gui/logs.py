@@ -7,12 +7,14 @@ Two places, both bounded:
 
 Both drop repeats. A failure that recurs (every commit on a full disk, every accept with the
 file descriptors used up) used to write a line or a traceback each time: 4,821 tracebacks in
-20 s, half a million stderr lines in 30 s. Now the first record of a kind is written, the same
-kind is only counted for `REPEAT_WINDOW_S`, and the next one written after that carries the
-count (`... (repeated 4,820 more times in 60 s)`); counts still pending are written when the
-handler closes (at exit). "The same kind" is the logger, the level, the message before its
-arguments are filled in, and the exception type: `request %s failed` for ten thousand requests
-is one kind. Records below WARNING (the service's per-request access lines) are never merged.
+20 s, half a million stderr lines in 30 s. Now the first record of a kind is written and the
+same kind is only counted for `REPEAT_WINDOW_S`; then one line, the latest of them with the
+count (`... (repeated 4,820 more times in 60 s)`), is written when the window has passed (at
+the next record of any kind, or of that kind), when the handler closes at exit, or on SIGTERM
+in `serve`. "The same kind" is the logger, the level, the message before its arguments are
+filled in (digits ignored when it had none) and the exception type: `request %s failed` for ten
+thousand requests is one kind. Records below WARNING (the service's per-request access lines)
+are never merged.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import logging
 import logging.handlers
 import os
 import re
+import signal
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +57,10 @@ def log_dir() -> Path:
 
 def crash_log_path() -> Path:
     return log_dir() / CRASH_LOG
+
+
+# A count to write: the latest record dropped, how many were, over how many seconds.
+_Count = tuple[logging.LogRecord, int, float]
 
 
 @dataclass(slots=True)
@@ -88,10 +96,11 @@ class RepeatGate:
         error = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
         return (record.name, record.levelno, message, error)
 
-    def admit(self, record: logging.LogRecord) -> tuple[int, float] | None:
-        """None to drop `record`; else (records dropped before it, over how many seconds)."""
+    def admit(self, record: logging.LogRecord) -> tuple[bool, _Count | None]:
+        """Whether to write `record`, and a count to write before it: that of its kind's last
+        window, when that window has passed and its count is not written yet."""
         if record.levelno < self.level:
-            return 0, 0.0
+            return True, None
         key = self.kind(record)
         now = self._clock()
         with self._lock:
@@ -99,19 +108,19 @@ class RepeatGate:
             if seen is not None and now - seen.shown_at < self.window_s:
                 seen.count += 1
                 seen.last = record
-                return None
+                return False, None
             self._kinds[key] = _Kind(now)
             self._kinds.move_to_end(key)
-        if seen is None:
-            return 0, 0.0
-        return seen.count, now - seen.shown_at
+        if seen is None or not seen.count or seen.last is None:
+            return True, None
+        return True, (seen.last, seen.count, now - seen.shown_at)
 
-    def due(self, everything: bool = False) -> list[tuple[logging.LogRecord, int, float]]:
+    def due(self, everything: bool = False) -> list[_Count]:
         """Counts to write now: of the kinds forgotten to keep at most `MAX_KINDS`, of those
         whose window has passed with no record to carry them (looked for at most once a
         second), and, when `everything`, all that are pending."""
         now = self._clock()
-        out: list[tuple[logging.LogRecord, int, float]] = []
+        out: list[_Count] = []
 
         def pending(seen: _Kind) -> None:
             if seen.count and seen.last is not None:
@@ -133,16 +142,17 @@ class RepeatGate:
         return out
 
 
-def _with_count(
-    record: logging.LogRecord, count: int, seconds: float, keep_trace: bool
-) -> logging.LogRecord:
-    """A copy of `record` whose message ends with how many like it were dropped."""
+def _with_count(record: logging.LogRecord, count: int, seconds: float) -> logging.LogRecord:
+    """The line that says how many records of a kind were dropped since the last one written:
+    the latest of them, without its traceback, and the count."""
     fields: dict[str, Any] = dict(record.__dict__)
     fields["msg"] = f"{record.getMessage()} (repeated {count:,} more times in {seconds:,.0f} s)"
-    fields["args"] = None
-    if not keep_trace:
-        fields.update(exc_info=None, exc_text=None, stack_info=None)
+    fields.update(args=None, exc_info=None, exc_text=None, stack_info=None)
     return logging.makeLogRecord(fields)
+
+
+# Every repeat-dropping handler alive, so a stop signal can make them write what they counted.
+_GATED: weakref.WeakSet[_DropsRepeats] = weakref.WeakSet()
 
 
 class _DropsRepeats(logging.Handler):
@@ -160,21 +170,21 @@ class _DropsRepeats(logging.Handler):
         self._write_counts(self.gate.due())
         if not self.wants(record):
             return False
-        admitted = self.gate.admit(record)
-        if admitted is None:
-            return False
-        count, seconds = admitted
-        if count:
-            record = _with_count(record, count, seconds, keep_trace=True)
-        return super().handle(record)
+        write, count = self.gate.admit(record)
+        if count is not None:
+            self._write_counts([count])
+        return super().handle(record) if write else False
 
-    def _write_counts(self, due: list[tuple[logging.LogRecord, int, float]]) -> None:
+    def _write_counts(self, due: list[_Count]) -> None:
         for last, count, seconds in due:
-            super().handle(_with_count(last, count, seconds, keep_trace=False))
+            super().handle(_with_count(last, count, seconds))
+
+    def write_pending_counts(self) -> None:
+        self._write_counts(self.gate.due(everything=True))
 
     def close(self) -> None:
         # At exit (logging.shutdown) or on reconfiguration: no count is left unsaid.
-        self._write_counts(self.gate.due(everything=True))
+        self.write_pending_counts()
         super().close()
 
 
@@ -196,6 +206,7 @@ class StderrHandler(_DropsRepeats, logging.StreamHandler):  # type: ignore[type-
     def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
         super().__init__(sys.stderr)
         self.gate = RepeatGate(window_s)
+        _GATED.add(self)
         self.setFormatter(OneLineFormatter(STDERR_FORMAT))
 
     def handleError(self, record: logging.LogRecord) -> None:
@@ -224,6 +235,7 @@ class CrashLogHandler(_DropsRepeats, logging.handlers.RotatingFileHandler):
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
         )
         self.gate = RepeatGate(window_s)
+        _GATED.add(self)
         self.setFormatter(logging.Formatter(CRASH_FORMAT))
         self._failing = False  # the last write failed (and that was said)
         self._failed_now = False
@@ -308,6 +320,33 @@ def log_crash(error: BaseException) -> str:
     return "(could not write a log)"
 
 
+def _counts_then_default(signum: int, frame: object) -> None:
+    """SIGTERM: write the counts still pending, then end exactly as the signal would have."""
+    for handler in list(_GATED):
+        with contextlib.suppress(Exception):
+            handler.write_pending_counts()
+            handler.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+def serve_stderr_handler() -> StderrHandler:
+    """`serve`'s stderr handler; in each process it also makes SIGTERM write pending counts.
+
+    uvicorn stops gracefully on SIGTERM and then raises SIGTERM again under the handler that
+    was there before it started, so a stopped server (or worker) dies by the signal and never
+    runs `atexit`, where the counts are otherwise written. With this handler in place the
+    counts go out first and the process still ends by SIGTERM, as before. Installed only over
+    the default action, and only from the main thread (where signal handlers live).
+    """
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _counts_then_default)
+    return StderrHandler()
+
+
 def serve_config(crash_path: Path | None = None) -> dict[str, Any]:
     """uvicorn's `log_config` for `serve`: applied in the main process and again in each worker
     (a fresh interpreter), so the same handlers guard every process. The per-request access
@@ -319,7 +358,7 @@ def serve_config(crash_path: Path | None = None) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "handlers": {
             "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
-            "stderr": {"()": "gui.logs.StderrHandler"},
+            "stderr": {"()": "gui.logs.serve_stderr_handler"},
             "crash": {"()": "gui.logs.CrashLogHandler", "path": crash},
         },
         "loggers": {

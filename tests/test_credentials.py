@@ -148,6 +148,7 @@ def _env(db: Path, **extra: str) -> dict[str, str]:
     return {**env, "INFERDECK_DB": str(db), **extra}
 
 
+@pytest.mark.slow
 def test_saved_target_credentials_reach_the_server_and_nothing_else(
     recorder: Recorder, tmp_path: Path
 ) -> None:
@@ -199,6 +200,7 @@ def test_saved_target_credentials_reach_the_server_and_nothing_else(
     assert all(s in kept for s in (TOKEN, API_KEY, X_AUTH, PRIVATE, GOOG, BASIC))
 
 
+@pytest.mark.slow
 def test_unsaved_url_credentials_reach_the_server_and_nothing_else(
     recorder: Recorder, tmp_path: Path
 ) -> None:
@@ -344,6 +346,7 @@ def test_targets_view_and_dialog_show_only_redacted_credentials_and_keep_them(
     _assert_received(recorder)
 
 
+@pytest.mark.slow
 def test_credentials_an_older_version_stored_in_clear_are_named_and_moved_by_an_edit(
     recorder: Recorder, tmp_path: Path
 ) -> None:
@@ -386,6 +389,7 @@ def test_credentials_an_older_version_stored_in_clear_are_named_and_moved_by_an_
     assert bare.base_url == "http://h:1" and bare.headers == {}
 
 
+@pytest.mark.slow
 def test_a_bearer_token_beside_user_info_is_refused_in_one_line(tmp_path: Path) -> None:
     env = _env(tmp_path / "c.db", INFERDECK_KEYRING="memory")
     proc = subprocess.run(

@@ -175,7 +175,7 @@ class PredictView(QWidget):
             return
         try:
             # Never opened if it is the live database (see storage.database).
-            refuse_live_database(path, "image")
+            refuse_live_database(path, "an image")
         except LiveDatabaseError as exc:
             self._image_pixels.pop(name, None)
             self._image_errors[name] = str(exc)

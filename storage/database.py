@@ -91,11 +91,11 @@ def is_live_database(path: str | os.PathLike[str]) -> bool:
     return any(is_database_file(path, db) for db in list(_OPEN))
 
 
-def refuse_live_database(path: str | os.PathLike[str], what: str = "file") -> None:
+def refuse_live_database(path: str | os.PathLike[str], what: str = "an input file") -> None:
     """Raise `LiveDatabaseError` (a one-line message) if `path` is a live database's file."""
     if is_live_database(path):
         raise LiveDatabaseError(
-            f"{path} is the database InferDeck has open; it cannot be used as a {what} "
+            f"{path} is the database InferDeck has open; it cannot be used as {what} "
             "(choose another file)"
         )
 

@@ -21,13 +21,28 @@ from typing import Any
 
 import pytest
 import qasync
-from conftest import REPO
+from conftest import REPO, run_on_qasync
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QApplication, QFileDialog, QFileSystemModel, QMessageBox
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QFileSystemModel,
+    QMessageBox,
+    QPushButton,
+)
+from pytestqt.qtbot import QtBot
 
+from engine.models import ModelRegistry
+from engine.remote.plan import LoadPlan
+from engine.remote.targets import Target
+from engine.tasks import TaskOwner
 from gui.app import _main
+from gui.load_args import LoadRequest, LoadStartError, PayloadChoice
+from gui.load_host import build_payloads
 from gui.main_window import MainWindow
+from gui.predict_view import PredictView
+from gui.runs_view import RunsView
 from storage import open_database
 from storage.database import DatabaseFilesChangedError, is_live_database
 
@@ -282,5 +297,62 @@ def test_export_onto_the_database_is_refused_in_one_line(cli: Any, db_path: Path
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def test_image_payload_and_export_choices_never_open_the_database(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    """What a dialog hands back is checked before it is opened: the form's image, the load
+    run's payload file and the Runs export target."""
+    db = tmp_path / "c.db"
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        database = await open_database(db)
+        tasks = TaskOwner()
+        try:
+            registry = ModelRegistry.discover()
+            view = PredictView([registry.models[n] for n in registry.names()])
+            qtbot.addWidget(view)
+            view.model_box.setCurrentText("digits")
+            fields = view._fields.items()
+            image_field = next(n for n, f in fields if isinstance(f.editor, QPushButton))
+            view.set_image(image_field, db)
+            seen["image"] = view._image_errors.get(image_field)
+            request = LoadRequest(
+                Target(name="t", base_url="http://127.0.0.1:9"),
+                LoadPlan(rate=1.0, requests=1),
+                PayloadChoice("file", str(db)),
+            )
+            with pytest.raises(LoadStartError) as payload_error:
+                await build_payloads(database, request)
+            seen["payload"] = str(payload_error.value)
+            runs = RunsView(database, tasks)
+            qtbot.addWidget(runs)
+            seen["export"] = await runs.export_run("any", "csv", db)
+            seen["export_status"] = runs.status.text()
+            await database.writer.execute(
+                "INSERT INTO clients (client_id, display_name) VALUES ('kept', 'kept')"
+            )
+            await _other_process_opens_and_closes(db)
+            seen["deleted"] = _deleted_db_files(db)
+        finally:
+            await tasks.wait()
+            await database.close()
+
+    run_on_qasync(qapp, main())
+    assert seen["deleted"] == [], seen
+    assert "c.db is the database InferDeck has open; it cannot be used as an image" in str(
+        seen["image"]
+    )
+    assert "is the database InferDeck has open, not a payload file" in str(seen["payload"])
+    assert seen["export"] == -1
+    assert "Export refused: c.db is the database InferDeck has open" in str(seen["export_status"])
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM clients WHERE client_id = 'kept'").fetchone()
     finally:
         conn.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import signal
 import socket
@@ -33,14 +34,32 @@ import statistics
 import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["ok", "delay", "status", "reset", "garbage", "huge", "drip", "close"]
+Kind = Literal[
+    "ok", "delay", "status", "reset", "garbage", "huge", "drip", "close", "endless", "bomb", "gzip"
+]
 
 HUGE_BYTES = 50 * 1024 * 1024
 _CHUNK = b"x" * 65536
 _SPIN_S = 0.0015  # the last stretch of a delay is waited by yielding, not by a timer
+
+
+def _bomb_parts() -> tuple[bytes, bytes]:
+    """A gzip stream's head and a block that repeats: each block inflates to 1 MiB of zeros
+    from ~1 KB. A full flush resets the compressor, so every later block is the same bytes and
+    the server sends a bomb of any size (or an endless one) without compressing it."""
+    zeros = bytes(1 << 20)
+    gz = zlib.compressobj(9, zlib.DEFLATED, 31)
+    head = gz.compress(zeros) + gz.flush(zlib.Z_FULL_FLUSH)
+    block = gz.compress(zeros) + gz.flush(zlib.Z_FULL_FLUSH)
+    assert block == gz.compress(zeros) + gz.flush(zlib.Z_FULL_FLUSH)
+    return head, block
+
+
+_BOMB_HEAD, _BOMB_BLOCK = _bomb_parts()
 
 
 @dataclass(frozen=True)
@@ -50,7 +69,10 @@ class Rule:
     kind: `ok` fixed JSON; `delay` answer after `delay_s`; `status` an error status with a JSON
     error body; `reset` headers + part of the body, then an RST; `garbage` 200 with a non-JSON
     body; `huge` `HUGE_BYTES` of body (`chunked` streams it without a Content-Length); `drip` the
-    body one byte every `drip_s`; `close` close the connection without answering. `path`
+    body one byte every `drip_s`; `close` close the connection without answering; `endless`
+    a chunked body that never ends; `bomb` a gzip body (whatever the client accepts) that
+    inflates to `bomb_mib` MiB of zeros, or forever when None; `gzip` the usual answer
+    gzip-compressed when the request accepts gzip (`always`: even when it does not). `path`
     narrows a rule to one path (a health probe, say); the index still counts every request.
     """
 
@@ -62,6 +84,8 @@ class Rule:
     chunked: bool = False
     drip_s: float = 0.1
     path: str | None = None  # only requests for this path (e.g. "/ready"); None: any
+    bomb_mib: int | None = None  # `bomb`: how much it inflates to; None: endless
+    always: bool = False  # `gzip`: compress even when the request does not accept it
 
     def matches(self, index: int, path: str) -> bool:
         if self.path is not None and path != self.path:
@@ -243,7 +267,8 @@ class FaultServer:
                     self.requests_seen += 1
                 rule = self._pick(index, path)
                 request_id = headers.get("x-request-id", f"fault-{index}")
-                keep = await self._respond(writer, rule, method, path, request_id, arrived)
+                accepts = headers.get("accept-encoding", "")
+                keep = await self._respond(writer, rule, method, path, request_id, arrived, accepts)
                 if not keep or headers.get("connection", "").lower() == "close":
                     break
         except (
@@ -283,6 +308,7 @@ class FaultServer:
         path: str,
         request_id: str,
         arrived: float,
+        accepts: str = "",
     ) -> bool:
         """Write one answer; False when the connection must not be reused."""
         await self._wait(arrived, rule)
@@ -298,14 +324,19 @@ class FaultServer:
             body = json.dumps({"error": error}).encode()
         elif kind == "garbage":
             body = b"<html><body>502 Bad Gateway, or maybe not</body></html>\x00\xff"
-        elif kind in ("ok", "delay", "reset", "drip"):
+        elif kind in ("ok", "delay", "reset", "drip", "gzip"):
             body = json.dumps(_answer(method, path, request_id)).encode()
+        encoded = kind == "bomb"
+        if kind == "gzip" and (rule.always or "gzip" in accepts.lower()):
+            body, encoded = gzip.compress(body), True
         if kind == "drip":
             body = body + b" " * 64  # long enough to outlast any test timeout at 10 bytes/s
         head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}"]
         head += [f"Content-Type: {content_type}", f"X-Request-ID: {request_id}"]
         head.append(f"Server-Timing: app;dur={(time.monotonic() - arrived) * 1000:.3f}")
-        if kind == "huge" and rule.chunked:
+        if encoded:
+            head.append("Content-Encoding: gzip")
+        if kind == "endless" or kind == "bomb" or (kind == "huge" and rule.chunked):
             head.append("Transfer-Encoding: chunked")
         elif kind == "huge":
             head.append(f"Content-Length: {HUGE_BYTES}")
@@ -327,6 +358,19 @@ class FaultServer:
                 writer.write(body[i : i + 1])
                 await writer.drain()
                 await asyncio.sleep(rule.drip_s)
+            return True
+        if kind in ("endless", "bomb"):
+            # Chunked, from reused blocks: the server holds a few KB however much it sends.
+            first, block = (_CHUNK, _CHUNK) if kind == "endless" else (_BOMB_HEAD, _BOMB_BLOCK)
+            blocks = None if kind == "endless" else rule.bomb_mib
+            sent = 0
+            while blocks is None or sent < blocks:
+                data = first if sent == 0 else block
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                sent += 1
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
             return True
         if kind == "huge":
             # One reused chunk: the server itself holds no more than 64 KB however much it sends.

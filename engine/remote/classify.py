@@ -32,6 +32,15 @@ MAX_MESSAGE = 200
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
+class BodyError(Exception):
+    """A body that was not read whole (`engine.remote.client.read_capped`): `kind` is its
+    class, `too_large` or `bad_body`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def http_class(status: int) -> str:
     return f"http_{status}"
 
@@ -90,7 +99,10 @@ def _httpx(exc: BaseException) -> str | None:
 
 
 def classify(exc: BaseException) -> str:
-    """The class of a transport-level failure (HTTP statuses and bodies are judged elsewhere)."""
+    """The class of a transport-level failure (HTTP statuses and bodies are judged elsewhere);
+    a body that could not be read whole carries its own class (`too_large`, `bad_body`)."""
+    if isinstance(exc, BodyError):
+        return exc.kind
     chain = _chain(exc)
     # aiohttp-transport exceptions first: httpx's mapped wrapper can be wrong about the kind.
     for link in reversed(chain):

@@ -13,6 +13,15 @@ send and wait separately. A sampled fraction of requests (`trace_every`, 1 in 50
 through httpx's native transport with `trace`, and those report every phase; every request,
 sampled or not, keeps its total time, time to first byte, status, `X-Request-ID` and
 `Server-Timing`.
+
+Every read from a target is bounded twice, in bytes and in time, whatever it is for (an answer,
+model metadata, a schema): `read_capped` counts the bytes *after* decoding, so neither an endless
+body nor a gzip bomb can hold more than the cap in memory, and `asyncio.timeout` around the whole
+exchange stops a target that drips. The client asks for `Accept-Encoding: identity` (aiohttp and
+httpx would otherwise offer gzip and deflate on their own): a load generator's CPU belongs to
+sending and timing requests, not to inflating answers, and what is measured is then the model's
+answer, not the server's compressor. A target that compresses anyway is still read: gzip and
+deflate are inflated in bounded steps (zlib's `max_length`), anything else is a `bad_body`.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import zlib
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,16 +38,80 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from engine.remote.classify import classify, describe
+from engine.remote.classify import BodyError, classify, describe
 from engine.remote.credentials import scrub
 from engine.remote.targets import Target
 
-MAX_BODY_BYTES = 1 << 20  # a bigger answer is aborted and counted as `too_large`
+MAX_BODY_BYTES = 1 << 20  # a bigger answer (after decoding) is aborted, counted as `too_large`
 TRACE_EVERY = 50
 USER_AGENT = b"inferdeck-load/0.1"
 
 _random = random.Random()
 _now = time.perf_counter_ns
+
+
+class _Inflater:
+    """gzip or deflate, inflated a bounded step at a time: never more than `room` bytes out of
+    one call, however small the input (one 16 KB chunk of a bomb would be 16 MB at once)."""
+
+    def __init__(self, encoding: str) -> None:
+        # 47: a zlib or gzip header, detected; deflate is zlib-wrapped or (wrongly, but often)
+        # raw, which is tried when the zlib header is missing.
+        self._wbits = 47 if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        self._raw_fallback = encoding == "deflate"
+        self._zlib = zlib.decompressobj(self._wbits)
+        self._started = False
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """At most `room` + 1 bytes decoded from `data` and what earlier calls left over."""
+        try:
+            out = self._zlib.decompress(data, room + 1)
+        except zlib.error:
+            if self._raw_fallback and not self._started:
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._raw_fallback = False
+                return self.feed(data, room)
+            raise
+        self._started = True
+        return out
+
+    @property
+    def pending(self) -> bytes:
+        return self._zlib.unconsumed_tail
+
+
+async def read_capped(
+    chunks: AsyncIterable[bytes], content_encoding: str | None, limit: int
+) -> bytes:
+    """The whole body, decoded, or `BodyError` as soon as it passes `limit` bytes decoded.
+    The caller bounds the time (the read runs inside the exchange's deadline)."""
+    encoding = (content_encoding or "").strip().lower()
+    inflater: _Inflater | None = None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = _Inflater(encoding)
+    elif encoding not in ("", "identity"):
+        raise BodyError("bad_body", f"content-encoding {encoding[:40]!r} was not asked for")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        if inflater is None:
+            size += len(chunk)
+            if size > limit:
+                raise BodyError("too_large", f"body over {limit:,} bytes")
+            parts.append(chunk)
+            continue
+        data = chunk
+        while data:
+            try:
+                out = inflater.feed(data, limit - size)
+            except zlib.error as exc:
+                raise BodyError("bad_body", f"{encoding} body does not inflate: {exc}") from None
+            size += len(out)
+            if size > limit:
+                raise BodyError("too_large", f"body over {limit:,} bytes once inflated")
+            parts.append(out)
+            data = inflater.pending  # input held back by the step limit
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def new_traceparent() -> str:
@@ -97,6 +172,8 @@ class TargetClient:
         headers: dict[str, str] = {
             "user-agent": USER_AGENT.decode(),
             "accept": "application/json",
+            # Without it aiohttp and httpx each offer gzip and deflate (see the module's note).
+            "accept-encoding": "identity",
             **target.headers,
         }
         if token:
@@ -163,27 +240,32 @@ class TargetClient:
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         try:
+            rh = response.headers
+            encoding = rh.get("content-encoding")
+            length = rh.get("content-length")
             limit = self.max_body_bytes
-            length = response.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
+            if encoding is None and length is not None and length.isdigit() and int(length) > limit:
                 result.error, result.message = "too_large", f"content-length {length}"
                 return
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in stream:
-                size += len(chunk)
-                if size > limit:
-                    result.error = "too_large"
-                    result.message = f"body over {limit:,} bytes"
-                    return
-                chunks.append(chunk)
-            result.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            try:
+                result.body = await read_capped(stream, encoding, limit)
+            except BodyError as exc:
+                result.error, result.message = exc.kind, str(exc)
         finally:
             await stream.aclose()
 
-    async def get(self, path: str) -> httpx.Response:
-        """A plain GET through the long-lived client (metadata, preflight)."""
-        return await self.client.get(self.target.url(path))
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """GET `path` through the long-lived client (metadata, schemas): its status and body,
+        capped like every answer (`max_body_bytes` decoded, `deadline_s` in all). Raises what
+        the transport raised, `TimeoutError`, or `BodyError`; `classify` names each."""
+        async with (
+            asyncio.timeout(self.deadline_s),
+            self.client.stream("GET", self.target.url(path)) as response,
+        ):
+            body = await read_capped(
+                response.aiter_raw(), response.headers.get("content-encoding"), self.max_body_bytes
+            )
+            return response.status_code, body
 
     async def aclose(self) -> None:
         await self.client.aclose()  # closes the shared transport too

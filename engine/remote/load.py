@@ -8,6 +8,11 @@ really see instead of being hidden by a client that politely waits (coordinated 
 span and still counts. Closed model (`concurrency`): N users, each sending its next request when
 the last one is answered; latency counts from the actual send.
 
+A run bounded by a duration ends at its duration plus at most one `--timeout`, however the target
+behaves: nothing is sent after the duration (a request whose moment came while every slot was
+held by a stalled target is counted as `not_sent`, never sent late), and a request still out a
+timeout after the end is cut off and counted as a `timeout`.
+
 Per request the work is kept small (tuples, orjson, one list append); rows go to the database's
 group-commit writer in chunks, never one transaction or await per row.
 """
@@ -27,7 +32,9 @@ import orjson
 from hdrh.histogram import HdrHistogram
 
 from engine.ids import new_id
+from engine.remote.classify import classify, describe
 from engine.remote.client import Exchange, TargetClient, new_traceparent
+from engine.remote.credentials import scrub
 from engine.remote.examples import example_from_oip, example_from_schema
 from engine.remote.payloads import EXAMPLE, PayloadSource
 from engine.remote.plan import LoadPlan
@@ -111,6 +118,7 @@ class _Counters:
     sent: int = 0
     in_flight: int = 0
     completed: int = 0
+    not_sent: int = 0  # due before the run ended, never sent (every slot held until the end)
     errors: Counter[str] = field(default_factory=Counter)
 
 
@@ -146,6 +154,7 @@ class LoadRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
         self._stopping = False
+        self._cut_class = "cancelled"  # what a request cut off in flight is counted as
         self._done = False
         self._started_ns = 0
         self._epoch_us = 0  # wall clock at _started_ns
@@ -191,12 +200,20 @@ class LoadRunner:
             return example_from_oip(adapter.inputs)
         if self.target.protocol == "json" or not self.target.model:
             return {}  # any JSON API: an empty object (or its body template as it stands)
-        path = self.target.url(f"/models/{quote(self.target.model, safe='')}")
+        path = f"/models/{quote(self.target.model, safe='')}"
         try:
-            response = await client.client.get(path)
-            schema = response.json()["input_schema"] if response.status_code == 200 else None
-        except Exception:  # unreachable, or not this project's service: the preflight says
-            schema = None
+            status, body = await client.get(path)  # capped in bytes (decoded) and in time
+        except Exception as exc:
+            kind = classify(exc)
+            if kind in UNREACHABLE:
+                return {}  # nothing answers: the preflight says so, in its words
+            # It answered, but too much, too slowly or garbled: no point in running on.
+            text = scrub(f"{kind}: {describe(exc)}", self.target.secret_values())
+            raise LoadError(f"cannot read the model's schema at {path}: {text}") from None
+        try:
+            schema = orjson.loads(body)["input_schema"] if status == 200 else None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            schema = None  # not this project's service
         if not isinstance(schema, dict):
             return {}  # no schema to go by: the server's answers will say what it wants
         return example_from_schema(schema)
@@ -225,6 +242,10 @@ class LoadRunner:
             self._run = RunRecorder(new_id(), "load")
         self._run.started_ns = self._started_ns = _now()
         self._epoch_us = time.time_ns() // 1000
+        # A timed run's hard end: its duration, then one timeout for what is still out.
+        cut_ns = None
+        if self.plan.duration_s is not None:
+            cut_ns = self._started_ns + int((self.plan.duration_s + self.target.timeout_s) * 1e9)
         flusher = asyncio.get_running_loop().create_task(self._flush_often(), name="load-flush")
         status = "done"
         try:
@@ -232,7 +253,7 @@ class LoadRunner:
                 await self._open_model(self.plan.rate)
             else:
                 await self._closed_model(self.plan.concurrency or 1)
-            await self._drain()
+            await self._drain(cut_ns)
         except asyncio.CancelledError:
             status = "cancelled"
             await self._cancel_in_flight()
@@ -242,7 +263,11 @@ class LoadRunner:
             flusher.cancel()
             self._flush()
             await self._close_client()
-            summary_extra = {"errors": dict(self._count.errors), "sent": self._count.sent}
+            summary_extra = {
+                "errors": dict(self._count.errors),
+                "sent": self._count.sent,
+                "not_sent": self._count.not_sent,
+            }
             if self._summary_extra is not None:
                 summary_extra |= self._summary_extra()
             if self.db is not None:
@@ -288,10 +313,16 @@ class LoadRunner:
         cap = plan.max_in_flight
         loop = asyncio.get_running_loop()
         t0 = self._started_ns
+        end_ns = None if end_s is None else t0 + int(end_s * 1e9)
         i = 0
         while not self._stopping and (limit is None or i < limit):
             offset = self._intended_s(i, rate)
             if end_s is not None and offset >= end_s:
+                break
+            if end_s is not None and end_ns is not None and _now() >= end_ns:
+                # Behind schedule at the end (a target that held every slot): what was due and
+                # not sent is counted, not sent late.
+                self._count.not_sent += self._due_before(end_s, rate, limit) - i
                 break
             due = t0 + int(offset * 1e9)
             delay = due - _now()
@@ -306,9 +337,8 @@ class LoadRunner:
                 continue
             if i % 32 == 31:
                 await asyncio.sleep(0)  # behind schedule: still let answers be read
-            while self._count.in_flight >= cap and not self._stopping:
-                self._slot_free.clear()
-                await self._slot_free.wait()
+            if not await self._wait_for_slot(cap, end_ns):
+                continue  # the end came while waiting: the check above counts the rest
             if self._stopping:
                 break
             # Counted in flight now, not when the task first runs: the cap must see it.
@@ -318,6 +348,40 @@ class LoadRunner:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             i += 1
+
+    async def _wait_for_slot(self, cap: int, end_ns: int | None) -> bool:
+        """Wait until fewer than `cap` requests are out; False when the run's end came first."""
+        while self._count.in_flight >= cap and not self._stopping:
+            self._slot_free.clear()
+            if end_ns is None:
+                await self._slot_free.wait()
+                continue
+            left_s = (end_ns - _now()) / 1e9
+            if left_s <= 0:
+                return False
+            try:
+                async with asyncio.timeout(left_s):
+                    await self._slot_free.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    def _due_before(self, end_s: float, rate: float, limit: int | None) -> int:
+        """How many requests the open model means to send before `end_s` (at most `limit`)."""
+        ramp = self.plan.ramp_s
+        if ramp > 0 and end_s <= ramp:
+            guess = rate * end_s * end_s / (2 * ramp)
+        elif ramp > 0:
+            guess = rate * ramp / 2 + (end_s - ramp) * rate
+        else:
+            guess = end_s * rate
+        n = max(math.ceil(guess), 0)
+        # The float guess can be one off either way: settle it on the schedule itself.
+        while n > 0 and self._intended_s(n - 1, rate) >= end_s:
+            n -= 1
+        while self._intended_s(n, rate) < end_s:
+            n += 1
+        return n if limit is None else min(n, limit)
 
     async def _closed_model(self, users: int) -> None:
         plan = self.plan
@@ -342,13 +406,19 @@ class LoadRunner:
         tasks = [asyncio.create_task(user(k)) for k in range(users)]
         self._tasks.update(tasks)
         try:
-            await asyncio.gather(*tasks)
+            # A user's last request can start just before the end: the run's cut bounds it.
+            cut_s = None if end_ns is None else (end_ns - _now()) / 1e9 + self.target.timeout_s
+            _, late = await asyncio.wait(tasks, timeout=cut_s)
+            if late:
+                self._cut_class = "timeout"
+                await self._cancel_in_flight()
         finally:
             self._tasks.difference_update(tasks)
 
-    async def _drain(self) -> None:
-        """Let requests in flight finish (they carry their own deadline); after stop(), only
-        for `STOP_GRACE_S`."""
+    async def _drain(self, cut_ns: int | None) -> None:
+        """Let requests in flight finish (they carry their own deadline), until the run's cut
+        (`cut_ns`, a timed run's end plus one timeout: what is still out then is a `timeout`);
+        after stop(), only for `STOP_GRACE_S`."""
         while self._tasks:
             pending = list(self._tasks)
             if self._stopping:
@@ -356,7 +426,12 @@ class LoadRunner:
                 if late:
                     await self._cancel_in_flight()
                 return
-            await asyncio.wait(pending)
+            cut_s = None if cut_ns is None else max((cut_ns - _now()) / 1e9, 0.0)
+            _, late = await asyncio.wait(pending, timeout=cut_s)
+            if late:
+                self._cut_class = "timeout"
+                await self._cancel_in_flight()
+                return
 
     async def _cancel_in_flight(self) -> None:
         tasks = list(self._tasks)
@@ -381,7 +456,9 @@ class LoadRunner:
             )
         except asyncio.CancelledError:
             now = _now()
-            ex = Exchange(0, b"", "cancelled", "stopped", None, None, now, 0, now, None)
+            kind = self._cut_class
+            message = "still out a timeout after the run's end" if kind == "timeout" else "stopped"
+            ex = Exchange(0, b"", kind, message, None, None, now, 0, now, None)
             self._record(request_id, traceparent, body, intended_ns, ex)
             raise
         finally:
@@ -499,6 +576,7 @@ def exchange_spans(ex: Exchange, origin_ns: int) -> list[tuple[Any, ...]]:
     if not headers:  # no answer at all: one span for the attempt
         spans.append(("request", queue_us, (ex.end_ns - start) // 1000))
         return spans
+    timing = parse_server_timing(ex.server_timing)
     events = ex.events
     if events is None:
         wait_start = queue_us
@@ -509,13 +587,21 @@ def exchange_spans(ex: Exchange, origin_ns: int) -> list[tuple[Any, ...]]:
         _phase(spans, events, origin_ns, "tls", "connection.start_tls")
         sent = events.get("http11.send_request_body.complete", start)
         send_from = events.get("http11.send_request_headers.started", start)
+        if timing:
+            # Each mark is read from the clock after the event, never before: "send started"
+            # and "headers in" bracket the exchange, but "send complete" can be read long after
+            # the last byte left (the write wakes the server, which may take this core first).
+            # The server's stages all ran after it had the whole body, so the send was done no
+            # later than their total before the headers came in: that bound moves the mark.
+            server_ns = sum(dur for _, dur in timing) * 1000
+            sent = max(send_from, min(sent, headers - server_ns))
         spans.append(("send", (send_from - origin_ns) // 1000, (sent - send_from) // 1000))
         wait_start = (sent - origin_ns) // 1000
         wait_us = (headers - sent) // 1000
         spans.append(("wait", wait_start, wait_us))
     spans.append(("receive", (headers - origin_ns) // 1000, (ex.end_ns - headers) // 1000))
-    if ex.server_timing:
-        spans.extend(place_server_spans(parse_server_timing(ex.server_timing), wait_start, wait_us))
+    if timing:
+        spans.extend(place_server_spans(timing, wait_start, wait_us))
     return spans
 
 

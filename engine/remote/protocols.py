@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import orjson
 
+from engine.remote.classify import classify, describe
 from engine.remote.client import TargetClient
 from engine.remote.credentials import redact_url, scrub
 from engine.remote.payloads import Payload
@@ -133,16 +134,16 @@ async def fetch_oip_inputs(client: TargetClient) -> list[OipInput]:
     target = client.target
     if target.protocol != "oip" or not target.model:
         raise ProtocolError("only an OIP target with a model has metadata to read")
-    path = target.url(oip_metadata_path(target.model))
-    shown = redact_url(path)  # messages reach the terminal: never the URL's credentials
+    path = oip_metadata_path(target.model)
+    shown = redact_url(target.url(path))  # messages reach the terminal: never the credentials
     try:
-        response = await client.client.get(path)
+        status, body = await client.get(path)  # capped in bytes (decoded) and in time
     except Exception as exc:
-        text = scrub(str(exc), target.secret_values())
-        raise ProtocolError(f"cannot read {shown}: {type(exc).__name__}: {text}") from exc
-    if response.status_code != 200:
-        raise ProtocolError(f"{shown} answered {response.status_code}; is the model loaded?")
-    return parse_oip_metadata(response.content)
+        text = scrub(f"{classify(exc)}: {describe(exc)}", target.secret_values())
+        raise ProtocolError(f"cannot read {shown}: {text}") from exc
+    if status != 200:
+        raise ProtocolError(f"{shown} answered {status}; is the model loaded?")
+    return parse_oip_metadata(body)
 
 
 def parse_oip_metadata(body: bytes) -> list[OipInput]:

@@ -3,7 +3,10 @@
 The header (W3C Server Timing) lists metrics as `name;dur=12.3;desc="..."`, comma separated, with
 durations in milliseconds. Only durations are sent, not start offsets, so `place_server_spans`
 lays the server's stages end to end inside the client's wait for the first byte, centred: the
-network time is split evenly before and after. That is an estimate, and the spans say so.
+network time is split evenly before and after. That is an estimate, and the spans say so. The
+wait itself is bounded by the server's figures (`engine.remote.load.exchange_spans`): the client
+reads "send complete" from its clock after the fact, possibly long after, and a server that
+worked for T had the body at least T before its answer came.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ def place_server_spans(
     if not timing:
         return []
     total = sum(dur for _, dur in timing)
-    # Centred in the wait; a server that reports more than the wait began while the request
-    # was still being sent (the client marks the send done late), and it cannot have finished
-    # after the answer's first byte: then its spans end where the wait ends.
+    # Centred in the wait. `exchange_spans` has already moved a late "send complete" mark back
+    # so that the wait holds the server's total; more than the wait is then a server whose
+    # figures cannot be true (another clock, or made up): its spans end where the wait ends,
+    # since it cannot have finished after the answer's first byte.
     start = (
         wait_start_us + (wait_us - total) // 2
         if total <= wait_us

@@ -175,7 +175,8 @@ async def _load(
         emit_json(summary)
     else:
         _say_summary(summary)
-    return EXIT_PARTIAL if summary["failed"] or summary["rejected"] else EXIT_OK
+    failed = summary["failed"] or summary["rejected"] or summary.get("not_sent")
+    return EXIT_PARTIAL if failed else EXIT_OK
 
 
 def _say_summary(summary: dict[str, Any]) -> None:
@@ -189,6 +190,8 @@ def _say_summary(summary: dict[str, Any]) -> None:
         f"latency ms: p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
         f"p99.9 {lat['p999']:.2f}  max {lat['max']:.2f}"
     )
+    if not_sent := summary.get("not_sent"):
+        say(f"not sent: {not_sent:,} (due while every slot waited on the target; not sent late)")
     errors = summary.get("errors") or {}
     if errors:
         ranked = sorted(errors.items(), key=lambda kv: -kv[1])

@@ -132,7 +132,11 @@ def test_control_characters_in_names_are_escaped_in_output(cli: Cli, tmp_path: P
     shown = cli("runs", "show", res.stdout.split()[1].rstrip(":"))  # `run ID: ...`
     assert shown.code == 0, shown.stderr
     assert escaped in shown.stdout  # the file job's source
-    for out in (res, gone, shown):
+    target = cli("targets", "show", "t\x1b[31m\nx")  # a target name, in an error
+    assert target.code == 2 and "'t\\x1b[31m\\nx'" in target.stderr, target.stderr
+    choice = cli("export", "x", "--format", "\x1b[2J")  # argparse echoes the bad value
+    assert choice.code == 2 and "'\\x1b[2J'" in choice.stderr, choice.stderr
+    for out in (res, gone, shown, target, choice):
         for text in (out.stdout, out.stderr):
             assert not any(ch in text for ch in "\x1b\x07\r"), repr(text)
             # The name's newline forged no line of its own.

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 from test_remote_load import TinyServer
 
+from engine.ids import short_id
 from engine.remote.load import LoadSnapshot
 from engine.tasks import TaskOwner
 from gui.load_args import LoadStartError, PayloadChoice
@@ -119,7 +120,7 @@ def test_a_run_from_the_panel_shows_its_final_counts_and_stores_every_request(
     assert isinstance(figures, dict)
     assert (figures["sent"], figures["ok"], figures["failed"]) == ("240", "240", "0")
     assert figures["in flight"] == "0"
-    assert f"Run {summary['run_id'][:8]} stored: 240 ok, 0 failed" in str(seen["message"])
+    assert f"Run {short_id(summary['run_id'])} stored: 240 ok, 0 failed" in str(seen["message"])
     assert seen["buttons"] == (True, False)
     final = seen["final"]
     assert isinstance(final, LoadSnapshot) and final.done and final.completed == 240

@@ -21,6 +21,7 @@ from pytestqt.qtbot import QtBot
 from engine.engine import Engine
 from engine.export import FORMATS
 from engine.file_job import FileJob
+from engine.ids import short_id
 from engine.models import ModelRegistry
 from engine.runs import begin_run, end_run
 from engine.tasks import TaskOwner
@@ -202,7 +203,7 @@ def test_export_writes_each_format(
 
     _drive(qapp, qtbot, runs.path, scenario)
     assert counts == dict.fromkeys(FORMATS, GOOD_ROWS + 1)
-    assert f"Exported 21 requests of run {runs.files[:8]} to {out['csv']}" == status["csv"]
+    assert f"Exported 21 requests of run {short_id(runs.files)} to {out['csv']}" == status["csv"]
 
     records = [json.loads(line) for line in out["jsonl"].read_text().splitlines()]
     assert len(records) == 21 and {r["run_id"] for r in records} == {runs.files}

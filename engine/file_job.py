@@ -3,20 +3,27 @@
 The job is recorded with the file's path, size and SHA-256. Every row, good or bad, becomes a
 committed `requests` row keyed by (job, row number), so a crashed job resumes by skipping the rows
 that already have one: nothing is redone and nothing is lost.
+
+A job ends with a status that says what happened (`JOB_STATUSES`), the rows it stored and the rows
+the file has: a cancelled or failed job is never stored as `done`, and one bad row (even one that
+raises something unexpected) is a rejected row, never the end of the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.engine import Engine, Origin
-from engine.ingest import FileFormat, RawRow, SourceError, open_rows, sniff
+from engine.ingest import FileFormat, RawRow, SourceError, open_rows, open_source, sniff
 from engine.ingest.images import ImageError, image_pixels
 from engine.models.runtime import LoadedModel
 from engine.results_out import ResultFile, record_from_row
@@ -30,6 +37,19 @@ log = logging.getLogger(__name__)
 # Yield to the event loop this often while reading, so other tasks (the batcher, a GUI) run.
 _YIELD_EVERY = 256
 MAX_PROBLEMS_KEPT = 1000
+# After a job stops early, the rest of its file is counted (read, not run) so the job can say how
+# many rows the file has; a file too large to count in this time keeps its total unknown.
+COUNT_REST_S = 2.0
+_HASH_CHUNK = 1 << 20
+
+# How a job (and a run of jobs) ended: read to the end; stopped by the user (Cancel, Ctrl+C);
+# stopped by the program ending under it (the window closed, rows left without a stored result);
+# stopped by an error (a file that cannot be read, a failure mid-file).
+JOB_STATUSES = ("done", "cancelled", "interrupted", "failed")
+
+
+class Stopped(Exception):
+    """Hashing or counting was stopped from another thread (Ctrl+C)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,29 +85,90 @@ class JobReport:
     problems: list[RowProblem] = field(default_factory=list)
     file_error: str | None = None
     out_error: str | None = None
-    cancelled: bool = False
+    stopped: str | None = None  # "cancelled" or "interrupted" when the job was stopped early
+    rows_total: int | None = None  # rows the file has; None when it could not be counted
 
     @property
     def done(self) -> int:
         return self.ok + self.rejected + self.failed
 
+    @property
+    def cancelled(self) -> bool:
+        return self.stopped is not None
+
+    @property
+    def rows_done(self) -> int:
+        """Rows with a committed result: from earlier attempts and from this one."""
+        return self.skipped + self.done - self.unstored
+
+    @property
+    def status(self) -> str:
+        if self.stopped is not None:
+            return self.stopped
+        if self.file_error is not None or self.out_error is not None:
+            return "failed"
+        if self.unstored:
+            return "interrupted"  # rows without a committed row: running the file again does them
+        return "done"
+
+
+def jobs_outcome(
+    reports: list[JobReport], stopped: str | None = None, unreached: int = 0
+) -> dict[str, Any]:
+    """A run's `status`, `rows_done` and `rows_total` over its file jobs (for its summary).
+
+    The run is what stopped it (`stopped`: the user or the program ending), else `failed` when
+    any file failed, else `interrupted` when any has rows left without a result, else `done`.
+    `rows_total` is None when a file was not reached or could not be counted."""
+    statuses = {r.status for r in reports}
+    status = stopped or next(
+        (s for s in ("cancelled", "failed", "interrupted") if s in statuses), "done"
+    )
+    totals = [r.rows_total for r in reports]
+    known = unreached == 0 and all(t is not None for t in totals)
+    errors = [e for r in reports for e in (r.file_error, r.out_error) if e]
+    return {
+        "status": status,
+        "rows_done": sum(r.rows_done for r in reports),
+        "rows_total": sum(t for t in totals if t is not None) if known else None,
+        "errors": errors[:20],
+    }
+
 
 def estimate_rows(path: Path) -> int:
     """Lines in the file (a cheap pass): the denominator of a progress bar, not a promise."""
     lines, last = 0, b""
-    with path.open("rb") as fh:
+    with open_source(path) as fh:
         while chunk := fh.read(1 << 20):
             lines += chunk.count(b"\n")
             last = chunk
     return max(lines + (1 if last and not last.endswith(b"\n") else 0), 1)
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, stop: threading.Event | None = None) -> str:
+    """The file's SHA-256 (a regular file only: `SourceError` otherwise). Run in a thread;
+    setting `stop` ends it within one chunk with `Stopped`, so Ctrl+C is never held up by a
+    large file."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
+    with open_source(path) as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            if stop is not None and stop.is_set():
+                raise Stopped
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _count_rows(rows: Iterator[RawRow], deadline: float, stop: threading.Event) -> int | None:
+    """How many more rows `rows` yields, or None past the deadline, on `stop`, or on an error."""
+    count = 0
+    try:
+        for _ in rows:
+            count += 1
+            if count % 1024 == 0 and (stop.is_set() or time.monotonic() > deadline):
+                return None
+    except Exception:  # a file that ends in a way the reader objects to: total unknown
+        return None
+    return count
 
 
 class FileJob:
@@ -120,10 +201,17 @@ class FileJob:
         self._reading = True
         self._idle = asyncio.Event()
         self._cancel = asyncio.Event()
+        self._stop_as = "cancelled"
+        self._halt = threading.Event()  # the same request, for work in threads (hashing)
         self._done_rows: set[int] = set()
 
-    def cancel(self) -> None:
+    def cancel(self, status: str = "cancelled") -> None:
+        """Stop after the rows in flight: `cancelled` when a person asked, `interrupted` when the
+        program is ending. The rows done stay done; running the file again resumes it."""
+        if not self._cancel.is_set():
+            self._stop_as = status
         self._cancel.set()
+        self._halt.set()
 
     # -- the sink ---------------------------------------------------------------------------
 
@@ -151,6 +239,12 @@ class FileJob:
         # row again, and `--out` would then hold it twice), nor count as progress.
         stored = [work for work in done if work.stored]
         report.unstored += len(done) - len(stored)
+        guard_error = self.engine.db.guard.error
+        if guard_error is not None and report.file_error is None:
+            # The database stopped taking writes (its files changed under it): every later row
+            # would fail the same way, so the job stops with that one message.
+            report.file_error = str(guard_error)
+            self._cancel.set()
         if self.out is not None and report.out_error is None:
             try:
                 self.out.write([work.result_record() for work in stored])
@@ -158,7 +252,7 @@ class FileJob:
                 # The rows are committed; only the copy failed. Stop the job: resuming it later
                 # back-fills `--out` from the database.
                 report.out_error = f"--out {self.out.path}: {exc.strerror or exc}"
-                self.cancel()
+                self._cancel.set()  # stopped by an error: `failed`, not `cancelled`
         if self.report.job_id is not None and stored:
             # A later transaction than the rows it counts: `rows_done` may lag by one batch
             # after a crash; resuming counts the committed rows themselves.
@@ -188,13 +282,16 @@ class FileJob:
 
     async def run(self) -> JobReport:
         report = self.report
+        interrupted = False
         try:
             fmt = sniff(self.path)
             report.format = fmt.value
             await self.engine.clients.lookup(self.client_id)  # its default model, if it has one
             digest = self.digest
             if digest is None:
-                digest = await asyncio.to_thread(sha256_of, self.path)
+                digest = await asyncio.to_thread(sha256_of, self.path, self._halt)
+            if self._cancel.is_set():
+                raise Stopped
             previous = await self._previous_job(digest)
             model = self._pick_model(fmt, previous)
             await self._open_job(fmt, model, previous, digest)
@@ -205,6 +302,13 @@ class FileJob:
                     await self._run_rows(rows, model)
         except SourceError as exc:
             report.file_error = str(exc)
+        except Stopped:
+            report.stopped = self._stop_as  # stopped before its first row
+        except asyncio.CancelledError:
+            # The task itself was cancelled (the program is ending): record that, then go on
+            # cancelling once the job is closed.
+            interrupted = True
+            report.stopped = "interrupted"
         except Exception as exc:  # never leave a job hanging or a traceback on the terminal
             log.error("file job %s failed", self.path, exc_info=True)
             report.file_error = f"{self.path}: stopped: {type(exc).__name__}: {exc}"
@@ -214,6 +318,8 @@ class FileJob:
                 self._idle.set()
             await self._idle.wait()
         await self._close_job()
+        if interrupted:
+            raise asyncio.CancelledError
         return report
 
     async def _previous_job(self, digest: str) -> queries.FileJobRow | None:
@@ -312,14 +418,17 @@ class FileJob:
         origin = self._origin()
         validator = engine.validator(model.name if model else None)
         done, report, cancel = self._done_rows, self.report, self._cancel
-        count = 0
+        count = 0  # rows read, the one in hand included
         for raw in rows:
             count += 1
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-                if cancel.is_set():
-                    report.cancelled = True
-                    return
+            if cancel.is_set():
+                if report.out_error is None:
+                    report.stopped = self._stop_as
+                rest = await self._count_rest(rows)
+                report.rows_total = None if rest is None else count + rest
+                return
             if raw.row in done:
                 report.skipped += 1
                 continue
@@ -330,15 +439,41 @@ class FileJob:
                 self._pending += 1
                 engine.reject(origin, body, source_row=raw.row, input_text=None)
                 continue
-            work = await engine.accept(raw.data, validator, origin, source_row=raw.row)
+            try:
+                work = await engine.accept(raw.data, validator, origin, source_row=raw.row)
+            except Exception as exc:
+                # Whatever one row's content makes go wrong is that row's problem: it is
+                # rejected with its row and line, and the rows after it still run.
+                self._reject_unexpected(raw, exc)
+                continue
             if work.status == "rejected":
                 assert work.error is not None
                 for detail in work.error.details:
                     detail.row, detail.line = raw.row, raw.line
             await self._hand_off(work)
+        report.rows_total = count
+
+    def _reject_unexpected(self, raw: RawRow, exc: Exception) -> None:
+        log.warning("%s: row %s could not be processed", self.path, raw.row, exc_info=True)
+        body = error(
+            "unprocessable_row", f"could not process this row: {type(exc).__name__}: {exc}"
+        )
+        body.details[0].row, body.details[0].line = raw.row, raw.line
+        self._pending += 1
+        self.engine.reject(self._origin(), body, source_row=raw.row, input_text=_preview(raw.data))
+
+    async def _count_rest(self, rows: Iterator[RawRow]) -> int | None:
+        """The rows left in the file after a stop, counted in a thread within `COUNT_REST_S`."""
+        stop = threading.Event()
+        deadline = time.monotonic() + COUNT_REST_S
+        try:
+            return await asyncio.to_thread(_count_rows, rows, deadline, stop)
+        finally:
+            stop.set()  # cancelled while counting: the thread stops within 1,024 rows
 
     async def _run_image(self, model: LoadedModel | None) -> None:
         assert model is not None and model.manifest.image_field is not None
+        self.report.rows_total = 1
         if 1 in self._done_rows:
             self.report.skipped += 1
             return
@@ -377,16 +512,19 @@ class FileJob:
         if job_id is None:
             return
         report = self.report
-        if report.cancelled or report.out_error is not None:
-            status = "cancelled"  # resumable; a resume back-fills what `--out` is missing
-        elif report.file_error is not None and report.done == 0 and report.skipped == 0:
-            status = "failed"
-        elif report.unstored:
-            status = "interrupted"  # rows without a committed row: running the file again does them
-        else:
-            status = "done"
-        total = report.skipped + report.done
-        stored = total - report.unstored
+        # Any status but `done` is resumable when rows are done: running the file again skips
+        # them (and back-fills what `--out` is missing).
         await self.engine.db.writer.execute(
-            queries.FINISH_FILE_JOB, (status, total, stored, time.time_ns() // 1000, job_id)
+            queries.FINISH_FILE_JOB,
+            (report.status, report.rows_total, report.rows_done, time.time_ns() // 1000, job_id),
         )
+
+
+def _preview(data: bytes | dict[str, Any] | None) -> str | None:
+    """The start of a row's input for its stored rejection; never raises (the row may hold
+    what made processing fail: a huge integer, a deep nesting)."""
+    try:
+        raw = data if isinstance(data, bytes) else json.dumps(data, default=str).encode()
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return raw[:2048].decode("utf-8", "replace")

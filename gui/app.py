@@ -267,7 +267,7 @@ async def _serve_window(
             await asyncio.sleep(FIRST_PAINT_S)
             loads.start(load)
     await closed
-    drop.cancel()
+    drop.interrupt()  # a file job stops and is stored `interrupted` (a later drop resumes it)
     await loads.aclose()  # a running load stops and stores its summary
     await remote_targets.aclose()  # probers stop before the database closes
     await tasks.wait()

@@ -216,6 +216,13 @@ def describe_run(
             f"accepted {summary.get('accepted', 0):,} · ok {summary.get('ok', 0):,} · "
             f"rejected {summary.get('rejected', 0):,} · failed {summary.get('failed', 0):,}"
         )
+        if summary.get("rows_done") is not None:  # file runs: how far their files got
+            total = summary.get("rows_total")
+            lines.append(
+                f"rows done {summary['rows_done']:,} of "
+                f"{MISSING if total is None else f'{total:,}'} · ended {run.status}"
+            )
+            lines.extend(f"error: {e}" for e in summary.get("errors") or [])
         duration = summary.get("duration_s")
         rate = summary.get("throughput_per_s")
         lines.append(

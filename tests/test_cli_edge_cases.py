@@ -106,7 +106,7 @@ def test_a_full_disk_for_out_stops_with_one_line(cli: Cli, db_path: Path, tmp_pa
     assert "--out /dev/full" in res.stderr and "run the command again" in res.stderr
     with sqlite3.connect(db_path) as conn:
         job = conn.execute("SELECT status FROM file_jobs").fetchone()[0]
-    assert job == "cancelled"  # resumable: a later run finishes it and back-fills --out
+    assert job == "failed"  # stopped by an error; a later run resumes it and back-fills --out
 
 
 def test_a_database_from_a_newer_version_is_refused_in_one_line(cli: Cli, db_path: Path) -> None:

@@ -6,7 +6,7 @@ Readers never load a file whole and never raise for bad content: a bad row comes
 """
 
 from engine.ingest.detect import SUPPORTED_SUFFIXES, FileFormat, expand_inputs, open_rows, sniff
-from engine.ingest.rows import MAX_ROW_BYTES, RawRow, SourceError
+from engine.ingest.rows import MAX_ROW_BYTES, RawRow, SourceError, open_source
 
 __all__ = [
     "MAX_ROW_BYTES",
@@ -16,5 +16,6 @@ __all__ = [
     "SourceError",
     "expand_inputs",
     "open_rows",
+    "open_source",
     "sniff",
 ]

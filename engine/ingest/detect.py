@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from engine.ingest.csv_rows import read_csv
 from engine.ingest.images import IMAGE_SUFFIXES
 from engine.ingest.json_doc import read_json
 from engine.ingest.jsonl import read_jsonl
-from engine.ingest.rows import RawRow, SourceError
+from engine.ingest.rows import RawRow, SourceError, not_regular, open_source
 
 
 class FileFormat(enum.StrEnum):
@@ -34,32 +35,60 @@ _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF", b"II*\x00"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-def expand_inputs(paths: list[str]) -> list[Path]:
-    """Check every path exists; a folder stands for the supported files directly inside it."""
+def expand_inputs(paths: list[str], protected: Iterable[Path] = ()) -> list[Path]:
+    """Check every path exists; a folder stands for the supported files directly inside it.
+
+    Only regular files are inputs (a FIFO or a device is refused here, by `stat`, which opens
+    nothing). `protected` files (the database and its WAL/SHM) are refused too: reading them
+    opens and closes a descriptor on the live database, which drops the process's SQLite locks.
+    They are compared by device and inode, so another spelling of the path is caught as well."""
+    guarded = _identities(protected)
     found: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
-        if not path.exists():
-            raise SourceError(f"{raw}: no such file or folder")
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise SourceError(f"{raw}: no such file or folder") from None
+        except OSError as exc:
+            raise SourceError(f"{raw}: cannot read ({exc.strerror or exc})") from exc
         if path.is_dir():
             inside = sorted(
                 p
                 for p in path.iterdir()
                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _BY_SUFFIX
             )
+            inside = [p for p in inside if _identity(p) not in guarded]
             if not inside:
                 kinds = "JSON, JSONL, CSV or image"
                 raise SourceError(f"{raw}: folder holds no {kinds} files")
             found.extend(inside)
-        else:
-            found.append(path)
+            continue
+        problem = not_regular(info.st_mode)
+        if problem is not None:
+            raise SourceError(f"{raw}: {problem}")
+        if (info.st_dev, info.st_ino) in guarded:
+            raise SourceError(f"{raw}: this is InferDeck's own database, not an input file")
+        found.append(path)
     return found
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _identities(paths: Iterable[Path]) -> set[tuple[int, int]]:
+    return {ident for p in paths if (ident := _identity(p)) is not None}
 
 
 def sniff(path: Path) -> FileFormat:
     """The file's format, or `SourceError` saying why it cannot be read."""
     try:
-        with path.open("rb") as fh:
+        with open_source(path) as fh:
             head = fh.read(8192)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
@@ -91,11 +120,7 @@ def open_rows(path: Path, fmt: FileFormat) -> Iterator[Iterator[RawRow]]:
     """The rows of a text file (images are read whole by the file job)."""
     if fmt is FileFormat.IMAGE:
         raise ValueError("images are not read row by row")
-    try:
-        stream = path.open("rb")
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    with stream:
+    with open_source(path) as stream:
         if fmt is FileFormat.JSONL:
             rows = read_jsonl(stream)
         elif fmt is FileFormat.JSON:

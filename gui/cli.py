@@ -17,6 +17,7 @@ from gui import logs
 from gui.commands import export, load, models, predict, probe, runs, serve, targets
 from gui.commands.common import EXIT_CANNOT_START, CommandError, SubParsers, printable
 from gui.load_args import add_gui_arguments
+from storage.database import StorageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(printable(f"inferdeck: {exc}"), file=sys.stderr)
         for line in exc.details:
             print(printable(f"  {line}"), file=sys.stderr)
+        return EXIT_CANNOT_START
+    except StorageError as exc:
+        # E.g. the database stopped taking writes mid-command (its files were changed under
+        # it): one line that says so, not an "internal error".
+        print(printable(f"inferdeck: {exc}"), file=sys.stderr)
         return EXIT_CANNOT_START
     except BrokenPipeError:
         # The reader went away (`inferdeck export ... | head`): not an error worth a word.

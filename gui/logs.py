@@ -299,9 +299,12 @@ def configure(crash_path: Path | None = None, level: int = logging.WARNING) -> N
     root = logging.getLogger()
     crash_logger = logging.getLogger(CRASH_LOGGER)
     for logger in (root, crash_logger):
+        # Only a previous call's handlers are replaced: one a host installed (pytest's capture,
+        # an embedding program's) stays.
         for old in logger.handlers[:]:
-            logger.removeHandler(old)
-            old.close()
+            if isinstance(old, _DropsRepeats):
+                logger.removeHandler(old)
+                old.close()
     crash = CrashLogHandler(crash_path or crash_log_path())
     root.addHandler(StderrHandler())
     root.addHandler(crash)

@@ -19,6 +19,8 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # QSettings (window layout, last model, theme) go to a scratch folder, never the user's own.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="inferdeck-test-config-")
+# Likewise the crash log (platformdirs' user log folder lies under XDG_STATE_HOME).
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="inferdeck-test-state-")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -153,10 +153,9 @@ def test_crash_log_rotates_at_its_size_limit_and_keeps_its_backups(
     finally:
         for logger in (root, crash_logger):
             for handler in logger.handlers[:]:
-                logger.removeHandler(handler)
-                handler.close()
-        for handler in saved[0]:
-            root.addHandler(handler)
+                if handler not in saved[0]:  # ours; pytest's own stay
+                    logger.removeHandler(handler)
+                    handler.close()
         root.setLevel(saved[1])
 
 

@@ -8,8 +8,11 @@ validated, traced and stored exactly like a `/predict` request. Errors follow OI
 `{"error": "<message>"}` with a 4xx/5xx status, not this service's envelope, on every `/v2`
 path (unknown ones included).
 
-A batch is all or nothing as far as validation goes: every row is checked before any is run,
-and one bad row refuses the whole request (only the rejections are stored). The OIP `id` is the
+A batch is all or nothing: every row is checked before any is run, and one bad row refuses the
+whole request (only the rejections are stored); a batch with more rows than the engine's queue
+holds (`max_batch_size`, advertised in the model metadata's `parameters`) is refused with a 400
+before anything runs, and one that does not fit in the queue's free room gets a 503 before
+anything runs, rather than running the rows that fit and refusing the rest. The OIP `id` is the
 caller's correlation ID, which KServe and Triton let clients reuse: it is echoed and kept in
 each stored row's metadata (`oip_id`), while the rows take their IDs from `X-Request-ID` or
 the server.
@@ -45,6 +48,7 @@ CLIENT_ID = "oip"
 MAX_BODY_BYTES = 1 << 20  # ServerSettings' default; the edge layer enforces the configured one
 MAX_ID_CHARS = 64
 MAX_METADATA_CHARS = 256
+MAX_SHOWN_CHARS = 80  # a caller's value quoted in an error message is cut to this
 INFER_PATHS = (
     "/v2/models/{model_name}/infer",
     "/v2/models/{model_name}/versions/{model_version}/infer",
@@ -109,12 +113,17 @@ class OipTensorMetadata(_Doc):
     shape: list[int] = Field(description="-1 marks the batch dimension")
 
 
+class OipModelParameters(_Doc):
+    max_batch_size: int = Field(description="the most rows one infer request may carry")
+
+
 class OipModelMetadata(_Doc):
     name: str
     versions: list[str]
     platform: str
     inputs: list[OipTensorMetadata]
     outputs: list[OipTensorMetadata]
+    parameters: OipModelParameters
 
 
 class OipRequestInput(_Doc):
@@ -236,13 +245,16 @@ def output_specs(model: LoadedModel) -> dict[str, TensorSpec]:
     }
 
 
-def model_metadata(model: LoadedModel) -> dict[str, Any]:
+def model_metadata(model: LoadedModel, max_batch_size: int) -> dict[str, Any]:
+    """OIP model metadata; `parameters.max_batch_size` is the largest batch `infer` takes
+    (Triton's model configuration names the same limit `max_batch_size`)."""
     return {
         "name": model.name,
         "versions": [model.version],
         "platform": PLATFORM,
         "inputs": [spec.metadata() for spec in input_specs(model).values()],
         "outputs": [spec.metadata() for spec in output_specs(model).values()],
+        "parameters": {"max_batch_size": max_batch_size},
     }
 
 
@@ -314,6 +326,27 @@ def _check_values(tensor: Tensor) -> None:
                 raise OipError(f"{where}: BYTES data must be strings, got {value!r}")
 
 
+def _shown(value: Any) -> str:
+    """A caller's value for an error message: its repr, cut short (it may be any JSON)."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _element_count(shape: list[int], most: int) -> int | None:
+    """The number of elements `shape` holds, or None when it is over `most`.
+
+    Multiplied step by step with an early stop: the full product of a long list of 64-bit
+    dimensions is a number of thousands of digits, slow to compute and too long to print."""
+    if 0 in shape:
+        return 0
+    count = 1
+    for size in shape:
+        count *= size
+        if count > most:
+            return None
+    return count
+
+
 def _tensor(raw: Any, index: int) -> Tensor:
     if not isinstance(raw, dict):
         raise OipError(f"inputs[{index}] must be an object")
@@ -321,9 +354,11 @@ def _tensor(raw: Any, index: int) -> Tensor:
     if not isinstance(name, str) or not name:
         raise OipError(f"inputs[{index}]: name must be a non-empty string")
     datatype, shape, data = raw.get("datatype"), raw.get("shape"), raw.get("data")
-    if datatype not in DATATYPES:
+    # `isinstance` first: an object or a list is not hashable, so `in` would raise.
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise OipError(
-            f"input {name!r}: datatype {datatype!r} is not one of {', '.join(sorted(DATATYPES))}"
+            f"input {name!r}: datatype {_shown(datatype)} is not one of "
+            f"{', '.join(sorted(DATATYPES))}"
         )
     if (
         not isinstance(shape, list)
@@ -335,9 +370,11 @@ def _tensor(raw: Any, index: int) -> Tensor:
         raise OipError(f"input {name!r}: data must be a list (flat or nested)")
     _no_binary(raw.get("parameters"), f"input {name!r}")
     flat = _flatten(data)
-    if len(flat) != math.prod(shape):
+    count = _element_count(shape, len(flat))
+    if count != len(flat):
+        holds = f"more than {len(flat)}" if count is None else str(count)
         raise OipError(
-            f"input {name!r}: shape {shape} holds {math.prod(shape)} elements, "
+            f"input {name!r}: shape {_shown(shape)} holds {holds} elements, "
             f"but data has {len(flat)}"
         )
     tensor = Tensor(name, datatype, shape, flat)
@@ -393,8 +430,11 @@ def _datatype_fits(tensor: Tensor, spec: TensorSpec) -> bool:
     return tensor.datatype == spec.datatype
 
 
-def rows_from(model: LoadedModel, inputs: list[Tensor]) -> list[dict[str, Any]]:
-    """One `input_payload` per batch row; raises `OipError` for tensors the model cannot take."""
+def rows_from(
+    model: LoadedModel, inputs: list[Tensor], max_rows: int | None = None
+) -> list[dict[str, Any]]:
+    """One `input_payload` per batch row; raises `OipError` for tensors the model cannot take
+    and for a batch of more than `max_rows` rows."""
     specs = input_specs(model)
     by_name: dict[str, Tensor] = {}
     for tensor in inputs:
@@ -412,7 +452,8 @@ def rows_from(model: LoadedModel, inputs: list[Tensor]) -> list[dict[str, Any]]:
             )
         if not _fits(tensor, spec):
             raise OipError(
-                f"input {tensor.name!r}: shape {tensor.shape} does not match {list(spec.shape)}"
+                f"input {tensor.name!r}: shape {_shown(tensor.shape)} does not match "
+                f"{list(spec.shape)}"
             )
         by_name[tensor.name] = tensor
     if COMBINED_INPUT in by_name and len(by_name) > 1:
@@ -429,6 +470,13 @@ def rows_from(model: LoadedModel, inputs: list[Tensor]) -> list[dict[str, Any]]:
     count = batches.pop()
     if count == 0:
         raise OipError("the batch is empty")
+    if max_rows is not None and count > max_rows:
+        # Every row of a batch must fit in the queue at once: a larger one would run the rows
+        # that fit, refuse the rest, and be refused the same way on every retry.
+        raise OipError(
+            f"the batch has {count:,} rows; the limit is {max_rows:,} rows per request "
+            f"(max_batch_size in the model metadata's parameters): split it"
+        )
     rows: list[dict[str, Any]] = [{} for _ in range(count)]
     for name, tensor in by_name.items():
         spec = specs[name]
@@ -518,6 +566,11 @@ def response_body(model: LoadedModel, request: InferRequest, done: list[Work]) -
     return body
 
 
+def max_batch_size(engine: Engine) -> int:
+    """The most rows one infer request may carry: as many as the engine's queue holds."""
+    return engine.queue.capacity
+
+
 async def infer(
     engine: Engine, origin: Origin, model: LoadedModel, body: bytes, request: Request
 ) -> Response:
@@ -527,9 +580,16 @@ async def infer(
         unknown = [n for n in parsed.outputs or () if n not in output_specs(model)]
         if unknown:
             raise OipError(f"model {model.name!r} has no output(s) {', '.join(unknown)}")
-        rows = rows_from(model, parsed.inputs)
+        rows = rows_from(model, parsed.inputs, max_batch_size(engine))
     except OipError as exc:
         return error_response(exc.message, exc.status)
+    if len(rows) > 1 and len(rows) > engine.queue.capacity - len(engine.queue):
+        # Refused whole while nothing has run: admitted row by row, the rows that found room
+        # would run and be stored under a 503 the caller retries.
+        return error_response(
+            f"the server is at capacity for a batch of {len(rows):,} rows; try again shortly",
+            503,
+        )
     ids, chosen = _row_ids(request, len(rows))
     bodies = [_row_body(model, row, parsed.id, i) for i, row in enumerate(rows)]
     # Every row is checked before any is run, so a 400 never hides rows that were run and
@@ -619,7 +679,8 @@ def add_oip_routes(app: FastAPI, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         found = lookup(request, model_name, model_version)
         if isinstance(found, Response):
             return found
-        return json_response(model_metadata(found[1]))
+        live, model = found
+        return json_response(model_metadata(model, max_batch_size(live.engine)))
 
     async def ready(request: Request, model_name: str, model_version: str | None) -> Response:
         found = lookup(request, model_name, model_version)

@@ -18,7 +18,7 @@ from engine.server.errors import simple
 from engine.server.oip import error_response as oip_error
 from engine.server.oip import is_oip_path
 from engine.server.predict_route import serve_predict
-from engine.server.state import Running
+from engine.server.state import CLIENT_TIMEOUT, Running
 from engine.server.tracing import continue_trace, request_id_from
 
 # The only request headers this layer reads; the rest are left for the routes, undecoded.
@@ -91,6 +91,8 @@ class Edge:
                 return
             await self.app(scope, receive, send_with_ids)
         finally:
+            if state.get(CLIENT_TIMEOUT):
+                status = 408  # the protocol answered (or closed): the body was not sent in time
             if self.access_log.enabled():
                 self.access_log.write(
                     {

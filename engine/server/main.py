@@ -8,6 +8,17 @@ from pathlib import Path
 
 from engine.server.app import ServerSettings, asgi_app
 from engine.server.edge import Edge
+from engine.server.protocol import ENV_BODY_TIMEOUT, ENV_HEADER_TIMEOUT
+
+__all__ = [
+    "ENV_BODY_TIMEOUT",
+    "ENV_DB",
+    "ENV_HEADER_TIMEOUT",
+    "ENV_MAX_BODY",
+    "ENV_MODELS",
+    "app_from_env",
+    "settings_from_env",
+]
 
 ENV_DB = "INFERDECK_SERVE_DB"
 ENV_MODELS = "INFERDECK_SERVE_MODELS_DIR"

@@ -15,6 +15,10 @@ from engine.engine import Engine, Origin
 from engine.stats import RunRecorder
 from storage.database import Database
 
+# Set in a request's scope state by the HTTP protocol when its client did not send the body
+# in time (the connection is closed; the route reading the body sees a disconnect).
+CLIENT_TIMEOUT = "client_timeout"
+
 
 @dataclass
 class Running:

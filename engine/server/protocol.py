@@ -1,0 +1,189 @@
+"""The HTTP/1.1 protocol `inferdeck serve` runs: uvicorn's h11 protocol with two deadlines and
+room kept for new clients.
+
+uvicorn bounds only the idle time between requests (`timeout_keep_alive`, and that timer stops
+at a request's first byte): a client that sends its headers a byte at a time, or a chunked body
+that never ends, holds its socket for as long as it likes, and a few hundred such sockets use up
+the process's file descriptors so that ordinary clients wait in the backlog for the whole attack.
+This protocol adds what a reverse proxy would (nginx's `client_header_timeout` and
+`client_body_timeout`, Apache's `mod_reqtimeout`):
+
+- a header deadline: a request's head must arrive in full within `header_timeout_s` of the
+  connection opening (or of the previous response), else 408 and close;
+- a body deadline: its body must arrive in full within `body_timeout_s` of its head, else 408
+  (if nothing was answered yet) and close; the route reading it sees a disconnect;
+- room for new clients: past a connection count kept below the file-descriptor limit, each new
+  connection closes the connection that has waited longest on its client (an idle keep-alive,
+  or a slow head or body), so a socket an attacker holds is given up before an ordinary client
+  is kept out. A connection whose request is being served is never closed for room.
+
+The deadlines come from the environment (`inferdeck serve` sets it), since uvicorn builds this
+class by name in every worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+from typing import Any, Literal
+
+import h11
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+from engine.server.state import CLIENT_TIMEOUT
+
+ENV_HEADER_TIMEOUT = "INFERDECK_SERVE_HEADER_TIMEOUT"
+ENV_BODY_TIMEOUT = "INFERDECK_SERVE_BODY_TIMEOUT"
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+# Descriptors kept for the process's own files (database, WAL, logs, models, the event loop)
+# and for the connections one accept burst brings in before any of them can close another.
+MIN_SPARE_FDS = 64
+
+_TIMEOUT_TEXT = b"the request was not sent in time\n"
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TIMEOUT_TEXT), _TIMEOUT_TEXT)
+)
+
+Phase = Literal["head", "body", "served"]
+
+# Connections waiting on their client (for a head or a body), the longest-waiting first; one
+# server per process, so one registry.
+_waiting: dict[DeadlineProtocol, None] = {}
+
+
+def connection_limit() -> int | None:
+    """How many connections to keep at most: below the soft file-descriptor limit, leaving
+    room for the process's own files. None when the limit is unbounded."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(16, soft - max(MIN_SPARE_FDS, soft // 8))
+
+
+def _seconds(name: str, default: float) -> float:
+    value = float(os.environ.get(name, default))
+    return value if value > 0 else default
+
+
+class DeadlineProtocol(H11Protocol):
+    """`H11Protocol` with a header deadline, a body deadline and room for new clients."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.header_timeout_s = _seconds(ENV_HEADER_TIMEOUT, HEADER_TIMEOUT_S)
+        self.body_timeout_s = _seconds(ENV_BODY_TIMEOUT, BODY_TIMEOUT_S)
+        self.limit = connection_limit()
+        self.phase: Phase = "served"
+        self.deadline: asyncio.TimerHandle | None = None
+        self.head_bytes = False  # whether any of the awaited head has arrived
+
+    # -- the connection's life -------------------------------------------------------------------
+
+    def connection_made(  # type: ignore[override]
+        self, transport: asyncio.Transport
+    ) -> None:
+        super().connection_made(transport)
+        self._follow()
+        self._make_room()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._enter("served")
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == "head" and data:
+            self.head_bytes = True
+        super().data_received(data)
+        if not self.transport.is_closing():
+            self._follow()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._follow()  # the next request's head is awaited from now
+
+    # -- phases and deadlines --------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        """Move to the phase h11 says the client is in: sending a head, a body, or done."""
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            self._enter("head")
+        elif state is h11.SEND_BODY:
+            self._enter("body")
+        else:
+            self._enter("served")
+
+    def _enter(self, phase: Phase) -> None:
+        if phase == self.phase:
+            return
+        self.phase = phase
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        _waiting.pop(self, None)
+        if phase == "served":
+            return
+        _waiting[self] = None  # the newest waiter goes last
+        if phase == "head":
+            self.head_bytes = False
+            self.deadline = self.loop.call_later(self.header_timeout_s, self._head_late)
+        else:
+            self.deadline = self.loop.call_later(self.body_timeout_s, self._body_late)
+
+    def _head_late(self) -> None:
+        self.deadline = None
+        self._give_up()
+
+    def _body_late(self) -> None:
+        self.deadline = None
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """Close a connection whose client is too slow (or whose socket is wanted for room)."""
+        if self.phase == "head":
+            # A client that has begun a request hears why it is cut off; a silent one (an
+            # idle keep-alive) is simply closed, as uvicorn closes idle connections.
+            self._close(answer=self.head_bytes)
+            return
+        cycle = self.cycle
+        if self.phase == "body" and cycle is not None and not cycle.response_complete:
+            # The route waiting for the body sees a disconnect; the access log says why.
+            self.scope["state"][CLIENT_TIMEOUT] = True
+            answer = not cycle.response_started
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._close(answer=answer)
+            return
+        self._close(answer=False)
+
+    def _close(self, *, answer: bool) -> None:
+        self._enter("served")
+        if self.transport.is_closing():
+            return
+        if answer:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.transport.close()
+
+    def _make_room(self) -> None:
+        """Over the limit, close the connections that have waited longest on their clients."""
+        if self.limit is None:
+            return
+        while len(self.connections) > self.limit and _waiting:
+            oldest = next(iter(_waiting))
+            if oldest is self:
+                return
+            oldest._give_up()
+            # Closed transports leave `connections` only when the loop reports them lost.
+            self.connections.discard(oldest)

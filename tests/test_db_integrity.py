@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -354,5 +355,48 @@ def test_image_payload_and_export_choices_never_open_the_database(
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT count(*) FROM clients WHERE client_id = 'kept'").fetchone()
+    finally:
+        conn.close()
+
+
+def test_the_cli_stops_in_one_line_when_its_log_is_deleted_mid_run(db_path: Path) -> None:
+    """`predict` on a long file while another program deletes the database's WAL: the job
+    stops at once (not after every row has failed), with one line and a non-zero exit."""
+    rows = db_path.parent / "long.jsonl"
+    rows.write_text((json.dumps(SETOSA) + "\n") * 100_000)
+    wal, shm = Path(f"{db_path}-wal"), Path(f"{db_path}-shm")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gui.cli", "predict", str(rows), "--model", "iris", "--json"],
+        cwd=REPO,
+        env={**os.environ, "INFERDECK_DB": str(db_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        # Rows are being committed once the log has grown past its first pages.
+        while not (wal.exists() and wal.stat().st_size > 200_000):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no commits seen"
+            time.sleep(0.02)
+        wal.unlink()
+        shm.unlink()
+        _, err = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    lines = err.strip().splitlines()
+    assert proc.returncode == 2, err
+    said = [line for line in lines if line.startswith(f"inferdeck: database {db_path}:")]
+    assert len(said) == 1, err  # the command's own last word (the log may add its count after)
+    assert "its file inferdeck.db-wal was deleted or replaced" in said[0]
+    assert "stopped writing" in said[0]
+    assert not any("internal error" in line or "Traceback" in line for line in lines), err
+    assert len(lines) < 80, err  # at most the rows in flight, not one line per row of the file
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()

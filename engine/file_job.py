@@ -439,11 +439,13 @@ class FileJob:
                 self._pending += 1
                 engine.reject(origin, body, source_row=raw.row, input_text=None)
                 continue
+            accepted = self.run_rec.accepted
             try:
                 work = await engine.accept(raw.data, validator, origin, source_row=raw.row)
             except Exception as exc:
                 # Whatever one row's content makes go wrong is that row's problem: it is
                 # rejected with its row and line, and the rows after it still run.
+                self.run_rec.accepted = accepted  # the rejection counts the row once
                 self._reject_unexpected(raw, exc)
                 continue
             if work.status == "rejected":

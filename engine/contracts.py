@@ -9,13 +9,41 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 IDENT_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=IDENT_PATTERN)]
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=IDENT_PATTERN)]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=IDENT_PATTERN)]
-MetadataValue = Annotated[str, StringConstraints(max_length=256)] | int | float | bool
+# Integers are stored as SQLite integers and written by orjson: both stop at signed 64 bits.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def int64(value: Any) -> Any:
+    """Refuse an integer outside signed 64 bits (a per-field error, never a failed write).
+
+    Metadata checks it before the type: its union with `float` would otherwise take such an
+    integer as a rounded float, quietly."""
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not INT64_MIN <= value <= INT64_MAX
+    ):
+        raise ValueError("integers must be within -2**63 .. 2**63-1 (signed 64 bits)")
+    return value
+
+
+MetadataValue = Annotated[
+    Annotated[str, StringConstraints(max_length=256)] | int | float | bool,
+    BeforeValidator(int64),
+]
 
 MAX_METADATA_KEYS = 32
 MAX_METADATA_KEY_LEN = 64

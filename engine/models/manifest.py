@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from engine.contracts import int64
+
 FieldType = Literal["float", "int", "bool", "enum", "image"]
 
 
@@ -143,8 +145,10 @@ def _annotation(spec: FieldSpec) -> Any:
         return Literal[tuple(spec.choices)]
     if spec.type == "bool":
         return bool
-    base = int if spec.type == "int" else float
-    return Annotated[base, Field(ge=spec.minimum, le=spec.maximum), BeforeValidator(_not_bool)]
+    bounds = Field(ge=spec.minimum, le=spec.maximum)
+    if spec.type == "int":  # bounded like every stored integer, after parsing (CSV text too)
+        return Annotated[int, bounds, BeforeValidator(_not_bool), AfterValidator(int64)]
+    return Annotated[float, bounds, BeforeValidator(_not_bool)]
 
 
 def input_model(manifest: Manifest) -> type[BaseModel]:

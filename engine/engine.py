@@ -31,8 +31,14 @@ from engine.validation import RowValidator, Validated, error
 from engine.work import FutureSink, Sink, Work, compact_json
 from storage import queries
 from storage.database import Database
+from storage.writer import RowsRefusedError
 
 log = logging.getLogger(__name__)
+
+# Readiness trusts the last commit this long; past it (an idle service) it writes a probe row.
+STORAGE_FRESH_S = 5.0
+# A request-sized probe row: the space a request's row takes is what must be available.
+_PROBE_INPUT = "x" * 2048
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,10 @@ class Engine:
         self._batch_tasks = TaskOwner()
         self._slots = asyncio.Semaphore(self.config.max_inflight_batches)
         self._subscribers: list[Callable[[StatsSnapshot], None]] = []
-        self._caller_ids: set[str] = set()  # caller-chosen request IDs not yet committed
+        # Caller-chosen request IDs in flight here, each with what holds it (a `Work`, or a
+        # token while it is being accepted); released when its row's transaction has ended.
+        self._caller_ids: dict[str, object] = {}
+        self._storage_check: asyncio.Future[str | None] | None = None
         self._finished_listeners: list[Callable[[list[Work]], None]] = []
         self._running = False
         self._requests_only = RowValidator(registry, None, requests_only=True)
@@ -146,25 +155,50 @@ class Engine:
         checked = validator.validate(data)
         t1 = time.perf_counter_ns()
         if not isinstance(checked, Validated):
+            # Under the caller's ID unless a request in flight here holds it. A stored request
+            # holding it makes the database decline the row, and `_deliver` stores it under an
+            # ID of its own then: no read here, and no window between a read and the write.
             rejected_id = request_id or own_id
-            if request_id is not None and await self._id_taken(request_id):
-                # Stored under the caller's ID, the rejection would replace the request that
-                # already holds it: it gets an ID of its own.
+            if request_id is not None and request_id in self._caller_ids:
                 rejected_id = None
             return self._rejected(origin, checked, t0, source_row, data, input_text, rejected_id)
         # The body's ID wins; `request_id` is one the caller gave outside it (X-Request-ID).
         # `own_id` was made here (a UUIDv7): unique by construction, so it skips the check
         # (a database read per request).
         wanted = checked.request_id or request_id
-        if wanted is not None and await self._id_taken(wanted):
-            # A new ID for the rejection row: writing it under the caller's would replace the
-            # request that already holds that ID.
-            taken = error(
-                "duplicate_request_id",
-                f"request_id {wanted!r} is already used by another request",
-                "request_id",
+        if wanted is None:
+            return await self._accepted(checked, own_id or new_id(), origin, t0, t1, source_row)
+        # Reserved before the first await: of two requests with one ID, exactly one passes here.
+        # Another process (`serve --workers N`) cannot see this set; the database's unique
+        # key decides between processes (`queries.UPSERT_REQUEST`, then `_deliver`).
+        if wanted in self._caller_ids:
+            return self._rejected(origin, _duplicate(wanted), t0, source_row, data, input_text)
+        token = object()
+        self._caller_ids[wanted] = token
+        try:
+            held = await queries.request_id_held(self.db.reader, wanted)
+            work = (
+                None if held else await self._accepted(checked, wanted, origin, t0, t1, source_row)
             )
-            return self._rejected(origin, taken, t0, source_row, data, input_text)
+        except BaseException:
+            self._release(wanted, token)  # never leave an ID reserved by a request that died
+            raise
+        if work is None:
+            self._release(wanted, token)
+            return self._rejected(origin, _duplicate(wanted), t0, source_row, data, input_text)
+        self._caller_ids[wanted] = work
+        return work
+
+    async def _accepted(
+        self,
+        checked: Validated,
+        request_id: str,
+        origin: Origin,
+        t0: int,
+        t1: int,
+        source_row: int | None,
+    ) -> Work:
+        """`Work` for a validated request: its client looked up, its features made."""
         client_id = checked.client_id or origin.client_id
         client = self.clients.peek(client_id) or await self.clients.lookup(client_id)
         t2 = time.perf_counter_ns()
@@ -174,7 +208,7 @@ class Engine:
         ]
         model = checked.model
         work = Work(
-            request_id=wanted or own_id or new_id(),
+            request_id=request_id,
             run=origin.run,
             sink=origin.sink,
             source=origin.source,
@@ -196,14 +230,10 @@ class Engine:
             work.error = error("client_disabled", f"client {client_id!r} is disabled", "client_id")
         return work
 
-    async def _id_taken(self, request_id: str) -> bool:
-        """Caller-chosen IDs must be unique: one in flight here, or one already stored."""
-        if request_id in self._caller_ids:
-            return True
-        if await queries.request_exists(self.db.reader, request_id):
-            return True
-        self._caller_ids.add(request_id)
-        return False
+    def _release(self, request_id: str, holder: object) -> None:
+        """Free a caller's ID reserved by `holder` (and by nothing that took it since)."""
+        if self._caller_ids.get(request_id) is holder:
+            del self._caller_ids[request_id]
 
     def _rejected(
         self,
@@ -295,13 +325,17 @@ class Engine:
             accepted_ns=accepted_ns,
             request_id=request.request_id,
         )
-        future = sink.expect(work.request_id)
+        future = sink.expect(work)
         if work.status == "rejected":
             self.record_rejection(work)
         else:
             if acknowledge:
                 self.acknowledge(work)
-            await self.submit(work)
+            try:
+                await self.submit(work)
+            except BaseException:
+                self._release(work.request_id, work)  # never admitted: its ID is free again
+                raise
         return await future
 
     async def predict_json(
@@ -323,12 +357,12 @@ class Engine:
         work = await self.accept(
             body, self._requests_only, own, request_id=request_id, own_id=own_id
         )
-        future = sink.expect(work.request_id)
+        future = sink.expect(work)
         if work.status != "rejected":
             try:
                 self.submit_nowait(work)
             except (QueueFullError, QueueClosedError):
-                self._caller_ids.discard(work.request_id)
+                self._release(work.request_id, work)
                 work.status = "rejected"
                 work.error = error("overloaded", "the server is at capacity; try again shortly")
                 work.error.request_id = work.request_id
@@ -404,9 +438,24 @@ class Engine:
         def committed(failure: BaseException | None) -> None:
             self._deliver(group, failure)
 
-        self.db.writer.add_deferred(queries.UPSERT_REQUEST, len(group), build, committed)
+        self.db.writer.add_deferred(
+            queries.UPSERT_REQUEST,
+            len(group),
+            build,
+            committed,
+            check=queries.requests_not_stored,
+        )
 
     def _deliver(self, group: list[Work], failure: BaseException | None) -> None:
+        if isinstance(failure, RowsRefusedError):
+            # The rest of the group committed; the declined rows' IDs belong to requests
+            # stored by someone else (another worker process, an earlier run).
+            refused = [group[i] for i in sorted(failure.rows)]
+            self._restore_refused(refused)
+            group = [work for i, work in enumerate(group) if i not in failure.rows]
+            failure = None
+            if not group:
+                return
         now = time.perf_counter_ns()
         stats, finished = self.stats, 0
         for work in group:
@@ -420,7 +469,7 @@ class Engine:
             work.spans.append(
                 ("write", _us(work.ready_ns - work.accepted_ns), _us(now - work.ready_ns))
             )
-            self._caller_ids.discard(work.request_id)
+            self._release(work.request_id, work)
             work.run.record(work.status, work.latency_us)
             stats.record(work.status, work.latency_us, work.spans)
         self.in_flight -= finished
@@ -436,6 +485,58 @@ class Engine:
         for target, works in by_sink.values():
             target.deliver(works)
 
+    def _restore_refused(self, refused: list[Work]) -> None:
+        """Store requests whose rows the database declined as rejections under IDs of their own.
+
+        An accepted request lost the race for its ID to a request stored first (in another
+        process: this one's reservations rule out a race here): it becomes a
+        `duplicate_request_id` rejection, as if the stored one had been seen at acceptance. A
+        rejection keeps its reason and only moves to a new ID. Callers hear of them once that
+        second write has ended."""
+        for work in refused:
+            self._release(work.request_id, work)
+            if work.status != "rejected":
+                self.in_flight -= 1  # it left the batcher's count here, not in `_deliver`
+                work.status, work.output = "rejected", None
+                work.error = _duplicate(work.request_id)
+            work.request_id = new_id()
+            assert work.error is not None
+            work.error.request_id = work.request_id
+        self._write(refused)
+
+    async def storage_problem(self) -> str | None:
+        """Why a request could not be stored now, or None when it could: the outcome of the
+        last commit while it is recent and a success, else of a probe row written and removed
+        in one transaction (so a service that stopped failing, or sat idle, is judged afresh).
+        One probe at a time, however many ask."""
+        writer = self.db.writer
+        recent = time.monotonic() - writer.succeeded_at < STORAGE_FRESH_S
+        if writer.failure is None and recent:
+            return None
+        if self._storage_check is None:
+            self._storage_check = asyncio.ensure_future(self._probe_storage())
+            self._storage_check.add_done_callback(self._storage_checked)
+        return await asyncio.shield(self._storage_check)
+
+    def _storage_checked(self, _done: asyncio.Future[str | None]) -> None:
+        self._storage_check = None
+
+    async def _probe_storage(self) -> str | None:
+        probe_id = f"probe-{new_id()}"
+        try:
+            async with asyncio.timeout(5):
+                await self.db.writer.try_write(
+                    queries.PROBE_REQUEST,
+                    (probe_id, _PROBE_INPUT),
+                    queries.UNDO_PROBE_REQUEST,
+                    (probe_id,),
+                )
+        except TimeoutError:
+            return "the database did not finish a write within 5 s"
+        except Exception as exc:  # any failure to write means requests cannot be stored
+            return f"the database cannot store requests: {exc}"
+        return None
+
     async def _publish_loop(self) -> None:
         period = 1.0 / self.config.publish_hz
         while self._running:
@@ -444,6 +545,14 @@ class Engine:
                 snap = self.snapshot()
                 for callback in self._subscribers:
                     callback(snap)
+
+
+def _duplicate(request_id: str) -> ErrorBody:
+    return error(
+        "duplicate_request_id",
+        f"request_id {request_id!r} is already used by another request",
+        "request_id",
+    )
 
 
 def _outputs(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:

@@ -87,18 +87,21 @@ class Work:
 
 @dataclass
 class FutureSink:
-    """Resolves one future per request: for callers that await a single result."""
+    """Resolves one future per request: for callers that await a single result.
 
-    futures: dict[str, asyncio.Future[Work]] = field(default_factory=dict)
+    Keyed by the `Work` itself, not its ID: a request whose ID turned out to be taken is
+    stored (and delivered) under a new one."""
 
-    def expect(self, request_id: str) -> asyncio.Future[Work]:
+    futures: dict[int, asyncio.Future[Work]] = field(default_factory=dict)
+
+    def expect(self, work: Work) -> asyncio.Future[Work]:
         future: asyncio.Future[Work] = asyncio.get_running_loop().create_future()
-        self.futures[request_id] = future
+        self.futures[id(work)] = future
         return future
 
     def deliver(self, done: list[Work]) -> None:
         for work in done:
-            future = self.futures.pop(work.request_id, None)
+            future = self.futures.pop(id(work), None)
             if future is not None and not future.done():
                 future.set_result(work)
 

@@ -33,13 +33,32 @@ REQUEST_COLUMNS = (
     "spans",
 )
 
-# A request written twice (first `queued`, then its result) keeps one row: the second write wins.
+# A request's row, written once, or twice for a request acknowledged before its result (first
+# `queued`, then the result). A row whose ID is already stored replaces it only when it is
+# - the same request moving on from `queued`/`running` (same run, same creation time), or
+# - a request that was accepted, taking the ID from a stored rejection (the caller was refused,
+#   so the ID was never acknowledged, and may be sent again with the mistake fixed).
+# Anything else is declined (it changes no row): a row that was acknowledged is never
+# overwritten, whichever process writes. `requests_not_stored` tells which rows were declined.
 UPSERT_REQUEST = (
     f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)}) "
     "ON CONFLICT(request_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in REQUEST_COLUMNS[1:])
+    + " WHERE (requests.status IN ('queued', 'running') AND requests.run_id IS excluded.run_id"
+    " AND requests.created_us = excluded.created_us)"
+    " OR (requests.status = 'rejected' AND excluded.status <> 'rejected')"
 )
+_ID, _RUN, _STATUS, _CREATED = (
+    REQUEST_COLUMNS.index(c) for c in ("request_id", "run_id", "status", "created_us")
+)
+# A request-sized row that `GroupCommitWriter.try_write` writes and removes in one transaction:
+# "can a request be stored now" asked of the database itself.
+PROBE_REQUEST = (
+    "INSERT INTO requests (request_id, source, status, created_us, input) "
+    "VALUES (?, 'probe', 'rejected', 0, ?)"
+)
+UNDO_PROBE_REQUEST = "DELETE FROM requests WHERE request_id = ?"
 
 INSERT_RUN = (
     "INSERT INTO runs (run_id, kind, status, config, started_us, owner_pid) "
@@ -117,9 +136,34 @@ async def fetch_client(conn: aiosqlite.Connection, client_id: str) -> ClientRow 
     return ClientRow(row[0], row[1], row[2], bool(row[3]), row[4])
 
 
-async def request_exists(conn: aiosqlite.Connection, request_id: str) -> bool:
-    async with conn.execute("SELECT 1 FROM requests WHERE request_id = ?", (request_id,)) as cur:
+async def request_id_held(conn: aiosqlite.Connection, request_id: str) -> bool:
+    """Whether a stored request holds `request_id`: any row but a rejection (see
+    `UPSERT_REQUEST`: an accepted request may take a rejected request's ID)."""
+    async with conn.execute(
+        "SELECT 1 FROM requests WHERE request_id = ? AND status <> 'rejected'", (request_id,)
+    ) as cur:
         return await cur.fetchone() is not None
+
+
+async def requests_not_stored(conn: aiosqlite.Connection, rows: list[Sequence[Any]]) -> set[int]:
+    """The positions in `rows` (`UPSERT_REQUEST` rows just run on `conn`) of those it declined:
+    the row stored under their ID is another request's (another run, time or status)."""
+    stored: dict[str, tuple[Any, ...]] = {}
+    ids = list(dict.fromkeys(row[_ID] for row in rows))
+    for start in range(0, len(ids), 500):  # well under SQLite's limit on bound parameters
+        chunk = ids[start : start + 500]
+        async with conn.execute(
+            "SELECT request_id, run_id, status, created_us FROM requests "
+            f"WHERE request_id IN ({', '.join('?' for _ in chunk)})",
+            chunk,
+        ) as cur:
+            for found in await cur.fetchall():
+                stored[found[0]] = tuple(found[1:])
+    return {
+        i
+        for i, row in enumerate(rows)
+        if stored.get(row[_ID]) != (row[_RUN], row[_STATUS], row[_CREATED])
+    }
 
 
 async def next_file_job_id(conn: aiosqlite.Connection) -> int:
@@ -141,13 +185,12 @@ _FILE_JOB_COLS = (
 async def find_resumable_job(
     conn: aiosqlite.Connection, source_path: str, sha256: str
 ) -> FileJobRow | None:
-    """The newest unfinished job over the same file content at the same path (stopped early, or
-    failed after some rows). A `running` job is not one: either its process is alive, or
-    opening the database already marked it `interrupted`."""
+    """The newest unfinished job over the same file content at the same path. A `running` job
+    is not one: either its process is alive, or opening the database already marked it
+    `interrupted`."""
     async with conn.execute(
         f"SELECT {_FILE_JOB_COLS} FROM file_jobs WHERE sha256 = ? AND source_path = ? "
-        "AND (status IN ('interrupted', 'cancelled') OR (status = 'failed' AND rows_done > 0)) "
-        "ORDER BY job_id DESC LIMIT 1",
+        "AND status IN ('interrupted', 'cancelled') ORDER BY job_id DESC LIMIT 1",
         (sha256, source_path),
     ) as cur:
         row = await cur.fetchone()

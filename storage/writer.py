@@ -4,6 +4,10 @@ Producers call `add()` without awaiting. The writer takes whatever is pending (u
 rows), commits it in one transaction with `executemany`, runs the callbacks, and goes again at
 once. There is no fixed sleep: at low load a commit holds one request and returns in well under a
 millisecond; under load commits grow towards `max_rows` and the per-row cost falls.
+
+A statement may decline some rows (an insert that must not replace the row holding its key):
+given a `check`, the writer finds which, inside the transaction, and tells their callback. It
+also keeps the outcome of its last write, which is what readiness is judged from.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
@@ -24,8 +28,13 @@ Row = Sequence[Any]
 # Builds an entry's rows when its transaction starts, given that moment (perf_counter_ns), so a
 # row can carry how long it waited for the writer.
 RowBuilder = Callable[[int], list[Row]]
-# Called once the entry's transaction has committed (None) or failed (the exception).
+# Called once the entry's transaction has committed (None) or failed (the exception); an
+# entry some of whose rows a statement declined (see `RowCheck`) hears `RowsRefusedError`.
 CommitCallback = Callable[[BaseException | None], None]
+# For statements that may decline a row (an insert that will not replace a row it must keep):
+# run, inside the transaction, only when the statement changed fewer rows than it was given;
+# returns the positions of the rows that were not stored.
+RowCheck = Callable[[aiosqlite.Connection, list[Row]], Awaitable[set[int]]]
 
 
 @dataclass(slots=True)
@@ -35,10 +44,32 @@ class _Entry:
     count: int  # rows, known before a deferred entry builds them
     on_commit: CommitCallback | None = None
     build: RowBuilder | None = None
+    check: RowCheck | None = None
+    then: tuple[str, Row] | None = None  # a statement run right after, in the same transaction
+    refused: frozenset[int] = frozenset()  # positions of rows the statement declined
+
+
+@dataclass(slots=True)
+class _Group:
+    """Consecutive rows of one statement, run as one `executemany`."""
+
+    sql: str
+    check: RowCheck | None
+    rows: list[Row] = field(default_factory=list)
+    members: list[tuple[_Entry, int]] = field(default_factory=list)  # (entry, its first row)
 
 
 class WriterClosedError(RuntimeError):
     """`add()` was called after `close()`."""
+
+
+class RowsRefusedError(Exception):
+    """The transaction committed, but a statement declined some of this entry's rows: `rows`
+    are their positions in the entry (every other row of it is stored)."""
+
+    def __init__(self, rows: frozenset[int]) -> None:
+        super().__init__(f"{len(rows)} row(s) not stored: their key belongs to another row")
+        self.rows = rows
 
 
 class GroupCommitWriter:
@@ -56,6 +87,10 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.rows_committed = 0
+        # The outcome of the last transaction that wrote anything: None after a success, else
+        # its exception (a full disk, a lock held too long). Readiness is judged from it.
+        self.failure: BaseException | None = None
+        self.succeeded_at = time.monotonic()  # when a write last committed
         # Raises to refuse a batch before it is written (the database's files guard).
         self.before_commit: Callable[[], None] | None = None
 
@@ -77,14 +112,36 @@ class GroupCommitWriter:
         self._wakeup.set()
 
     def add_deferred(
-        self, sql: str, count: int, build: RowBuilder, on_commit: CommitCallback | None = None
+        self,
+        sql: str,
+        count: int,
+        build: RowBuilder,
+        on_commit: CommitCallback | None = None,
+        *,
+        check: RowCheck | None = None,
     ) -> None:
-        """Queue `count` rows that `build(start_ns)` makes just before their transaction."""
+        """Queue `count` rows that `build(start_ns)` makes just before their transaction.
+
+        `check`: `sql` may decline rows; rows it declined are reported to `on_commit` as
+        `RowsRefusedError` (the others committed)."""
         if self._closing:
             raise WriterClosedError("the database writer is closed")
-        self._pending.append(_Entry(sql, [], count, on_commit, build))
+        self._pending.append(_Entry(sql, [], count, on_commit, build, check))
         self._pending_rows += count
         self._wakeup.set()
+
+    async def try_write(self, sql: str, row: Row, undo: str, undo_row: Row) -> None:
+        """Write `row` and undo it in the same transaction, and wait for the commit: whether
+        the database can take a write now (raises if not). Nothing stays behind, yet the pages
+        are written as for a real row, so a full disk fails it. Counts as any commit does for
+        `failure`, so a success ends a failing state."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closing:
+            raise WriterClosedError("the database writer is closed")
+        self._pending.append(_Entry(sql, [row], 2, _resolver(done), then=(undo, undo_row)))
+        self._pending_rows += 2
+        self._wakeup.set()
+        await done
 
     async def wait_below(self, limit: int) -> None:
         """Wait until fewer than `limit` rows are pending: backpressure for producers, so a
@@ -139,22 +196,31 @@ class GroupCommitWriter:
                 log.exception("database commit failed")
                 error = exc
                 await self._rollback()
-            for callback in finished:
+            if groups:
+                self.failure = error
+                if error is None:
+                    self.succeeded_at = time.monotonic()
+            for entry in finished:
+                assert entry.on_commit is not None
+                outcome = error
+                if outcome is None and entry.refused:
+                    outcome = RowsRefusedError(entry.refused)
                 try:
-                    callback(error)
+                    entry.on_commit(outcome)
                 except Exception:
                     log.exception("commit callback failed")
             self._busy = False
             self._committed.set()
 
-    def _take(self) -> tuple[list[tuple[str, list[Row]]], list[CommitCallback]]:
+    def _take(self) -> tuple[list[_Group], list[_Entry]]:
         """Pop whole entries up to `max_rows` rows, grouping consecutive rows of one statement.
 
         An entry is never split over two transactions, so its callback hears the one outcome
         that all its rows share; an entry larger than `max_rows` gets a transaction of its own.
+        Returns the groups and the entries with a callback.
         """
-        groups: list[tuple[str, list[Row]]] = []
-        finished: list[CommitCallback] = []
+        groups: list[_Group] = []
+        finished: list[_Entry] = []
         taken = 0
         now = time.perf_counter_ns()
         while self._pending:
@@ -167,15 +233,19 @@ class GroupCommitWriter:
             if entry.sql is not None:
                 taken += entry.count
                 self._pending_rows -= entry.count
-                if groups and groups[-1][0] == entry.sql:
-                    groups[-1][1].extend(entry.rows)
-                else:
-                    groups.append((entry.sql, list(entry.rows)))
+                last = groups[-1] if groups else None
+                if last is None or last.sql != entry.sql or last.check is not entry.check:
+                    last = _Group(entry.sql, entry.check)
+                    groups.append(last)
+                last.members.append((entry, len(last.rows)))
+                last.rows.extend(entry.rows)
+                if entry.then is not None:
+                    groups.append(_Group(entry.then[0], None, [entry.then[1]]))
             if entry.on_commit is not None:
-                finished.append(entry.on_commit)
+                finished.append(entry)
         return groups, finished
 
-    async def _commit(self, groups: list[tuple[str, list[Row]]]) -> None:
+    async def _commit(self, groups: list[_Group]) -> None:
         if not groups:
             return
         if self.before_commit is not None:
@@ -183,15 +253,26 @@ class GroupCommitWriter:
         # The connection opens the transaction itself (isolation_level="IMMEDIATE") with the
         # first statement, which saves a thread hop per commit over an explicit BEGIN.
         rows = 0
-        for sql, params in groups:
+        for group in groups:
+            params = group.rows
             if len(params) == 1:
-                await self._conn.execute(sql, params[0])
+                cursor = await self._conn.execute(group.sql, params[0])
             else:
-                await self._conn.executemany(sql, params)
+                cursor = await self._conn.executemany(group.sql, params)
             rows += len(params)
+            if group.check is not None and cursor.rowcount < len(params):
+                # Some row was declined: find which, while this transaction still holds the
+                # write lock (no other process can change the answer before the commit).
+                self._mark_refused(group, await group.check(self._conn, params))
         await self._conn.commit()
         self.commits += 1
         self.rows_committed += rows
+
+    @staticmethod
+    def _mark_refused(group: _Group, missing: set[int]) -> None:
+        for entry, first in group.members:
+            mine = frozenset(i - first for i in missing if first <= i < first + len(entry.rows))
+            entry.refused = mine
 
     async def _rollback(self) -> None:
         try:

@@ -236,7 +236,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/ready", responses={503: {"model": ErrorEnvelope}})
     async def ready(request: Request) -> Response:
-        """Models loaded and warm, database reachable."""
+        """Models loaded and warm, database reachable, and a request could be stored now."""
         live = running(request)
         if live is None:
             return simple("not_ready", "models are still loading", request.state.request_id)
@@ -246,6 +246,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         except Exception as exc:  # any failure to answer means not ready
             log.warning("readiness: database check failed: %s", exc)
             return simple("not_ready", "the database is not reachable", request.state.request_id)
+        problem = await live.engine.storage_problem()
+        if problem is not None:
+            return simple("not_ready", problem, request.state.request_id)
         return json_response({"status": "ready", "models": live.engine.registry.names()})
 
     # Each model's description, made once: `GET /models/{name}` is a remote prober's

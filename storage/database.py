@@ -64,7 +64,7 @@ _OPEN: dict[Path, int] = {}
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return None
     return st.st_dev, st.st_ino
 
@@ -80,7 +80,7 @@ def is_database_file(path: str | os.PathLike[str], db: str | os.PathLike[str]) -
         return True
     try:
         resolved, db_resolved = candidate.resolve(), db_path.resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
         return False
     return resolved.parent == db_resolved.parent and resolved.name in {n.name for n in names}
 

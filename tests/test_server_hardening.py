@@ -4,6 +4,7 @@ connections, and start-up failures, each through a real uvicorn server or the re
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -268,3 +269,52 @@ def test_a_port_in_use_is_one_line_before_the_database_or_models(
         result.stderr == f"inferdeck: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     )
     assert not db.exists()  # refused before the database was opened, let alone the models
+
+
+def _read_until_closed(sock: socket.socket, within_s: float, trickle: bytes) -> bytes:
+    """What the server sends before it closes `sock`; fails if it is still open after
+    `within_s` (the client keeps trickling bytes, which must not extend a deadline)."""
+    sock.setblocking(False)
+    received = b""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(4096)
+        except BlockingIOError:
+            with contextlib.suppress(OSError):
+                sock.send(trickle)
+            time.sleep(0.1)
+            continue
+        except OSError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError(f"still open after {within_s} s; received {received!r}")
+
+
+def test_a_late_head_or_body_is_answered_408_and_closed(tmp_path: Path) -> None:
+    served = Served(tmp_path / "late.db", "--header-timeout", "1", "--body-timeout", "2")
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", served.port)) as head,
+            socket.create_connection(("127.0.0.1", served.port)) as body,
+        ):
+            head.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+            body.sendall(
+                b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nX-Request-ID: late-body\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n"
+            )
+            # Each gets a 408 and EOF; generous bounds, as the machine may be busy.
+            assert _read_until_closed(head, 30, b"a").startswith(b"HTTP/1.1 408 ")
+            assert _read_until_closed(body, 30, b"1\r\n \r\n").startswith(b"HTTP/1.1 408 ")
+        # A client that keeps its connection and sends requests back to back is unaffected.
+        with httpx.Client(base_url=served.url, timeout=30) as client:
+            for _ in range(3):
+                assert client.post("/predict", json=BODY).status_code == 200
+    finally:
+        stderr = served.stop()
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    late = [entry for entry in lines if entry["request_id"] == "late-body"]
+    assert [entry["status"] for entry in late] == [408]
+    assert "Traceback" not in stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import weakref
 from typing import Any, Literal
 
 import h11
@@ -51,9 +52,66 @@ _REQUEST_TIMEOUT = (
 
 Phase = Literal["head", "body", "served"]
 
-# Connections waiting on their client (for a head or a body), the longest-waiting first; one
-# server per process, so one registry.
-_waiting: dict[DeadlineProtocol, None] = {}
+# How often deadlines are checked: a deadline is enforced up to this late. One sweep over the
+# waiting connections rather than a timer per request: arming and cancelling a loop timer for
+# every request cost ~10 % of a prediction's event-loop time.
+SWEEP_S = 0.5
+
+
+class _Waiting:
+    """The connections waiting on their clients, with their deadlines, one table per phase.
+
+    A phase's timeout is the same for every connection, so a table's insertion order is its
+    deadline order: a sweep stops at the first connection still in time, and the first entry
+    of a table is the connection that has waited longest. One per server (per uvicorn
+    `ServerState`), since each server runs on its own loop."""
+
+    def __init__(self) -> None:
+        self.head: dict[DeadlineProtocol, float] = {}
+        self.body: dict[DeadlineProtocol, float] = {}
+        self.sweep: asyncio.TimerHandle | None = None
+
+    def add(
+        self, conn: DeadlineProtocol, table: dict[DeadlineProtocol, float], until: float
+    ) -> None:
+        table[conn] = until
+        if self.sweep is None:
+            self.sweep = conn.loop.call_later(SWEEP_S, self._sweep, conn.loop)
+
+    def discard(self, conn: DeadlineProtocol) -> None:
+        self.head.pop(conn, None)
+        self.body.pop(conn, None)
+
+    def longest(self, besides: DeadlineProtocol) -> DeadlineProtocol | None:
+        """The connection to close first for room (other than `besides`, the newcomer): the
+        head awaited longest, then the body awaited longest."""
+        for table in (self.head, self.body):
+            for conn in table:
+                if conn is not besides:
+                    return conn
+        return None
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.sweep = None
+        now = loop.time()
+        for table in (self.head, self.body):
+            while table:
+                conn, until = next(iter(table.items()))
+                if until > now:
+                    break
+                conn.give_up()  # leaves the table
+        if (self.head or self.body) and not loop.is_closed():
+            self.sweep = loop.call_later(SWEEP_S, self._sweep, loop)
+
+
+_registries: weakref.WeakKeyDictionary[ServerState, _Waiting] = weakref.WeakKeyDictionary()
+
+
+def _waiting_for(server_state: ServerState) -> _Waiting:
+    found = _registries.get(server_state)
+    if found is None:
+        found = _registries[server_state] = _Waiting()
+    return found
 
 
 def connection_limit() -> int | None:
@@ -85,7 +143,7 @@ class DeadlineProtocol(H11Protocol):
         self.body_timeout_s = _seconds(ENV_BODY_TIMEOUT, BODY_TIMEOUT_S)
         self.limit = connection_limit()
         self.phase: Phase = "served"
-        self.deadline: asyncio.TimerHandle | None = None
+        self.waiting = _waiting_for(server_state)
         self.head_bytes = False  # whether any of the awaited head has arrived
 
     # -- the connection's life -------------------------------------------------------------------
@@ -129,28 +187,14 @@ class DeadlineProtocol(H11Protocol):
         if phase == self.phase:
             return
         self.phase = phase
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
-        _waiting.pop(self, None)
-        if phase == "served":
-            return
-        _waiting[self] = None  # the newest waiter goes last
+        self.waiting.discard(self)
         if phase == "head":
             self.head_bytes = False
-            self.deadline = self.loop.call_later(self.header_timeout_s, self._head_late)
-        else:
-            self.deadline = self.loop.call_later(self.body_timeout_s, self._body_late)
+            self.waiting.add(self, self.waiting.head, self.loop.time() + self.header_timeout_s)
+        elif phase == "body":
+            self.waiting.add(self, self.waiting.body, self.loop.time() + self.body_timeout_s)
 
-    def _head_late(self) -> None:
-        self.deadline = None
-        self._give_up()
-
-    def _body_late(self) -> None:
-        self.deadline = None
-        self._give_up()
-
-    def _give_up(self) -> None:
+    def give_up(self) -> None:
         """Close a connection whose client is too slow (or whose socket is wanted for room)."""
         if self.phase == "head":
             # A client that has begun a request hears why it is cut off; a silent one (an
@@ -180,10 +224,10 @@ class DeadlineProtocol(H11Protocol):
         """Over the limit, close the connections that have waited longest on their clients."""
         if self.limit is None:
             return
-        while len(self.connections) > self.limit and _waiting:
-            oldest = next(iter(_waiting))
-            if oldest is self:
+        while len(self.connections) > self.limit:
+            oldest = self.waiting.longest(besides=self)
+            if oldest is None:
                 return
-            oldest._give_up()
+            oldest.give_up()
             # Closed transports leave `connections` only when the loop reports them lost.
             self.connections.discard(oldest)

@@ -320,8 +320,8 @@ class LoadRunner:
             if end_s is not None and offset >= end_s:
                 break
             if end_s is not None and end_ns is not None and _now() >= end_ns:
-                # Behind schedule at the end (a target that held every slot): what was due and
-                # not sent is counted, not sent late.
+                # Behind schedule at the end (a target that held every slot, or a starved
+                # loop): what was due and not sent is counted, never sent late.
                 self._count.not_sent += self._due_before(end_s, rate, limit) - i
                 break
             due = t0 + int(offset * 1e9)

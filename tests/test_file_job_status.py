@@ -113,6 +113,9 @@ def test_ctrl_c_ends_predict_promptly_with_its_summary_and_a_cancelled_run(
     assert rows_total == BIG_ROWS
     assert json.loads(stored_summary)["rows_done"] == committed
     assert len(out.read_text().splitlines()) == committed  # --out holds exactly what committed
+    shown = cli("runs", "show", summary["run_id"])
+    assert "(predict, cancelled)" in shown.stdout
+    assert f"cancelled, {committed} of {BIG_ROWS} rows" in shown.stdout
 
     # Running it again resumes the cancelled job: every row once, the run and job `done`.
     again = cli("predict", src, "--json", "--out", out, timeout=600)

@@ -122,5 +122,9 @@ async def run(args: argparse.Namespace) -> int:
                 f"p99.9 {lat['p999']:.2f}  max {lat['max']:.2f}"
             )
         for j in jobs:
-            say(f"  job {j.job_id}: {j.source_path} [{j.format}] {j.status}, {j.rows_done} rows")
+            total = "?" if j.rows_total is None else f"{j.rows_total}"  # unknown: not counted
+            say(
+                f"  job {j.job_id}: {j.source_path} [{j.format}] {j.status}, "
+                f"{j.rows_done} of {total} rows"
+            )
     return EXIT_OK

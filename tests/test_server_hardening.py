@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import resource
 import signal
@@ -19,10 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from conftest import REPO
 from test_server import BODY, LiveServer, free_port
 
-from engine.server import ServerSettings
+from engine.server import ServerSettings, asgi_app
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 QUEUE = 512  # ServerSettings' default queue capacity: the largest batch one request may carry
@@ -318,3 +320,26 @@ def test_a_late_head_or_body_is_answered_408_and_closed(tmp_path: Path) -> None:
     late = [entry for entry in lines if entry["request_id"] == "late-body"]
     assert [entry["status"] for entry in late] == [408]
     assert "Traceback" not in stderr
+
+
+def test_a_start_up_failure_is_logged_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Past the CLI's own check (which refuses this folder before uvicorn starts): the same
+    # failure inside a worker's lifespan.
+    folder = tmp_path / "a-folder.db"
+    folder.mkdir()
+    config = uvicorn.Config(
+        asgi_app(ServerSettings(db_path=folder)),
+        host="127.0.0.1",
+        port=free_port(),
+        log_config=None,
+        lifespan="on",
+    )
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"), pytest.raises(SystemExit):
+        uvicorn.Server(config).run()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"StorageError: database path {folder} is a directory",
+        "Application startup failed. Exiting.",
+    ]

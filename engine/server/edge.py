@@ -39,6 +39,9 @@ class Edge:
         self.access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, _one_line_failures(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -105,3 +108,22 @@ class Edge:
                         "trace_id": traceparent[3:35],
                     }
                 )
+
+
+def _one_line_failures(send: Send) -> Send:
+    """`send` for the lifespan, with a failure's message cut to its last line.
+
+    Starlette reports a start-up that raised with the whole traceback, which uvicorn logs; an
+    operator needs the last line (`StorageError: cannot use database ...: file is not a
+    database`), not thirty lines of frames."""
+
+    async def one_line(message: Message) -> None:
+        if message["type"].endswith(".failed") and message.get("message"):
+            lines = [line for line in str(message["message"]).splitlines() if line.strip()]
+            last = lines[-1].strip() if lines else ""
+            # `package.module.Error: text` reads as `Error: text`.
+            name, colon, text = last.partition(": ")
+            message = {**message, "message": f"{name.rsplit('.', 1)[-1]}{colon}{text}"}
+        await send(message)
+
+    return one_line

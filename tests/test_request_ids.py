@@ -118,6 +118,41 @@ def test_two_servers_on_one_database_never_both_acknowledge_an_id(
     check_one_winner_per_id(tmp_path / "shared.db", pairs)
 
 
+@pytest.mark.slow
+def test_serve_with_two_workers_acknowledges_each_id_once(tmp_path: Path) -> None:
+    """The real `inferdeck serve --workers 2`: the kernel spreads the connections over both
+    worker processes, so many pairs reach two engines that cannot see each other's IDs."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    db = tmp_path / "workers.db"
+    env = {**os.environ, "INFERDECK_DB": str(db), "XDG_STATE_HOME": str(tmp_path / "state")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gui.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_ready(url, proc)
+        deadline = time.monotonic() + 90
+        workers = 0
+        while workers < 2:  # both workers have started their serve run, so both answer
+            assert time.monotonic() < deadline, "the second worker did not start"
+            time.sleep(0.2)
+            with sqlite3.connect(db) as conn:
+                workers = conn.execute(
+                    "SELECT count(*) FROM runs WHERE kind = 'serve' AND status = 'running'"
+                ).fetchone()[0]
+        wait_until_ready(url, proc)
+        bodies = ({**BODY, "input_payload": SETOSA}, {**BODY, "input_payload": VIRGINICA})
+        pairs = asyncio.run(race((url, url), bodies, "workers"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    check_one_winner_per_id(db, pairs)
+
+
 @pytest.mark.parametrize("across", [False, True], ids=["one server", "two servers"])
 def test_a_rejection_racing_an_accepted_request_never_replaces_it(
     two_servers: tuple[LiveServer, LiveServer], tmp_path: Path, across: bool
@@ -316,7 +351,7 @@ def test_ready_says_not_ready_while_writes_fail_and_recovers(tmp_path: Path) -> 
     assert not any(i.startswith("probe-") for i in ids)  # probes leave nothing behind
 
 
-def wait_until_ready(url: str, proc: subprocess.Popen[str]) -> None:
+def wait_until_ready(url: str, proc: subprocess.Popen[Any]) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         assert proc.poll() is None, "inferdeck serve exited"

@@ -9,9 +9,11 @@ span and still counts. Closed model (`concurrency`): N users, each sending its n
 the last one is answered; latency counts from the actual send.
 
 A run bounded by a duration ends at its duration plus at most one `--timeout`, however the target
-behaves: nothing is sent after the duration (a request whose moment came while every slot was
-held by a stalled target is counted as `not_sent`, never sent late), and a request still out a
-timeout after the end is cut off and counted as a `timeout`.
+behaves: once the duration is over, a request still waiting for its send (every slot held by a
+stalled target, or a starved client) is counted as `not_sent`, never sent late, and a request
+still out a timeout after sending stopped is cut off and counted as a `timeout`. The one
+allowance is for the client's own timer: a request due just before the end may still leave up
+to `LATE_SEND_S` after its moment, as it would have at any other point of the run.
 
 Per request the work is kept small (tuples, orjson, one list append); rows go to the database's
 group-commit writer in chunks, never one transaction or await per row.
@@ -67,11 +69,13 @@ MESSAGE_CAP = 200
 FLUSH_ROWS = 500  # rows handed to the writer at once (a timer hands over the rest)
 FLUSH_EVERY_S = 0.05
 STOP_GRACE_S = 1.0  # after stop(), how long requests in flight may still finish
+LATE_SEND_S = 0.25  # past a timed run's end, a due request may still leave this late, no later
 # Transport classes that mean "nothing answered" (the preflight's test for "unreachable").
 UNREACHABLE = frozenset({"connect_refused", "connect_timeout", "tls", "other"})
 
 _now = time.perf_counter_ns
 _SPIN_NS = 1_100_000
+_LATE_SEND_NS = int(LATE_SEND_S * 1e9)
 _UNSAMPLED: dict[str, Any] = {"phases": "not sampled"}  # wait includes connect and send
 
 
@@ -242,10 +246,6 @@ class LoadRunner:
             self._run = RunRecorder(new_id(), "load")
         self._run.started_ns = self._started_ns = _now()
         self._epoch_us = time.time_ns() // 1000
-        # A timed run's hard end: its duration, then one timeout for what is still out.
-        cut_ns = None
-        if self.plan.duration_s is not None:
-            cut_ns = self._started_ns + int((self.plan.duration_s + self.target.timeout_s) * 1e9)
         flusher = asyncio.get_running_loop().create_task(self._flush_often(), name="load-flush")
         status = "done"
         try:
@@ -253,6 +253,10 @@ class LoadRunner:
                 await self._open_model(self.plan.rate)
             else:
                 await self._closed_model(self.plan.concurrency or 1)
+            # A timed run's hard end: one timeout after sending stopped, for what is still out.
+            cut_ns = None
+            if self.plan.duration_s is not None:
+                cut_ns = _now() + int(self.target.timeout_s * 1e9)
             await self._drain(cut_ns)
         except asyncio.CancelledError:
             status = "cancelled"
@@ -319,12 +323,14 @@ class LoadRunner:
             offset = self._intended_s(i, rate)
             if end_s is not None and offset >= end_s:
                 break
-            if end_s is not None and end_ns is not None and _now() >= end_ns:
+            due = t0 + int(offset * 1e9)
+            # Past the end, request i may leave only while it is less than LATE_SEND_S late.
+            send_by = None if end_ns is None else max(end_ns, due + _LATE_SEND_NS)
+            if end_s is not None and send_by is not None and _now() >= send_by:
                 # Behind schedule at the end (a target that held every slot, or a starved
                 # loop): what was due and not sent is counted, never sent late.
                 self._count.not_sent += self._due_before(end_s, rate, limit) - i
                 break
-            due = t0 + int(offset * 1e9)
             delay = due - _now()
             if delay > _SPIN_NS:
                 # The loop's timer wakes up to 1 ms late (epoll rounds up to whole ms), and a
@@ -337,7 +343,7 @@ class LoadRunner:
                 continue
             if i % 32 == 31:
                 await asyncio.sleep(0)  # behind schedule: still let answers be read
-            if not await self._wait_for_slot(cap, end_ns):
+            if not await self._wait_for_slot(cap, send_by):
                 continue  # the end came while waiting: the check above counts the rest
             if self._stopping:
                 break
@@ -349,14 +355,14 @@ class LoadRunner:
             task.add_done_callback(self._tasks.discard)
             i += 1
 
-    async def _wait_for_slot(self, cap: int, end_ns: int | None) -> bool:
-        """Wait until fewer than `cap` requests are out; False when the run's end came first."""
+    async def _wait_for_slot(self, cap: int, send_by: int | None) -> bool:
+        """Wait until fewer than `cap` requests are out; False when `send_by` came first."""
         while self._count.in_flight >= cap and not self._stopping:
             self._slot_free.clear()
-            if end_ns is None:
+            if send_by is None:
                 await self._slot_free.wait()
                 continue
-            left_s = (end_ns - _now()) / 1e9
+            left_s = (send_by - _now()) / 1e9
             if left_s <= 0:
                 return False
             try:
@@ -407,7 +413,9 @@ class LoadRunner:
         self._tasks.update(tasks)
         try:
             # A user's last request can start just before the end: the run's cut bounds it.
-            cut_s = None if end_ns is None else (end_ns - _now()) / 1e9 + self.target.timeout_s
+            cut_s = None
+            if end_ns is not None:
+                cut_s = max((end_ns - _now()) / 1e9 + self.target.timeout_s, 0.0)
             _, late = await asyncio.wait(tasks, timeout=cut_s)
             if late:
                 self._cut_class = "timeout"
@@ -417,8 +425,8 @@ class LoadRunner:
 
     async def _drain(self, cut_ns: int | None) -> None:
         """Let requests in flight finish (they carry their own deadline), until the run's cut
-        (`cut_ns`, a timed run's end plus one timeout: what is still out then is a `timeout`);
-        after stop(), only for `STOP_GRACE_S`."""
+        (`cut_ns`, a timed run's last send plus one timeout: what is still out then is a
+        `timeout`); after stop(), only for `STOP_GRACE_S`."""
         while self._tasks:
             pending = list(self._tasks)
             if self._stopping:

@@ -289,12 +289,20 @@ class Engine:
     async def submit(self, work: Work) -> None:
         """Admit accepted work, waiting while the queue is full (backpressure)."""
         work.enqueued_ns = time.perf_counter_ns()
-        await self.queue.put(work, work.priority)
+        try:
+            await self.queue.put(work, work.priority)
+        except BaseException:  # cancelled while waiting, or the engine stopping
+            self._release(work.request_id, work)  # never admitted: its ID is free again
+            raise
 
     def submit_nowait(self, work: Work) -> None:
         """Admit or raise `QueueFullError` at once (callers answer "overloaded")."""
         work.enqueued_ns = time.perf_counter_ns()
-        self.queue.put_nowait(work, work.priority)
+        try:
+            self.queue.put_nowait(work, work.priority)
+        except (QueueFullError, QueueClosedError):
+            self._release(work.request_id, work)  # refused: its ID is free again
+            raise
 
     def acknowledge(self, work: Work) -> None:
         """Write the request as `queued` before its result (it is committed ahead of the
@@ -331,11 +339,7 @@ class Engine:
         else:
             if acknowledge:
                 self.acknowledge(work)
-            try:
-                await self.submit(work)
-            except BaseException:
-                self._release(work.request_id, work)  # never admitted: its ID is free again
-                raise
+            await self.submit(work)
         return await future
 
     async def predict_json(
@@ -362,7 +366,6 @@ class Engine:
             try:
                 self.submit_nowait(work)
             except (QueueFullError, QueueClosedError):
-                self._release(work.request_id, work)
                 work.status = "rejected"
                 work.error = error("overloaded", "the server is at capacity; try again shortly")
                 work.error.request_id = work.request_id

@@ -9,23 +9,31 @@ leaves its ID unusable; `/ready` says whether a request could be stored now.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import REPO
+from test_engine_pipeline import ListSink
 from test_server import BODY, ROW, LiveServer, free_port
 
 from engine.clients import ClientDirectory
+from engine.contracts import PredictRequest
+from engine.engine import Engine, EngineConfig, Origin
+from engine.models import ModelRegistry
+from engine.runs import begin_run
 from engine.server import ServerSettings
 from storage import open_database
 from storage.queries import REQUEST_COLUMNS, UPSERT_REQUEST, requests_not_stored
@@ -362,3 +370,59 @@ def wait_until_ready(url: str, proc: subprocess.Popen[Any]) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError("inferdeck serve did not become ready")
+
+
+class GateExecutor(ThreadPoolExecutor):
+    """Inference waits until `gate` is set: a model busy for as long as the test needs."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.gate = threading.Event()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if getattr(fn, "__name__", "") != "predict_batch":
+            return super().submit(fn, *args, **kwargs)
+
+        def gated() -> Any:
+            self.gate.wait(60)
+            return fn(*args, **kwargs)
+
+        return super().submit(gated)
+
+
+def test_a_request_cancelled_while_the_queue_is_full_frees_its_id(tmp_path: Path) -> None:
+    """A file job stopped (Cancel, Ctrl+C) while its next row waits for queue space must not
+    keep that row's ID: the long-lived engine of the app would refuse it for good."""
+    config = EngineConfig(queue_capacity=1, max_inflight_batches=1, max_batch=1)
+    executor = GateExecutor()
+
+    def request(request_id: str) -> PredictRequest:
+        return PredictRequest.model_validate({**BODY, "request_id": request_id})
+
+    async def scenario() -> tuple[str, str]:
+        db = await open_database(tmp_path / "engine.db")
+        engine = Engine(db, ModelRegistry.discover(), executor, config)
+        await engine.start()
+        try:
+            run = await begin_run(db, "test", {})
+            origin = Origin(run, ListSink(), "test")
+            running = asyncio.ensure_future(engine.predict(request("busy"), origin))
+            queued = asyncio.ensure_future(engine.predict(request("queued"), origin))
+            waiting = asyncio.ensure_future(engine.predict(request("again"), origin))
+            async with asyncio.timeout(30):  # until "again" waits for queue space
+                while not engine.queue._space_waiters:  # noqa: ASYNC110 (no event to wait on)
+                    await asyncio.sleep(0.01)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            executor.gate.set()
+            await asyncio.gather(running, queued)
+            retried = await engine.predict(request("again"), origin)
+            return retried.status, retried.request_id
+        finally:
+            executor.gate.set()
+            await engine.stop()
+            await db.close()
+            executor.shutdown()
+
+    assert asyncio.run(scenario()) == ("ok", "again")

@@ -36,7 +36,7 @@ from hdrh.histogram import HdrHistogram
 from engine.ids import new_id
 from engine.remote.classify import classify, describe
 from engine.remote.client import Exchange, TargetClient, new_traceparent
-from engine.remote.credentials import scrub
+from engine.remote.credentials import redact_url, scrub
 from engine.remote.examples import example_from_oip, example_from_schema
 from engine.remote.payloads import EXAMPLE, PayloadSource
 from engine.remote.plan import LoadPlan
@@ -213,7 +213,8 @@ class LoadRunner:
                 return {}  # nothing answers: the preflight says so, in its words
             # It answered, but too much, too slowly or garbled: no point in running on.
             text = scrub(f"{kind}: {describe(exc)}", self.target.secret_values())
-            raise LoadError(f"cannot read the model's schema at {path}: {text}") from None
+            shown = redact_url(self.target.url(path))  # the terminal never sees credentials
+            raise LoadError(f"cannot read the model's schema at {shown}: {text}") from None
         try:
             schema = orjson.loads(body)["input_schema"] if status == 200 else None
         except (orjson.JSONDecodeError, KeyError, TypeError):

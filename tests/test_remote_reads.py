@@ -66,12 +66,17 @@ def _rss_mb(pid: int) -> float:
 
 
 def run_load(db: Path, *args: str) -> Ran:
-    """`inferdeck load ...` as a child process; its peak memory comes from the kernel."""
+    """`inferdeck load ... --json` as a child process; its peak memory comes from the kernel."""
+    return run_command(db, "load", *args)
+
+
+def run_command(db: Path, command: str, *args: str) -> Ran:
+    """`inferdeck COMMAND ... --json`, measured and watched (see the module docstring)."""
     out, err = db.parent / "out.txt", db.parent / "err.txt"
     began = time.monotonic()
     with out.open("w") as stdout, err.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gui.cli", "load", *args, "--json"],
+            [sys.executable, "-m", "gui.cli", command, *args, "--json"],
             cwd=REPO,
             env={**os.environ, "INFERDECK_DB": str(db)},
             stdout=stdout,
@@ -135,6 +140,19 @@ def test_hostile_metadata_ends_as_too_large_with_memory_bounded(
     line = ran.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line
     assert "too_large" in line and path in line, line
+
+
+@pytest.mark.parametrize("kind", ["endless", "bomb"])
+def test_hostile_health_bodies_are_not_read_past_the_probe_cap(
+    server: FaultServer, tmp_path: Path, kind: str
+) -> None:
+    # Health is the status: a probe reads a little of the body raw (never inflated) and stops.
+    server.add(Rule(kind))  # type: ignore[arg-type]
+    ran = run_command(tmp_path / "p.db", "probe", server.url, "--model", "iris", "--count", "2")
+    assert ran.killed_for is None, f"killed for {ran.killed_for}, peak {ran.peak_mb:.0f} MB"
+    assert ran.peak_mb < RSS_LIMIT_MB
+    assert ran.code == 0, ran.stderr
+    assert ran.summary["final_state"] == "up", ran.summary
 
 
 # -- item 8: answers ----------------------------------------------------------------------------

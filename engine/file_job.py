@@ -202,14 +202,16 @@ class FileJob:
         self._idle = asyncio.Event()
         self._cancel = asyncio.Event()
         self._stop_as = "cancelled"
+        self._requested = False  # stopped from outside (`cancel`), not by an error of its own
         self._halt = threading.Event()  # the same request, for work in threads (hashing)
         self._done_rows: set[int] = set()
 
     def cancel(self, status: str = "cancelled") -> None:
         """Stop after the rows in flight: `cancelled` when a person asked, `interrupted` when the
         program is ending. The rows done stay done; running the file again resumes it."""
-        if not self._cancel.is_set():
+        if not self._requested:
             self._stop_as = status
+        self._requested = True
         self._cancel.set()
         self._halt.set()
 
@@ -290,7 +292,7 @@ class FileJob:
             digest = self.digest
             if digest is None:
                 digest = await asyncio.to_thread(sha256_of, self.path, self._halt)
-            if self._cancel.is_set():
+            if self._requested:
                 raise Stopped
             previous = await self._previous_job(digest)
             model = self._pick_model(fmt, previous)
@@ -424,8 +426,8 @@ class FileJob:
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             if cancel.is_set():
-                if report.out_error is None:
-                    report.stopped = self._stop_as
+                if self._requested and report.out_error is None and report.file_error is None:
+                    report.stopped = self._stop_as  # else it stopped on an error: `failed`
                 rest = await self._count_rest(rows)
                 report.rows_total = None if rest is None else count + rest
                 return

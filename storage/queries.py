@@ -185,12 +185,13 @@ _FILE_JOB_COLS = (
 async def find_resumable_job(
     conn: aiosqlite.Connection, source_path: str, sha256: str
 ) -> FileJobRow | None:
-    """The newest unfinished job over the same file content at the same path. A `running` job
-    is not one: either its process is alive, or opening the database already marked it
-    `interrupted`."""
+    """The newest unfinished job over the same file content at the same path (stopped early, or
+    failed after some rows). A `running` job is not one: either its process is alive, or
+    opening the database already marked it `interrupted`."""
     async with conn.execute(
         f"SELECT {_FILE_JOB_COLS} FROM file_jobs WHERE sha256 = ? AND source_path = ? "
-        "AND status IN ('interrupted', 'cancelled') ORDER BY job_id DESC LIMIT 1",
+        "AND (status IN ('interrupted', 'cancelled') OR (status = 'failed' AND rows_done > 0)) "
+        "ORDER BY job_id DESC LIMIT 1",
         (sha256, source_path),
     ) as cur:
         row = await cur.fetchone()

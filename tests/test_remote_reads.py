@@ -2,21 +2,19 @@
 
 Through the real `inferdeck load` command against `tests/fault_server.py`: an endless body and a
 gzip bomb as model metadata and as answers end in a classified error with the command's peak
-memory bounded (its `ru_maxrss`, read with `os.wait4`; a watchdog kills it first if its memory
-runs away, so an old client cannot take the machine down); a target that honours or forces gzip
-is read, not reported as `bad_body`; a target that stalls cannot stretch `--duration`. The span
-join's clock bound is checked on a hand-made exchange, the case a busy core produces.
+memory bounded (its `ru_maxrss`, read with `os.wait4` by a small wrapper; a watchdog kills it
+first if its memory runs away, so an old client cannot take the machine down); a target that
+honours or forces gzip is read, not reported as `bad_body`; a target that stalls cannot stretch
+`--duration`. The span join's clock bound is checked on a hand-made exchange, the case a busy
+core produces.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +52,20 @@ class Ran:
         return value
 
 
-def _rss_mb(pid: int) -> float:
+# The command runs under this small wrapper, which watches it and reports its peak. Measured
+# from pytest itself, a child's `ru_maxrss` starts at pytest's own high-water mark (Linux
+# carries the parent's peak across fork and exec), which hides the command's figure.
+_WATCHED = """
+import json, os, resource, signal, subprocess, sys, threading, time
+limit_mb, wall_s = float(sys.argv[1]), float(sys.argv[2])
+began = time.monotonic()
+proc = subprocess.Popen(sys.argv[3:])
+killed = []
+done = threading.Event()
+
+def rss_mb():
     try:
-        with open(f"/proc/{pid}/status") as status:
+        with open(f"/proc/{proc.pid}/status") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
@@ -64,51 +73,53 @@ def _rss_mb(pid: int) -> float:
         pass
     return 0.0
 
+def watchdog():
+    while not done.wait(0.05):
+        if rss_mb() > limit_mb:
+            killed.append("memory")
+        elif time.monotonic() - began > wall_s:
+            killed.append("time")
+        else:
+            continue
+        os.kill(proc.pid, signal.SIGKILL)
+        return
+
+guard = threading.Thread(target=watchdog, daemon=True)
+guard.start()
+_, status, usage = os.wait4(proc.pid, 0)
+done.set()
+guard.join()
+report = {"code": os.waitstatus_to_exitcode(status), "peak_mb": usage.ru_maxrss / 1024,
+          "killed": killed[0] if killed else None, "wall_s": time.monotonic() - began}
+sys.stderr.write("\\n" + json.dumps(report) + "\\n")
+"""
+
 
 def run_load(db: Path, *args: str) -> Ran:
-    """`inferdeck load ... --json` as a child process; its peak memory comes from the kernel."""
+    """`inferdeck load ... --json` as a watched child process (see the module docstring)."""
     return run_command(db, "load", *args)
 
 
 def run_command(db: Path, command: str, *args: str) -> Ran:
-    """`inferdeck COMMAND ... --json`, measured and watched (see the module docstring)."""
-    out, err = db.parent / "out.txt", db.parent / "err.txt"
-    began = time.monotonic()
-    with out.open("w") as stdout, err.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gui.cli", command, *args, "--json"],
-            cwd=REPO,
-            env={**os.environ, "INFERDECK_DB": str(db)},
-            stdout=stdout,
-            stderr=stderr,
-        )
-        killed: list[str] = []
-        done = threading.Event()
-
-        def watchdog() -> None:
-            while not done.wait(0.05):
-                if _rss_mb(proc.pid) > RSS_LIMIT_MB:
-                    killed.append("memory")
-                elif time.monotonic() - began > WALL_LIMIT_S:
-                    killed.append("time")
-                else:
-                    continue
-                os.kill(proc.pid, signal.SIGKILL)
-                return
-
-        guard = threading.Thread(target=watchdog, daemon=True)
-        guard.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        done.set()
-        guard.join()
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    """`inferdeck COMMAND ... --json`, measured and watched by `_WATCHED`."""
+    command_line = [sys.executable, "-m", "gui.cli", command, *args, "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _WATCHED, str(RSS_LIMIT_MB), str(WALL_LIMIT_S), *command_line],
+        cwd=REPO,
+        env={**os.environ, "INFERDECK_DB": str(db)},
+        capture_output=True,
+        text=True,
+        timeout=WALL_LIMIT_S + 60,
+    )
+    stderr, _, last = proc.stderr.rstrip("\n").rpartition("\n")
+    report = json.loads(last)
     return Ran(
-        proc.returncode,
-        out.read_text(),
-        err.read_text(),
-        usage.ru_maxrss / 1024,
-        killed[0] if killed else None,
-        time.monotonic() - began,
+        report["code"],
+        proc.stdout,
+        stderr.rstrip("\n") + ("\n" if stderr.strip() else ""),
+        report["peak_mb"],
+        report["killed"],
+        report["wall_s"],
     )
 
 

@@ -126,7 +126,11 @@ class ProbeHost(QObject):
         self.interval_s = interval_s
         for name in list(self.probers):
             old = self.probers[name]
-            await self._drop(name)
+            # Stopped, then replaced under the same name without an await in between: the
+            # views (and their snapshots) never find a target missing its prober.
+            await old.aclose()
+            if self.probers.get(name) is not old:
+                continue  # removed or replaced while it stopped
             prober = Prober(
                 old.target,
                 interval_s=interval_s,

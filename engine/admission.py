@@ -2,13 +2,14 @@
 
 One deque per priority level (cheaper than a heap, and FIFO within a level). When it is full,
 `put` waits (backpressure for file and batch submitters) and `put_nowait` raises `QueueFullError`
-(network callers turn that into "overloaded").
+(network callers turn that into "overloaded"); `put_all_nowait` admits a whole batch or none of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -44,6 +45,15 @@ class AdmissionQueue(Generic[T]):
         if self._size >= self.capacity:
             raise QueueFullError
         self._push(item, priority)
+
+    def put_all_nowait(self, items: Sequence[tuple[T, int]]) -> None:
+        """Admit every `(item, priority)` or none: raises `QueueFullError` unless all fit."""
+        if self._closed:
+            raise QueueClosedError
+        if self._size + len(items) > self.capacity:
+            raise QueueFullError
+        for item, priority in items:
+            self._push(item, priority)
 
     async def put(self, item: T, priority: int) -> None:
         """Admit `item`, waiting for room while the queue is full."""

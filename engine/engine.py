@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -304,6 +304,18 @@ class Engine:
             self._release(work.request_id, work)  # refused: its ID is free again
             raise
 
+    def submit_all_nowait(self, works: Sequence[Work]) -> None:
+        """Admit every request at once or raise `QueueFullError` with none admitted."""
+        now = time.perf_counter_ns()
+        for work in works:
+            work.enqueued_ns = now
+        try:
+            self.queue.put_all_nowait([(work, work.priority) for work in works])
+        except (QueueFullError, QueueClosedError):
+            for work in works:
+                self._release(work.request_id, work)  # refused: its ID is free again
+            raise
+
     def acknowledge(self, work: Work) -> None:
         """Write the request as `queued` before its result (it is committed ahead of the
         result row: one writer, in order), so a crash leaves a visible, re-runnable row."""
@@ -366,17 +378,57 @@ class Engine:
             try:
                 self.submit_nowait(work)
             except (QueueFullError, QueueClosedError):
-                work.status = "rejected"
-                work.error = error("overloaded", "the server is at capacity; try again shortly")
-                work.error.request_id = work.request_id
+                _overloaded(work)
         if work.status == "rejected":
             self.record_rejection(work)
-            if work.error is not None and work.error.code == "overloaded":
+            if _is_overloaded(work):
                 # A refusal, not a result: the caller hears it now, and its row goes in with
                 # the next group commit. Waiting for that commit made every 503 as slow as
                 # the writer under the very load it refuses.
                 return work
         return await future
+
+    async def predict_json_batch(
+        self,
+        bodies: Sequence[bytes],
+        origin: Origin,
+        *,
+        request_ids: Sequence[str | None],
+        own_ids: Sequence[str | None],
+    ) -> list[Work]:
+        """The rows of one network batch (an OIP infer), as `predict_json` takes one.
+
+        The rows that pass acceptance are admitted together or not at all: admitted one by
+        one, a queue that filled while the rows were being accepted would run part of a batch
+        whose caller is told 503 and retries it."""
+        sink = FutureSink()
+        own = Origin(origin.run, sink, origin.source, origin.client_id, origin.target)
+        accepted = await asyncio.gather(
+            *(
+                self.accept(body, self._requests_only, own, request_id=rid, own_id=oid)
+                for body, rid, oid in zip(bodies, request_ids, own_ids, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        works = [w for w in accepted if isinstance(w, Work)]
+        runnable = [w for w in works if w.status != "rejected"]
+        failure = next((e for e in accepted if isinstance(e, BaseException)), None)
+        if failure is not None:
+            for work in runnable:  # nothing of a batch that failed is admitted
+                self._release(work.request_id, work)
+            raise failure
+        futures = [sink.expect(work) for work in works]
+        try:
+            self.submit_all_nowait(runnable)
+        except (QueueFullError, QueueClosedError):
+            for work in runnable:
+                _overloaded(work)
+        for work in works:
+            if work.status == "rejected":
+                self.record_rejection(work)
+        # Refusals are answered now (their rows go in with the next commit), results once
+        # committed.
+        return [w if _is_overloaded(w) else await f for w, f in zip(works, futures, strict=True)]
 
     # -- batching and inference ----------------------------------------------------------------
 
@@ -548,6 +600,17 @@ class Engine:
                 snap = self.snapshot()
                 for callback in self._subscribers:
                     callback(snap)
+
+
+def _overloaded(work: Work) -> None:
+    """Turn accepted work the queue had no room for into an `overloaded` rejection."""
+    work.status = "rejected"
+    work.error = error("overloaded", "the server is at capacity; try again shortly")
+    work.error.request_id = work.request_id
+
+
+def _is_overloaded(work: Work) -> bool:
+    return work.error is not None and work.error.code == "overloaded"
 
 
 def _duplicate(request_id: str) -> ErrorBody:

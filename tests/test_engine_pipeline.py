@@ -747,3 +747,45 @@ def test_writer_flush_waits_for_a_commit_in_progress(tmp_path: Path) -> None:
             await db.close()
 
     asyncio.run(scenario())
+
+
+def test_a_network_batch_is_admitted_whole_or_refused_whole(
+    tmp_path: Path, registry: ModelRegistry
+) -> None:
+    """Room for 3 when a batch of 6 arrives: no row runs, all six are `overloaded`; with room,
+    all six run. Admitted row by row, three would run under the caller's 503."""
+    config = EngineConfig(max_batch=1, max_inflight_batches=1, queue_capacity=10)
+
+    async def scenario() -> None:
+        async with running_engine(tmp_path, registry, config, delay_s=1.0) as rig:
+            eng = rig.engine
+            sink = ListSink()
+            origin = Origin(rig.run, sink, "http", client_id="api")
+            # One batch at a time, each 1 s in the model: of these 8, at most one leaves the
+            # queue before the batch below arrives, so the queue has room for 3 or fewer.
+            fillers = await submit_rows(eng, origin, 8)
+            assert len(eng.queue) >= 7
+
+            def bodies(tag: str) -> list[bytes]:
+                return [
+                    iris_request(request_id=f"{tag}-{i}").model_dump_json().encode()
+                    for i in range(6)
+                ]
+
+            refused = await eng.predict_json_batch(
+                bodies("full"), origin, request_ids=[None] * 6, own_ids=[None] * 6
+            )
+            assert [w.error.code if w.error else w.status for w in refused] == ["overloaded"] * 6
+
+            rig.executor.delay_s = 0.0
+            await sink.wait_for(8, limit_s=30)
+            ran = await eng.predict_json_batch(
+                bodies("room"), origin, request_ids=[None] * 6, own_ids=[None] * 6
+            )
+            assert [w.status for w in ran] == ["ok"] * 6
+            assert all(w.status == "ok" for w in fillers)
+            await rig.db.writer.flush()
+            stored = rows_by_id(rig.path, [f"full-{i}" for i in range(6)])
+            assert {row["status"] for row in stored.values()} == {"rejected"}  # kept, not run
+
+    asyncio.run(scenario())

@@ -344,10 +344,12 @@ def test_ready_says_not_ready_while_writes_fail_and_recovers(tmp_path: Path) -> 
         message = full.json()["error"]["message"]
         assert message.startswith("the database cannot store requests: "), message
         assert httpx.get(f"{url}/ready").status_code == 503  # still, with no request between
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 503  # OIP's readiness too
 
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, limits)  # space again
         back = httpx.get(f"{url}/ready")
         assert back.status_code == 200, back.text  # found by a probe write, no request needed
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
         stored = httpx.post(f"{url}/predict", json=BODY)
         assert stored.status_code == 200
     finally:

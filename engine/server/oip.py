@@ -20,7 +20,6 @@ the server.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import math
 from dataclasses import dataclass
@@ -598,16 +597,12 @@ async def infer(
     validator = RowValidator(engine.registry, None, requests_only=True)
     invalid = [i for i, b in enumerate(bodies) if not isinstance(validator.validate(b), Validated)]
     chosen_rows = invalid or range(len(rows))
-    done = await asyncio.gather(
-        *(
-            engine.predict_json(
-                bodies[i],
-                origin,
-                request_id=ids[i] if chosen else None,
-                own_id=None if chosen else ids[i],
-            )
-            for i in chosen_rows
-        )
+    # Admitted all at once or refused whole (the check of free room above is only a fast path).
+    done = await engine.predict_json_batch(
+        [bodies[i] for i in chosen_rows],
+        origin,
+        request_ids=[ids[i] if chosen else None for i in chosen_rows],
+        own_ids=[None if chosen else ids[i] for i in chosen_rows],
     )
     refused = _refusal(list(zip(chosen_rows, done, strict=True)), len(rows))
     if refused is not None:
@@ -670,8 +665,9 @@ def add_oip_routes(app: FastAPI, max_body_bytes: int = MAX_BODY_BYTES) -> None:
 
     @app.get("/v2/health/ready", tags=["oip"])
     async def server_ready(request: Request) -> Response:
-        """OIP readiness: models loaded and warm."""
-        if running(request) is None:
+        """OIP readiness: models loaded and warm, and requests can be stored (as `/ready`)."""
+        live = running(request)
+        if live is None or await live.engine.storage_problem() is not None:
             return json_response({"ready": False}, 503, {"Retry-After": str(RETRY_AFTER_S)})
         return json_response({"ready": True})
 

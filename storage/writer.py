@@ -58,6 +58,15 @@ class _Group:
     rows: list[Row] = field(default_factory=list)
     members: list[tuple[_Entry, int]] = field(default_factory=list)  # (entry, its first row)
 
+    def takes(self, entry: _Entry) -> bool:
+        """Whether `entry` can join this `executemany`: the same statement, and no two
+        different checks. Rows without a check ride along with checked ones (the desktop form's
+        `queued` rows between results): split apart, every request would cost two statements
+        (two thread hops) per commit instead of one shared one."""
+        return entry.sql == self.sql and (
+            self.check is None or entry.check is None or entry.check is self.check
+        )
+
 
 class WriterClosedError(RuntimeError):
     """`add()` was called after `close()`."""
@@ -234,9 +243,10 @@ class GroupCommitWriter:
                 taken += entry.count
                 self._pending_rows -= entry.count
                 last = groups[-1] if groups else None
-                if last is None or last.sql != entry.sql or last.check is not entry.check:
+                if last is None or not last.takes(entry):
                     last = _Group(entry.sql, entry.check)
                     groups.append(last)
+                last.check = last.check or entry.check
                 last.members.append((entry, len(last.rows)))
                 last.rows.extend(entry.rows)
                 if entry.then is not None:

@@ -61,7 +61,9 @@ _COMPANIONS = ("-wal", "-shm", "-journal")
 _OPEN: dict[Path, int] = {}
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def file_identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """A file's (device, inode), so two names of one file compare equal; None if it is not
+    there."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):  # ValueError: a NUL in the name
@@ -69,14 +71,19 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def database_files(db: Path) -> list[Path]:
+    """The database file and its companions (WAL, shared memory, rollback journal)."""
+    return [db, *(db.with_name(db.name + suffix) for suffix in _COMPANIONS)]
+
+
 def is_database_file(path: str | os.PathLike[str], db: str | os.PathLike[str]) -> bool:
     """Whether `path` is the database `db` or one of its companion files (same inode, so a
     symlink or hard link counts; by name too, for a companion that does not exist yet)."""
     db_path = Path(db).expanduser()
     candidate = Path(path).expanduser()
-    names = [db_path, *(db_path.with_name(db_path.name + s) for s in _COMPANIONS)]
-    mine = _identity(candidate)
-    if mine is not None and any(_identity(name) == mine for name in names):
+    names = database_files(db_path)
+    mine = file_identity(candidate)
+    if mine is not None and any(file_identity(name) == mine for name in names):
         return True
     try:
         resolved, db_resolved = candidate.resolve(), db_path.resolve()
@@ -130,7 +137,7 @@ class FilesGuard:
         self.on_trip: list[Callable[[DatabaseFilesChangedError], None]] = []
 
     def record(self) -> None:
-        self._known = [_identity(f) for f in self._files]
+        self._known = [file_identity(f) for f in self._files]
 
     def check(self) -> None:
         """Raise `DatabaseFilesChangedError` if a recorded file is gone or replaced (and from

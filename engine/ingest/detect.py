@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from engine.ingest.images import IMAGE_SUFFIXES
 from engine.ingest.json_doc import read_json
 from engine.ingest.jsonl import read_jsonl
 from engine.ingest.rows import RawRow, SourceError, not_regular, open_source
+from storage.database import file_identity
 
 
 class FileFormat(enum.StrEnum):
@@ -58,7 +58,7 @@ def expand_inputs(paths: list[str], protected: Iterable[Path] = ()) -> list[Path
                 for p in path.iterdir()
                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _BY_SUFFIX
             )
-            inside = [p for p in inside if _identity(p) not in guarded]
+            inside = [p for p in inside if file_identity(p) not in guarded]
             if not inside:
                 kinds = "JSON, JSONL, CSV or image"
                 raise SourceError(f"{raw}: folder holds no {kinds} files")
@@ -73,16 +73,8 @@ def expand_inputs(paths: list[str], protected: Iterable[Path] = ()) -> list[Path
     return found
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
 def _identities(paths: Iterable[Path]) -> set[tuple[int, int]]:
-    return {ident for p in paths if (ident := _identity(p)) is not None}
+    return {ident for p in paths if (ident := file_identity(p)) is not None}
 
 
 def sniff(path: Path) -> FileFormat:

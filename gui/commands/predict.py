@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import re
 import threading
 from pathlib import Path
@@ -36,6 +35,7 @@ from gui.commands.common import (
 )
 from gui.commands.engine_host import headless_engine
 from storage import queries
+from storage.database import database_files, file_identity, is_database_file
 
 # Past this many, bad rows are counted but not printed one by one (all are stored).
 PRINT_PROBLEMS = 50
@@ -93,18 +93,6 @@ class _Stop:
             self.job.cancel()
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
-def _database_files(db: Path) -> list[Path]:
-    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
-
-
 def _check_out(out: str, files: list[Path], db: Path) -> Path:
     """`--out` must be a new or expendable file: never an input (it is truncated before the
     input is read) nor the database. Compared by device and inode, so `./x`, a symlink or a
@@ -112,16 +100,16 @@ def _check_out(out: str, files: list[Path], db: Path) -> Path:
     path = Path(out)
     if path.is_dir() or not path.parent.exists():
         raise CommandError(f"--out {out}: not a writable file path")
-    ident = _identity(path)
+    ident = file_identity(path)
     if ident is None:
         return path
     for source in files:
-        if _identity(source) == ident:
+        if file_identity(source) == ident:
             raise CommandError(
                 f"--out {out}: is the input file {source}; writing results would erase it "
                 "(nothing was changed)"
             )
-    if any(_identity(p) == ident for p in _database_files(db)):
+    if is_database_file(path, db):
         raise CommandError(f"--out {out}: is InferDeck's database (nothing was changed)")
     return path
 
@@ -149,7 +137,7 @@ async def run(args: argparse.Namespace) -> int:
     database = db_path(args.db)
     try:
         # The database is never an input: reading it would drop this process's SQLite locks.
-        files = expand_inputs(args.files, protected=_database_files(database))
+        files = expand_inputs(args.files, protected=database_files(database))
     except SourceError as exc:
         raise CommandError(str(exc)) from exc
     out_path = _check_out(args.out, files, database) if args.out else None

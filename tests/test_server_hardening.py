@@ -343,3 +343,30 @@ def test_a_start_up_failure_is_logged_in_one_line(
         f"StorageError: database path {folder} is a directory",
         "Application startup failed. Exiting.",
     ]
+
+
+def test_the_bound_socket_gives_connections_tcp_nodelay() -> None:
+    """`serve` binds its socket itself (to report a port in use before models load); asyncio
+    sets TCP_NODELAY on accepted connections only when that socket says it is TCP. Without it,
+    every keep-alive answer waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+
+    from gui.commands.serve import _listen
+
+    async def accepted_nodelay() -> int:
+        sock = _listen("127.0.0.1", 0)
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = writer.get_extra_info("socket")
+            seen.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=sock)
+        async with server:
+            _reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) == 1

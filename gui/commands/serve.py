@@ -72,7 +72,10 @@ def _listen(host: str, port: int) -> socket.socket:
     """The service's socket, bound now, as uvicorn would bind it (SO_REUSEADDR, inheritable
     for `--workers`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family=family)
+    # proto=IPPROTO_TCP, not 0: asyncio turns on TCP_NODELAY only for sockets that say they are
+    # TCP, and accepted connections inherit it. Without it every keep-alive answer waited for
+    # the client's delayed ACK (~40 ms: 320 requests/s at 16 connections instead of thousands).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

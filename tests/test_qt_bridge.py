@@ -42,7 +42,9 @@ def test_bridge_emits_at_most_max_hz_however_much_arrives(qtbot: QtBot) -> None:
             bridge.on_snapshot(_snapshot(sent))
             bridge.on_finished([sent])  # type: ignore[list-item]
         qtbot.wait(1)
-    qtbot.wait(100)
+    # The last updates go out on the bridge's next tick, however late a busy machine runs it.
+    qtbot.waitUntil(lambda: bool(stats) and stats[-1].completed == sent, timeout=10_000)
+    qtbot.waitUntil(lambda: sum(len(b) for b in batches) == sent, timeout=10_000)
     elapsed = time.monotonic() - started
     bridge.stop()
     assert sent > 1000
@@ -68,14 +70,16 @@ def test_loop_lag_window_records_only_while_open(qtbot: QtBot) -> None:
     monitor = LoopLagMonitor(interval_ms=5)
     monitor.start()
     qtbot.wait(50)
-    time.sleep(0.08)  # a stall before the window opens: the session sees it, the window not
+    # A stall before the window opens: the session sees it, the window not. It is far longer
+    # than any hiccup a shared machine gives the loop while the window is open.
+    time.sleep(0.4)
     qtbot.wait(20)
     window = monitor.open_window()
     qtbot.wait(100)
     inside = monitor.close_window(window)
     qtbot.wait(20)
     monitor.stop()
-    assert monitor.summary_ms()["max"] >= 50
-    assert inside["max"] < 50
+    assert monitor.summary_ms()["max"] >= 350
+    assert inside["max"] < 350
     assert window.get_total_count() > 5
     assert monitor.close_window(window) == inside  # closing twice is harmless

@@ -54,7 +54,7 @@ bench-load: $(STAMP)
 
 # Screenshots of every view from the real app in a real (virtual) X display.
 screenshots: $(STAMP) xvfb
-	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python -m gui.screenshots assets/screenshots
+	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python assets/take_screenshots.py assets/screenshots
 
 # Xvfb and the X libraries Qt's xcb platform loads (Debian packages; see shared/PLATFORM.md).
 XVFB_PACKAGES := xvfb libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \

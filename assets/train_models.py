@@ -1,4 +1,4 @@
-"""Train and export the two built-in models into `assets/models/`.
+"""Train and export the two built-in models into `engine/models/builtin/`.
 
 Run with `make models` (it installs scikit-learn, whose package carries the Iris and 8x8 digits
 data sets, so nothing is downloaded). Each model is a small MLP exported with `torch.export` and a
@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits, load_iris
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-MODELS = Path(__file__).resolve().parent / "models"
+MODELS = Path(__file__).resolve().parents[1] / "engine" / "models" / "builtin"
 SEED = 7
 
 

@@ -57,7 +57,7 @@ def child(rows_file: Path, db: Path, result_file: Path, t0: float) -> None:
     from PySide6.QtCore import QEvent, QObject
     from PySide6.QtWidgets import QApplication
 
-    from gui.app import _main
+    from gui.app import run_app
     from gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -94,7 +94,7 @@ def child(rows_file: Path, db: Path, result_file: Path, t0: float) -> None:
         result["panel"] = panel.status.text()
         window.close()
 
-    qasync.run(_main(db, None, drive))
+    qasync.run(run_app(db, None, drive))
     with sqlite3.connect(db) as conn:
         summary = conn.execute("SELECT summary FROM runs WHERE kind = 'files'").fetchone()[0]
         stored = conn.execute("SELECT count(*) FROM requests WHERE client_id = 'files'").fetchone()

@@ -72,7 +72,7 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
 def run_once(url: str, tmp: Path, i: int, rate: float, duration: float) -> dict[str, Any]:
     db = tmp / f"gui-load-{i}.db"
     command = [
-        sys.executable, "-m", "gui.cli", "gui", "--db", str(db),
+        sys.executable, "-m", "engine.cli", "gui", "--db", str(db),
         "--target", url, "--protocol", "json", "--autostart",
         "--rate", f"{rate:g}", "--duration", f"{duration:g}",
         "--autoquit", f"{duration + 7:g}", "--json",

@@ -115,7 +115,7 @@ def inferdeck_load(url: str, tmp: Path, extra: list[str], tag: str) -> dict[str,
     """One `inferdeck load` run on core 1 with a fresh database; its `--json` summary."""
     db = tmp / f"{tag}.db"
     payload = tmp / "payload.json"
-    command = [sys.executable, "-m", "gui.cli", "load", url, "--protocol", "json"]
+    command = [sys.executable, "-m", "engine.cli", "load", url, "--protocol", "json"]
     command += [*extra, "--payload", str(payload), "--db", str(db), "--json"]
     proc = subprocess.run(
         pinned(1, command), cwd=REPO, capture_output=True, text=True, timeout=600, check=False

@@ -34,13 +34,13 @@ from typing import Any
 
 import aiosqlite
 
+from engine.cli.engine_host import headless_engine
 from engine.contracts import PredictRequest
-from engine.engine import Origin
 from engine.models import ModelRegistry
+from engine.pipeline import Origin
 from engine.runs import begin_run, end_run
 from engine.stats import new_histogram, percentiles_ms
 from engine.work import FutureSink, Work
-from gui.commands.engine_host import headless_engine
 from storage.migrations import migrate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def write_jsonl(path: Path, rows: list[dict[str, float]]) -> None:
 def run_cli_predict(src: Path, db: Path) -> dict[str, Any]:
     env = {**os.environ, "INFERDECK_DB": str(db)}
     proc = subprocess.run(
-        [sys.executable, "-m", "gui.cli", "predict", str(src), "--json"],
+        [sys.executable, "-m", "engine.cli", "predict", str(src), "--json"],
         capture_output=True,
         text=True,
         env=env,

@@ -523,7 +523,7 @@ def measure_model(
     from PySide6.QtWidgets import QApplication
 
     from engine.tasks import TaskOwner
-    from gui.requests_model import RequestsTableModel
+    from gui.history.requests_table_model import RequestsTableModel
 
     app = QApplication.instance() or QApplication([])
     results: dict[str, dict[str, Any]] = {}

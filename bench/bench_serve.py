@@ -235,7 +235,7 @@ def main() -> None:
         )
         access_log = tmp / "access.jsonl"  # the service's one JSON line per request
         serve = start(
-            [python, "-m", "gui.cli", "serve", "--port", str(serve_port)],
+            [python, "-m", "engine.cli", "serve", "--port", str(serve_port)],
             serve_url,
             env,
             access_log,

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.engine import Engine, Origin
 from engine.ingest import FileFormat, RawRow, SourceError, open_rows, open_source, sniff
 from engine.ingest.images import ImageError, image_pixels
 from engine.models.runtime import LoadedModel
+from engine.pipeline import Engine, Origin
 from engine.results_out import ResultFile, record_from_row
 from engine.stats import RunRecorder
 from engine.validation import error

@@ -19,12 +19,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from engine.cli.load_args import LoadRequest
+    from engine.pipeline import Engine
     from engine.tasks import TaskOwner
-    from gui.bridge import EngineBridge
-    from gui.load_args import LoadRequest
-    from gui.loop_lag import LoopLagMonitor
     from gui.main_window import MainWindow
+    from gui.shared.bridge import EngineBridge
+    from gui.shared.loop_lag import LoopLagMonitor
 
 log = logging.getLogger(__name__)
 FIRST_PAINT_S = 0.5
@@ -42,12 +42,12 @@ def has_display() -> bool:
 
 
 def run_gui(args: argparse.Namespace, db_path: Path) -> int:
-    from gui.load_args import LoadStartError, load_from_args
+    from engine.cli.load_args import LoadStartError, load_from_args
 
     try:
         load, autostart = load_from_args(args)
     except LoadStartError as exc:
-        from gui.commands.common import printable  # the URL or file it names may hold controls
+        from engine.cli.common import printable  # the URL or file it names may hold controls
 
         print(printable(f"inferdeck: {exc}"), file=sys.stderr)
         return 2
@@ -66,13 +66,13 @@ def run_gui(args: argparse.Namespace, db_path: Path) -> int:
     sys.excepthook = _excepthook
     outcome: tuple[dict[str, Any] | None, str | None] = (None, None)
     with contextlib.suppress(asyncio.CancelledError):
-        outcome = qasync.run(_main(db_path, args.autoquit, load=load, autostart=autostart))
+        outcome = qasync.run(run_app(db_path, args.autoquit, load=load, autostart=autostart))
     return _load_exit(outcome, args.json) if autostart else 0
 
 
 def _load_exit(outcome: tuple[dict[str, Any] | None, str | None], as_json: bool) -> int:
     """`--autostart`'s end: the run's summary line and exit status, as `inferdeck load` gives."""
-    from gui.commands.common import emit_json, printable
+    from engine.cli.common import emit_json, printable
 
     summary, error = outcome
     if summary is None:
@@ -84,7 +84,7 @@ def _load_exit(outcome: tuple[dict[str, Any] | None, str | None], as_json: bool)
 
 
 def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    # The traceback goes to the crash log (gui/logs.py); stderr gets one line.
+    # The traceback goes to the crash log (engine/logs.py); stderr gets one line.
     log.error("unexpected error: %s: %s", kind.__name__, exc, exc_info=(kind, exc, tb))
     from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -95,27 +95,29 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
     box.open()  # never exec(): it would re-enter the qasync loop
 
 
-async def _main(
+async def run_app(
     db_path: Path,
     autoquit: float | None,
     on_ready: Callable[[MainWindow], Coroutine[Any, Any, None]] | None = None,
     load: LoadRequest | None = None,
     autostart: bool = False,
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Runs the app until its window closes; returns the `--autostart` run's (summary, error)."""
+    """The desktop app's public entry point: runs it on the current (qasync) loop until its
+    window closes; returns the `--autostart` run's (summary, error). `on_ready` drives the
+    window once the models are ready (the screenshot tool, the GUI benchmark, end-to-end tests)."""
     from concurrent.futures import Executor
 
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from engine.engine import Engine, EngineConfig
     from engine.models import ModelRegistry
+    from engine.pipeline import Engine, EngineConfig
     from engine.tasks import TaskOwner, freeze_startup_objects
-    from gui.bridge import EngineBridge
-    from gui.loop_lag import LoopLagMonitor
     from gui.main_window import MainWindow, settings
-    from gui.qt_executor import QThreadPoolExecutor
-    from gui.theme import Theme
+    from gui.shared.bridge import EngineBridge
+    from gui.shared.loop_lag import LoopLagMonitor
+    from gui.shared.qt_executor import QThreadPoolExecutor
+    from gui.shared.theme import Theme
     from storage import open_database
 
     # The window comes first: manifests are read without torch, which loads in the executor
@@ -193,15 +195,15 @@ async def _serve_window(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Wires the views to the running engine, then waits for the window to close."""
     from engine.contracts import PredictRequest
-    from engine.engine import Origin
+    from engine.pipeline import Origin
     from engine.runs import begin_run, end_run
     from engine.work import FutureSink
-    from gui.drop_runner import DropRunner
-    from gui.load_host import attach_load
-    from gui.requests_model import RequestsTableModel
-    from gui.requests_view import RequestsView
-    from gui.runs_view import RunsView
-    from gui.targets_view import attach_targets
+    from gui.history.requests_table_model import RequestsTableModel
+    from gui.history.requests_view import RequestsView
+    from gui.load.load_host import attach_load
+    from gui.predict.drop_runner import DropRunner
+    from gui.runs.runs_view import RunsView
+    from gui.targets.targets_view import attach_targets
     from storage import queries
     from storage.database import DatabaseFilesChangedError
     from storage.queries import RequestFilter

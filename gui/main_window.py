@@ -34,14 +34,14 @@ from PySide6.QtWidgets import (
 from engine.ingest import SUPPORTED_SUFFIXES
 from engine.models.runtime import LoadedModel
 from engine.stats import StatsSnapshot
-from gui.drop_panel import DropPanel
-from gui.file_dialogs import file_dialog
-from gui.monitor_view import MonitorView
-from gui.predict_view import PredictView
-from gui.requests_view import RequestsView
-from gui.runs_view import RunsView
-from gui.theme import CHOICES, Theme
-from gui.trace_view import TraceView
+from gui.history.requests_view import RequestsView
+from gui.history.trace_view import TraceView
+from gui.monitor.monitor_view import MonitorView
+from gui.predict.drop_panel import DropPanel
+from gui.predict.predict_view import PredictView
+from gui.runs.runs_view import RunsView
+from gui.shared.file_dialogs import file_dialog
+from gui.shared.theme import CHOICES, Theme
 from storage.database import is_database_file, is_live_database
 
 SHORTCUTS = (

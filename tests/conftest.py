@@ -60,7 +60,7 @@ def run_on_qasync(app: Any, coro: Coroutine[Any, Any, None]) -> None:
 def run_cli(args: Sequence[str | os.PathLike[str]], db: Path, timeout: float = 120) -> CliResult:
     env = {**os.environ, "INFERDECK_DB": str(db)}
     proc = subprocess.run(
-        [sys.executable, "-m", "gui.cli", *map(str, args)],
+        [sys.executable, "-m", "engine.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

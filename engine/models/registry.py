@@ -1,4 +1,5 @@
-"""The model registry: built-in models from `assets/models/` plus a user models folder."""
+"""The model registry: the built-in models (package data in `engine/models/builtin/`) plus user
+models folders."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from engine.models.runtime import LoadedModel
 
 
 def builtin_models_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "assets" / "models"
+    """The built-in models' folder, inside the installed package (a wheel ships it as data)."""
+    return Path(__file__).resolve().parent / "builtin"
 
 
 @dataclass

@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from engine.contracts import ErrorEnvelope, PredictRequest, PredictResponse
-from engine.engine import Engine, EngineConfig, Origin
 from engine.models import ModelRegistry
 from engine.models.runtime import LoadedModel
+from engine.pipeline import Engine, EngineConfig, Origin
 from engine.runs import begin_run, end_run
 from engine.server.edge import Edge
 from engine.server.errors import json_response, simple

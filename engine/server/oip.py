@@ -31,10 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
-from engine.engine import Engine, Origin
 from engine.ids import new_id
 from engine.models.manifest import FieldSpec
 from engine.models.runtime import LoadedModel
+from engine.pipeline import Engine, Origin
 from engine.server.errors import RETRY_AFTER_S, json_response, status_for
 from engine.server.state import Running, read_body, running
 from engine.server.tracing import server_timing

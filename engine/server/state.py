@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.types import Receive
 
-from engine.engine import Engine, Origin
+from engine.pipeline import Engine, Origin
 from engine.stats import RunRecorder
 from storage.database import Database
 

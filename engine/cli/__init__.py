@@ -1,0 +1,1 @@
+"""engine/cli: see the README's Layout section."""

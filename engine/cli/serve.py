@@ -1,0 +1,161 @@
+"""`inferdeck serve`: the HTTP service over the engine, run by uvicorn.
+
+Binds 127.0.0.1 unless told otherwise. One JSON line per request goes to stderr; SIGTERM or
+Ctrl+C stops accepting, lets requests in flight finish and flushes the writer.
+
+Whatever can stop the service from starting is found here, before a model is loaded and before
+any worker starts: the arguments, the port (bound here and handed to uvicorn, so a port in use
+is one line at once rather than a traceback after the models have loaded) and the database
+(opened and migrated once, so a folder, a corrupt, read-only or newer-schema file is one line
+too). Each is a `CommandError`: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+from engine.cli.common import EXIT_CANNOT_START, EXIT_OK, CommandError, SubParsers, db_path
+
+# A client gets this long to send a request's head, and then this long to send its body;
+# past either the connection is closed (see engine.server.protocol).
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+
+
+def add_parser(sub: SubParsers) -> None:
+    p = sub.add_parser("serve", help="the model-serving HTTP service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, metavar="N")
+    p.add_argument("--db", help="database file")
+    p.add_argument("--models-dir", metavar="DIR", help="a folder of user models")
+    p.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES")
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds a client has to send a request's headers (default {HEADER_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds a client has to send a request's body (default {BODY_TIMEOUT_S:g})",
+    )
+    p.set_defaults(run=run, sync=True)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    if args.max_body < 1:
+        raise CommandError(f"--max-body must be at least 1 (got {args.max_body})")
+    for flag, value in (
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+    ):
+        if not value > 0 or value == float("inf"):  # `not >` also refuses NaN
+            raise CommandError(f"{flag} must be a number of seconds above 0 (got {value})")
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port must be 0 to 65535 (got {args.port})")
+    if args.models_dir and not Path(args.models_dir).is_dir():
+        raise CommandError(f"--models-dir {args.models_dir}: not a folder")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The service's socket, bound now, as uvicorn would bind it (SO_REUSEADDR, inheritable
+    for `--workers`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP, not 0: asyncio turns on TCP_NODELAY only for sockets that say they are
+    # TCP, and accepted connections inherit it. Without it every keep-alive answer waited for
+    # the client's delayed ACK (~40 ms: 320 requests/s at 16 connections instead of thousands).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CommandError(f"cannot listen on {host}:{port}: {reason}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _check_database(path: Path) -> None:
+    """Open (create, migrate, recover) and close the database: each worker then opens a file
+    known to work, and a bad one is refused before any model loads."""
+    from engine.cli.engine_host import database
+
+    async def probe() -> None:
+        async with database(path):
+            pass
+
+    asyncio.run(probe())
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
+    sock = _listen(args.host, args.port)  # first: before the imports that bring torch in
+    try:
+        import uvicorn
+        from uvicorn.supervisors import Multiprocess
+
+        from engine.server.main import (
+            ENV_BODY_TIMEOUT,
+            ENV_DB,
+            ENV_HEADER_TIMEOUT,
+            ENV_MAX_BODY,
+            ENV_MODELS,
+        )
+
+        database = db_path(args.db).resolve()
+        _check_database(database)
+        os.environ[ENV_DB] = str(database)
+        os.environ[ENV_MAX_BODY] = str(args.max_body)
+        os.environ[ENV_HEADER_TIMEOUT] = repr(args.header_timeout)
+        os.environ[ENV_BODY_TIMEOUT] = repr(args.body_timeout)
+        if args.models_dir:
+            os.environ[ENV_MODELS] = str(Path(args.models_dir).resolve())
+        config = uvicorn.Config(
+            "engine.server.main:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            # uvicorn's h11 protocol with a header and a body deadline, and room kept for
+            # new clients while slow ones hold many sockets.
+            http="engine.server.protocol:DeadlineProtocol",
+            access_log=False,  # our own line per request carries the request ID
+            log_config=_log_config(),
+            timeout_graceful_shutdown=30,
+        )
+        server = uvicorn.Server(config)
+        try:
+            if args.workers > 1:
+                Multiprocess(config, sockets=[sock]).run()
+            else:
+                server.run(sockets=[sock])
+        except SystemExit as exc:
+            # uvicorn exits 3 when the application's start-up fails; it has logged why.
+            return EXIT_CANNOT_START if exc.code else EXIT_OK
+        except KeyboardInterrupt:
+            pass
+        if args.workers == 1 and not server.started:
+            return EXIT_CANNOT_START
+        return EXIT_OK
+    finally:
+        sock.close()
+
+
+def _log_config() -> dict[str, object]:
+    # Applied here and again in each worker: every process logs through the same bounded,
+    # repeat-counting stderr and crash-log handlers as the other commands (engine/logs.py).
+    from engine import logs
+
+    return logs.serve_config()

@@ -1,0 +1,1 @@
+"""gui/history: see the README's Layout section."""

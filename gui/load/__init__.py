@@ -1,0 +1,1 @@
+"""gui/load: see the README's Layout section."""

@@ -1,0 +1,269 @@
+"""Runs a load test from the desktop app: a `LoadRunner` on the qasync loop, watched by a timer.
+
+The runner sends and measures on the same loop the window paints on, so the GUI side must stay
+cheap: nothing is emitted per request. A QTimer asks the runner for a `snapshot()` (a quarter
+of a millisecond) at most `poll_hz` times a second and emits it only when something moved; the
+load panel's figures and the Monitor's load plots draw from those.
+
+The run is stored like `inferdeck load`'s (kind "load", every request), and its summary gets
+the UI loop lag measured while it ran (`ui_loop_lag_ms`), as a dropped-file run's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from engine.cli.load_args import LoadRequest, LoadStartError
+from engine.remote.load import UNREACHABLE, LoadError, LoadRunner, LoadSnapshot
+from engine.remote.payloads import PayloadError, PayloadSource
+from engine.remote.target_store import TargetError, TargetStore
+from engine.tasks import TaskOwner
+from gui.load.load_plots import LoadPlots
+from gui.shared.loop_lag import LoopLagMonitor
+from storage import Database
+from storage.database import is_live_database
+
+if TYPE_CHECKING:
+    from gui.load.load_panel import LoadPanel
+    from gui.main_window import MainWindow
+
+
+POLL_HZ = 20.0  # snapshots a second, at most (the plots redraw at ≤ 30 Hz)
+TRACE_EVERY = 50  # client phases (connect, send, wait) for 1 request in 50, as the CLI does
+
+
+async def build_payloads(db: Database | None, request: LoadRequest) -> PayloadSource:
+    choice = request.payload
+    try:
+        if choice.kind == "form":
+            try:
+                value: Any = orjson.loads(choice.text or "{}")
+            except orjson.JSONDecodeError as exc:
+                raise LoadStartError(f"the payload is not JSON: {exc}") from None
+            if not isinstance(value, dict):
+                raise LoadStartError("the payload must be a JSON object")
+            return PayloadSource.single(value)
+        if choice.kind == "file":
+            if not choice.text:
+                raise LoadStartError("choose a payload file")
+            if is_live_database(choice.text):  # never opened: see storage.database
+                raise LoadStartError(
+                    f"{choice.text} is the database InferDeck has open, not a payload file"
+                )
+            return await asyncio.to_thread(PayloadSource.from_file, choice.text)
+        if choice.kind == "history":
+            if db is None or not request.target.model:
+                raise LoadStartError("replaying history needs a model")
+            return await PayloadSource.from_history(db, request.target.model)
+    except PayloadError as exc:
+        raise LoadStartError(str(exc)) from None
+    return PayloadSource.model_example()
+
+
+class LoadHost(QObject):
+    sigStarted = Signal()  # the target answered the preflight; traffic starts now
+    sigSnapshot = Signal(object)  # LoadSnapshot, at most `poll_hz` a second
+    sigFinished = Signal(dict)  # the stored summary
+    sigFailed = Signal(str)  # why the run could not start
+
+    def __init__(
+        self,
+        db: Database | None,
+        tasks: TaskOwner,
+        lag: LoopLagMonitor | None = None,
+        poll_hz: float = POLL_HZ,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.db = db
+        self.tasks = tasks
+        self.lag = lag
+        self.runner: LoadRunner | None = None
+        self.task: asyncio.Task[dict[str, Any] | None] | None = None
+        self.last_summary: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self._stop_asked = False
+        self._last_key: tuple[int, int, int] | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(max(int(1000 / poll_hz), 34))
+        self._timer.timeout.connect(self._poll)
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start(self, request: LoadRequest) -> bool:
+        """Start a run unless one is going; False if one is."""
+        if self.running:
+            return False
+        self.last_summary = None
+        self.last_error = None
+        self._stop_asked = False
+        self.task = self.tasks.spawn(self.run(request), "load-run")
+        return True
+
+    def stop(self) -> None:
+        """End the run early; what was recorded stays (the runner stores it as it goes)."""
+        self._stop_asked = True  # heard after the preflight, if the run has not begun yet
+        if self.runner is not None:
+            self.runner.stop()
+
+    async def aclose(self) -> None:
+        """Stop a run and wait for its summary to be stored (before the database closes)."""
+        self.stop()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+        self._timer.stop()
+
+    async def run(self, request: LoadRequest) -> dict[str, Any] | None:
+        """The run's summary, or None when it could not start (`sigFailed` says why)."""
+        try:
+            payloads = await build_payloads(self.db, request)
+        except LoadStartError as exc:
+            self._fail(str(exc))
+            return None
+        lag = self.lag
+        window = lag.open_window() if lag is not None else None
+
+        def lag_extra() -> dict[str, Any]:
+            if lag is None or window is None:
+                return {}
+            return {"ui_loop_lag_ms": lag.close_window(window)}
+
+        runner = LoadRunner(
+            request.target,
+            request.plan,
+            payloads,
+            db=self.db,
+            token=request.token,
+            trace_every=TRACE_EVERY,
+            summary_extra=lag_extra,
+        )
+        try:
+            await runner.prepare()
+            first = await runner.preflight()
+        except LoadError as exc:
+            await runner.aclose()
+            lag_extra()
+            self._fail(str(exc))
+            return None
+        if first.error in UNREACHABLE:
+            await runner.aclose()
+            lag_extra()
+            url = request.target.redacted_url()
+            self._fail(f"{url}: unreachable ({first.error}: {first.message})")
+            return None
+        if self._stop_asked:
+            await runner.aclose()
+            lag_extra()
+            self._fail("stopped before it began")
+            return None
+        self.runner = runner
+        self._last_key = None
+        self._timer.start()
+        self.sigStarted.emit()
+        try:
+            result = await runner.run()
+        except Exception as exc:  # the runner stores what it recorded before it gave up
+            self._fail(f"the run ended with an error: {exc}")
+            return None
+        finally:
+            self._timer.stop()
+            self.runner = None
+        self._emit(runner.snapshot())  # the final figures, whatever the timer last saw
+        self.last_summary = result.summary
+        self.sigFinished.emit(result.summary)
+        return result.summary
+
+    def _fail(self, message: str) -> None:
+        self.last_error = message
+        self.sigFailed.emit(message)
+        return None
+
+    def _poll(self) -> None:
+        runner = self.runner
+        if runner is None:
+            return
+        snap = runner.snapshot()
+        key = (snap.sent, snap.completed, snap.in_flight)
+        if key == self._last_key:
+            return  # nothing moved: no signal, no redraw
+        self._last_key = key
+        self.sigSnapshot.emit(snap)
+
+    def _emit(self, snap: LoadSnapshot) -> None:
+        self._last_key = (snap.sent, snap.completed, snap.in_flight)
+        self.sigSnapshot.emit(snap)
+
+
+# -- the window's side ------------------------------------------------------------------------
+
+
+@dataclass
+class LoadWiring:
+    """What `attach_load` put into the window; `aclose()` before the database closes."""
+
+    panel: LoadPanel
+    plots: LoadPlots
+    host: LoadHost
+    store: TargetStore | None
+
+    def start(self, request: LoadRequest) -> bool:
+        """Start `request` from the panel or the command line; the token of a stored target is
+        read from the store here, at start, never kept by the panel."""
+        if request.token is None and self.store is not None:
+            stored = self.panel.stored_target()
+            if stored is not None and stored.target.name == request.target.name:
+                request = replace(request, token=self.store.token(stored.target.name))
+        if not self.host.start(request):
+            self.panel.message.setText("A load run is going: stop it first")
+            return False
+        self.panel.on_preparing(request.target)
+        return True
+
+    def connect(self) -> None:
+        panel, host = self.panel, self.host
+        panel.sigStart.connect(self.start)
+        panel.sigStop.connect(host.stop)
+        host.sigStarted.connect(panel.on_started)
+        host.sigSnapshot.connect(panel.on_snapshot)
+        host.sigSnapshot.connect(self.plots.on_snapshot)
+        host.sigFinished.connect(panel.on_finished)
+        host.sigFailed.connect(panel.on_failed)
+
+    async def aclose(self) -> None:
+        await self.host.aclose()
+        self.plots.stop()
+
+
+async def attach_load(
+    window: MainWindow,
+    db: Database,
+    tasks: TaskOwner,
+    lag: LoopLagMonitor | None,
+    store: TargetStore | None = None,
+) -> LoadWiring:
+    """Add the Load tab and the Monitor's load plots to the window, wired to one `LoadHost`."""
+    from gui.load.load_panel import LoadPanel  # (it imports this module)
+
+    panel = LoadPanel()
+    plots = LoadPlots()
+    host = LoadHost(db, tasks, lag, parent=panel)
+    wiring = LoadWiring(panel, plots, host, store)
+    wiring.connect()
+    window.add_load_view(panel)
+    window.monitor_view.add_panel(plots)
+    if window.theme is not None:
+        window.theme.sigThemeChanged.connect(plots.set_dark)
+        plots.set_dark(window.theme.dark)
+    if store is not None:
+        try:
+            panel.set_targets(await store.list_all())
+        except TargetError as exc:
+            panel.message.setText(str(exc))
+    return wiring

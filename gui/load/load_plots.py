@@ -1,0 +1,201 @@
+"""Live plots of a load run for the Monitor view: throughput, latency p50/p99, errors by class,
+requests in flight — drawn from the load host's snapshots.
+
+The same rules as the Monitor's own plots (`gui.monitor.monitor_view`): samples go into float64 ring
+buffers as snapshots arrive (≤ 20 a second), and a timer redraws one stale plot per tick, so a
+plot repaints at most `redraw_hz` times a second and the four never paint in the same tick; the
+view range is set with the data (no auto-range second paint), and a GridItem replaces the axes'
+slow grid. Errors are drawn per class, stacked, as rates: the difference of the snapshot's
+running counts over the time between snapshots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+from engine.remote.load import LoadSnapshot
+from gui.monitor.monitor_view import Ring
+from gui.shared.plot_turns import PlotTurns, fit_range
+
+ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
+OTHER = "other"  # classes beyond the pens' count are summed under this name
+PLOT_HEIGHT = 170  # the same as the Monitor's own plots (it scrolls)
+
+
+class LoadPlots(QWidget):
+    """Four small plots in a row; hidden until a run sends its first snapshot."""
+
+    def __init__(
+        self, history: int = 1200, redraw_hz: float = 15.0, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.t = Ring(history)
+        self.series = {
+            name: Ring(history) for name in ("ok_s", "errors_s", "p50", "p99", "in_flight")
+        }
+        self.error_rates: dict[str, Ring] = {}  # class -> errors/s
+        self._history = history
+        self._prev: LoadSnapshot | None = None
+        self._t_offset = 0.0  # a new run continues the time axis instead of overdrawing
+        self._run_start = 0.0
+        self._widgets: list[pg.PlotWidget] = []
+        self._plots: list[pg.PlotItem] = []
+        self._grids: list[pg.GridItem] = []
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.rate_plot = self._plot("Load: throughput (/s)", layout)
+        self.latency_plot = self._plot("Load: latency (ms)", layout)
+        self.error_plot = self._plot("Load: errors by class (/s)", layout)
+        self.in_flight_plot = self._plot("Load: in flight", layout)
+        self.curves = {
+            "ok_s": self.rate_plot.plot(pen="#82b366", name="ok/s"),
+            "errors_s": self.rate_plot.plot(pen="#b85450", name="errors/s"),
+            "p50": self.latency_plot.plot(pen="#6c8ebf", name="p50"),
+            "p99": self.latency_plot.plot(pen="#b85450", name="p99"),
+            "in_flight": self.in_flight_plot.plot(pen="#6c8ebf", name="in flight"),
+        }
+        self.error_curves: dict[str, pg.PlotDataItem] = {}
+        self._turns = PlotTurns(
+            (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue)
+        )
+        self._timer = QTimer(self)
+        self._timer.setInterval(max(int(1000 / redraw_hz / len(self._turns)), 1))
+        self._timer.timeout.connect(self.redraw)
+        self._timer.start()
+        self.setVisible(False)
+        self.set_dark(False)
+
+    def _plot(self, title: str, layout: QHBoxLayout) -> pg.PlotItem:
+        widget = pg.PlotWidget(title=title)
+        widget.setMinimumHeight(PLOT_HEIGHT)
+        widget.setMaximumHeight(PLOT_HEIGHT + 80)
+        self._widgets.append(widget)
+        item = widget.getPlotItem()
+        item.addLegend(offset=(5, 5))
+        item.setClipToView(True)
+        item.setDownsampling(mode="peak")
+        item.disableAutoRange()
+        self._grids.append(pg.GridItem(textPen=None))
+        item.addItem(self._grids[-1])
+        item.setLabel("bottom", "s")
+        self._plots.append(item)
+        layout.addWidget(widget)
+        return item
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def on_snapshot(self, snap: LoadSnapshot) -> None:
+        prev = self._prev
+        if prev is not None and snap.elapsed_s < prev.elapsed_s:
+            prev = None  # a new run: its clock restarts at 0
+        if prev is None and self.t.count:
+            self._t_offset = float(self.t.view()[-1])
+        self._prev = snap
+        self.t.push(self._t_offset + snap.elapsed_s)
+        values = {
+            "ok_s": snap.throughput_per_s,
+            "errors_s": snap.errors_per_s,
+            "p50": snap.p50_ms,
+            "p99": snap.p99_ms,
+            "in_flight": float(snap.in_flight),
+        }
+        for name, ring in self.series.items():
+            ring.push(values[name])
+        self._push_error_rates(prev, snap)
+        self._turns.data_moved()
+        if self.isHidden():
+            self.setVisible(True)
+
+    def _push_error_rates(self, prev: LoadSnapshot | None, snap: LoadSnapshot) -> None:
+        dt = snap.elapsed_s - prev.elapsed_s if prev is not None else 0.0
+        grouped = self._grouped(snap.errors)
+        before = self._grouped(prev.errors) if prev is not None else {}
+        for name in grouped:
+            if name not in self.error_rates:
+                ring = Ring(self._history)
+                # A class first seen now had no errors before: zeros keep the rings aligned.
+                ring.extend(np.zeros(self.t.count - 1))
+                self.error_rates[name] = ring
+        for name, ring in self.error_rates.items():
+            delta = grouped.get(name, 0) - before.get(name, 0)
+            ring.push(delta / dt if dt > 0 else 0.0)
+
+    def _grouped(self, errors: dict[str, int]) -> dict[str, int]:
+        """Counts by class, the classes past the palette's size summed as `other`."""
+        known = [n for n in self.error_rates if n != OTHER]
+        out: dict[str, int] = {}
+        for name, count in sorted(errors.items(), key=lambda kv: -kv[1]):
+            if name in known or len(known) < len(ERROR_PENS) - 1:
+                if name not in known:
+                    known.append(name)
+                out[name] = count
+            else:
+                out[OTHER] = out.get(OTHER, 0) + count
+        return out
+
+    # -- drawing --------------------------------------------------------------------------------
+
+    def redraw(self) -> None:
+        """Refresh the next stale plot (they take turns: `PlotTurns`)."""
+        if self.isVisible():
+            self._turns.draw_next()
+
+    @property
+    def redraws(self) -> int:
+        return self._turns.least_redrawn
+
+    def _draw(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
+        t = self.t.view()
+        top = 0.0
+        for name in names:
+            values = self.series[name].view()
+            self.curves[name].setData(t, values)
+            top = max(top, float(values.max()) if len(values) else 0.0)
+        fit_range(plot, t, top)
+
+    def _draw_rates(self) -> None:
+        self._draw(self.rate_plot, ("ok_s", "errors_s"))
+
+    def _draw_latency(self) -> None:
+        self._draw(self.latency_plot, ("p50", "p99"))
+
+    def _draw_queue(self) -> None:
+        self._draw(self.in_flight_plot, ("in_flight",))
+
+    def _draw_errors(self) -> None:
+        t = self.t.view()
+        stacked = np.zeros(len(t))
+        for i, (name, ring) in enumerate(self.error_rates.items()):
+            curve = self.error_curves.get(name)
+            if curve is None:
+                pen = ERROR_PENS[min(i, len(ERROR_PENS) - 1)]
+                curve = self.error_plot.plot(
+                    pen=pen, fillLevel=0, brush=pg.mkBrush(pen + "90"), name=name
+                )
+                # Running totals fill down to 0: the first class must lie on top.
+                curve.setZValue(len(ERROR_PENS) - i)
+                self.error_curves[name] = curve
+            stacked = stacked + ring.view()[-len(t) :] if len(t) else stacked
+            curve.setData(t, stacked)
+        fit_range(self.error_plot, t, float(stacked.max()) if len(stacked) else 0.0)
+
+    def set_dark(self, dark: bool) -> None:
+        background, foreground = ("#1e1f22", "#b8bcc4") if dark else ("#ffffff", "#3c3f44")
+        for plot in self._plots:
+            for name in ("left", "bottom"):
+                axis = plot.getAxis(name)
+                axis.setPen(foreground)
+                axis.setTextPen(foreground)
+            plot.titleLabel.setText(plot.titleLabel.text, color=foreground)
+            if plot.legend is not None:
+                plot.legend.setLabelTextColor(foreground)
+        for widget in self._widgets:
+            widget.setBackground(background)
+        for grid in self._grids:
+            grid.setPen(pg.mkPen("#34363a" if dark else "#e4e6ea"))
+
+    def stop(self) -> None:
+        self._timer.stop()

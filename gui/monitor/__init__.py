@@ -1,0 +1,1 @@
+"""gui/monitor: see the README's Layout section."""

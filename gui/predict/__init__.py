@@ -1,0 +1,1 @@
+"""gui/predict: see the README's Layout section."""

@@ -1,0 +1,1 @@
+"""gui/runs: see the README's Layout section."""

@@ -1,0 +1,459 @@
+"""The Runs view: past runs (GUI sessions, dropped files, CLI predicts) with their summaries,
+one run's detail and file jobs, and export of a run's requests (Chrome trace, CSV, JSONL).
+
+Everything is read from SQLite on the reader connection, asynchronously on the qasync loop; the
+exporters are the engine's (`engine.export`), the same ones `inferdeck export` uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelection,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    Signal,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import export
+from engine.ids import short_id
+from engine.tasks import TaskOwner
+from gui.shared.file_dialogs import file_dialog
+from gui.shared.tables import row_table
+from storage import queries
+from storage.database import Database, is_live_database
+
+Index = QModelIndex | QPersistentModelIndex
+
+COLUMNS = (
+    "started",
+    "kind",
+    "status",
+    "ok",
+    "rejected+failed",
+    "throughput/s",
+    "p50 ms",
+    "p99 ms",
+    "UI lag p99 ms",
+    "source",
+    "run",
+)
+NUMERIC = frozenset({"ok", "rejected+failed", "throughput/s", "p50 ms", "p99 ms", "UI lag p99 ms"})
+MISSING = "—"
+LIMIT = 500
+
+WRITERS = {
+    "chrome-trace": export.write_chrome_trace,
+    "csv": export.write_csv,
+    "jsonl": export.write_jsonl,
+}
+SUFFIXES = {"chrome-trace": "json", "csv": "csv", "jsonl": "jsonl"}
+NAME_FILTERS = {
+    "chrome-trace": "Chrome trace (*.json)",
+    "csv": "CSV (*.csv)",
+    "jsonl": "JSON Lines (*.jsonl)",
+}
+
+
+def _when(us: int | None) -> str:
+    if us is None:
+        return MISSING
+    return dt.datetime.fromtimestamp(us / 1e6).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ms(value: Any) -> str:
+    return MISSING if value is None else f"{value:.2f}"
+
+
+def _sources(run: queries.RunRow) -> list[str]:
+    files = run.config.get("files")
+    return [str(f) for f in files] if isinstance(files, list) else []
+
+
+def _source_text(run: queries.RunRow) -> str:
+    names = [Path(f).name for f in _sources(run)]
+    if len(names) > 3:
+        return f"{', '.join(names[:3])} +{len(names) - 3} more"
+    return ", ".join(names)
+
+
+def _cell(run: queries.RunRow, column: str) -> str:
+    summary = run.summary or {}
+    latency = summary.get("latency_ms") or {}
+    if column == "started":
+        return _when(run.started_us)
+    if column in ("kind", "status"):
+        return str(getattr(run, column))
+    if column == "ok":
+        ok = summary.get("ok")
+        return MISSING if ok is None else f"{ok:,}"
+    if column == "rejected+failed":
+        if "rejected" not in summary and "failed" not in summary:
+            return MISSING
+        return f"{summary.get('rejected', 0) + summary.get('failed', 0):,}"
+    if column == "throughput/s":
+        rate = summary.get("throughput_per_s")
+        return MISSING if rate is None else f"{rate:,.1f}"
+    if column == "p50 ms":
+        return _ms(latency.get("p50"))
+    if column == "p99 ms":
+        return _ms(latency.get("p99"))
+    if column == "UI lag p99 ms":
+        return _ms((summary.get("ui_loop_lag_ms") or {}).get("p99"))
+    if column == "source":
+        return _source_text(run)
+    return run.run_id
+
+
+class RunsTableModel(QAbstractTableModel):
+    """Recent runs, newest first, as display text; `load()` re-reads them all."""
+
+    sigLoaded = Signal()
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self._db = db
+        self._rows: list[queries.RunRow] = []
+        self._generation = 0  # bumps on each load, so an older load that ends later is dropped
+
+    # -- Qt model API -------------------------------------------------------------------------
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if role == Qt.ItemDataRole.TextAlignmentRole and COLUMNS[section] in NUMERIC:
+            return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        run = self._rows[index.row()]
+        column = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return _cell(run, column)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMERIC:
+            return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column == "source":
+                return "\n".join(_sources(run)) or None
+            if column == "run":
+                return run.run_id
+        return None
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def run(self, row: int) -> queries.RunRow:
+        return self._rows[row]
+
+    def row_of(self, run_id: str) -> int | None:
+        for i, run in enumerate(self._rows):
+            if run.run_id == run_id:
+                return i
+        return None
+
+    async def load(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        rows = await queries.list_runs(self._db.reader, limit=LIMIT)
+        if generation != self._generation:
+            return
+        self.beginResetModel()
+        self._rows = rows
+        self.endResetModel()
+        self.sigLoaded.emit()
+
+
+def describe_run(
+    run: queries.RunRow, counts: dict[str, int], jobs: list[queries.FileJobRow]
+) -> str:
+    """The detail pane's text: everything stored about one run, as plain lines."""
+    lines = [f"run {run.run_id}", f"kind {run.kind} · status {run.status}"]
+    lines.append(f"started {_when(run.started_us)} · ended {_when(run.ended_us)}")
+    lines.append(
+        "requests: " + (", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "none")
+    )
+    summary = run.summary
+    if summary is None:
+        if run.status == "running":
+            lines.append("still running: its summary is written when it ends")
+        else:
+            lines.append(f"no summary (the run ended {run.status})")
+    else:
+        lines.append(
+            f"accepted {summary.get('accepted', 0):,} · ok {summary.get('ok', 0):,} · "
+            f"rejected {summary.get('rejected', 0):,} · failed {summary.get('failed', 0):,}"
+        )
+        if summary.get("rows_done") is not None:  # file runs: how far their files got
+            total = summary.get("rows_total")
+            lines.append(
+                f"rows done {summary['rows_done']:,} of "
+                f"{MISSING if total is None else f'{total:,}'} · ended {run.status}"
+            )
+            lines.extend(f"error: {e}" for e in summary.get("errors") or [])
+        duration = summary.get("duration_s")
+        rate = summary.get("throughput_per_s")
+        lines.append(
+            f"duration {MISSING if duration is None else f'{duration:,.2f} s'} · "
+            f"throughput {MISSING if rate is None else f'{rate:,.1f}'}/s"
+        )
+        lat = summary.get("latency_ms") or {}
+        lines.append(
+            f"latency ms: p50 {_ms(lat.get('p50'))}  p90 {_ms(lat.get('p90'))}  "
+            f"p99 {_ms(lat.get('p99'))}  p99.9 {_ms(lat.get('p999'))}  max {_ms(lat.get('max'))}"
+        )
+        lag = summary.get("ui_loop_lag_ms")
+        if lag:
+            lines.append(
+                f"UI loop lag ms: p50 {_ms(lag.get('p50'))}  p99 {_ms(lag.get('p99'))}  "
+                f"max {_ms(lag.get('max'))}"
+            )
+    lines.append("config: " + (json.dumps(run.config, indent=2) if run.config else "none"))
+    if jobs:
+        lines.append("file jobs:")
+        for job in jobs:
+            total = MISSING if job.rows_total is None else f"{job.rows_total:,}"
+            lines.append(
+                f"  #{job.job_id} {job.source_path} [{job.format}] {job.status}, "
+                f"{job.rows_done:,}/{total} rows" + (f", model {job.model}" if job.model else "")
+            )
+    return "\n".join(lines)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+class RunsView(QWidget):
+    """The runs table above the selected run's detail; Refresh (F5) and Export… (Ctrl+E)."""
+
+    sigRunsLoaded = Signal(int)  # how many runs the table holds now
+    sigDetailLoaded = Signal(str)  # the run ID the detail pane shows now
+
+    def __init__(self, db: Database, tasks: TaskOwner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._db = db
+        self._tasks = tasks
+        self._selected: str | None = None
+        self._detail_generation = 0
+        self._last_dir = Path.home()
+        self.table_model = RunsTableModel(db)
+
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("Read the runs again from the database (F5)")
+        self.refresh_button.setShortcut("F5")
+        self.refresh_button.clicked.connect(self.refresh)
+        self.format_box = QComboBox()
+        self.format_box.addItems(export.FORMATS)
+        self.format_box.setToolTip("Format of the export")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Export the selected run's requests to a file (Ctrl+E)")
+        self.export_button.setShortcut("Ctrl+E")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(self.export_selected)
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip(
+            "Select two runs (Ctrl+click) to compare their latency distributions and figures"
+        )
+        self.compare_button.setEnabled(False)
+        self.compare_button.clicked.connect(self.compare_selected)
+        self.compare_window: QWidget | None = None
+        self.status = QLabel()
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # An unwrapped label asks for its text's full width: a long export path would widen
+        # the whole window.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+        self.table = row_table(self.table_model, (150, 50, 70, 70, 125, 100, 70, 70, 115, 160))
+        # Two runs may be selected at once, to compare them (`gui.runs.runs_compare`).
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection)
+
+        self.detail = QPlainTextEdit()
+        self.detail.setReadOnly(True)
+        self.detail.setPlaceholderText("Select a run to see its summary and file jobs")
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.refresh_button)
+        bar.addWidget(self.compare_button)
+        bar.addStretch(1)
+        bar.addWidget(QLabel("Format"))
+        bar.addWidget(self.format_box)
+        bar.addWidget(self.export_button)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.table)
+        splitter.addWidget(self.detail)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.status)
+
+    # -- the list -----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        self._tasks.spawn(self.load(), "runs-load")
+
+    async def load(self) -> None:
+        """Re-read the runs, keeping the selected run selected (its detail is re-read too)."""
+        keep = self._selected
+        try:
+            await self.table_model.load()
+        except sqlite3.Error as exc:
+            self.status.setText(f"cannot read runs: {_one_line(exc)}")
+            return
+        row = None if keep is None else self.table_model.row_of(keep)
+        if keep is not None and row is not None:
+            self.table.selectRow(row)
+            # Selecting the same run again does not re-read its detail (see `_on_selection`),
+            # but a run that was running may have ended since: re-read it here.
+            self._tasks.spawn(self.show_run(keep), "runs-detail")
+        else:
+            self._selected = None
+            self.export_button.setEnabled(False)
+            self.detail.clear()
+        self.sigRunsLoaded.emit(self.table_model.rowCount())
+
+    def selected_run(self) -> queries.RunRow | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.table_model.run(rows[0].row()) if rows else None
+
+    def _on_selection(self, selected: QItemSelection, deselected: QItemSelection) -> None:
+        run = self.selected_run()
+        self.export_button.setEnabled(run is not None)
+        self.compare_button.setEnabled(len(self.table.selectionModel().selectedRows()) == 2)
+        if run is None or run.run_id == self._selected:
+            return
+        self._selected = run.run_id
+        self._tasks.spawn(self.show_run(run.run_id), "runs-detail")
+
+    # -- the detail ---------------------------------------------------------------------------
+
+    async def show_run(self, run_id: str) -> None:
+        self._detail_generation += 1
+        generation = self._detail_generation
+        reader = self._db.reader
+        run: queries.RunRow | None = None
+        try:
+            run = await queries.get_run(reader, run_id)
+            counts = await queries.run_status_counts(reader, run.run_id) if run else {}
+            jobs = await queries.run_file_jobs(reader, run.run_id) if run else []
+        except sqlite3.Error as exc:
+            text = f"cannot read run {run_id}: {_one_line(exc)}"
+        else:
+            text = describe_run(run, counts, jobs) if run else f"no run matches {run_id!r}"
+        if generation != self._detail_generation:
+            return  # another run was selected while this one was read
+        self.detail.setPlainText(text)
+        self.sigDetailLoaded.emit(run.run_id if run else run_id)
+
+    # -- compare ------------------------------------------------------------------------------
+
+    def compare_selected(self) -> None:
+        """Open the two selected runs side by side, the older one as the base (A)."""
+        from gui.runs.runs_compare import RunsCompareView
+
+        rows = self.table.selectionModel().selectedRows()
+        if len(rows) != 2:
+            self.status.setText("Select two runs to compare")
+            return
+        a, b = sorted((self.table_model.run(r.row()) for r in rows), key=lambda r: r.started_us)
+        if self.compare_window is not None:  # one comparison open at a time
+            self.compare_window.close()
+            self.compare_window.deleteLater()
+        self.compare_window = RunsCompareView(a, b, self)
+        self.compare_window.show()
+
+    # -- export -------------------------------------------------------------------------------
+
+    def export_selected(self) -> None:
+        """Ask where to save the selected run in the chosen format, then export it."""
+        run = self.selected_run()
+        if run is None:
+            self.status.setText("Select a run to export")
+            return
+        fmt = self.format_box.currentText()
+        suffix = SUFFIXES[fmt]
+        dialog = file_dialog(self, f"Export run {short_id(run.run_id)} as {fmt}")
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.setFileMode(QFileDialog.FileMode.AnyFile)
+        dialog.setNameFilter(NAME_FILTERS[fmt])
+        dialog.setDefaultSuffix(suffix)
+        dialog.setDirectory(str(self._last_dir))
+        dialog.selectFile(f"run-{short_id(run.run_id)}.{suffix}")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        run_id = run.run_id
+        dialog.fileSelected.connect(
+            lambda path: self._tasks.spawn(self.export_run(run_id, fmt, Path(path)), "run-export")
+        )
+        # open(), not exec(): exec() spins a nested event loop inside the qasync loop's callback.
+        dialog.open()
+
+    async def export_run(self, run_id: str, fmt: str, path: Path) -> int:
+        """Write a run's requests to `path`; return how many, or -1 if it failed (the status
+        label then says why in one line). The file appears whole or not at all."""
+        self._last_dir = path.parent
+        if is_live_database(path):
+            # Renaming the export over the live database would replace it under the open
+            # connections; opening it at all would drop this process's locks.
+            self.status.setText(
+                f"Export refused: {path.name} is the database InferDeck has open; "
+                "choose another file"
+            )
+            return -1
+        self.status.setText(f"Exporting run {short_id(run_id)} to {path}…")
+        # Written beside the target and renamed over it at the end, so a failed or cancelled
+        # export never leaves a half file (or clobbers an earlier good one).
+        part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            run = await queries.get_run(self._db.reader, run_id)
+            if run is None:
+                self.status.setText(f"Export failed: no run matches {run_id!r}")
+                return -1
+            rows = queries.iter_run_requests(self._db.reader, run.run_id)
+            with part.open("x", encoding="utf-8", newline="") as fh:
+                count = await WRITERS[fmt](rows, fh, run.started_us)
+            os.replace(part, path)
+        except (OSError, sqlite3.Error) as exc:
+            part.unlink(missing_ok=True)
+            self.status.setText(f"Export to {path} failed: {_one_line(exc)}")
+            return -1
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        self.status.setText(f"Exported {count:,} requests of run {short_id(run.run_id)} to {path}")
+        return count

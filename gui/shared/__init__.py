@@ -1,0 +1,1 @@
+"""gui/shared: see the README's Layout section."""

@@ -1,0 +1,1 @@
+"""gui/targets: see the README's Layout section."""

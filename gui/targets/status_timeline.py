@@ -1,0 +1,239 @@
+"""The targets' status timeline: per target, a band of coloured state segments over time (up
+green, degraded amber, down red) above a line of probe latency, as Uptime Kuma and Gatus draw it.
+
+Self-contained: it is fed plain data, the probe rows stored by earlier sessions
+(`set_stored`, from `engine.remote.prober.load_history`) and the probers' snapshots as they move
+(`add_rounds`, throttled by `probe_host`), and knows nothing of the database or the probers.
+Rounds are merged by their time, so a round both stored and still in a prober's memory counts
+once. Each lane keeps at most `max_points` rounds (numpy arrays, redrawn with `setData`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from engine.remote.prober import ProbeRound, ProberSnapshot
+from storage.queries import ProbeRow
+
+STATE_COLOURS = {"up": "#2e9e44", "degraded": "#e0a100", "down": "#d03b3b", "unknown": "#9aa0a6"}
+LANE_PX = 96  # band + latency plot of one target
+BAND_PX = 40  # the state band, its title above it
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    at_s: float  # wall clock, seconds since the epoch
+    state: str
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start_s: float
+    end_s: float
+    state: str
+
+    @property
+    def colour(self) -> str:
+        return STATE_COLOURS.get(self.state, STATE_COLOURS["unknown"])
+
+
+def points_from_rows(rows: list[ProbeRow]) -> list[Point]:
+    """Stored probes (one row per kind) as rounds: the rows of a round share its time; its
+    latency is the live probe's."""
+    rounds: dict[int, tuple[str, float]] = {}
+    for row in rows:
+        state = row.state or "unknown"
+        latency = row.latency_us / 1000
+        if row.at_us not in rounds or row.kind == "live":
+            rounds[row.at_us] = (state, latency)
+    return [Point(at / 1e6, s, ms) for at, (s, ms) in sorted(rounds.items())]
+
+
+def points_from_rounds(rounds: tuple[ProbeRound, ...]) -> list[Point]:
+    found = []
+    for done in rounds:
+        live = done.result("live")
+        latency = (live or done.results[0]).latency_us / 1000 if done.results else 0.0
+        found.append(Point(done.at_us / 1e6, done.state, latency))
+    return found
+
+
+def segments(points: list[Point], end_s: float | None = None) -> list[Segment]:
+    """Runs of one state; each lasts until the next round that differs, the last one until
+    `end_s` (or one more median gap past its last round)."""
+    if not points:
+        return []
+    if end_s is None:
+        gaps = np.diff([p.at_s for p in points])
+        end_s = points[-1].at_s + (float(np.median(gaps)) if len(gaps) else 1.0)
+    found: list[Segment] = []
+    start, state = points[0].at_s, points[0].state
+    for p in points[1:]:
+        if p.state != state:
+            found.append(Segment(start, p.at_s, state))
+            start, state = p.at_s, p.state
+    found.append(Segment(start, max(end_s, start), state))
+    return found
+
+
+class _Lane:
+    """One target's band and latency plot."""
+
+    def __init__(self, layout: pg.GraphicsLayout, row: int, name: str) -> None:
+        self.name = name
+        self.points: dict[float, Point] = {}
+        self.band = layout.addPlot(row=row, col=0)
+        self.band.hideAxis("left")
+        self.band.hideAxis("bottom")
+        self.band.setMouseEnabled(x=True, y=False)
+        self.band.setMinimumHeight(BAND_PX)
+        self.band.setMaximumHeight(BAND_PX)
+        self.band.setTitle(name, size="9pt")
+        self.band.setYRange(0, 1, padding=0)
+        # (pyqtgraph 0.13 cannot build a bar item from empty lists: start with an invisible one)
+        self.bars = pg.BarGraphItem(
+            x0=[0.0], x1=[0.0], y0=[0.0], y1=[0.0], brushes=["#00000000"], pen=None
+        )
+        self.band.addItem(self.bars)
+        self.plot = layout.addPlot(
+            row=row + 1, col=0, axisItems={"bottom": pg.DateAxisItem(orientation="bottom")}
+        )
+        self.plot.setMaximumHeight(LANE_PX - BAND_PX)
+        self.plot.setLabel("left", "ms")
+        self.plot.setMouseEnabled(x=True, y=False)
+        self.plot.setXLink(self.band)
+        self.curve = self.plot.plot(pen=pg.mkPen("#6c8ebf", width=1.5))
+        self.segments: list[Segment] = []
+
+    def add(self, points: list[Point], keep: int) -> None:
+        for p in points:
+            self.points[round(p.at_s, 6)] = p
+        if len(self.points) > keep:
+            for at in sorted(self.points)[: len(self.points) - keep]:
+                del self.points[at]
+
+    def draw(self, window_s: float) -> None:
+        ordered = [self.points[at] for at in sorted(self.points)]
+        self.segments = segs = segments(ordered)
+        if not segs:
+            return
+        self.bars.setOpts(
+            x0=np.array([s.start_s for s in segs]),
+            x1=np.array([s.end_s for s in segs]),
+            y0=np.zeros(len(segs)),
+            y1=np.ones(len(segs)),
+            brushes=[pg.mkBrush(s.colour) for s in segs],
+        )
+        x = np.fromiter((p.at_s for p in ordered), np.float64, len(ordered))
+        y = np.fromiter((p.latency_ms for p in ordered), np.float64, len(ordered))
+        self.curve.setData(x, y)
+        right = segs[-1].end_s
+        left = max(x[0], right - window_s)
+        self.band.setXRange(left, right, padding=0.01)
+        visible = y[x >= left]
+        top = float(visible.max()) if len(visible) else 1.0
+        self.plot.setYRange(0, top * 1.15 or 1.0, padding=0)
+        state = ordered[-1].state
+        self.band.setTitle(
+            f"{self.name} — <span style='color:{STATE_COLOURS.get(state, '#9aa0a6')}'>"
+            f"{state}</span> · {ordered[-1].latency_ms:.1f} ms",
+            size="9pt",
+        )
+
+    def remove_from(self, layout: pg.GraphicsLayout) -> None:
+        layout.removeItem(self.band)
+        layout.removeItem(self.plot)
+
+
+class StatusTimeline(QWidget):
+    """Lanes of state segments and probe latency, one per target, newest on the right."""
+
+    def __init__(
+        self, window_s: float = 3600.0, max_points: int = 2000, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.window_s = window_s
+        self.max_points = max_points
+        self.lanes: dict[str, _Lane] = {}
+        self.redraws = 0
+        self.empty = QLabel("No remote targets yet: add one in the Targets view to see its health.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setToolTip("Probe states: green up, amber degraded, red down; line: latency")
+        self.layout_item = self.graphics.ci
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.empty)
+        layout.addWidget(self.graphics)
+        self._resize()
+        self.set_dark(False)
+
+    def _lane(self, name: str) -> _Lane:
+        lane = self.lanes.get(name)
+        if lane is None:
+            lane = _Lane(self.layout_item, 2 * len(self.lanes), name)
+            self.lanes[name] = lane
+            self._style(lane)
+            self._resize()
+        return lane
+
+    def _resize(self) -> None:
+        count = len(self.lanes)
+        self.empty.setVisible(count == 0)
+        self.graphics.setVisible(count > 0)
+        self.setMinimumHeight(LANE_PX * max(count, 1) + 8)  # the Monitor scrolls
+
+    def set_stored(self, name: str, rows: list[ProbeRow]) -> None:
+        """What earlier sessions stored for `name` (older than anything probed now)."""
+        lane = self._lane(name)
+        lane.add(points_from_rows(rows), self.max_points)
+        lane.draw(self.window_s)
+        self.redraws += 1
+
+    def add_rounds(self, snapshots: dict[str, ProberSnapshot]) -> None:
+        """New rounds from the probers (only the targets that moved)."""
+        for name, snap in snapshots.items():
+            lane = self._lane(name)
+            lane.add(points_from_rounds(snap.recent), self.max_points)
+            lane.draw(self.window_s)
+        if snapshots:
+            self.redraws += 1
+
+    def remove(self, name: str) -> None:
+        lane = self.lanes.pop(name, None)
+        if lane is None:
+            return
+        # Lanes sit in rows by position: lay the rest out again without the gap.
+        for other in self.lanes.values():
+            other.remove_from(self.layout_item)
+        lane.remove_from(self.layout_item)
+        kept, self.lanes = self.lanes, {}
+        for other_name, other in kept.items():
+            fresh = self._lane(other_name)
+            fresh.points = other.points
+            fresh.draw(self.window_s)
+        self._resize()
+
+    def segments(self, name: str) -> list[Segment]:
+        lane = self.lanes.get(name)
+        return [] if lane is None else list(lane.segments)
+
+    def set_dark(self, dark: bool) -> None:
+        self._dark = dark
+        self.graphics.setBackground("#1e1f22" if dark else "#ffffff")
+        for lane in self.lanes.values():
+            self._style(lane)
+
+    def _style(self, lane: _Lane) -> None:
+        foreground = "#b8bcc4" if self._dark else "#3c3f44"
+        for name in ("left", "bottom"):
+            axis = lane.plot.getAxis(name)
+            axis.setPen(foreground)
+            axis.setTextPen(foreground)
+        lane.band.titleLabel.setText(lane.band.titleLabel.text, color=foreground)

@@ -1,0 +1,276 @@
+"""The Load panel, its host and the Monitor's load plots, against real servers on 127.0.0.1 and
+a real SQLite file, driven on a qasync loop as the app drives them."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_on_qasync
+from fault_server import FaultServer
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+from tiny_server import TinyServer
+
+from engine.cli.load_args import LoadStartError, PayloadChoice
+from engine.ids import short_id
+from engine.remote.load import LoadSnapshot
+from engine.tasks import TaskOwner
+from gui.load.load_host import LoadHost, LoadWiring
+from gui.load.load_panel import LoadPanel
+from gui.load.load_plots import LoadPlots
+from gui.monitor.monitor_view import MonitorView
+from gui.shared.loop_lag import LoopLagMonitor
+from storage import open_database
+
+Scenario = Callable[[LoadWiring], Awaitable[None]]
+
+
+def _drive(qapp: QApplication, qtbot: QtBot, db_path: Path, scenario: Scenario) -> None:
+    """A panel, plots in a Monitor view and a host over a real database, as `attach_load`
+    wires them; run `scenario`, then close everything."""
+
+    async def main() -> None:
+        db = await open_database(db_path)
+        tasks = TaskOwner()
+        lag = LoopLagMonitor()
+        lag.start()
+        panel = LoadPanel()
+        monitor = MonitorView()
+        plots = LoadPlots(redraw_hz=30)
+        monitor.add_panel(plots)
+        for widget in (panel, monitor):
+            qtbot.addWidget(widget)
+            widget.show()
+        wiring = LoadWiring(panel, plots, LoadHost(db, tasks, lag, parent=panel), None)
+        wiring.connect()
+        try:
+            await scenario(wiring)
+        finally:
+            await wiring.aclose()
+            monitor.stop()
+            lag.stop()
+            await tasks.wait()
+            await db.close()
+
+    run_on_qasync(qapp, main())
+
+
+async def _until(check: Callable[[], bool], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def _set_url(panel: LoadPanel, url: str, protocol: str = "json") -> None:
+    panel.url_edit.setText(url)
+    panel.protocol_box.setCurrentText(protocol)
+
+
+def _stored(db_path: Path, run_id: str) -> tuple[int, dict[str, int]]:
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT status, count(*) FROM requests WHERE run_id = ? GROUP BY status", (run_id,)
+        ).fetchall()
+        kind = conn.execute("SELECT kind FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    assert kind == ("load",)
+    counts = {str(s): int(n) for s, n in rows}
+    return sum(counts.values()), counts
+
+
+def test_a_run_from_the_panel_shows_its_final_counts_and_stores_every_request(
+    qapp: QApplication, qtbot: QtBot, db_path: Path
+) -> None:
+    seen: dict[str, object] = {}
+    with TinyServer() as server:
+
+        async def scenario(wiring: LoadWiring) -> None:
+            panel = wiring.panel
+            _set_url(panel, server.url)
+            panel.rate_spin.setValue(300)
+            panel.stop_box.setCurrentIndex(1)  # by request count
+            panel.requests_spin.setValue(240)
+            panel.payload_box.setCurrentIndex(1)  # this JSON
+            panel.payload_edit.setPlainText('{"x": 7}')
+            snapshots: list[LoadSnapshot] = []
+            wiring.host.sigSnapshot.connect(snapshots.append)
+            panel.start_button.click()
+            assert not panel.start_button.isEnabled() and panel.stop_button.isEnabled()
+            await _until(lambda: wiring.host.last_summary is not None)
+            seen["summary"] = wiring.host.last_summary
+            seen["figures"] = {k: v.text() for k, v in panel.figures.items()}
+            seen["message"] = panel.message.text()
+            seen["buttons"] = (panel.start_button.isEnabled(), panel.stop_button.isEnabled())
+            seen["snapshots"] = len(snapshots)
+            seen["final"] = snapshots[-1]
+            seen["plot_points"] = len(wiring.plots.t.view())
+
+        _drive(qapp, qtbot, db_path, scenario)
+    summary = seen["summary"]
+    assert isinstance(summary, dict)
+    assert (summary["accepted"], summary["ok"], summary["failed"]) == (240, 240, 0)
+    assert set(summary["ui_loop_lag_ms"]) == {"p50", "p99", "max"}
+    figures = seen["figures"]
+    assert isinstance(figures, dict)
+    assert (figures["sent"], figures["ok"], figures["failed"]) == ("240", "240", "0")
+    assert figures["in flight"] == "0"
+    assert f"Run {short_id(summary['run_id'])} stored: 240 ok, 0 failed" in str(seen["message"])
+    assert seen["buttons"] == (True, False)
+    final = seen["final"]
+    assert isinstance(final, LoadSnapshot) and final.done and final.completed == 240
+    # Throttled: about 20 a second over a ~0.8 s run, never one per request.
+    assert 2 <= int(str(seen["snapshots"])) < 60
+    assert seen["plot_points"] == seen["snapshots"]
+    total, counts = _stored(db_path, summary["run_id"])
+    assert total == 240 and counts == {"ok": 240}
+    with sqlite3.connect(db_path) as conn:
+        inputs = {r[0] for r in conn.execute("SELECT input FROM requests")}
+    assert inputs == {'{"x":7}'}
+
+
+def test_stop_ends_the_run_early_and_keeps_what_was_recorded(
+    qapp: QApplication, qtbot: QtBot, db_path: Path
+) -> None:
+    seen: dict[str, object] = {}
+    with TinyServer(delay_s=0.01) as server:
+
+        async def scenario(wiring: LoadWiring) -> None:
+            panel = wiring.panel
+            _set_url(panel, server.url)
+            panel.rate_spin.setValue(100)
+            panel.duration_spin.setValue(60)
+            panel.start_button.click()
+            await _until(lambda: wiring.host.runner is not None)
+            await asyncio.sleep(0.8)
+            started = time.monotonic()
+            panel.stop_button.click()
+            await _until(lambda: wiring.host.last_summary is not None, within=10)
+            seen["stop_s"] = time.monotonic() - started
+            seen["summary"] = wiring.host.last_summary
+            seen["ok_text"] = panel.figures["ok"].text()
+
+        _drive(qapp, qtbot, db_path, scenario)
+    summary = seen["summary"]
+    assert isinstance(summary, dict)
+    assert float(str(seen["stop_s"])) < 3.0  # not the 60 s asked for
+    assert 30 <= summary["accepted"] <= 400 and summary["failed"] == 0
+    assert summary["duration_s"] < 5
+    total, counts = _stored(db_path, summary["run_id"])
+    assert total == summary["accepted"] == counts["ok"]
+    assert seen["ok_text"] == f"{summary['ok']:,}"
+
+
+def test_monitor_load_plots_draw_throughput_latency_errors_by_class_and_in_flight(
+    qapp: QApplication, qtbot: QtBot, db_path: Path
+) -> None:
+    seen: dict[str, object] = {}
+    with FaultServer() as server:
+        # After the (unstored) preflight, requests 40..79 get 503 and 120..139 get 429.
+        server.inject("status", count=40, after=41, status=503)
+        server.inject("status", count=20, after=121, status=429)
+
+        async def scenario(wiring: LoadWiring) -> None:
+            panel, plots = wiring.panel, wiring.plots
+            assert plots.isHidden()  # until a run sends something
+            _set_url(panel, server.url)
+            panel.rate_spin.setValue(200)
+            panel.stop_box.setCurrentIndex(1)
+            panel.requests_spin.setValue(300)
+            panel.start_button.click()
+            await _until(lambda: wiring.host.last_summary is not None)
+            await asyncio.sleep(0.3)  # the plots take turns to redraw
+            seen["summary"] = wiring.host.last_summary
+            seen["visible"] = plots.isVisible()
+            seen["redraws"] = plots.redraws
+            seen["ok_s"] = plots.curves["ok_s"].getData()[1]
+            seen["p99"] = plots.curves["p99"].getData()[1]
+            seen["in_flight"] = plots.series["in_flight"].view().copy()
+            seen["classes"] = list(plots.error_curves)
+            seen["error_top"] = plots.error_curves[list(plots.error_curves)[-1]].getData()[1]
+            seen["errors_text"] = panel.errors_label.text()
+
+        _drive(qapp, qtbot, db_path, scenario)
+    summary = seen["summary"]
+    assert isinstance(summary, dict)
+    assert summary["errors"] == {"http_503": 40, "http_429": 20}
+    assert seen["visible"] is True and int(str(seen["redraws"])) >= 1
+    ok_s, p99, in_flight = seen["ok_s"], seen["p99"], seen["in_flight"]
+    assert isinstance(ok_s, np.ndarray) and ok_s.max() > 50
+    assert isinstance(p99, np.ndarray) and p99.max() > 0
+    assert isinstance(in_flight, np.ndarray) and in_flight[-1] == 0
+    assert seen["classes"] == ["http_503", "http_429"]
+    top = seen["error_top"]
+    assert isinstance(top, np.ndarray) and top.max() > 0  # the stacked error rates
+    assert seen["errors_text"] == "errors: http_503 40, http_429 20"
+
+
+def test_an_unreachable_target_or_bad_payload_says_why_and_stores_no_run(
+    qapp: QApplication, qtbot: QtBot, db_path: Path
+) -> None:
+    from live_server import free_port
+
+    seen: dict[str, object] = {}
+
+    async def scenario(wiring: LoadWiring) -> None:
+        panel = wiring.panel
+        _set_url(panel, f"http://127.0.0.1:{free_port()}")
+        panel.payload_box.setCurrentIndex(1)
+        panel.payload_edit.setPlainText("[1, 2]")
+        panel.start_button.click()
+        await _until(lambda: wiring.host.last_error is not None)
+        seen["bad_payload"] = panel.message.text()
+        panel.payload_edit.setPlainText('{"x": 1}')
+        panel.start_button.click()
+        await _until(lambda: not wiring.host.running)
+        seen["unreachable"] = panel.message.text()
+        seen["start_enabled"] = panel.start_button.isEnabled()
+        panel.url_edit.setText("ftp://nowhere")
+        panel.start_button.click()
+        seen["bad_url"] = panel.message.text()
+
+    _drive(qapp, qtbot, db_path, scenario)
+    assert seen["bad_payload"] == "Could not start: the payload must be a JSON object"
+    assert "unreachable (connect_refused" in str(seen["unreachable"])
+    assert seen["start_enabled"] is True
+    assert "base_url" in str(seen["bad_url"]) and "http" in str(seen["bad_url"])
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM runs WHERE kind = 'load'").fetchone() == (0,)
+
+
+def test_the_panel_builds_the_plan_it_shows(qtbot: QtBot) -> None:
+    panel = LoadPanel()
+    qtbot.addWidget(panel)
+    _set_url(panel, "http://127.0.0.1:9/", "inferdeck")
+    panel.model_edit.setText("iris")
+    panel.mode_box.setCurrentIndex(1)
+    panel.users_spin.setValue(12)
+    panel.ramp_spin.setValue(2.5)
+    panel.stop_box.setCurrentIndex(1)
+    panel.requests_spin.setValue(5000)
+    panel.in_flight_spin.setValue(64)
+    panel.payload_box.setCurrentIndex(2)
+    panel.file_edit.setText("/tmp/rows.jsonl")
+    request = panel.request()
+    assert request.target.base_url == "http://127.0.0.1:9"
+    assert (request.target.protocol, request.target.model) == ("inferdeck", "iris")
+    plan = request.plan
+    assert (plan.rate, plan.concurrency, plan.duration_s, plan.requests) == (None, 12, None, 5000)
+    assert (plan.ramp_s, plan.max_in_flight) == (2.5, 64)
+    assert request.payload == PayloadChoice("file", "/tmp/rows.jsonl")
+    again = LoadPanel()
+    qtbot.addWidget(again)
+    again.fill(request)
+    assert again.request() == request  # what fill shows, request reads back
+    panel.mode_box.setCurrentIndex(0)
+    panel.rate_spin.setValue(0.1)
+    panel.ramp_spin.setValue(0)
+    assert panel.request().plan.rate == pytest.approx(0.1)
+    panel.url_edit.setText("not a url")
+    with pytest.raises(LoadStartError, match="base_url"):
+        panel.request()

@@ -1,0 +1,172 @@
+"""Health in the app: probers on the qasync loop against a real server that goes down and comes
+back, a notification per change, throttled row updates, and the status timeline's segments from
+live rounds and from what an earlier session stored."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from conftest import run_on_qasync
+from fault_server import FaultServer, Rule
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication, QMainWindow
+from pytestqt.qtbot import QtBot
+from qt_helpers import wait_for
+
+from engine.remote.prober import Prober, load_history
+from engine.remote.secrets import TokenStore
+from engine.remote.target_store import TargetStore, make_target
+from engine.tasks import TaskOwner
+from gui.monitor.monitor_view import MonitorView
+from gui.targets.probe_host import Notifier, ProbeHost, change_notice
+from gui.targets.status_timeline import STATE_COLOURS, Point, StatusTimeline, segments
+from gui.targets.targets_view import COLUMNS, TargetsView
+from storage import open_database
+
+STATE = COLUMNS.index("state")
+
+
+def _bar_colours(timeline: StatusTimeline, name: str) -> list[str]:
+    brushes = timeline.lanes[name].bars.opts["brushes"]
+    return [QColor(b.color()).name() for b in brushes]
+
+
+def test_a_row_flips_up_down_up_with_a_notification_each_time_and_the_timeline_follows(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    notifier = Notifier(window, use_tray=False)
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        db = await open_database(tmp_path / "probe.db")
+        tokens = TokenStore(system_keyring=False)
+        tasks = TaskOwner()
+        host = ProbeHost(db, tokens, interval_s=0.1, max_hz=4.0, notify=notifier.notify)
+        timeline = StatusTimeline()
+        qtbot.addWidget(timeline)
+        host.sigSnapshots.connect(timeline.add_rounds)
+        repaints: list[int] = []
+        try:
+            view = TargetsView(TargetStore(db, tokens), host, tasks)
+            qtbot.addWidget(view)
+            view.table_model.dataChanged.connect(lambda *_: repaints.append(1))
+            with FaultServer() as server:
+                target = make_target(
+                    name="flaky", base_url=server.url, timeout_s=1.0, connect_timeout_s=0.5
+                )
+                await view.store.add(target)
+                started = time.monotonic()
+                await view.load()
+
+                def state() -> str:
+                    return str(view.table_model.data(view.table_model.index(0, STATE)))
+
+                await wait_for(lambda: state() == "up")
+                assert notifier.sent == []  # found up at start: nothing to tell
+                server.go_down()
+                await wait_for(lambda: state() == "down")
+                seen["down_message"] = window.statusBar().currentMessage()
+                server.come_back()
+                await wait_for(lambda: state() == "up")
+                seen["up_message"] = window.statusBar().currentMessage()
+                elapsed = time.monotonic() - started
+                await wait_for(lambda: len(timeline.segments("flaky")) == 3)
+            rounds = host.probers["flaky"].snapshot().rounds
+            seen["rounds"], seen["emits"], seen["elapsed"] = rounds, host.emits, elapsed
+            seen["repaints"] = len(repaints)
+            seen["segments"] = [s.state for s in timeline.segments("flaky")]
+            seen["colours"] = _bar_colours(timeline, "flaky")
+            latency_x, _ = timeline.lanes["flaky"].curve.getData()
+            seen["latency_points"] = 0 if latency_x is None else len(latency_x)
+        finally:
+            await tasks.wait()
+            await host.aclose()
+            await db.close()
+
+    run_on_qasync(qapp, main())
+    notifier.close()
+    assert len(notifier.sent) == 2, notifier.sent
+    assert notifier.sent[0].startswith("Target down: flaky is down (live: connect_refused")
+    assert notifier.sent[0].endswith(", was up")
+    assert notifier.sent[1] == "Target up: flaky is up, was down"
+    assert "flaky is down" in str(seen["down_message"])
+    assert "flaky is up" in str(seen["up_message"])
+    assert seen["segments"] == ["up", "down", "up"]
+    assert seen["colours"] == [STATE_COLOURS[s] for s in ("up", "down", "up")]
+    assert int(seen["latency_points"]) >= 3  # type: ignore[call-overload]
+    # Throttled: at most max_hz snapshot emits a second, whatever the probe rate; the table
+    # repaints once per emit at most (one target), never once per probe.
+    rounds, emits = int(seen["rounds"]), int(seen["emits"])  # type: ignore[call-overload]
+    elapsed = float(seen["elapsed"])  # type: ignore[arg-type]
+    assert emits <= elapsed * 4 + 3, (emits, elapsed)
+    assert int(seen["repaints"]) <= emits  # type: ignore[call-overload]
+    assert rounds >= emits
+
+
+def test_timeline_draws_what_an_earlier_session_stored(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    """A prober stores up, degraded and down rounds; a new timeline draws them from the file."""
+    found: dict[str, object] = {}
+
+    async def main() -> None:
+        db = await open_database(tmp_path / "history.db")
+        try:
+            with FaultServer() as server:
+                target = make_target(name="svc", base_url=server.url, model="iris")
+                async with Prober(target, interval_s=1.0, db=db) as prober:
+                    for _ in range(3):
+                        await prober.probe_once()
+                    # /ready fails: the model is loading, the process is alive.
+                    server.add(Rule("status", status=503, path="/ready"))
+                    for _ in range(2):
+                        await prober.probe_once()
+                    server.go_down()
+                    for _ in range(2):
+                        await prober.probe_once()
+            await db.writer.flush()
+            found["rows"] = await load_history(db, "svc")
+        finally:
+            await db.close()
+
+    run_on_qasync(qapp, main())
+    rows = found["rows"]
+    assert isinstance(rows, list)
+    timeline = StatusTimeline()
+    qtbot.addWidget(timeline)
+    assert timeline.empty.isVisibleTo(timeline)
+    timeline.set_stored("svc", rows)
+    found["segments"] = [s.state for s in timeline.segments("svc")]
+    found["colours"] = _bar_colours(timeline, "svc")
+    found["empty_shown"] = timeline.empty.isVisibleTo(timeline)
+    found["rows"] = len(rows)
+    timeline.remove("svc")
+    found["after_remove"] = timeline.segments("svc")
+    assert found["rows"] == 7 * 3  # live, ready, model-ready per round
+    assert found["segments"] == ["up", "degraded", "down"]
+    assert found["colours"] == ["#2e9e44", "#e0a100", "#d03b3b"]
+    assert found["empty_shown"] is False
+    assert found["after_remove"] == []
+
+
+def test_segments_merge_runs_and_the_monitor_view_hosts_the_timeline(qtbot: QtBot) -> None:
+    points = [Point(10.0, "up", 1), Point(11.0, "up", 1), Point(12.0, "down", 5)]
+    runs = segments(points)
+    assert [(s.start_s, s.end_s, s.state) for s in runs] == [
+        (10.0, 12.0, "up"),
+        (12.0, 13.0, "down"),  # the last run lasts one median gap past its round
+    ]
+    assert change_notice("a", "unknown", "up", "all probes ok") is None
+    assert change_notice("a", "unknown", "down", "live: timeout") == (
+        "Target down",
+        "a is down (live: timeout)",
+    )
+    monitor = MonitorView()
+    qtbot.addWidget(monitor)
+    timeline = StatusTimeline()
+    monitor.add_panel(timeline)
+    assert monitor.isAncestorOf(timeline)
+    monitor.stop()

@@ -1,0 +1,156 @@
+"""Comparing two real load runs: the Runs view's Compare, the overlaid HDR curves and the deltas'
+signs and colours; and `engine.compare`'s arithmetic on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_on_qasync
+from fault_server import FaultServer, Rule
+from PySide6.QtCore import QItemSelectionModel
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+from tiny_server import TinyServer, target
+
+from engine.compare import RunFigures, decode_histogram, deltas, nines, percentile_curve
+from engine.remote.load import LoadRunner
+from engine.remote.payloads import PayloadSource
+from engine.remote.plan import LoadPlan
+from engine.stats import new_histogram
+from engine.tasks import TaskOwner
+from gui.runs.runs_compare import COLUMNS, VERDICT_COLOURS, RunsCompareView
+from gui.runs.runs_view import RunsView
+from storage import open_database
+
+
+async def _two_runs(path: Path, fast_url: str, slow_url: str) -> tuple[str, str]:
+    """A: 80 requests to a fast server, all ok. B: the same to a 200 ms server, 10 of which
+    answer 503."""
+    db = await open_database(path)
+    try:
+        # 100/s: slow enough that a busy machine's client still sends on time (latency counts
+        # from the intended send, so a client that falls behind would blur A into B).
+        plan = LoadPlan(rate=100, requests=80)
+        fast = LoadRunner(target(fast_url), plan, PayloadSource.single({"x": 1}), db=db)
+        a = await fast.run()
+        slow = LoadRunner(target(slow_url), plan, PayloadSource.single({"x": 1}), db=db)
+        b = await slow.run()
+    finally:
+        await db.close()
+    return a.run_id, b.run_id
+
+
+def test_compare_two_real_runs_shows_curves_and_deltas_with_the_right_signs(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    path = tmp_path / "runs.db"
+    with TinyServer() as fast, FaultServer() as slow:
+        slow.inject("status", count=10, after=31, status=503)  # (1 preflight + 30 ok first)
+        # 200 ms, not less: on a busy machine A's own worst request can take tens of milliseconds,
+        # and B's max must stay worse than any such hiccup.
+        slow.add(Rule("delay", delay_s=0.2))
+        a_id, b_id = asyncio.run(_two_runs(path, fast.url, slow.url))
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        db = await open_database(path)
+        tasks = TaskOwner()
+        try:
+            view = RunsView(db, tasks)
+            qtbot.addWidget(view)
+            await view.table_model.load()
+            model = view.table_model
+            rows = {model.run(i).run_id: i for i in range(model.rowCount())}
+            assert not view.compare_button.isEnabled()
+            selection = view.table.selectionModel()
+            flags = (
+                QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+            )
+            selection.select(model.index(rows[b_id], 0), flags)  # the newer first: order is by time
+            seen["one_selected"] = view.compare_button.isEnabled()
+            selection.select(model.index(rows[a_id], 0), flags)
+            seen["two_selected"] = view.compare_button.isEnabled()
+            view.compare_button.click()
+            window = view.compare_window
+            assert isinstance(window, RunsCompareView)
+            seen["ids"] = tuple(r.run_id for r in window.runs)
+            seen["verdicts"] = window.verdicts()
+            seen["changes"] = {d.name: (d.change, d.percent) for d in window.deltas}
+            seen["curves"] = [c.getData() for c in window.curves]
+            items = [
+                [window.table.item(r, c) for c in range(len(COLUMNS))]
+                for r in range(window.table.rowCount())
+            ]
+            seen["cells"] = [[i.text() if i else "" for i in row] for row in items]
+            p50_change = items[0][3]
+            assert p50_change is not None
+            seen["p50_colour"] = p50_change.background().color().name()
+            seen["legend"] = window.labels
+            window.close()
+        finally:
+            await tasks.wait()
+            await db.close()
+
+    run_on_qasync(qapp, main())
+    assert seen["one_selected"] is False and seen["two_selected"] is True
+    assert seen["ids"] == (a_id, b_id)  # the older run is the base
+    verdicts = seen["verdicts"]
+    assert isinstance(verdicts, dict)
+    # B waits 200 ms a request and 10 of its answers are 503: every figure is worse.
+    assert set(verdicts.values()) == {"worse"}, verdicts
+    changes = seen["changes"]
+    assert isinstance(changes, dict)
+    change, percent = changes["p50 ms"]
+    assert change > 150 and percent > 100  # +200 ms on a ~1 ms base
+    change, percent = changes["throughput/s"]
+    assert change < 0 and percent < 0  # fewer ok answers in a longer run
+    assert changes["errors"] == (10.0, None)  # from 0: no percentage
+    curves = seen["curves"]
+    assert isinstance(curves, list) and len(curves) == 2
+    (ax, ay), (_bx, by) = curves
+    assert isinstance(ay, np.ndarray) and isinstance(by, np.ndarray)
+    assert np.all(np.diff(ax) > 0) and np.all(np.diff(ay) >= 0)  # a percentile curve rises
+    assert by[0] > 150 and by[len(by) // 2] > 150  # B's whole curve sits at ≥ 200 ms
+    cells = seen["cells"]
+    assert isinstance(cells, list)
+    assert cells[0][0] == "p50 ms" and cells[0][3].startswith("+") and cells[0][5] == "worse"
+    assert seen["p50_colour"] == VERDICT_COLOURS["worse"]
+
+
+def test_compare_arithmetic_and_colours_of_better_worse_same() -> None:
+    def run(**values: float | None) -> RunFigures:
+        base = dict.fromkeys(
+            ("p50 ms", "p90 ms", "p99 ms", "max ms", "throughput/s", "errors"), 1.0
+        )
+        return RunFigures("r", "r", {**base, **values})
+
+    result = {
+        d.name: d
+        for d in deltas(
+            run(**{"p50 ms": 10.0, "throughput/s": 100.0, "errors": 0.0, "max ms": None}),
+            run(**{"p50 ms": 8.0, "throughput/s": 90.0, "errors": 3.0, "p99 ms": 1.01}),
+        )
+    }
+    assert result["p50 ms"].change == -2.0 and result["p50 ms"].percent == pytest.approx(-20)
+    assert result["p50 ms"].verdict == "better"  # lower latency
+    assert result["throughput/s"].verdict == "worse"  # lower throughput
+    assert result["errors"].verdict == "worse" and result["errors"].percent is None  # from 0
+    assert result["p99 ms"].verdict == "same"  # within 2 %
+    assert result["max ms"].verdict == "" and result["max ms"].change is None
+
+
+def test_stored_histograms_decode_into_a_rising_hdr_curve() -> None:
+    hist = new_histogram()
+    for us in range(1000, 11000, 10):  # 1,000 values from 1 to 11 ms
+        hist.record_value(us)
+    decoded = decode_histogram(hist.encode())
+    assert decoded is not None and decoded.get_total_count() == 1000
+    xs, ys = percentile_curve(decoded)
+    assert xs[0] == 0 and xs[-1] == pytest.approx(3.0)  # 1,000 values: three nines of detail
+    assert ys[-1] == pytest.approx(10.99, rel=0.01)
+    assert nines(90) == pytest.approx(1) and nines(99.9) == pytest.approx(3)
+    assert decode_histogram(None) is None and decode_histogram(b"garbage") is None
+    assert decode_histogram(new_histogram().encode()) is None  # nothing recorded

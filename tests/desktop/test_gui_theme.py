@@ -1,0 +1,45 @@
+"""Light and dark palettes: the user's choice wins over the system's, and persists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from gui.monitor.monitor_view import MonitorView
+from gui.shared.theme import Theme
+
+
+def test_dark_and_light_palettes_and_plots_follow(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    theme = Theme(qapp, settings)
+    monitor = MonitorView()
+    qtbot.addWidget(monitor)
+    theme.sigThemeChanged.connect(monitor.set_dark)
+    original = QPalette(qapp.palette())
+    light_window = original.color(QPalette.ColorRole.Window)
+    try:
+        with qtbot.waitSignal(theme.sigThemeChanged) as changed:
+            theme.choose("dark")
+        assert changed.args == [True]
+        assert qapp.palette().color(QPalette.ColorRole.Window).lightness() < 80
+        assert monitor._widgets[0].backgroundBrush().color().lightness() < 80
+        assert settings.value("appearance/theme") == "dark"
+
+        theme.choose("light")
+        assert not theme.dark
+        assert qapp.palette().color(QPalette.ColorRole.Window) == light_window
+        assert monitor._widgets[0].backgroundBrush().color().lightness() > 200
+
+        # "system" follows the platform's reported scheme (offscreen reports none: light).
+        theme.choose("system")
+        assert theme.choice == "system"
+        assert not theme.dark
+    finally:
+        qapp.setPalette(original)
+        monitor.stop()

@@ -34,11 +34,11 @@ from typing import Any
 
 import aiosqlite
 
-from engine.cli.engine_host import headless_engine
 from engine.contracts import PredictRequest
 from engine.models import ModelRegistry
 from engine.pipeline import Origin
 from engine.runs import begin_run, end_run
+from engine.startup import started_engine
 from engine.stats import new_histogram, percentiles_ms
 from engine.work import FutureSink, Work
 from storage.migrations import migrate
@@ -139,7 +139,7 @@ async def open_loop(db: Path, rate: float, seconds: float, acknowledge: bool) ->
     rows = make_rows(1000, seed=11)
     hist = new_histogram()
     errors = 0
-    async with headless_engine(db) as engine:
+    async with started_engine(db) as engine:
         run = await begin_run(engine.db, "bench-open-loop", {"rate": rate, "seconds": seconds})
         origin = Origin(run, FutureSink(), "bench", "api")
         total = int(rate * seconds)

@@ -105,20 +105,18 @@ async def run_app(
     """The desktop app's public entry point: runs it on the current (qasync) loop until its
     window closes; returns the `--autostart` run's (summary, error). `on_ready` drives the
     window once the models are ready (the screenshot tool, the GUI benchmark, end-to-end tests)."""
-    from concurrent.futures import Executor
-
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from engine.models import ModelRegistry
-    from engine.pipeline import Engine, EngineConfig
-    from engine.tasks import TaskOwner, freeze_startup_objects
+    from engine.pipeline import EngineConfig
+    from engine.startup import started_engine
+    from engine.tasks import TaskOwner
     from gui.main_window import MainWindow, settings
     from gui.shared.bridge import EngineBridge
     from gui.shared.loop_lag import LoopLagMonitor
     from gui.shared.qt_executor import QThreadPoolExecutor
     from gui.shared.theme import Theme
-    from storage import open_database
 
     # The window comes first: manifests are read without torch, which loads in the executor
     # while the user already sees (and can fill) the form.
@@ -153,32 +151,35 @@ async def run_app(
 
     window.sigCloseRequested.connect(request_close)
 
-    executor: Executor = QThreadPoolExecutor(max_workers=1)
-    db = await open_database(db_path)
-    db.guard.on_trip.append(window.show_database_failure)
-    # Snapshots at 40 Hz (~0.6 ms each) so every 30 Hz bridge tick has a fresh one for the plots.
-    engine = Engine(db, registry, executor, EngineConfig(publish_hz=40.0))
-    tasks = TaskOwner()
-    try:
-        await engine.start()
-        freeze_startup_objects()
-        window.set_models_ready(registry.names())
+    def ready(engine: Engine) -> None:
+        window.set_models_ready(engine.registry.names())
         if autoquit is not None:
             # Counted from here, not from launch: loading torch and the models takes seconds
             # more on a busy machine, and an --autostart run must get its S seconds.
             QTimer.singleShot(int(autoquit * 1000), window.close)
-        return await _serve_window(
-            window, engine, bridge, lag, tasks, closed, on_ready, load, autostart
-        )
+
+    try:
+        async with started_engine(
+            db_path,
+            registry,
+            # Snapshots at 40 Hz (~0.6 ms each): every 30 Hz bridge tick has a fresh one.
+            EngineConfig(publish_hz=40.0),
+            QThreadPoolExecutor(max_workers=1),
+            on_open=lambda db: db.guard.on_trip.append(window.show_database_failure),
+            fast_thread_switch=False,
+        ) as engine:
+            ready(engine)
+            try:
+                return await _serve_window(
+                    window, engine, bridge, lag, TaskOwner(), closed, on_ready, load, autostart
+                )
+            finally:
+                lag.stop()
+                bridge.stop()
+                if hasattr(window, "monitor_view"):
+                    window.monitor_view.stop()
+                lag_timer.stop()
     finally:
-        lag.stop()
-        bridge.stop()
-        if hasattr(window, "monitor_view"):
-            window.monitor_view.stop()
-        lag_timer.stop()
-        await engine.stop()
-        await db.close()
-        executor.shutdown(wait=True)
         window.finish_close()
 
 

@@ -10,11 +10,13 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import platformdirs
+
+from storage import Database, open_database
 
 # Each command module adds its own sub-parser to this.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -109,3 +111,13 @@ def warn(text: str) -> None:
 def emit_json(value: Any) -> None:
     """The `--json` contract: one JSON object as the last line on stdout."""
     print(json.dumps(value, separators=(",", ":")), flush=True)
+
+
+@contextlib.asynccontextmanager
+async def database(path: Path) -> AsyncIterator[Database]:
+    """The database for a command that only reads or edits rows (no engine): closed on exit."""
+    db = await open_database(path)  # a StorageError is the launcher's one-line message
+    try:
+        yield db
+    finally:
+        await db.close()

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from engine import export
-from engine.cli.common import EXIT_OK, CommandError, SubParsers, db_path, warn
-from engine.cli.engine_host import database
+from engine.cli.common import EXIT_OK, CommandError, SubParsers, database, db_path, warn
 from engine.cli.runs import find_run
 from storage import queries
 from storage.database import is_live_database

@@ -25,7 +25,6 @@ from engine.cli.common import (
     say,
     warn,
 )
-from engine.cli.engine_host import headless_engine
 from engine.contracts import IDENT_PATTERN
 from engine.file_job import FileJob, JobReport, RowProblem, Stopped, jobs_outcome, sha256_of
 from engine.ingest import SourceError, expand_inputs
@@ -33,6 +32,7 @@ from engine.models import ModelRegistry
 from engine.pipeline import Engine
 from engine.results_out import ResultFile
 from engine.runs import begin_run, end_run
+from engine.startup import started_engine
 from engine.stats import RunRecorder
 from storage import queries
 from storage.database import database_files, file_identity, is_database_file
@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> int:
         # Checked before the engine starts: no need to load torch to say this.
         raise CommandError(f"unknown model {args.model!r} (have: {', '.join(registry.names())})")
     stop = _Stop()
-    async with headless_engine(database, registry=registry) as engine:
+    async with started_engine(database, registry) as engine:
         recovered = engine.db.recovered
         if recovered.requests or recovered.file_jobs:
             warn(

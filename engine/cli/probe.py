@@ -19,12 +19,12 @@ from engine.cli.common import (
     EXIT_PARTIAL,
     CommandError,
     SubParsers,
+    database,
     db_path,
     emit_json,
     on_ctrl_c,
     say,
 )
-from engine.cli.engine_host import database
 from engine.cli.targets import add_target_options, target_fields
 from engine.remote.credentials import host_name
 from engine.remote.prober import KINDS, Prober, ProbeResult, ProbeRound, StateChange

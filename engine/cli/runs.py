@@ -8,8 +8,7 @@ from typing import Any
 
 import aiosqlite
 
-from engine.cli.common import EXIT_OK, CommandError, SubParsers, db_path, emit_json, say
-from engine.cli.engine_host import database
+from engine.cli.common import EXIT_OK, CommandError, SubParsers, database, db_path, emit_json, say
 from engine.ids import SHORT_ID_CHARS
 from storage import queries
 

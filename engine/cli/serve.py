@@ -90,7 +90,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def _check_database(path: Path) -> None:
     """Open (create, migrate, recover) and close the database: each worker then opens a file
     known to work, and a bad one is refused before any model loads."""
-    from engine.cli.engine_host import database
+    from engine.cli.common import database
 
     async def probe() -> None:
         async with database(path):

@@ -17,13 +17,13 @@ from engine.cli.common import (
     EXIT_OK,
     CommandError,
     SubParsers,
+    database,
     db_path,
     emit_json,
     parse_headers,
     say,
     warn,
 )
-from engine.cli.engine_host import database
 from engine.remote.credentials import REDACTED, pop_user_info
 from engine.remote.secrets import TokenStore
 from engine.remote.target_store import (

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from starlette.responses import Response
 from engine.contracts import ErrorEnvelope, PredictRequest, PredictResponse
 from engine.models import ModelRegistry
 from engine.models.runtime import LoadedModel
-from engine.pipeline import Engine, EngineConfig, Origin
+from engine.pipeline import EngineConfig, Origin
 from engine.runs import begin_run, end_run
 from engine.server.edge import Edge
 from engine.server.errors import json_response, simple
@@ -39,9 +37,8 @@ from engine.server.oip import add_oip_routes, document_infer_body, error_respons
 from engine.server.predict_route import predict as predict_work
 from engine.server.predict_route import predict_response
 from engine.server.state import Running, read_body, running
-from engine.tasks import freeze_startup_objects
+from engine.startup import started_engine
 from engine.work import FutureSink
-from storage import open_database
 
 log = logging.getLogger(__name__)
 
@@ -170,31 +167,21 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Each request crosses to the inference and writer threads and back; with the default
-        # 5 ms GIL switch interval a woken thread can wait that long for its turn, which was
-        # the whole of the p50 at 16 connections.
-        sys.setswitchinterval(0.0005)
-        db = await open_database(settings.db_path)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        engine = Engine(db, registry, executor, settings.engine)
-        try:
-            await engine.start()  # loads and warms every model before /ready says yes
+        # The models load and warm before /ready says yes; on the way out in-flight requests
+        # finish and their rows are committed before the database closes.
+        async with started_engine(settings.db_path, registry, settings.engine) as engine:
             # A model that failed to load has left the registry: document the ones that serve.
             _app.openapi_schema = None
-            freeze_startup_objects()
-            run = await begin_run(db, "serve", {"models": registry.names()})
+            run = await begin_run(engine.db, "serve", {"models": registry.names()})
             origin = Origin(run, FutureSink(), "http", "http")
-            _app.state.running = Running(engine, db, run, origin)
+            _app.state.running = Running(engine, engine.db, run, origin)
             log.info("ready: models %s, database %s", registry.names(), settings.db_path)
-            yield
-        finally:
-            started: Running | None = _app.state.running
-            _app.state.running = None
-            await engine.stop()  # in-flight requests finish and their rows are committed
-            if started is not None:
-                await end_run(db, started.run)
-            await db.close()
-            executor.shutdown(wait=True)
+            try:
+                yield
+            finally:
+                _app.state.running = None
+                await engine.stop()  # drained first, so the run's summary counts every row
+                await end_run(engine.db, run)
 
     app = InferDeckAPI(
         registry,

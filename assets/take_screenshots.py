@@ -7,9 +7,12 @@ prediction, and saves what the window shows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel
@@ -98,37 +101,47 @@ def main(out_dir: Path) -> None:
     del app
 
 
-async def _targets_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
-    """Two real targets: this project's service on 127.0.0.1 (OIP, up) and a port nothing
-    listens on (down); the Targets view, their timeline in Monitor, a prediction sent to one."""
-    import socket
+@contextlib.asynccontextmanager
+async def _local_service(db_path: Path) -> AsyncIterator[str]:
+    """This project's service on a free 127.0.0.1 port, in a thread; yields its base URL."""
     import threading
 
     import uvicorn
 
-    from engine.remote.target_store import make_target
     from engine.server import ServerSettings, asgi_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port, closed = s.getsockname()[1], socket.socket()
-    with closed:
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(asgi_app(ServerSettings(db_path=db_path)), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
+
+
+async def _targets_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
+    """Two real targets: this project's service on 127.0.0.1 (OIP, up) and a port nothing
+    listens on (down); the Targets view, their timeline in Monitor, a prediction sent to one."""
+    from engine.remote.target_store import make_target
+
+    with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         dead = closed.getsockname()[1]  # bound, never listening: connections are refused
-        app = asgi_app(ServerSettings(db_path=tmp / "serve.db"))
-        server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        try:
-            while not server.started:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+        async with _local_service(tmp / "serve.db") as url:
             from gui.targets.targets_view import TargetsView
 
             view = window.targets_view
             assert isinstance(view, TargetsView)
             view.interval_spin.setValue(1.0)  # as a person would: type it, leave the field
             view.interval_spin.editingFinished.emit()
-            url = f"http://127.0.0.1:{port}"
             await view.save(
                 make_target(name="serve-oip", base_url=url, protocol="oip", model="iris")
             )
@@ -160,37 +173,19 @@ async def _targets_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
             window.grab().save(str(out_dir / "predict-remote.png"))
             remote.setCurrentIndex(0)
             await asyncio.sleep(0.3)
-        finally:
-            server.should_exit = True
-            await asyncio.to_thread(thread.join, 10)
 
 
 async def _load_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
     """Two real load runs against this project's service on 127.0.0.1, from the Load tab: the
     tab mid-run, the Monitor's load plots, and the two runs compared in the Runs view."""
-    import socket
-    import threading
-
-    import uvicorn
-
-    from engine.server import ServerSettings, asgi_app
     from gui.load.load_panel import LoadPanel
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = asgi_app(ServerSettings(db_path=tmp / "serve-load.db"))
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+    async with _local_service(tmp / "serve-load.db") as url:
         panel = window.load_view
         assert isinstance(panel, LoadPanel)
         window.tabs.setCurrentWidget(panel)
         panel.target_box.setCurrentIndex(0)
-        panel.url_edit.setText(f"http://127.0.0.1:{port}")
+        panel.url_edit.setText(url)
         panel.protocol_box.setCurrentText("inferdeck")
         panel.model_edit.setText("iris")
         for rate, shot in ((150.0, "load.png"), (400.0, None)):
@@ -223,9 +218,6 @@ async def _load_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
         assert runs.compare_window is not None
         runs.compare_window.grab().save(str(out_dir / "compare.png"))
         runs.compare_window.close()
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 10)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def child(rows_file: Path, db: Path, result_file: Path, t0: float) -> None:
     result: dict[str, Any] = {"platform": QApplication.platformName()}
 
     class FirstPaint(QObject):
+        """Notes the time of the main window's first paint event."""
+
         def eventFilter(self, obj: QObject, event: QEvent) -> bool:
             if event.type() == QEvent.Type.Paint and isinstance(obj, MainWindow):
                 result.setdefault("window_shown_s", time.time() - t0)

@@ -14,6 +14,8 @@ BODY = {
 
 
 class PredictUser(HttpUser):
+    """One Locust user posting the same prediction back to back (no think time)."""
+
     wait_time = constant(0)
 
     @task

@@ -65,6 +65,8 @@ _Count = tuple[logging.LogRecord, int, float]
 
 @dataclass(slots=True)
 class _Kind:
+    """The rate limiter's state for one kind of log record (see `RateLimit`)."""
+
     shown_at: float  # when a record of this kind was last written
     count: int = 0  # records dropped since then
     last: logging.LogRecord | None = None  # the latest dropped one, for the closing count

@@ -65,7 +65,7 @@ _Count = tuple[logging.LogRecord, int, float]
 
 @dataclass(slots=True)
 class _Kind:
-    """The rate limiter's state for one kind of log record (see `RateLimit`)."""
+    """The rate limiter's state for one kind of log record (see `RepeatGate`)."""
 
     shown_at: float  # when a record of this kind was last written
     count: int = 0  # records dropped since then

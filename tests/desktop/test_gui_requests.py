@@ -18,7 +18,7 @@ from engine.work import Work
 from gui.history.requests_table_model import PAGE, RequestsTableModel
 from gui.history.requests_view import RequestsView
 from storage import open_database, queries
-from storage.queries import REQUEST_COLUMNS, RequestFilter
+from storage.queries import REQUEST_COLUMNS, RequestFilter, request_search
 
 ROWS = 1000
 
@@ -172,7 +172,7 @@ def test_client_and_source_filters_drive_the_model_and_the_live_tail(
     qapp: QApplication, qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small scan windows, so a text search here takes several steps as it does in a big history.
-    monkeypatch.setattr(queries, "SCAN_WINDOW", 50)
+    monkeypatch.setattr(request_search, "SCAN_WINDOW", 50)
     monkeypatch.setattr(queries.RequestScan, "MAX_WINDOW", 100)
     path = tmp_path / "m.db"
     result: dict[str, object] = {}

@@ -19,6 +19,7 @@ from storage.queries import (
     page_requests,
     plan_requests,
     recent_sources,
+    request_search,
     scan_requests,
 )
 
@@ -185,9 +186,9 @@ def test_every_filter_pages_in_order_across_ties(
     """Pages by keyset (and by scan steps with small windows) add up to exactly the matching
     rows, in order, for every filter and sort; with tiny limits every strategy is exercised."""
     if small:
-        monkeypatch.setattr(queries, "RANK_FROM_INDEX", 40)
-        monkeypatch.setattr(queries, "RANK_WITH_LOOKUPS", 20)
-        monkeypatch.setattr(queries, "SCAN_WINDOW", 37)
+        monkeypatch.setattr(request_search, "RANK_FROM_INDEX", 40)
+        monkeypatch.setattr(request_search, "RANK_WITH_LOOKUPS", 20)
+        monkeypatch.setattr(request_search, "SCAN_WINDOW", 37)
         monkeypatch.setattr(queries.RequestScan, "MIN_WINDOW", 5)
     path = tmp_path / "ties.db"
     strategies: set[str] = set()

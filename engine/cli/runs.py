@@ -91,8 +91,8 @@ async def run(args: argparse.Namespace) -> int:
                 )
             return EXIT_OK
         row = await find_run(db.reader, args.run_id)
-        counts = await queries.run_status_counts(db.reader, row.run_id)
-        jobs = await queries.run_file_jobs(db.reader, row.run_id)
+        found = await queries.run_detail(db.reader, row)
+        counts, jobs = found.status_counts, found.file_jobs
         detail = _run_dict(row) | {
             "status_counts": counts,
             "file_jobs": [

@@ -196,10 +196,9 @@ class RunsTableModel(QAbstractTableModel):
         self.sigLoaded.emit()
 
 
-def describe_run(
-    run: queries.RunRow, counts: dict[str, int], jobs: list[queries.FileJobRow]
-) -> str:
+def describe_run(detail: queries.RunDetail) -> str:
     """The detail pane's text: everything stored about one run, as plain lines."""
+    run, counts, jobs = detail.run, detail.status_counts, detail.file_jobs
     lines = [f"run {run.run_id}", f"kind {run.kind} · status {run.status}"]
     lines.append(f"started {_when(run.started_us)} · ended {_when(run.ended_us)}")
     lines.append(
@@ -370,12 +369,11 @@ class RunsView(QWidget):
         run: queries.RunRow | None = None
         try:
             run = await queries.get_run(reader, run_id)
-            counts = await queries.run_status_counts(reader, run.run_id) if run else {}
-            jobs = await queries.run_file_jobs(reader, run.run_id) if run else []
+            detail = await queries.run_detail(reader, run) if run else None
         except sqlite3.Error as exc:
             text = f"cannot read run {run_id}: {_one_line(exc)}"
         else:
-            text = describe_run(run, counts, jobs) if run else f"no run matches {run_id!r}"
+            text = describe_run(detail) if detail else f"no run matches {run_id!r}"
         if generation != self._detail_generation:
             return  # another run was selected while this one was read
         self.detail.setPlainText(text)

@@ -47,11 +47,13 @@ from storage.queries.requests import (
 from storage.queries.runs import (
     FINISH_RUN,
     INSERT_RUN,
+    RunDetail,
     RunRow,
     find_runs,
     get_run,
     iter_run_requests,
     list_runs,
+    run_detail,
     run_status_counts,
 )
 from storage.queries.targets import (
@@ -95,6 +97,7 @@ __all__ = [
     "RequestPage",
     "RequestPlan",
     "RequestScan",
+    "RunDetail",
     "RunRow",
     "Strategy",
     "TargetRow",
@@ -118,6 +121,7 @@ __all__ = [
     "recent_sources",
     "request_id_held",
     "requests_not_stored",
+    "run_detail",
     "run_file_jobs",
     "run_status_counts",
     "scan_requests",

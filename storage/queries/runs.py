@@ -1,5 +1,5 @@
-"""The `runs` table: starting and finishing a run, finding runs by ID prefix, and a run's
-requests counted by status and in order.
+"""The `runs` table: starting and finishing a run, finding runs by ID prefix, a run's detail
+(its requests counted by status, its file jobs) and its requests in order.
 
 Writes are statements handed to `GroupCommitWriter`; reads run on the reader connection.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 import aiosqlite
 
+from storage.queries.jobs import FileJobRow, run_file_jobs
 from storage.queries.requests import REQUEST_COLUMNS
 
 INSERT_RUN = (
@@ -115,3 +116,19 @@ async def iter_run_requests(
         for r in rows:
             yield dict(zip(REQUEST_COLUMNS, tuple(r)[2:], strict=True))
         last_created, last_id = int(rows[-1][0]), int(rows[-1][1])
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    """A run, its requests counted by status and its file jobs, for `runs show` and Runs view."""
+
+    run: RunRow
+    status_counts: dict[str, int]
+    file_jobs: list[FileJobRow]
+
+
+async def run_detail(conn: aiosqlite.Connection, run: RunRow) -> RunDetail:
+    """Everything stored about `run` beside its own row (two reads on `conn`)."""
+    counts = await run_status_counts(conn, run.run_id)
+    jobs = await run_file_jobs(conn, run.run_id)
+    return RunDetail(run, counts, jobs)

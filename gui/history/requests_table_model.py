@@ -10,22 +10,22 @@ by time.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, Qt, Signal
 
 from engine.tasks import TaskOwner
 from engine.work import Work, compact_json
+from gui.shared.table_model import Index, RowTableModel
+from gui.shared.when import when_text
 from storage import queries
 from storage.database import Database
 
 COLUMNS = ("time", "status", "model", "client", "source", "latency ms", "result", "request")
 PAGE = 200
 MAX_LIVE = 10_000  # live rows kept on top before the table reloads from the database
-Index = QModelIndex | QPersistentModelIndex
 
 
 def _summary(row: dict[str, Any]) -> str:
@@ -68,7 +68,11 @@ def _text_matches(text: str, work: Work) -> bool:
     return any(needle in part.lower() for part in (work.request_id, work.input_json or "", error))
 
 
-class RequestsTableModel(QAbstractTableModel):
+class RequestsTableModel(RowTableModel[dict[str, Any]]):
+    """Stored requests matching the view's filter, a page at a time, with the live tail on top;
+    `RequestsView` shows it and sets its filter, the bridge feeds `add_live`."""
+
+    columns = COLUMNS
     sigLoaded = Signal()  # a page is in, or the history has no more matches
     sigSearching = Signal(int)  # requests examined so far while a page is still being found
     sigChoices = Signal(list, list)  # client IDs, recent sources: for the view's filters
@@ -77,7 +81,6 @@ class RequestsTableModel(QAbstractTableModel):
         super().__init__()
         self._db = db
         self._tasks = tasks
-        self._rows: list[dict[str, Any]] = []
         self._live = 0  # rows added by the live tail since the last reload
         self.filter = queries.RequestFilter()
         self.sort_by = "time"
@@ -87,19 +90,6 @@ class RequestsTableModel(QAbstractTableModel):
         self._generation = 0  # bumps on reload, so a stale page or step is dropped
 
     # -- Qt model API -------------------------------------------------------------------------
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -111,7 +101,7 @@ class RequestsTableModel(QAbstractTableModel):
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         if column == "time":
-            return dt.datetime.fromtimestamp(row["created_us"] / 1e6).strftime("%H:%M:%S.%f")[:-3]
+            return when_text(row["created_us"], "milliseconds")
         if column == "latency ms":
             latency = row.get("latency_us")
             return "" if latency is None else f"{latency / 1000:.2f}"

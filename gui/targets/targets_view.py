@@ -1,9 +1,7 @@
 """The Targets view: the stored remote targets, their health now, and add / edit / remove.
 
-The table shows each target's settings (never a secret: credential headers are `***` in the
-store, and the token lives in the token store) beside its prober's state, coloured, the last
-probe's latency and when the state last changed. State cells change as `probe_host` emits
-its throttled snapshots; only the changed rows' state columns are repainted.
+The table (`targets_table_model`) shows each target's settings, never a secret, beside its
+prober's state, coloured, the last probe's latency and when the state last changed.
 
 Adding or editing opens `TargetDialog` with `open()`; what it submits is saved through
 `TargetStore`, and the target's prober is (re)started with the new settings; a refusal from
@@ -15,20 +13,10 @@ target, its secrets and its probe history. The probe interval is a spin box, kep
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    QSettings,
-    Qt,
-    Signal,
-)
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QSettings, Signal
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QHBoxLayout,
@@ -39,7 +27,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.remote.prober import ProberSnapshot
 from engine.remote.secrets import TokenStore
 from engine.remote.target_store import StoredTarget, TargetError, TargetStore
 from engine.remote.targets import Target
@@ -48,16 +35,15 @@ from engine.tasks import TaskOwner
 from gui.predict.remote_predict import RemotePredict
 from gui.shared.tables import row_table
 from gui.targets.probe_host import DEFAULT_INTERVAL_S, Notifier, ProbeHost
-from gui.targets.status_timeline import STATE_COLOURS, StatusTimeline
-from gui.targets.target_dialog import WHERE_TEXT, TargetDialog
+from gui.targets.status_timeline import StatusTimeline
+from gui.targets.target_dialog import TargetDialog
+from gui.targets.targets_table_model import TargetsTableModel
 from storage import Database
 
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
 
-COLUMNS = ("name", "URL", "protocol", "model", "state", "latency ms", "changed")
-WIDTHS = (140, 260, 80, 100, 90, 90, 140)
-_STATE_COLUMNS = (COLUMNS.index("state"), COLUMNS.index("changed"))
+WIDTHS = (140, 260, 80, 100, 90, 90, 140)  # px, one a column of `TargetsTableModel`
 INTERVAL_KEY = "targets/interval_s"
 
 # (text, shortcut, TargetsView method): the menu bar shows these (gui.main_window).
@@ -68,112 +54,11 @@ ACTIONS = (
     ("&Probe now", "Ctrl+Shift+P", "probe_target"),
 )
 
-_Index = QModelIndex | QPersistentModelIndex
-
-
-def _when(us: int | None) -> str:
-    if us is None:
-        return "—"
-    at = dt.datetime.fromtimestamp(us / 1e6)
-    fmt = "%H:%M:%S" if at.date() == dt.date.today() else "%Y-%m-%d %H:%M"
-    return at.strftime(fmt)
-
-
-class TargetsTableModel(QAbstractTableModel):
-    def __init__(self, where: str = "memory", parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.where = where
-        self.targets: list[StoredTarget] = []
-        self.snaps: dict[str, ProberSnapshot] = {}
-
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.targets)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
-
-    def set_targets(self, targets: list[StoredTarget]) -> None:
-        self.beginResetModel()
-        self.targets = list(targets)
-        names = {s.target.name for s in targets}
-        self.snaps = {k: v for k, v in self.snaps.items() if k in names}
-        self.endResetModel()
-
-    def update_snapshots(self, snaps: dict[str, ProberSnapshot]) -> None:
-        self.snaps.update(snaps)
-        for row, stored in enumerate(self.targets):
-            if stored.target.name in snaps:
-                first = self.index(row, _STATE_COLUMNS[0])
-                last = self.index(row, _STATE_COLUMNS[1])
-                self.dataChanged.emit(first, last)
-
-    def target(self, row: int) -> StoredTarget:
-        return self.targets[row]
-
-    def row_of(self, name: str) -> int:
-        return next((i for i, s in enumerate(self.targets) if s.target.name == name), -1)
-
-    def state(self, name: str) -> str:
-        snap = self.snaps.get(name)
-        return "unknown" if snap is None else snap.state
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        stored = self.targets[index.row()]
-        t = stored.target
-        column = COLUMNS[index.column()]
-        snap = self.snaps.get(t.name)
-        state = "unknown" if snap is None else snap.state
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._text(column, t, snap, state)
-        if column == "state" and role == Qt.ItemDataRole.DecorationRole:
-            return QColor(STATE_COLOURS[state])
-        if column == "state" and role == Qt.ItemDataRole.ForegroundRole:
-            return QColor(STATE_COLOURS[state])
-        if role == Qt.ItemDataRole.ToolTipRole:
-            if column == "state" and snap is not None and snap.last is not None:
-                return snap.last.detail
-            if column == "name":
-                return self._secrets_tip(stored)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column == "latency ms":
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-    @staticmethod
-    def _text(column: str, t: Target, snap: ProberSnapshot | None, state: str) -> str:
-        if column == "name":
-            return t.name
-        if column == "URL":
-            return t.redacted_url()
-        if column == "protocol":
-            return t.protocol
-        if column == "model":
-            return t.model or "—"
-        if column == "state":
-            return state
-        if column == "latency ms":
-            last = snap.last if snap is not None else None
-            probe = last.result("live") if last is not None else None
-            return "—" if probe is None else f"{probe.latency_us / 1000:.1f}"
-        return _when(snap.since_us if snap is not None else None)
-
-    def _secrets_tip(self, stored: StoredTarget) -> str:
-        lines = []
-        if stored.has_token:
-            lines.append(f"bearer token {WHERE_TEXT.get(self.where, self.where)}")
-        if stored.missing_secrets:
-            missing = ", ".join(stored.missing_secrets)
-            lines.append(f"not available in this session: {missing} (edit to type again)")
-        return "\n".join(lines) or "no token"
-
 
 class TargetsView(QWidget):
+    """The Targets tab: the table, its add / edit / remove / probe actions and the probe
+    interval; `attach_targets` builds it, the main window's menu calls its actions."""
+
     sigTargetsChanged = Signal(list)  # list[StoredTarget], after every load, save or removal
 
     def __init__(
@@ -287,11 +172,16 @@ class TargetsView(QWidget):
         self._open_dialog(None)
 
     def edit_target(self) -> None:
+        found = self._chosen("edit")
+        if found is not None:
+            self._open_dialog(found)
+
+    def _chosen(self, verb: str) -> StoredTarget | None:
+        """The selected target, or None once the user is told to choose one."""
         found = self.selected()
         if found is None:
-            self.say("Choose a target to edit")
-            return
-        self._open_dialog(found)
+            self.say(f"Choose a target to {verb}")
+        return found
 
     def _open_dialog(self, existing: StoredTarget | None) -> None:
         if self.dialog is not None and self.dialog.isVisible():
@@ -325,11 +215,9 @@ class TargetsView(QWidget):
         dialog.accept()
 
     def remove_target(self) -> None:
-        found = self.selected()
-        if found is None:
-            self.say("Choose a target to remove")
-            return
-        self.tasks.spawn(self._remove(found.target.name), "target-remove")
+        found = self._chosen("remove")
+        if found is not None:
+            self.tasks.spawn(self._remove(found.target.name), "target-remove")
 
     async def _remove(self, name: str) -> None:
         box = QMessageBox(
@@ -356,11 +244,9 @@ class TargetsView(QWidget):
         self.say(f"{name} removed")
 
     def probe_target(self) -> None:
-        found = self.selected()
-        if found is None:
-            self.say("Choose a target to probe")
-            return
-        self.tasks.spawn(self._probe(found.target.name), "target-probe")
+        found = self._chosen("probe")
+        if found is not None:
+            self.tasks.spawn(self._probe(found.target.name), "target-probe")
 
     async def _probe(self, name: str) -> None:
         done = await self.host.probe_now(name)

@@ -21,7 +21,8 @@ from engine.tasks import TaskOwner
 from gui.monitor.monitor_view import MonitorView
 from gui.targets.probe_host import Notifier, ProbeHost, change_notice
 from gui.targets.status_timeline import STATE_COLOURS, Point, StatusTimeline, segments
-from gui.targets.targets_view import COLUMNS, TargetsView
+from gui.targets.targets_table_model import COLUMNS
+from gui.targets.targets_view import TargetsView
 from storage import open_database
 
 STATE = COLUMNS.index("state")

@@ -21,7 +21,8 @@ from engine.remote.target_store import TargetStore, make_target
 from engine.tasks import TaskOwner
 from gui.main_window import MainWindow
 from gui.targets.target_dialog import TargetDialog
-from gui.targets.targets_view import ACTIONS, COLUMNS, INTERVAL_KEY, TargetsView
+from gui.targets.targets_table_model import COLUMNS
+from gui.targets.targets_view import ACTIONS, INTERVAL_KEY, TargetsView
 from storage import Database, open_database
 
 TOKEN = "s3cret-bearer-token-7f3a"

@@ -17,8 +17,8 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from engine.remote.load import LoadSnapshot
-from gui.monitor.monitor_view import Ring
 from gui.shared.plot_turns import PlotTurns, fit_range
+from gui.shared.plots import LivePlots, Ring, draw_curves
 
 ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
 OTHER = "other"  # classes beyond the pens' count are summed under this name
@@ -26,7 +26,8 @@ PLOT_HEIGHT = 170  # the same as the Monitor's own plots (it scrolls)
 
 
 class LoadPlots(QWidget):
-    """Four small plots in a row; hidden until a run sends its first snapshot."""
+    """Four small plots in a row, hidden until a run sends its first snapshot; `attach_load`
+    adds them below the Monitor's plots and feeds them the load host's snapshots."""
 
     def __init__(
         self, history: int = 1200, redraw_hz: float = 15.0, parent: QWidget | None = None
@@ -41,9 +42,7 @@ class LoadPlots(QWidget):
         self._prev: LoadSnapshot | None = None
         self._t_offset = 0.0  # a new run continues the time axis instead of overdrawing
         self._run_start = 0.0
-        self._widgets: list[pg.PlotWidget] = []
-        self._plots: list[pg.PlotItem] = []
-        self._grids: list[pg.GridItem] = []
+        self._live_plots = LivePlots()
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.rate_plot = self._plot("Load: throughput (/s)", layout)
@@ -69,19 +68,9 @@ class LoadPlots(QWidget):
         self.set_dark(False)
 
     def _plot(self, title: str, layout: QHBoxLayout) -> pg.PlotItem:
-        widget = pg.PlotWidget(title=title)
-        widget.setMinimumHeight(PLOT_HEIGHT)
-        widget.setMaximumHeight(PLOT_HEIGHT + 80)
-        self._widgets.append(widget)
-        item = widget.getPlotItem()
-        item.addLegend(offset=(5, 5))
-        item.setClipToView(True)
-        item.setDownsampling(mode="peak")
-        item.disableAutoRange()
-        self._grids.append(pg.GridItem(textPen=None))
-        item.addItem(self._grids[-1])
-        item.setLabel("bottom", "s")
-        self._plots.append(item)
+        widget, item = self._live_plots.add(
+            title, min_height=PLOT_HEIGHT, max_height=PLOT_HEIGHT + 80
+        )
         layout.addWidget(widget)
         return item
 
@@ -149,12 +138,7 @@ class LoadPlots(QWidget):
 
     def _draw(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
-        top = 0.0
-        for name in names:
-            values = self.series[name].view()
-            self.curves[name].setData(t, values)
-            top = max(top, float(values.max()) if len(values) else 0.0)
-        fit_range(plot, t, top)
+        fit_range(plot, t, draw_curves(self.curves, self.series, t, names))
 
     def _draw_rates(self) -> None:
         self._draw(self.rate_plot, ("ok_s", "errors_s"))
@@ -183,19 +167,7 @@ class LoadPlots(QWidget):
         fit_range(self.error_plot, t, float(stacked.max()) if len(stacked) else 0.0)
 
     def set_dark(self, dark: bool) -> None:
-        background, foreground = ("#1e1f22", "#b8bcc4") if dark else ("#ffffff", "#3c3f44")
-        for plot in self._plots:
-            for name in ("left", "bottom"):
-                axis = plot.getAxis(name)
-                axis.setPen(foreground)
-                axis.setTextPen(foreground)
-            plot.titleLabel.setText(plot.titleLabel.text, color=foreground)
-            if plot.legend is not None:
-                plot.legend.setLabelTextColor(foreground)
-        for widget in self._widgets:
-            widget.setBackground(background)
-        for grid in self._grids:
-            grid.setPen(pg.mkPen("#34363a" if dark else "#e4e6ea"))
+        self._live_plots.set_dark(dark)
 
     def stop(self) -> None:
         self._timer.stop()

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QFrame, QGridLayout, QScrollArea, QVBoxLayout, QWi
 from engine.stats import StatsSnapshot
 from engine.work import Work
 from gui.shared.plot_turns import PlotTurns, fit_range
+from gui.shared.plots import LivePlots, Ring, draw_curves
 
 SERIES = ("p50", "p95", "p99", "throughput", "errors", "queue", "in_flight")
 STAGES = ("queue_wait", "inference", "write", "validate", "metadata")
@@ -30,36 +31,10 @@ SLOW_POINTS = 300  # the newest slow requests kept as clickable points
 PLOT_MIN_HEIGHT = 170  # px: below this a plot's axes crowd out its data
 
 
-class Ring:
-    """A fixed-size ring of float64 samples, read oldest first."""
-
-    def __init__(self, size: int) -> None:
-        self.values = np.zeros(size)
-        self.count = 0
-
-    def push(self, value: float) -> None:
-        self.values[self.count % len(self.values)] = value
-        self.count += 1
-
-    def extend(self, values: np.ndarray) -> None:
-        """Push many at once (the newest `len(self.values)` survive)."""
-        n = len(self.values)
-        values = values[-n:]
-        start = self.count % n
-        first = min(len(values), n - start)
-        self.values[start : start + first] = values[:first]
-        self.values[: len(values) - first] = values[first:]
-        self.count += len(values)
-
-    def view(self) -> np.ndarray:
-        n = len(self.values)
-        if self.count <= n:
-            return self.values[: self.count]
-        start = self.count % n
-        return np.concatenate((self.values[start:], self.values[:start]))
-
-
 class MonitorView(QWidget):
+    """The Monitor tab: the engine's live plots and the panels added below them (the targets'
+    timeline, the load plots); `MainWindow` holds it, `gui.app` feeds it from the bridge."""
+
     sigOpenRequest = Signal(str)  # request ID of a clicked slow point
 
     def __init__(
@@ -79,9 +54,8 @@ class MonitorView(QWidget):
         self._last_p99_ms = 0.0
         self._last_moved: tuple[int, int, int, int] | None = None
         self._idle_drawn_at = 0.0
-        self._widgets: list[pg.PlotWidget] = []
-        self._plots: list[pg.PlotItem] = []
-        self._grids: list[pg.GridItem] = []
+        self._live_plots = LivePlots()
+        self._widgets = self._live_plots.widgets  # (the tests read a plot's background here)
         # The plots, the targets' timeline and the load plots scroll together: squeezed into
         # one window height they became unreadable slivers.
         outer = QVBoxLayout(self)
@@ -157,21 +131,7 @@ class MonitorView(QWidget):
         span: int = 1,
         scrolling: bool = True,
     ) -> pg.PlotItem:
-        widget = pg.PlotWidget(title=title)
-        widget.setMinimumHeight(PLOT_MIN_HEIGHT)
-        self._widgets.append(widget)
-        item = widget.getPlotItem()
-        self._plots.append(item)
-        item.addLegend(offset=(5, 5))
-        if scrolling:  # (clipping would cut a histogram's bins apart)
-            item.setClipToView(True)
-            item.setDownsampling(mode="peak")
-        item.disableAutoRange()  # ranges are set with the data (see `_fit`)
-        # The axes' own grid (showGrid) made each plot ~10 ms slower to paint; a GridItem with
-        # an opaque pen draws the same lines in well under 1 ms.
-        self._grids.append(pg.GridItem(textPen=None))
-        item.addItem(self._grids[-1])
-        item.setLabel("bottom", "s")
+        widget, item = self._live_plots.add(title, min_height=PLOT_MIN_HEIGHT, scrolling=scrolling)
         layout.addWidget(widget, row, col, 1, span)
         return item
 
@@ -235,11 +195,7 @@ class MonitorView(QWidget):
 
     def _draw_series(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
-        top = 0.0
-        for name in names:
-            values = self.series[name].view()
-            self.curves[name].setData(t, values)
-            top = max(top, float(values.max()) if len(values) else 0.0)
+        top = draw_curves(self.curves, self.series, t, names)
         if plot is self.latency_plot and self.slow:
             xs, ys, ids = zip(*self.slow, strict=True)
             self.slow_points.setData(x=list(xs), y=list(ys), data=list(ids))
@@ -275,19 +231,7 @@ class MonitorView(QWidget):
 
     def set_dark(self, dark: bool) -> None:
         """pyqtgraph paints its own background: follow the app's palette."""
-        background, foreground = ("#1e1f22", "#b8bcc4") if dark else ("#ffffff", "#3c3f44")
-        for plot in self._plots:
-            for name in ("left", "bottom"):
-                axis = plot.getAxis(name)
-                axis.setPen(foreground)
-                axis.setTextPen(foreground)
-            plot.titleLabel.setText(plot.titleLabel.text, color=foreground)
-            if plot.legend is not None:
-                plot.legend.setLabelTextColor(foreground)
-        for widget in self._widgets:
-            widget.setBackground(background)
-        for grid in self._grids:
-            grid.setPen(pg.mkPen("#34363a" if dark else "#e4e6ea"))
+        self._live_plots.set_dark(dark)
 
     def add_panel(self, widget: QWidget) -> None:
         """A self-contained panel below the plots, full width (the targets' status timeline)."""

@@ -18,6 +18,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from engine.remote.prober import ProbeRound, ProberSnapshot
+from gui.shared.plots import paint_axes, plot_colours
 from storage.queries import ProbeRow
 
 STATE_COLOURS = {"up": "#2e9e44", "degraded": "#e0a100", "down": "#d03b3b", "unknown": "#9aa0a6"}
@@ -226,14 +227,11 @@ class StatusTimeline(QWidget):
 
     def set_dark(self, dark: bool) -> None:
         self._dark = dark
-        self.graphics.setBackground("#1e1f22" if dark else "#ffffff")
+        self.graphics.setBackground(plot_colours(dark).background)
         for lane in self.lanes.values():
             self._style(lane)
 
     def _style(self, lane: _Lane) -> None:
-        foreground = "#b8bcc4" if self._dark else "#3c3f44"
-        for name in ("left", "bottom"):
-            axis = lane.plot.getAxis(name)
-            axis.setPen(foreground)
-            axis.setTextPen(foreground)
+        foreground = plot_colours(self._dark).foreground
+        paint_axes(lane.plot, foreground)
         lane.band.titleLabel.setText(lane.band.titleLabel.text, color=foreground)

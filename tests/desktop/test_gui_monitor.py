@@ -10,7 +10,8 @@ from pytestqt.qtbot import QtBot
 
 from engine.stats import RunRecorder, StatsSnapshot
 from engine.work import FutureSink, Work
-from gui.monitor.monitor_view import MonitorView, Ring
+from gui.monitor.monitor_view import MonitorView
+from gui.shared.plots import Ring
 
 
 def _snap(at: float, p99: float) -> StatsSnapshot:

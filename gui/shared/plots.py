@@ -1,0 +1,134 @@
+"""The live pyqtgraph plots' common parts: their colours, how one is made, their sample rings.
+
+pyqtgraph paints its own backgrounds, axes and titles and ignores the Qt palette, so every
+plot takes its colours from `plot_colours` when the theme changes (`gui.shared.theme`). The
+Monitor's plots and the load plots are made alike (`LivePlots.add`): ranges set with the data
+rather than auto-ranged (see `plot_turns.fit_range`), and a GridItem instead of the axes' grid.
+Samples wait in float64 rings (`Ring`) until a plot's turn to redraw comes (`plot_turns`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+
+
+@dataclass(frozen=True, slots=True)
+class PlotColours:
+    """What a plot paints in one theme; `plot_colours` hands it to each view's `set_dark`."""
+
+    background: str
+    foreground: str  # axes, tick labels, titles, legend text
+    grid: str
+
+
+LIGHT = PlotColours(background="#ffffff", foreground="#3c3f44", grid="#e4e6ea")
+DARK = PlotColours(background="#1e1f22", foreground="#b8bcc4", grid="#34363a")
+
+
+def plot_colours(dark: bool) -> PlotColours:
+    return DARK if dark else LIGHT
+
+
+def paint_axes(plot: pg.PlotItem, foreground: str) -> None:
+    for name in ("left", "bottom"):
+        axis = plot.getAxis(name)
+        axis.setPen(foreground)
+        axis.setTextPen(foreground)
+
+
+class LivePlots:
+    """The scrolling plots of one view, made alike and repainted together when the theme
+    changes; `MonitorView` and `LoadPlots` each own one and lay its widgets out."""
+
+    def __init__(self) -> None:
+        self.widgets: list[pg.PlotWidget] = []
+        self.plots: list[pg.PlotItem] = []
+        self.grids: list[pg.GridItem] = []
+
+    def add(
+        self,
+        title: str,
+        *,
+        min_height: int,
+        max_height: int | None = None,
+        scrolling: bool = True,
+    ) -> tuple[pg.PlotWidget, pg.PlotItem]:
+        widget = pg.PlotWidget(title=title)
+        widget.setMinimumHeight(min_height)
+        if max_height is not None:
+            widget.setMaximumHeight(max_height)
+        item = widget.getPlotItem()
+        item.addLegend(offset=(5, 5))
+        if scrolling:  # (clipping would cut a histogram's bins apart)
+            item.setClipToView(True)
+            item.setDownsampling(mode="peak")
+        item.disableAutoRange()  # ranges are set with the data (`plot_turns.fit_range`)
+        # The axes' own grid (showGrid) made each plot ~10 ms slower to paint; a GridItem with
+        # an opaque pen draws the same lines in well under 1 ms.
+        grid = pg.GridItem(textPen=None)
+        item.addItem(grid)
+        item.setLabel("bottom", "s")
+        self.widgets.append(widget)
+        self.plots.append(item)
+        self.grids.append(grid)
+        return widget, item
+
+    def set_dark(self, dark: bool) -> None:
+        colours = plot_colours(dark)
+        for plot in self.plots:
+            paint_axes(plot, colours.foreground)
+            plot.titleLabel.setText(plot.titleLabel.text, color=colours.foreground)
+            if plot.legend is not None:
+                plot.legend.setLabelTextColor(colours.foreground)
+        for widget in self.widgets:
+            widget.setBackground(colours.background)
+        for grid in self.grids:
+            grid.setPen(pg.mkPen(colours.grid))
+
+
+class Ring:
+    """A fixed-size ring of float64 samples, read oldest first."""
+
+    def __init__(self, size: int) -> None:
+        self.values = np.zeros(size)
+        self.count = 0
+
+    def push(self, value: float) -> None:
+        self.values[self.count % len(self.values)] = value
+        self.count += 1
+
+    def extend(self, values: np.ndarray) -> None:
+        """Push many at once (the newest `len(self.values)` survive)."""
+        n = len(self.values)
+        values = values[-n:]
+        start = self.count % n
+        first = min(len(values), n - start)
+        self.values[start : start + first] = values[:first]
+        self.values[: len(values) - first] = values[first:]
+        self.count += len(values)
+
+    def view(self) -> np.ndarray:
+        n = len(self.values)
+        if self.count <= n:
+            return self.values[: self.count]
+        start = self.count % n
+        return np.concatenate((self.values[start:], self.values[:start]))
+
+
+def draw_curves(
+    curves: Mapping[str, pg.PlotDataItem],
+    series: Mapping[str, Ring],
+    t: np.ndarray,
+    names: tuple[str, ...],
+) -> float:
+    """Give the named curves their rings' samples over `t`; the highest sample, for the range."""
+    top = 0.0
+    for name in names:
+        values = series[name].view()
+        curves[name].setData(t, values)
+        top = max(top, float(values.max()) if len(values) else 0.0)
+    return top

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from engine.remote.load import LoadSnapshot
-from gui.shared.plot_turns import PlotTurns, fit_range
-from gui.shared.plots import LivePlots, Ring, draw_curves
+from gui.shared.plot_turns import fit_range
+from gui.shared.plots import LivePlotsWidget, Ring, draw_curves
 
 ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
 OTHER = "other"  # classes beyond the pens' count are summed under this name
 PLOT_HEIGHT = 170  # the same as the Monitor's own plots (it scrolls)
 
 
-class LoadPlots(QWidget):
-    """Four small plots in a row, hidden until a run sends its first snapshot; `attach_load`
-    adds them below the Monitor's plots and feeds them the load host's snapshots."""
+class LoadPlots(LivePlotsWidget):
+    """A load run's four live plots; `attach_load` puts them in the Monitor and feeds them."""
 
     def __init__(
         self, history: int = 1200, redraw_hz: float = 15.0, parent: QWidget | None = None
@@ -42,7 +40,6 @@ class LoadPlots(QWidget):
         self._prev: LoadSnapshot | None = None
         self._t_offset = 0.0  # a new run continues the time axis instead of overdrawing
         self._run_start = 0.0
-        self._live_plots = LivePlots()
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.rate_plot = self._plot("Load: throughput (/s)", layout)
@@ -57,20 +54,14 @@ class LoadPlots(QWidget):
             "in_flight": self.in_flight_plot.plot(pen="#6c8ebf", name="in flight"),
         }
         self.error_curves: dict[str, pg.PlotDataItem] = {}
-        self._turns = PlotTurns(
-            (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue)
+        self._take_turns(
+            (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue), redraw_hz
         )
-        self._timer = QTimer(self)
-        self._timer.setInterval(max(int(1000 / redraw_hz / len(self._turns)), 1))
-        self._timer.timeout.connect(self.redraw)
-        self._timer.start()
         self.setVisible(False)
         self.set_dark(False)
 
     def _plot(self, title: str, layout: QHBoxLayout) -> pg.PlotItem:
-        widget, item = self._live_plots.add(
-            title, min_height=PLOT_HEIGHT, max_height=PLOT_HEIGHT + 80
-        )
+        widget, item = self._new_plot(title, min_height=PLOT_HEIGHT, max_height=PLOT_HEIGHT + 80)
         layout.addWidget(widget)
         return item
 
@@ -127,15 +118,6 @@ class LoadPlots(QWidget):
 
     # -- drawing --------------------------------------------------------------------------------
 
-    def redraw(self) -> None:
-        """Refresh the next stale plot (they take turns: `PlotTurns`)."""
-        if self.isVisible():
-            self._turns.draw_next()
-
-    @property
-    def redraws(self) -> int:
-        return self._turns.least_redrawn
-
     def _draw(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
         fit_range(plot, t, draw_curves(self.curves, self.series, t, names))
@@ -165,9 +147,3 @@ class LoadPlots(QWidget):
             stacked = stacked + ring.view()[-len(t) :] if len(t) else stacked
             curve.setData(t, stacked)
         fit_range(self.error_plot, t, float(stacked.max()) if len(stacked) else 0.0)
-
-    def set_dark(self, dark: bool) -> None:
-        self._live_plots.set_dark(dark)
-
-    def stop(self) -> None:
-        self._timer.stop()

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QGridLayout, QScrollArea, QVBoxLayout, QWidget
 
 from engine.stats import StatsSnapshot
 from engine.work import Work
-from gui.shared.plot_turns import PlotTurns, fit_range
-from gui.shared.plots import LivePlots, Ring, draw_curves
+from gui.shared.plot_turns import fit_range
+from gui.shared.plots import LivePlotsWidget, Ring, draw_curves
 
 SERIES = ("p50", "p95", "p99", "throughput", "errors", "queue", "in_flight")
 STAGES = ("queue_wait", "inference", "write", "validate", "metadata")
@@ -31,9 +31,8 @@ SLOW_POINTS = 300  # the newest slow requests kept as clickable points
 PLOT_MIN_HEIGHT = 170  # px: below this a plot's axes crowd out its data
 
 
-class MonitorView(QWidget):
-    """The Monitor tab: the engine's live plots and the panels added below them (the targets'
-    timeline, the load plots); `MainWindow` holds it, `gui.app` feeds it from the bridge."""
+class MonitorView(LivePlotsWidget):
+    """The Monitor tab's live plots and panels; `MainWindow` holds it, `gui.app` feeds it."""
 
     sigOpenRequest = Signal(str)  # request ID of a clicked slow point
 
@@ -54,8 +53,6 @@ class MonitorView(QWidget):
         self._last_p99_ms = 0.0
         self._last_moved: tuple[int, int, int, int] | None = None
         self._idle_drawn_at = 0.0
-        self._live_plots = LivePlots()
-        self._widgets = self._live_plots.widgets  # (the tests read a plot's background here)
         # The plots, the targets' timeline and the load plots scroll together: squeezed into
         # one window height they became unreadable slivers.
         outer = QVBoxLayout(self)
@@ -106,20 +103,16 @@ class MonitorView(QWidget):
         # stages must be drawn over the higher ones for every band to show its own colour.
         for z, curve in enumerate(self.stage_curves):
             curve.setZValue(len(self.stage_curves) - z)
-        self._turns = PlotTurns(
+        self._take_turns(
             (
                 self._draw_latency,
                 self._draw_histogram,
                 self._draw_rates,
                 self._draw_queue,
                 self._draw_stages,
-            )
+            ),
+            redraw_hz,
         )
-        self._timer = QTimer(self)
-        # A tick per plot and `redraw_hz` period; spare ticks cost nothing (nothing is stale).
-        self._timer.setInterval(max(int(1000 / redraw_hz / len(self._turns)), 1))
-        self._timer.timeout.connect(self.redraw)
-        self._timer.start()
         self.set_dark(False)
 
     def _plot(
@@ -131,7 +124,7 @@ class MonitorView(QWidget):
         span: int = 1,
         scrolling: bool = True,
     ) -> pg.PlotItem:
-        widget, item = self._live_plots.add(title, min_height=PLOT_MIN_HEIGHT, scrolling=scrolling)
+        widget, item = self._new_plot(title, min_height=PLOT_MIN_HEIGHT, scrolling=scrolling)
         layout.addWidget(widget, row, col, 1, span)
         return item
 
@@ -183,16 +176,6 @@ class MonitorView(QWidget):
         if len(points):
             self.sigOpenRequest.emit(str(points[0].data()))
 
-    def redraw(self) -> None:
-        """Refresh the next plot that is behind the data (they take turns: `PlotTurns`)."""
-        if self.isVisible():
-            self._turns.draw_next()
-
-    @property
-    def redraws(self) -> int:
-        """How often the least refreshed plot has been redrawn."""
-        return self._turns.least_redrawn
-
     def _draw_series(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
         top = draw_curves(self.curves, self.series, t, names)
@@ -229,10 +212,6 @@ class MonitorView(QWidget):
             curve.setData(t, stacked)
         fit_range(self.stage_plot, t, float(stacked.max()) if len(stacked) else 0.0)
 
-    def set_dark(self, dark: bool) -> None:
-        """pyqtgraph paints its own background: follow the app's palette."""
-        self._live_plots.set_dark(dark)
-
     def add_panel(self, widget: QWidget) -> None:
         """A self-contained panel below the plots, full width (the targets' status timeline)."""
         self._grid.addWidget(widget, self._grid.rowCount(), 0, 1, 2)
@@ -241,6 +220,3 @@ class MonitorView(QWidget):
         """Show the panels below the plots (the targets' timeline, the load plots)."""
         bar = self._scroll.verticalScrollBar()
         bar.setValue(bar.maximum())
-
-    def stop(self) -> None:
-        self._timer.stop()

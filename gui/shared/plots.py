@@ -2,18 +2,23 @@
 
 pyqtgraph paints its own backgrounds, axes and titles and ignores the Qt palette, so every
 plot takes its colours from `plot_colours` when the theme changes (`gui.shared.theme`). The
-Monitor's plots and the load plots are made alike (`LivePlots.add`): ranges set with the data
-rather than auto-ranged (see `plot_turns.fit_range`), and a GridItem instead of the axes' grid.
-Samples wait in float64 rings (`Ring`) until a plot's turn to redraw comes (`plot_turns`).
+Monitor's plots and the load plots share a base (`LivePlotsWidget`): plots made alike, ranges
+set with the data rather than auto-ranged (`plot_turns.fit_range`), a GridItem instead of the
+axes' grid, and one stale plot redrawn per timer tick (`plot_turns.PlotTurns`). Samples wait
+in float64 rings (`Ring`) until a plot's turn to redraw comes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QWidget
+
+from gui.shared.plot_turns import PlotTurns
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +45,18 @@ def paint_axes(plot: pg.PlotItem, foreground: str) -> None:
         axis.setTextPen(foreground)
 
 
-class LivePlots:
-    """The scrolling plots of one view, made alike and repainted together when the theme
-    changes; `MonitorView` and `LoadPlots` each own one and lay its widgets out."""
+class LivePlotsWidget(QWidget):
+    """Base of `MonitorView` and `LoadPlots`: plots made alike, redrawn in turns, themed."""
 
-    def __init__(self) -> None:
-        self.widgets: list[pg.PlotWidget] = []
-        self.plots: list[pg.PlotItem] = []
-        self.grids: list[pg.GridItem] = []
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._widgets: list[pg.PlotWidget] = []
+        self._plots: list[pg.PlotItem] = []
+        self._grids: list[pg.GridItem] = []
+        self._turns = PlotTurns(())
+        self._timer = QTimer(self)
 
-    def add(
+    def _new_plot(
         self,
         title: str,
         *,
@@ -57,6 +64,7 @@ class LivePlots:
         max_height: int | None = None,
         scrolling: bool = True,
     ) -> tuple[pg.PlotWidget, pg.PlotItem]:
+        """A plot for the subclass to lay out, its range left to `fit_range`."""
         widget = pg.PlotWidget(title=title)
         widget.setMinimumHeight(min_height)
         if max_height is not None:
@@ -72,26 +80,48 @@ class LivePlots:
         grid = pg.GridItem(textPen=None)
         item.addItem(grid)
         item.setLabel("bottom", "s")
-        self.widgets.append(widget)
-        self.plots.append(item)
-        self.grids.append(grid)
+        self._widgets.append(widget)
+        self._plots.append(item)
+        self._grids.append(grid)
         return widget, item
 
+    def _take_turns(self, drawers: Sequence[Callable[[], None]], redraw_hz: float) -> None:
+        """Redraw with `drawers`, one a tick, each at most `redraw_hz` times a second."""
+        self._turns = PlotTurns(drawers)
+        # A tick per plot and `redraw_hz` period; spare ticks cost nothing (nothing is stale).
+        self._timer.setInterval(max(int(1000 / redraw_hz / len(self._turns)), 1))
+        self._timer.timeout.connect(self.redraw)
+        self._timer.start()
+
+    def redraw(self) -> None:
+        """Refresh the next plot that is behind the data (they take turns: `PlotTurns`)."""
+        if self.isVisible():
+            self._turns.draw_next()
+
+    @property
+    def redraws(self) -> int:
+        """How often the least refreshed plot has been redrawn."""
+        return self._turns.least_redrawn
+
     def set_dark(self, dark: bool) -> None:
+        """pyqtgraph paints its own background: follow the app's palette."""
         colours = plot_colours(dark)
-        for plot in self.plots:
+        for plot in self._plots:
             paint_axes(plot, colours.foreground)
             plot.titleLabel.setText(plot.titleLabel.text, color=colours.foreground)
             if plot.legend is not None:
                 plot.legend.setLabelTextColor(colours.foreground)
-        for widget in self.widgets:
+        for widget in self._widgets:
             widget.setBackground(colours.background)
-        for grid in self.grids:
+        for grid in self._grids:
             grid.setPen(pg.mkPen(colours.grid))
+
+    def stop(self) -> None:
+        self._timer.stop()
 
 
 class Ring:
-    """A fixed-size ring of float64 samples, read oldest first."""
+    """A fixed-size ring of float64 samples, read oldest first; the live plots keep theirs in it."""
 
     def __init__(self, size: int) -> None:
         self.values = np.zeros(size)

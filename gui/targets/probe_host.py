@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QMainWindow, QStyle, QSystemTrayIcon
 from engine.remote.prober import Prober, ProbeRound, ProberSnapshot, load_history
 from engine.remote.secrets import TokenStore
 from engine.remote.target_store import StoredTarget
+from engine.remote.targets import Target
 from storage import Database
 from storage.queries import ProbeRow
 
@@ -32,7 +33,7 @@ NotifyFn = Callable[[str, str], None]  # title, text
 
 
 class Notifier:
-    """A desktop notification where the desktop has a tray, else a status-bar message."""
+    """A tray notification, or a status-bar message; `ProbeHost` calls it on a state change."""
 
     def __init__(self, window: QMainWindow, *, use_tray: bool | None = None) -> None:
         self.window = window
@@ -67,6 +68,8 @@ def change_notice(name: str, old: str, new: str, detail: str) -> tuple[str, str]
 
 
 class ProbeHost(QObject):
+    """Every stored target's prober and their throttled snapshots; `attach_targets` builds it."""
+
     sigSnapshots = Signal(dict)  # target name -> ProberSnapshot, for targets with new rounds
     sigStateChanged = Signal(str, str, str, str)  # name, old state, new state, detail
     sigRemoved = Signal(str)
@@ -104,16 +107,7 @@ class ProbeHost(QObject):
         """Probe this target from now on, replacing its prober if it had one."""
         name = stored.target.name
         await self._drop(name)
-        prober = Prober(
-            stored.target,
-            interval_s=self.interval_s,
-            db=self.db,
-            tokens=self.tokens,
-            on_change=self._on_change,
-        )
-        self.probers[name] = prober
-        self._seen[name] = 0
-        prober.start()
+        self._start_prober(name, stored.target)
 
     async def remove(self, name: str) -> None:
         await self._drop(name)
@@ -131,16 +125,7 @@ class ProbeHost(QObject):
             await old.aclose()
             if self.probers.get(name) is not old:
                 continue  # removed or replaced while it stopped
-            prober = Prober(
-                old.target,
-                interval_s=interval_s,
-                db=self.db,
-                tokens=self.tokens,
-                on_change=self._on_change,
-            )
-            self.probers[name] = prober
-            self._seen[name] = 0
-            prober.start()
+            self._start_prober(name, old.target)
 
     async def probe_now(self, name: str) -> ProbeRound | None:
         """One extra round now, beside the schedule."""
@@ -150,6 +135,19 @@ class ProbeHost(QObject):
         done = await prober.probe_once()
         self._tick()
         return done
+
+    def _start_prober(self, name: str, target: Target) -> None:
+        """Probe `target` under `name` on the current schedule (any old prober is stopped)."""
+        prober = Prober(
+            target,
+            interval_s=self.interval_s,
+            db=self.db,
+            tokens=self.tokens,
+            on_change=self._on_change,
+        )
+        self.probers[name] = prober
+        self._seen[name] = 0
+        prober.start()
 
     async def _drop(self, name: str) -> None:
         prober = self.probers.pop(name, None)

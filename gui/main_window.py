@@ -66,6 +66,8 @@ def settings() -> QSettings:
 
 
 class MainWindow(QMainWindow):
+    """The window: tabs, menus, status bar, drops and closing; `gui.app.run_app` builds it."""
+
     sigCloseRequested = Signal()
     sigFilesDropped = Signal(list)  # list[Path], dropped anywhere on the window
 

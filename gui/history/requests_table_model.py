@@ -69,8 +69,7 @@ def _text_matches(text: str, work: Work) -> bool:
 
 
 class RequestsTableModel(RowTableModel[dict[str, Any]]):
-    """Stored requests matching the view's filter, a page at a time, with the live tail on top;
-    `RequestsView` shows it and sets its filter, the bridge feeds `add_live`."""
+    """Stored requests a page at a time, the live tail on top; `RequestsView` shows it."""
 
     columns = COLUMNS
     sigLoaded = Signal()  # a page is in, or the history has no more matches

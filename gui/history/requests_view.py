@@ -33,6 +33,8 @@ ANY_CLIENT = "any client"
 
 
 class RequestsView(QWidget):
+    """The Requests tab: filters over the table model and "run again"; built by `gui.app`."""
+
     sigRerun = Signal(str, dict)  # model, input payload
     sigOpen = Signal(dict)  # a request row to show in the Trace view
 

@@ -39,7 +39,7 @@ def _decoded(value: Any) -> Any:
 
 
 class WaterfallWidget(QWidget):
-    """One bar per span, placed by its start offset and sized by its duration."""
+    """One bar per span, placed by its start and sized by its duration; `TraceView` owns it."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -86,6 +86,8 @@ class WaterfallWidget(QWidget):
 
 
 class TraceView(QWidget):
+    """The Trace tab: a request's waterfall, input and output; `MainWindow.open_trace` fills it."""
+
     sigRerun = Signal(str, dict)
 
     def __init__(self, parent: QWidget | None = None) -> None:

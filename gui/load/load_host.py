@@ -66,6 +66,8 @@ async def build_payloads(db: Database | None, request: LoadRequest) -> PayloadSo
 
 
 class LoadHost(QObject):
+    """One load run at a time on the loop, its snapshots as signals; `attach_load` builds it."""
+
     sigStarted = Signal()  # the target answered the preflight; traffic starts now
     sigSnapshot = Signal(object)  # LoadSnapshot, at most `poll_hz` a second
     sigFinished = Signal(dict)  # the stored summary

@@ -49,6 +49,8 @@ FIGURES = ("elapsed", "sent", "in flight", "ok", "failed", "throughput", "p50", 
 
 
 class LoadPanel(QWidget):
+    """The Load tab's form, Start / Stop and figures; `attach_load` wires it to `LoadHost`."""
+
     sigStart = Signal(object)  # LoadRequest (its token filled in by whoever owns the store)
     sigStop = Signal()
 

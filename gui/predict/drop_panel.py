@@ -23,6 +23,8 @@ MAX_LISTED = 1000  # every bad row is stored; the list shows the first ones
 
 
 class DropPanel(QGroupBox):
+    """A dropped-files job's progress, rate, ETA, cancel and bad rows; `MainWindow` shows it."""
+
     sigCancel = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # (importing it would load the HTTP client before the window 
 
 
 class _Field:
-    """One input: its editor, its error label, and how to read its value."""
+    """One input: its editor, its error label, how to read its value; `PredictView` builds them."""
 
     def __init__(self, editor: QWidget, error: QLabel, read: Callable[[], Any]) -> None:
         self.editor = editor
@@ -44,6 +44,8 @@ class _Field:
 
 
 class PredictView(QWidget):
+    """The Predict tab: a form per model and its result; `gui.app` answers its `sigPredict`."""
+
     sigPredict = Signal(str, dict)  # model name, input payload (already valid)
     sigPredictRemote = Signal(dict)  # input payload for `remote_form`'s target (already valid)
 

@@ -14,6 +14,8 @@ from engine.work import Work
 
 
 class EngineBridge(QObject):
+    """The engine's newest snapshot and finished requests, emitted per tick; `gui.app` wires it."""
+
     sigStats = Signal(object)  # StatsSnapshot
     sigFinished = Signal(list)  # list[Work] finished since the previous emit
 

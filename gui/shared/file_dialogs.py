@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QFileDialog, QFileIconProvider, QWidget
 
 
 class NameOnlyIconProvider(QFileIconProvider):
-    """Icons and type names from the entry's kind and suffix; never reads a file's contents."""
+    """Icons from an entry's kind and suffix, never its contents; `file_dialog` installs it."""
 
     def icon(self, what: QFileIconProvider.IconType | QFileInfo) -> QIcon:
         if isinstance(what, QFileInfo):

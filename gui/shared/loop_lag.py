@@ -28,6 +28,8 @@ def summary_ms(histogram: HdrHistogram) -> dict[str, float]:
 
 
 class LoopLagMonitor(QObject):
+    """The GUI loop's lag, whole session and per window; `gui.app` starts it, runs read windows."""
+
     def __init__(self, interval_ms: int = 10, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.interval_ms = interval_ms

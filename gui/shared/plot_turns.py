@@ -16,7 +16,7 @@ import pyqtgraph as pg
 
 
 class PlotTurns:
-    """Round-robin redraws of the plots whose data moved since they last drew."""
+    """Round-robin redraws of the plots whose data moved; `LivePlotsWidget` owns one."""
 
     def __init__(self, drawers: Sequence[Callable[[], None]]) -> None:
         self._drawers = tuple(drawers)

@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 
 class _Job(QRunnable):
+    """One submitted call and its future, run on the pool; `QThreadPoolExecutor.submit` makes it."""
+
     def __init__(
         self,
         future: Future[Any],
@@ -46,7 +48,7 @@ class _Job(QRunnable):
 
 
 class QThreadPoolExecutor(Executor):
-    """`submit` queues a QRunnable; `shutdown(wait=True)` waits for the pool to drain."""
+    """The engine's inference executor over a private QThreadPool; `gui.app` hands it in."""
 
     def __init__(self, max_workers: int = 1) -> None:
         self._pool = QThreadPool()

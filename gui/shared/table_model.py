@@ -19,8 +19,7 @@ Row = TypeVar("Row")
 
 
 class RowTableModel(QAbstractTableModel, Generic[Row]):
-    """Row and column counts and header text for a list of rows; the Requests and Targets
-    table models subclass it (and write `data()`), the views show it through `row_table`."""
+    """Counts and headers for a list of rows; the Requests and Targets table models subclass it."""
 
     columns: ClassVar[tuple[str, ...]] = ()
     right_aligned: ClassVar[frozenset[str]] = frozenset()

@@ -41,7 +41,7 @@ def dark_palette() -> QPalette:
 
 
 class Theme(QObject):
-    """Applies the palette now and whenever the system scheme or the user's choice changes."""
+    """The light or dark palette, applied as the system or the user chooses; `gui.app` makes it."""
 
     sigThemeChanged = Signal(bool)  # dark?
 

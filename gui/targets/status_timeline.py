@@ -28,6 +28,8 @@ BAND_PX = 40  # the state band, its title above it
 
 @dataclass(frozen=True, slots=True)
 class Point:
+    """One probe round on a lane: when, its state and live latency; `_Lane` keeps them in order."""
+
     at_s: float  # wall clock, seconds since the epoch
     state: str
     latency_ms: float
@@ -35,6 +37,8 @@ class Point:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
+    """A stretch of one state on a lane's band; `segments` cuts them from a lane's points."""
+
     start_s: float
     end_s: float
     state: str
@@ -84,7 +88,7 @@ def segments(points: list[Point], end_s: float | None = None) -> list[Segment]:
 
 
 class _Lane:
-    """One target's band and latency plot."""
+    """One target's band and latency plot; `StatusTimeline` keeps one per target."""
 
     def __init__(self, layout: pg.GraphicsLayout, row: int, name: str) -> None:
         self.name = name
@@ -153,7 +157,7 @@ class _Lane:
 
 
 class StatusTimeline(QWidget):
-    """Lanes of state segments and probe latency, one per target, newest on the right."""
+    """Per target, state segments over probe latency; `attach_targets` adds it to the Monitor."""
 
     def __init__(
         self, window_s: float = 3600.0, max_points: int = 2000, parent: QWidget | None = None

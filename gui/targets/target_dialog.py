@@ -55,7 +55,7 @@ _ERROR_STYLE = "border: 1px solid #d9534f;"
 
 
 class DraftError(ValueError):
-    """What is wrong with the dialog's input: (field, message) pairs."""
+    """What is wrong with the dialog's input: (field, message) pairs; `TargetDialog` shows them."""
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{LABELS.get(f, f)}: {m}" for f, m in problems))
@@ -75,6 +75,8 @@ def parse_header_lines(text: str) -> dict[str, str]:
 
 
 class TargetDialog(QDialog):
+    """The add / edit form for one target and its token; `TargetsView` opens it and saves it."""
+
     sigSubmitted = Signal(object, object)  # Target, token: str (new) | None (none) | KEEP
 
     def __init__(

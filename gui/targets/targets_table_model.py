@@ -25,8 +25,7 @@ _STATE_COLUMNS = (COLUMNS.index("state"), COLUMNS.index("changed"))
 
 
 class TargetsTableModel(RowTableModel[StoredTarget]):
-    """The stored targets and their probers' latest snapshots as table cells; `TargetsView`
-    sets the targets, `ProbeHost.sigSnapshots` feeds `update_snapshots`."""
+    """Stored targets beside their probers' state as cells; `TargetsView` shows and feeds it."""
 
     columns = COLUMNS
 

@@ -56,8 +56,7 @@ ACTIONS = (
 
 
 class TargetsView(QWidget):
-    """The Targets tab: the table, its add / edit / remove / probe actions and the probe
-    interval; `attach_targets` builds it, the main window's menu calls its actions."""
+    """The Targets tab: its table and actions; `attach_targets` builds it, the menu calls it."""
 
     sigTargetsChanged = Signal(list)  # list[StoredTarget], after every load, save or removal
 

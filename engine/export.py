@@ -1,4 +1,6 @@
-"""Exporting a run's requests: Chrome trace (Perfetto, chrome://tracing), CSV and JSONL."""
+"""Exporting a run's requests: Chrome trace (Perfetto, chrome://tracing), CSV and JSONL, and
+`export_file`, the one way both `inferdeck export --out` and the Runs view write them to a file.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +8,19 @@ import contextlib
 import csv
 import heapq
 import json
-from collections.abc import AsyncIterator
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TextIO
+
+from storage.database import refuse_live_database
 
 FORMATS = ("chrome-trace", "csv", "jsonl")
 STAGES = ("validate", "metadata", "queue_wait", "inference", "write")
+
+Rows = AsyncIterator[dict[str, Any]]
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:
@@ -133,4 +143,50 @@ async def write_chrome_trace(
             out.write(",\n" + json.dumps(event, separators=(",", ":")))
         count += 1
     out.write("\n]}\n")
+    return count
+
+
+WRITERS: dict[str, Callable[[Rows, TextIO, int], Awaitable[int]]] = {
+    "chrome-trace": write_chrome_trace,
+    "csv": write_csv,
+    "jsonl": write_jsonl,
+}
+
+
+def _written_in_place(path: Path) -> bool:
+    """Whether `path` names no plain file of its own to replace: a link (`/dev/stdout` stands
+    for wherever this process's output goes), a pipe or a device. It is written through, as
+    `open` does; a rename would replace the link, or cannot replace the rest."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+async def export_file(path: Path, fmt: str, rows: Rows, base_us: int = 0) -> int:
+    """Write `rows` to `path` in `fmt` (one of `FORMATS`) and return how many were written.
+
+    Refuses (`LiveDatabaseError`, before anything is opened) a file of a database this process
+    has open: opening it would drop this process's locks, renaming over it would replace it
+    under the open connections. The export is written beside `path`, synced and renamed over
+    it, so a failed or cancelled export never leaves a half file (or clobbers an earlier good
+    one); a link, pipe or device is written through instead. An `OSError` says what the
+    filesystem refused.
+    """
+    refuse_live_database(path, "an export's file")
+    write = WRITERS[fmt]
+    if _written_in_place(path):
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            return await write(rows, fh, base_us)
+    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        with part.open("x", encoding="utf-8", newline="") as fh:
+            count = await write(rows, fh, base_us)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     return count

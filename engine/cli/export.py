@@ -1,4 +1,5 @@
-"""`inferdeck export RUN_ID --format chrome-trace|csv|jsonl`: a run's requests to a file."""
+"""`inferdeck export RUN_ID --format chrome-trace|csv|jsonl`: a run's requests to standard
+output, or to a file through `engine.export.export_file` (whole or not at all)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from engine import export
 from engine.cli.common import EXIT_OK, CommandError, SubParsers, database, db_path, warn
 from engine.cli.runs import find_run
 from storage import queries
-from storage.database import is_live_database
+from storage.database import LiveDatabaseError
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -22,27 +23,20 @@ def add_parser(sub: SubParsers) -> None:
     p.set_defaults(run=run)
 
 
-WRITERS = {
-    "chrome-trace": export.write_chrome_trace,
-    "csv": export.write_csv,
-    "jsonl": export.write_jsonl,
-}
-
-
 async def run(args: argparse.Namespace) -> int:
     async with database(db_path(args.db)) as db:
         row = await find_run(db.reader, args.run_id)
         rows = queries.iter_run_requests(db.reader, row.run_id)
-        write = WRITERS[args.format]
         if args.out is None:
-            await write(rows, sys.stdout, row.started_us)
+            await export.WRITERS[args.format](rows, sys.stdout, row.started_us)
             return EXIT_OK
         target = Path(args.out)
-        if is_live_database(target):  # opening it would drop our locks; writing would wreck it
-            raise CommandError(f"--out {args.out}: that is the database; choose another file")
         try:
-            with target.open("w", encoding="utf-8", newline="") as fh:
-                count = await write(rows, fh, row.started_us)
+            count = await export.export_file(target, args.format, rows, row.started_us)
+        except LiveDatabaseError as exc:
+            raise CommandError(
+                f"--out {args.out}: that is the database; choose another file"
+            ) from exc
         except OSError as exc:
             raise CommandError(f"--out {args.out}: {exc.strerror or exc}") from exc
         warn(f"wrote {count} requests of run {row.run_id} to {target}")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ from engine.tasks import TaskOwner
 from gui.shared.file_dialogs import file_dialog
 from gui.shared.tables import row_table
 from storage import queries
-from storage.database import Database, is_live_database
+from storage.database import Database, LiveDatabaseError, is_live_database
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -64,11 +62,6 @@ NUMERIC = frozenset({"ok", "rejected+failed", "throughput/s", "p50 ms", "p99 ms"
 MISSING = "—"
 LIMIT = 500
 
-WRITERS = {
-    "chrome-trace": export.write_chrome_trace,
-    "csv": export.write_csv,
-    "jsonl": export.write_jsonl,
-}
 SUFFIXES = {"chrome-trace": "json", "csv": "csv", "jsonl": "jsonl"}
 NAME_FILTERS = {
     "chrome-trace": "Chrome trace (*.json)",
@@ -426,32 +419,22 @@ class RunsView(QWidget):
         label then says why in one line). The file appears whole or not at all."""
         self._last_dir = path.parent
         if is_live_database(path):
-            # Renaming the export over the live database would replace it under the open
-            # connections; opening it at all would drop this process's locks.
+            # Refused before the run is read, in the view's words (`export_file` refuses too).
             self.status.setText(
                 f"Export refused: {path.name} is the database InferDeck has open; "
                 "choose another file"
             )
             return -1
         self.status.setText(f"Exporting run {short_id(run_id)} to {path}…")
-        # Written beside the target and renamed over it at the end, so a failed or cancelled
-        # export never leaves a half file (or clobbers an earlier good one).
-        part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
         try:
             run = await queries.get_run(self._db.reader, run_id)
             if run is None:
                 self.status.setText(f"Export failed: no run matches {run_id!r}")
                 return -1
             rows = queries.iter_run_requests(self._db.reader, run.run_id)
-            with part.open("x", encoding="utf-8", newline="") as fh:
-                count = await WRITERS[fmt](rows, fh, run.started_us)
-            os.replace(part, path)
-        except (OSError, sqlite3.Error) as exc:
-            part.unlink(missing_ok=True)
+            count = await export.export_file(path, fmt, rows, run.started_us)
+        except (OSError, sqlite3.Error, LiveDatabaseError) as exc:
             self.status.setText(f"Export to {path} failed: {_one_line(exc)}")
             return -1
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
         self.status.setText(f"Exported {count:,} requests of run {short_id(run.run_id)} to {path}")
         return count

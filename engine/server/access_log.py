@@ -18,6 +18,8 @@ logger = logging.getLogger("inferdeck.access")
 
 
 class AccessLog:
+    """The queued access-log lines of one service; `Edge` writes one per request."""
+
     def __init__(self, log: logging.Logger = logger) -> None:
         self._log = log
         self._lines: list[str] = []

@@ -8,17 +8,15 @@ too-large body is refused before any route reads it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.server.access_log import AccessLog
-from engine.server.errors import simple
-from engine.server.oip import error_response as oip_error
-from engine.server.oip import is_oip_path
+from engine.server.dataplane import DataPlane
+from engine.server.errors import Refusal, answer
 from engine.server.predict_route import serve_predict
-from engine.server.state import CLIENT_TIMEOUT, Running
+from engine.server.state import CLIENT_TIMEOUT
 from engine.server.tracing import continue_trace, request_id_from
 
 # The only request headers this layer reads; the rest are left for the routes, undecoded.
@@ -26,16 +24,14 @@ _WANTED = frozenset({b"x-request-id", b"traceparent", b"content-length"})
 
 
 class Edge:
-    def __init__(
-        self,
-        app: ASGIApp,
-        max_body_bytes: int,
-        running: Callable[[], Running | None] | None = None,
-    ) -> None:
-        """`running` (the app's engine once ready) turns on the `POST /predict` fast path."""
+    """The ASGI app uvicorn runs (`asgi_app` wraps the FastAPI app in it): IDs, trace context,
+    the declared body limit and the access log for every request."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, plane: DataPlane | None = None) -> None:
+        """`plane` (the app's dataplane) turns on the `POST /predict` fast path."""
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.running = running
+        self.plane = plane
         self.access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,26 +66,13 @@ class Edge:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 message = f"the body is {int(length):,} bytes; the limit is {self.max_body_bytes:,}"
-                response = (
-                    oip_error(message, 413)
-                    if is_oip_path(scope["path"])
-                    else simple("body_too_large", message, request_id)
-                )
-                await response(scope, receive, send_with_ids)
+                refusal = Refusal("body_too_large", message)
+                await answer(scope["path"], refusal, request_id)(scope, receive, send_with_ids)
                 return
-            if (
-                self.running is not None
-                and scope["path"] == "/predict"
-                and scope["method"] == "POST"
-            ):
+            plane = self.plane
+            if plane is not None and scope["path"] == "/predict" and scope["method"] == "POST":
                 state["model"] = await serve_predict(
-                    self.running(),
-                    scope,
-                    receive,
-                    send_with_ids,
-                    request_id=request_id,
-                    caller_chose_id=chosen,
-                    max_body_bytes=self.max_body_bytes,
+                    plane, scope, receive, send_with_ids, request_id, chosen
                 )
                 return
             await self.app(scope, receive, send_with_ids)

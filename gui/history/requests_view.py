@@ -14,17 +14,16 @@ from typing import Any
 from PySide6.QtCore import QStringListModel, Qt, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
-    QComboBox,
     QCompleter,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from gui.history.requests_table_model import RequestsTableModel
+from gui.shared.fields import choice_box, text_box
 from gui.shared.tables import row_table
 from storage.queries import RequestFilter
 
@@ -43,42 +42,34 @@ class RequestsView(QWidget):
     ) -> None:
         super().__init__(parent)
         self.table_model = model
-        self.status_box = QComboBox()
-        self.status_box.addItems(STATUSES)
-        self.status_box.setToolTip(
+        self.status_box = choice_box(
+            STATUSES,
             "Only requests in this state; interrupted ones were cut short by a crash and can be "
-            "run again"
+            "run again",
         )
-        self.model_box = QComboBox()
-        self.model_box.addItems(["any model", *model_names])
-        self.model_box.setToolTip("Only requests to this model")
-        self.client_box = QComboBox()
-        self.client_box.addItem(ANY_CLIENT)
-        self.client_box.setToolTip("Only requests from this client ID")
-        self.source_edit = QLineEdit()
-        self.source_edit.setPlaceholderText("any source")
-        self.source_edit.setClearButtonEnabled(True)
-        self.source_edit.setToolTip(
+        self.model_box = choice_box(["any model", *model_names], "Only requests to this model")
+        self.client_box = choice_box([ANY_CLIENT], "Only requests from this client ID")
+        self.source_edit = text_box(
+            "any source",
             "Only requests from this source: a file's full path, form, or another origin "
-            "(suggestions: recent ones); Enter to apply"
+            "(suggestions: recent ones); Enter to apply",
+            clearable=True,
         )
         self._sources = QStringListModel(self)
         completer = QCompleter(self._sources, self.source_edit)
         completer.setFilterMode(Qt.MatchFlag.MatchContains)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.source_edit.setCompleter(completer)
-        self.text_edit = QLineEdit()
-        self.text_edit.setPlaceholderText("request ID, input or error text")
-        self.text_edit.setClearButtonEnabled(True)
-        self.text_edit.setToolTip(
+        self.text_edit = text_box(
+            "request ID, input or error text",
             "A request ID or its beginning (found at once), or text to find in inputs and "
-            "errors (searched in steps, newest first); Enter to apply"
+            "errors (searched in steps, newest first); Enter to apply",
+            clearable=True,
         )
-        self.sort_box = QComboBox()
-        self.sort_box.addItems(["newest first", "slowest first"])
-        self.sort_box.setToolTip(
+        self.sort_box = choice_box(
+            ["newest first", "slowest first"],
             "Newest first, or slowest first (requests without a latency, such as queued or "
-            "interrupted ones, are left out)"
+            "interrupted ones, are left out)",
         )
         self.search_label = QLabel()
         self.rerun_button = QPushButton("Run again")

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -24,7 +23,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -36,6 +34,7 @@ from engine.remote.load import LoadSnapshot
 from engine.remote.plan import LoadPlan
 from engine.remote.target_store import StoredTarget
 from engine.remote.targets import PROTOCOLS, Target, describe_validation
+from gui.shared.fields import choice_box, count_box, number_box, text_box
 from gui.shared.file_dialogs import file_dialog
 
 TYPED = "URL below"
@@ -62,48 +61,28 @@ class LoadPanel(QWidget):
         self.target_box.addItem(TYPED)
         self.target_box.setToolTip("A target saved in the Targets tab, or the URL typed below")
         self.target_box.currentTextChanged.connect(self._target_chosen)
-        self.url_edit = QLineEdit()
-        self.url_edit.setPlaceholderText("http://127.0.0.1:8000")
-        self.protocol_box = QComboBox()
-        self.protocol_box.addItems(PROTOCOLS)
-        self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("model name (inferdeck and oip)")
+        self.url_edit = text_box("http://127.0.0.1:8000")
+        self.protocol_box = choice_box(PROTOCOLS)
+        self.model_edit = text_box("model name (inferdeck and oip)")
 
-        self.mode_box = QComboBox()
-        self.mode_box.addItems(["Open model: a constant rate", "Closed model: N users"])
-        self.mode_box.setToolTip(
+        self.mode_box = choice_box(
+            ["Open model: a constant rate", "Closed model: N users"],
             "Open: requests leave on schedule and latency counts from the intended send time "
-            "(a stalling server shows). Closed: each user sends again when answered."
+            "(a stalling server shows). Closed: each user sends again when answered.",
         )
-        self.rate_spin = QDoubleSpinBox()
-        self.rate_spin.setRange(0.1, 1_000_000)
-        self.rate_spin.setDecimals(1)
-        self.rate_spin.setValue(100)
-        self.rate_spin.setSuffix(" req/s")
-        self.users_spin = QSpinBox()
-        self.users_spin.setRange(1, 10_000)
-        self.users_spin.setValue(8)
-        self.users_spin.setSuffix(" users")
+        self.rate_spin = number_box(0.1, 1_000_000, 100, decimals=1, suffix=" req/s")
+        self.users_spin = count_box(1, 10_000, 8, suffix=" users")
         self.mode_box.currentIndexChanged.connect(self._mode_changed)
-        self.ramp_spin = QDoubleSpinBox()
-        self.ramp_spin.setRange(0, 3600)
-        self.ramp_spin.setSuffix(" s")
-        self.ramp_spin.setToolTip("Ramp the rate (or the users) up from 0 over this long")
-        self.stop_box = QComboBox()
-        self.stop_box.addItems(["Duration", "Request count"])
-        self.duration_spin = QDoubleSpinBox()
-        self.duration_spin.setRange(0.1, 86_400)
-        self.duration_spin.setValue(10)
-        self.duration_spin.setSuffix(" s")
-        self.requests_spin = QSpinBox()
-        self.requests_spin.setRange(1, 100_000_000)
-        self.requests_spin.setValue(1000)
-        self.requests_spin.setSuffix(" requests")
+        self.ramp_spin = number_box(
+            0, 3600, suffix=" s", tooltip="Ramp the rate (or the users) up from 0 over this long"
+        )
+        self.stop_box = choice_box(["Duration", "Request count"])
+        self.duration_spin = number_box(0.1, 86_400, 10, suffix=" s")
+        self.requests_spin = count_box(1, 100_000_000, 1000, suffix=" requests")
         self.stop_box.currentIndexChanged.connect(self._stop_changed)
-        self.in_flight_spin = QSpinBox()
-        self.in_flight_spin.setRange(1, 100_000)
-        self.in_flight_spin.setValue(1000)
-        self.in_flight_spin.setToolTip("At most this many requests out at once")
+        self.in_flight_spin = count_box(
+            1, 100_000, 1000, tooltip="At most this many requests out at once"
+        )
 
         self.payload_box = QComboBox()
         for kind, text in PAYLOADS:

@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -37,6 +36,7 @@ from engine.remote.credentials import REDACTED, redact_headers
 from engine.remote.secrets import Where
 from engine.remote.target_store import KEEP, StoredTarget
 from engine.remote.targets import PROTOCOLS, Target
+from gui.shared.fields import choice_box, number_box, text_box
 
 LABELS = {
     "name": "Name",
@@ -89,18 +89,14 @@ class TargetDialog(QDialog):
         self.existing = existing
         self.setWindowTitle("Edit target" if existing else "Add target")
         self.setMinimumWidth(520)
-        self.name_edit = QLineEdit()
-        self.name_edit.setPlaceholderText("prod-iris")
-        self.url_edit = QLineEdit()
-        self.url_edit.setPlaceholderText("https://models.example.com")
-        self.protocol_box = QComboBox()
-        self.protocol_box.addItems(list(PROTOCOLS))
-        self.protocol_box.setToolTip(
+        self.name_edit = text_box("prod-iris")
+        self.url_edit = text_box("https://models.example.com")
+        self.protocol_box = choice_box(
+            PROTOCOLS,
             "inferdeck: this project's /predict · oip: Open Inference Protocol v2 (KServe, "
-            "Triton, MLServer) · json: any URL with a JSON body template"
+            "Triton, MLServer) · json: any URL with a JSON body template",
         )
-        self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("the model to check and send to (OIP: required)")
+        self.model_edit = text_box("the model to check and send to (OIP: required)")
         self.headers_edit = QPlainTextEdit()
         self.headers_edit.setPlaceholderText("X-Tenant: team-a\nX-Api-Key: …")
         self.headers_edit.setFixedHeight(64)
@@ -291,10 +287,4 @@ class TargetDialog(QDialog):
 
 
 def _seconds(value: float) -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
-    spin.setRange(0.1, 600.0)
-    spin.setDecimals(1)
-    spin.setSingleStep(0.5)
-    spin.setSuffix(" s")
-    spin.setValue(value)
-    return spin
+    return number_box(0.1, 600.0, value, decimals=1, step=0.5, suffix=" s")

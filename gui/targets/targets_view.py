@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Signal
 from PySide6.QtWidgets import (
-    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -33,6 +32,7 @@ from engine.remote.targets import Target
 from engine.stats import RunRecorder
 from engine.tasks import TaskOwner
 from gui.predict.remote_predict import RemotePredict
+from gui.shared.fields import number_box
 from gui.shared.tables import row_table
 from gui.targets.probe_host import DEFAULT_INTERVAL_S, Notifier, ProbeHost
 from gui.targets.status_timeline import StatusTimeline
@@ -90,12 +90,14 @@ class TargetsView(QWidget):
         ):
             button.setToolTip(f"{text.replace('&', '')} ({keys})")
             button.clicked.connect(getattr(self, method))
-        self.interval_spin = QDoubleSpinBox()
-        self.interval_spin.setRange(1.0, 3600.0)
-        self.interval_spin.setDecimals(0)
-        self.interval_spin.setSuffix(" s")
-        self.interval_spin.setToolTip("How often every target is probed (live, ready, model)")
-        self.interval_spin.setValue(self.saved_interval(settings))
+        self.interval_spin = number_box(
+            1.0,
+            3600.0,
+            self.saved_interval(settings),
+            decimals=0,
+            suffix=" s",
+            tooltip="How often every target is probed (live, ready, model)",
+        )
         self.interval_spin.editingFinished.connect(self._interval_changed)
         self.message = QLabel("")
         self.message.setWordWrap(True)

@@ -9,8 +9,6 @@ newer (B), coloured better or worse. The numbers come from `engine.compare` (Qt-
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
@@ -26,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from engine.compare import Delta, decode_histogram, deltas, figures, nines, percentile_curve
 from engine.ids import short_id
+from gui.shared.when import when_text
 from storage.queries import RunRow
 
 PENS = ("#6c8ebf", "#d79b00")  # A, B
@@ -36,8 +35,7 @@ TICKS = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999, 99.9999)
 
 
 def run_label(letter: str, run: RunRow) -> str:
-    when = dt.datetime.fromtimestamp(run.started_us / 1e6).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{letter}: {run.kind} {short_id(run.run_id)} ({when})"
+    return f"{letter}: {run.kind} {short_id(run.run_id)} ({when_text(run.started_us)})"
 
 
 def _value(value: float | None, name: str) -> str:
@@ -56,7 +54,7 @@ def _signed(value: float | None, name: str, suffix: str = "") -> str:
 
 
 class RunsCompareView(QWidget):
-    """A window comparing run `a` (the base) with run `b`."""
+    """A window comparing run `a` (the base) with run `b`; `RunsView`'s Compare opens it."""
 
     def __init__(self, a: RunRow, b: RunRow, parent: QWidget | None = None) -> None:
         super().__init__(parent, Qt.WindowType.Window)

@@ -1,26 +1,17 @@
-"""The Runs view: past runs (GUI sessions, dropped files, CLI predicts) with their summaries,
-one run's detail and file jobs, and export of a run's requests (Chrome trace, CSV, JSONL).
+"""The Runs view: past runs (the table, `runs_table_model`) above the selected run's detail
+(`run_report`), Compare for two of them (`runs_compare`), and export of a run's requests
+(Chrome trace, CSV, JSONL).
 
 Everything is read from SQLite on the reader connection, asynchronously on the qasync loop; the
-exporters are the engine's (`engine.export`), the same ones `inferdeck export` uses.
+export is the engine's `engine.export.export_file`, the same one `inferdeck export` uses.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QItemSelection,
-    QModelIndex,
-    QPersistentModelIndex,
-    Qt,
-    Signal,
-)
+from PySide6.QtCore import QItemSelection, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -38,29 +29,12 @@ from PySide6.QtWidgets import (
 from engine import export
 from engine.ids import short_id
 from engine.tasks import TaskOwner
+from gui.runs.run_report import describe_run
+from gui.runs.runs_table_model import RunsTableModel
 from gui.shared.file_dialogs import file_dialog
 from gui.shared.tables import row_table
 from storage import queries
 from storage.database import Database, LiveDatabaseError, is_live_database
-
-Index = QModelIndex | QPersistentModelIndex
-
-COLUMNS = (
-    "started",
-    "kind",
-    "status",
-    "ok",
-    "rejected+failed",
-    "throughput/s",
-    "p50 ms",
-    "p99 ms",
-    "UI lag p99 ms",
-    "source",
-    "run",
-)
-NUMERIC = frozenset({"ok", "rejected+failed", "throughput/s", "p50 ms", "p99 ms", "UI lag p99 ms"})
-MISSING = "—"
-LIMIT = 500
 
 SUFFIXES = {"chrome-trace": "json", "csv": "csv", "jsonl": "jsonl"}
 NAME_FILTERS = {
@@ -70,187 +44,13 @@ NAME_FILTERS = {
 }
 
 
-def _when(us: int | None) -> str:
-    if us is None:
-        return MISSING
-    return dt.datetime.fromtimestamp(us / 1e6).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _ms(value: Any) -> str:
-    return MISSING if value is None else f"{value:.2f}"
-
-
-def _sources(run: queries.RunRow) -> list[str]:
-    files = run.config.get("files")
-    return [str(f) for f in files] if isinstance(files, list) else []
-
-
-def _source_text(run: queries.RunRow) -> str:
-    names = [Path(f).name for f in _sources(run)]
-    if len(names) > 3:
-        return f"{', '.join(names[:3])} +{len(names) - 3} more"
-    return ", ".join(names)
-
-
-def _cell(run: queries.RunRow, column: str) -> str:
-    summary = run.summary or {}
-    latency = summary.get("latency_ms") or {}
-    if column == "started":
-        return _when(run.started_us)
-    if column in ("kind", "status"):
-        return str(getattr(run, column))
-    if column == "ok":
-        ok = summary.get("ok")
-        return MISSING if ok is None else f"{ok:,}"
-    if column == "rejected+failed":
-        if "rejected" not in summary and "failed" not in summary:
-            return MISSING
-        return f"{summary.get('rejected', 0) + summary.get('failed', 0):,}"
-    if column == "throughput/s":
-        rate = summary.get("throughput_per_s")
-        return MISSING if rate is None else f"{rate:,.1f}"
-    if column == "p50 ms":
-        return _ms(latency.get("p50"))
-    if column == "p99 ms":
-        return _ms(latency.get("p99"))
-    if column == "UI lag p99 ms":
-        return _ms((summary.get("ui_loop_lag_ms") or {}).get("p99"))
-    if column == "source":
-        return _source_text(run)
-    return run.run_id
-
-
-class RunsTableModel(QAbstractTableModel):
-    """Recent runs, newest first, as display text; `load()` re-reads them all."""
-
-    sigLoaded = Signal()
-
-    def __init__(self, db: Database) -> None:
-        super().__init__()
-        self._db = db
-        self._rows: list[queries.RunRow] = []
-        self._generation = 0  # bumps on each load, so an older load that ends later is dropped
-
-    # -- Qt model API -------------------------------------------------------------------------
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if orientation != Qt.Orientation.Horizontal:
-            return None
-        if role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        if role == Qt.ItemDataRole.TextAlignmentRole and COLUMNS[section] in NUMERIC:
-            return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        return None
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        run = self._rows[index.row()]
-        column = COLUMNS[index.column()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return _cell(run, column)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMERIC:
-            return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        if role == Qt.ItemDataRole.ToolTipRole:
-            if column == "source":
-                return "\n".join(_sources(run)) or None
-            if column == "run":
-                return run.run_id
-        return None
-
-    # -- rows ---------------------------------------------------------------------------------
-
-    def run(self, row: int) -> queries.RunRow:
-        return self._rows[row]
-
-    def row_of(self, run_id: str) -> int | None:
-        for i, run in enumerate(self._rows):
-            if run.run_id == run_id:
-                return i
-        return None
-
-    async def load(self) -> None:
-        self._generation += 1
-        generation = self._generation
-        rows = await queries.list_runs(self._db.reader, limit=LIMIT)
-        if generation != self._generation:
-            return
-        self.beginResetModel()
-        self._rows = rows
-        self.endResetModel()
-        self.sigLoaded.emit()
-
-
-def describe_run(detail: queries.RunDetail) -> str:
-    """The detail pane's text: everything stored about one run, as plain lines."""
-    run, counts, jobs = detail.run, detail.status_counts, detail.file_jobs
-    lines = [f"run {run.run_id}", f"kind {run.kind} · status {run.status}"]
-    lines.append(f"started {_when(run.started_us)} · ended {_when(run.ended_us)}")
-    lines.append(
-        "requests: " + (", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "none")
-    )
-    summary = run.summary
-    if summary is None:
-        if run.status == "running":
-            lines.append("still running: its summary is written when it ends")
-        else:
-            lines.append(f"no summary (the run ended {run.status})")
-    else:
-        lines.append(
-            f"accepted {summary.get('accepted', 0):,} · ok {summary.get('ok', 0):,} · "
-            f"rejected {summary.get('rejected', 0):,} · failed {summary.get('failed', 0):,}"
-        )
-        if summary.get("rows_done") is not None:  # file runs: how far their files got
-            total = summary.get("rows_total")
-            lines.append(
-                f"rows done {summary['rows_done']:,} of "
-                f"{MISSING if total is None else f'{total:,}'} · ended {run.status}"
-            )
-            lines.extend(f"error: {e}" for e in summary.get("errors") or [])
-        duration = summary.get("duration_s")
-        rate = summary.get("throughput_per_s")
-        lines.append(
-            f"duration {MISSING if duration is None else f'{duration:,.2f} s'} · "
-            f"throughput {MISSING if rate is None else f'{rate:,.1f}'}/s"
-        )
-        lat = summary.get("latency_ms") or {}
-        lines.append(
-            f"latency ms: p50 {_ms(lat.get('p50'))}  p90 {_ms(lat.get('p90'))}  "
-            f"p99 {_ms(lat.get('p99'))}  p99.9 {_ms(lat.get('p999'))}  max {_ms(lat.get('max'))}"
-        )
-        lag = summary.get("ui_loop_lag_ms")
-        if lag:
-            lines.append(
-                f"UI loop lag ms: p50 {_ms(lag.get('p50'))}  p99 {_ms(lag.get('p99'))}  "
-                f"max {_ms(lag.get('max'))}"
-            )
-    lines.append("config: " + (json.dumps(run.config, indent=2) if run.config else "none"))
-    if jobs:
-        lines.append("file jobs:")
-        for job in jobs:
-            total = MISSING if job.rows_total is None else f"{job.rows_total:,}"
-            lines.append(
-                f"  #{job.job_id} {job.source_path} [{job.format}] {job.status}, "
-                f"{job.rows_done:,}/{total} rows" + (f", model {job.model}" if job.model else "")
-            )
-    return "\n".join(lines)
-
-
 def _one_line(exc: BaseException) -> str:
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return " ".join(text.split()) or type(exc).__name__
 
 
 class RunsView(QWidget):
-    """The runs table above the selected run's detail; Refresh (F5) and Export… (Ctrl+E)."""
+    """The Runs tab (built by `gui.app`): runs above the selected one's detail, Compare, Export."""
 
     sigRunsLoaded = Signal(int)  # how many runs the table holds now
     sigDetailLoaded = Signal(str)  # the run ID the detail pane shows now

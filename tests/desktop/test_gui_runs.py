@@ -25,7 +25,9 @@ from engine.models import ModelRegistry
 from engine.pipeline import Engine
 from engine.runs import begin_run, end_run
 from engine.tasks import TaskOwner
-from gui.runs.runs_view import COLUMNS, MISSING, RunsTableModel, RunsView
+from gui.runs.runs_table_model import COLUMNS, RunsTableModel
+from gui.runs.runs_view import RunsView
+from gui.shared.when import MISSING
 from storage import open_database
 
 ROW = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}

@@ -1,0 +1,123 @@
+"""The Runs table's model: recent runs (GUI sessions, dropped files, CLI predicts, load runs),
+newest first, one row each with its summary's figures as display text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+
+from gui.runs.run_report import ms_text
+from gui.shared.table_model import RIGHT, Index, RowTableModel
+from gui.shared.when import MISSING, when_text
+from storage import queries
+from storage.database import Database
+
+COLUMNS = (
+    "started",
+    "kind",
+    "status",
+    "ok",
+    "rejected+failed",
+    "throughput/s",
+    "p50 ms",
+    "p99 ms",
+    "UI lag p99 ms",
+    "source",
+    "run",
+)
+NUMERIC = frozenset({"ok", "rejected+failed", "throughput/s", "p50 ms", "p99 ms", "UI lag p99 ms"})
+LIMIT = 500
+
+
+def _sources(run: queries.RunRow) -> list[str]:
+    files = run.config.get("files")
+    return [str(f) for f in files] if isinstance(files, list) else []
+
+
+def _source_text(run: queries.RunRow) -> str:
+    names = [Path(f).name for f in _sources(run)]
+    if len(names) > 3:
+        return f"{', '.join(names[:3])} +{len(names) - 3} more"
+    return ", ".join(names)
+
+
+def _cell(run: queries.RunRow, column: str) -> str:
+    summary = run.summary or {}
+    latency = summary.get("latency_ms") or {}
+    if column == "started":
+        return when_text(run.started_us)
+    if column in ("kind", "status"):
+        return str(getattr(run, column))
+    if column == "ok":
+        ok = summary.get("ok")
+        return MISSING if ok is None else f"{ok:,}"
+    if column == "rejected+failed":
+        if "rejected" not in summary and "failed" not in summary:
+            return MISSING
+        return f"{summary.get('rejected', 0) + summary.get('failed', 0):,}"
+    if column == "throughput/s":
+        rate = summary.get("throughput_per_s")
+        return MISSING if rate is None else f"{rate:,.1f}"
+    if column == "p50 ms":
+        return ms_text(latency.get("p50"))
+    if column == "p99 ms":
+        return ms_text(latency.get("p99"))
+    if column == "UI lag p99 ms":
+        return ms_text((summary.get("ui_loop_lag_ms") or {}).get("p99"))
+    if column == "source":
+        return _source_text(run)
+    return run.run_id
+
+
+class RunsTableModel(RowTableModel[queries.RunRow]):
+    """Recent runs, newest first, as display text; `RunsView` shows it and calls `load()`."""
+
+    columns = COLUMNS
+    right_aligned = NUMERIC
+    sigLoaded = Signal()
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self._db = db
+        self._generation = 0  # bumps on each load, so an older load that ends later is dropped
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        run = self._rows[index.row()]
+        column = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return _cell(run, column)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMERIC:
+            return RIGHT
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column == "source":
+                return "\n".join(_sources(run)) or None
+            if column == "run":
+                return run.run_id
+        return None
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def run(self, row: int) -> queries.RunRow:
+        return self._rows[row]
+
+    def row_of(self, run_id: str) -> int | None:
+        for i, run in enumerate(self._rows):
+            if run.run_id == run_id:
+                return i
+        return None
+
+    async def load(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        rows = await queries.list_runs(self._db.reader, limit=LIMIT)
+        if generation != self._generation:
+            return
+        self.beginResetModel()
+        self._rows = rows
+        self.endResetModel()
+        self.sigLoaded.emit()

@@ -8,7 +8,10 @@ error there takes that shape (unknown `/v2` paths included). `answer` picks the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from engine.contracts import ErrorBody, ErrorDetail, ErrorEnvelope
@@ -60,6 +63,11 @@ def envelope(body: ErrorBody, request_id: str | None = None) -> Response:
 def simple(code: str, message: str, request_id: str | None = None) -> Response:
     body = ErrorBody(code=code, message=message, details=[ErrorDetail(message=message)])
     return envelope(body, request_id)
+
+
+def documented(body: type[BaseModel], meanings: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` for error statuses: each one's body model and what it means."""
+    return {status: {"model": body, "description": what} for status, what in meanings.items()}
 
 
 def is_oip_path(path: str) -> bool:

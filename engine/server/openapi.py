@@ -16,19 +16,20 @@ from pydantic.json_schema import models_json_schema
 from engine.contracts import ErrorEnvelope, PredictRequest
 from engine.models import ModelRegistry
 from engine.models.runtime import LoadedModel
+from engine.server.errors import documented
 from engine.server.oip.schema import document_infer_body, undescribed
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope, "description": what}
-    for code, what in (
-        (404, "unknown model"),
-        (409, "request_id already used"),
-        (413, "body too large"),
-        (422, "invalid request: per-field details"),
-        (500, "internal error (no internals are shown)"),
-        (503, "overloaded (with Retry-After) or not ready"),
-    )
-}
+ERROR_RESPONSES = documented(
+    ErrorEnvelope,
+    {
+        404: "unknown model",
+        409: "request_id already used",
+        413: "body too large",
+        422: "invalid request: per-field details",
+        500: "internal error (no internals are shown)",
+        503: "overloaded (with Retry-After) or not ready",
+    },
+)
 SCHEMA_REF = "#/components/schemas/{model}"
 
 

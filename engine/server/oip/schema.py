@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from engine.models.manifest import FieldSpec
 from engine.models.runtime import LoadedModel
+from engine.server.errors import documented
 
 PLATFORM = "pytorch_torchexport"
 COMBINED_INPUT = "input"
@@ -149,17 +150,17 @@ class OipErrorBody(_Doc):
     error: str
 
 
-OIP_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": OipErrorBody, "description": what}
-    for code, what in (
-        (400, "invalid request: names the tensor, row or field"),
-        (404, "unknown model or version"),
-        (409, "X-Request-ID already used"),
-        (413, "body too large"),
-        (500, "internal error (no internals are shown)"),
-        (503, "overloaded (with Retry-After) or not ready"),
-    )
-}
+OIP_ERRORS = documented(
+    OipErrorBody,
+    {
+        400: "invalid request: names the tensor, row or field",
+        404: "unknown model or version",
+        409: "X-Request-ID already used",
+        413: "body too large",
+        500: "internal error (no internals are shown)",
+        503: "overloaded (with Retry-After) or not ready",
+    },
+)
 
 
 def document_infer_body(document: dict[str, Any], ref_template: str) -> None:

@@ -39,6 +39,8 @@ RowCheck = Callable[[aiosqlite.Connection, list[Row]], Awaitable[set[int]]]
 
 @dataclass(slots=True)
 class _Entry:
+    """One write queued by `add`, `add_deferred`, `try_write` or `flush`, until its commit."""
+
     sql: str | None  # None: a marker that only waits for the commit (see `flush`)
     rows: list[Row]
     count: int  # rows, known before a deferred entry builds them

@@ -35,6 +35,52 @@ class CommandError(Exception):
         self.details = details or []
 
 
+# The optional-dependency group (pyproject.toml) that brings each third-party package a command
+# may need beyond the core install.
+EXTRA_OF_PACKAGE = {
+    "fastapi": "serve",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "httpx": "remote",
+    "httpx_aiohttp": "remote",
+    "aiohttp": "remote",
+    "keyring": "remote",
+    "PySide6": "desktop",
+    "shiboken6": "desktop",
+    "qasync": "desktop",
+    "pyqtgraph": "desktop",
+}
+
+
+class MissingExtraError(CommandError):
+    """A package of an optional install group is missing: raised by `needs_extras` for the
+    launcher and the `serve` and `gui` commands, it names the group to install."""
+
+
+@contextlib.contextmanager
+def needs_extras(what: str, extra: str | None = None) -> Iterator[None]:
+    """Within the block, importing a missing package of an install group raises a
+    `MissingExtraError` saying that `what` needs it and how to install it (`extra`: the group
+    to name instead of the package's own, for a command that needs a larger one). A missing
+    package of no group is a bug, not an install to fix: it propagates."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").partition(".")[0]
+        if package not in EXTRA_OF_PACKAGE:
+            raise
+        raise missing_extra(what, package, extra) from exc
+
+
+def missing_extra(what: str, package: str, extra: str | None = None) -> MissingExtraError:
+    """The one line for `what` lacking `package`: the install group that brings it (`extra`,
+    or the package's own group)."""
+    return MissingExtraError(
+        f"{what} needs {package}, which this installation lacks: "
+        f"pip install 'inferdeck[{extra or EXTRA_OF_PACKAGE[package]}]'"
+    )
+
+
 # Characters that must not reach a terminal raw from a user's file name, target name, URL or
 # an error that echoes one: C0 and C1 controls (ESC starts escape sequences that recolour,
 # move the cursor or retitle the window; a newline forges a line of output), and the Unicode

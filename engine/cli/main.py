@@ -18,7 +18,14 @@ from types import ModuleType
 from typing import cast
 
 from engine import logs
-from engine.cli.common import EXIT_CANNOT_START, CommandError, SubParsers, printable
+from engine.cli.common import (
+    EXIT_CANNOT_START,
+    CommandError,
+    MissingExtraError,
+    SubParsers,
+    needs_extras,
+    printable,
+)
 from storage.database import StorageError
 
 # Each command: its one-line help and the module that adds its parser and runs it.
@@ -34,27 +41,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "targets": ("add, edit, list, show or remove remote targets", "engine.cli.targets"),
 }
 
-# The optional-dependency group that brings each third-party package a command may need.
-EXTRA_OF_PACKAGE = {
-    "fastapi": "serve",
-    "starlette": "serve",
-    "uvicorn": "serve",
-    "httpx": "remote",
-    "httpx_aiohttp": "remote",
-    "aiohttp": "remote",
-    "keyring": "remote",
-    "PySide6": "desktop",
-    "shiboken6": "desktop",
-    "qasync": "desktop",
-    "pyqtgraph": "desktop",
-}
-
-
-class MissingExtraError(CommandError):
-    """A command's third-party package is not installed: names the install group to add."""
+__all__ = ["COMMANDS", "MissingExtraError", "build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
+    """The launcher's and each command's parser: a usage error is the usage line, one
+    `inferdeck: ...` line and exit status 2."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         print(printable(f"inferdeck: {message}"), file=sys.stderr)  # it may echo an argument
@@ -63,17 +56,8 @@ class _Parser(argparse.ArgumentParser):
 
 def import_command(name: str) -> ModuleType:
     """The command's module, or a `MissingExtraError` naming the install group it needs."""
-    try:
+    with needs_extras(f"`inferdeck {name}`"):
         return importlib.import_module(COMMANDS[name][1])
-    except ModuleNotFoundError as exc:
-        package = (exc.name or "").split(".")[0]
-        extra = EXTRA_OF_PACKAGE.get(package)
-        if extra is None:
-            raise
-        raise MissingExtraError(
-            f"`inferdeck {name}` needs {package}, which this installation lacks: "
-            f"pip install 'inferdeck[{extra}]'"
-        ) from exc
 
 
 def chosen_command(argv: Sequence[str]) -> str | None:
@@ -85,8 +69,10 @@ def chosen_command(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The `inferdeck` parser. With `only`, just that command's module is imported and the
-    others are listed by name and help; without it, every command is built in full."""
+    """The `inferdeck` parser. With `only`, that command's module is imported and builds its
+    parser; every other command is listed by name and help alone. Without `only` (`--help`,
+    no command, an unknown one) nothing is imported: the list of commands is all argparse needs,
+    and a command whose install group is missing must not break the launcher's own help."""
     parser = _Parser(
         prog="inferdeck",
         description="A console for model inference: predict, trace, load and monitor.",
@@ -95,7 +81,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         SubParsers, parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     )
     for name, (help_text, _module) in COMMANDS.items():
-        if only is None or name == only:
+        if name == only:
             import_command(name).add_parser(sub)
         else:
             sub.add_parser(name, help=help_text, add_help=False)

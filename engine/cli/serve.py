@@ -18,7 +18,14 @@ import os
 import socket
 from pathlib import Path
 
-from engine.cli.common import EXIT_CANNOT_START, EXIT_OK, CommandError, SubParsers, db_path
+from engine.cli.common import (
+    EXIT_CANNOT_START,
+    EXIT_OK,
+    CommandError,
+    SubParsers,
+    db_path,
+    needs_extras,
+)
 
 # A client gets this long to send a request's head, and then this long to send its body;
 # past either the connection is closed (see engine.server.protocol).
@@ -103,16 +110,19 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     sock = _listen(args.host, args.port)  # first: before the imports that bring torch in
     try:
-        import uvicorn
-        from uvicorn.supervisors import Multiprocess
+        # The service's packages come with the `serve` install group: without it, one line
+        # that names the group, not a traceback.
+        with needs_extras("`inferdeck serve`"):
+            import uvicorn
+            from uvicorn.supervisors import Multiprocess
 
-        from engine.server.main import (
-            ENV_BODY_TIMEOUT,
-            ENV_DB,
-            ENV_HEADER_TIMEOUT,
-            ENV_MAX_BODY,
-            ENV_MODELS,
-        )
+            from engine.server.main import (
+                ENV_BODY_TIMEOUT,
+                ENV_DB,
+                ENV_HEADER_TIMEOUT,
+                ENV_MAX_BODY,
+                ENV_MODELS,
+            )
 
         database = db_path(args.db).resolve()
         _check_database(database)

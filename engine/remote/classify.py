@@ -2,7 +2,9 @@
 
 Classes: connect_refused, connect_timeout, timeout (read, write, pool or the overall deadline),
 tls, reset (connection reset, protocol error, closed mid-body), http_<code> for 4xx/5xx,
-bad_body, too_large, other. Run summaries count failures by these names.
+bad_body, too_large, other. Run summaries count failures by these names. This module names
+transport failures (exceptions); an answer's status and body are judged with the same names by
+`engine.remote.outcome.judge`, for load runs and remote predictions alike.
 
 Both transports are understood: httpx's own (httpcore) and the aiohttp one. The aiohttp transport
 maps aiohttp's errors onto httpx's coarsely (a refused connection arrives as `ConnectTimeout`), so
@@ -28,6 +30,8 @@ ERROR_CLASSES = (
     "other",
 )
 MAX_MESSAGE = 200
+# Transport classes that mean "nothing answered" (a load run's preflight: "unreachable").
+UNREACHABLE = frozenset({"connect_refused", "connect_timeout", "tls", "other"})
 
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
@@ -99,7 +103,7 @@ def _httpx(exc: BaseException) -> str | None:
 
 
 def classify(exc: BaseException) -> str:
-    """The class of a transport-level failure (HTTP statuses and bodies are judged elsewhere);
+    """The class of a transport-level failure (statuses and bodies: `engine.remote.outcome`);
     a body that could not be read whole carries its own class (`too_large`, `bad_body`)."""
     if isinstance(exc, BodyError):
         return exc.kind

@@ -9,8 +9,8 @@ wider one is a comma-separated list of exactly its row's size. A server may list
 `engine.remote.examples`, the scalar tensors are then the form, and the wider ones optional.
 
 `send_prediction` posts one payload through the target's long-lived `TargetClient`, judges the
-answer as the load runner does, and writes the row (source `remote`, the load runner's spans)
-before returning: no answer is shown that is not stored.
+answer and builds its spans and row as the load runner does (`engine.remote.outcome`), and
+writes the row (source `remote`) before returning: no answer is shown that is not stored.
 """
 
 from __future__ import annotations
@@ -25,20 +25,20 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from engine.ids import new_id
 from engine.remote.client import TargetClient, new_traceparent
-from engine.remote.load import (
+from engine.remote.outcome import (
     CLIENT_ROW_SUFFIX,
     INPUT_CAP,
-    MESSAGE_CAP,
-    OUTPUT_CAP,
+    client_row,
     exchange_spans,
+    failure_text,
+    judge,
 )
 from engine.remote.protocols import (
     Adapter,
-    InferDeckAdapter,
-    OipAdapter,
     OipInput,
     ProtocolError,
     fetch_oip_inputs,
+    make_adapter,
     make_body,
 )
 from engine.remote.targets import Target
@@ -65,6 +65,9 @@ class FormField:
 
 @dataclass(frozen=True)
 class RemoteForm:
+    """A remote model's predict form (`form_from_oip`): fields for the form builder and the
+    pydantic model that validates them; the desktop app's `RemotePredict` shows it."""
+
     target: str
     model: str
     fields: list[FormField]
@@ -167,6 +170,8 @@ async def fetch_oip_form(client: TargetClient) -> RemoteForm:
 
 @dataclass(frozen=True, slots=True)
 class RemoteAnswer:
+    """What `send_prediction` got back and stored, for the Predict view to show."""
+
     request_id: str  # the stored row's ID
     sent_id: str  # the X-Request-ID sent (the server's own row, on this project's service)
     status: Literal["ok", "failed"]
@@ -178,13 +183,10 @@ class RemoteAnswer:
 
 
 def adapter_for(target: Target, form: RemoteForm | None) -> Adapter:
-    if target.protocol == "oip":
-        if form is None:
-            raise ProtocolError("an OIP target's form (its metadata) is needed first")
-        return OipAdapter(target, list(form.tensors))
-    if target.protocol == "inferdeck":
-        return InferDeckAdapter(target, CLIENT_ID)
-    return Adapter(target)
+    """The adapter a prediction to `target` is sent through (an OIP target's needs its form)."""
+    if target.protocol == "oip" and form is None:
+        raise ProtocolError("an OIP target's form (its metadata) is needed first")
+    return make_adapter(target, CLIENT_ID, list(form.tensors) if form is not None else None)
 
 
 async def send_prediction(
@@ -202,14 +204,8 @@ async def send_prediction(
     body = make_body(adapter.prepare(payload), sent_id)
     epoch_us, origin_ns = time.time_ns() // 1000, time.perf_counter_ns()
     ex = await client.exchange(adapter.url, body, sent_id, traceparent, client.sample_next())
-    error, message = ex.error, ex.message
-    if error is None:
-        if ex.status >= 400:
-            error = f"http_{ex.status}"
-            message = ex.body[:MESSAGE_CAP].decode("utf-8", "replace")
-        elif (problem := adapter.check(ex.body)) is not None:
-            error, message = "bad_body", problem
-    status: Literal["ok", "failed"] = "ok" if error is None else "failed"
+    judge(ex, adapter)
+    status: Literal["ok", "failed"] = "ok" if ex.error is None else "failed"
     latency_us = (ex.end_ns - origin_ns) // 1000
     spans = exchange_spans(ex, origin_ns)
     try:
@@ -217,19 +213,13 @@ async def send_prediction(
     except orjson.JSONDecodeError:
         answer = None
     row_id = sent_id + CLIENT_ROW_SUFFIX
-    failure = None if error is None else f"{error}: {message}"[:MESSAGE_CAP]
     if run is not None:
         run.accepted += 1
         run.record(status, latency_us)
     if db is not None:
-        meta: dict[str, Any] = {"http_status": ex.status, "traceparent": traceparent}
-        if ex.server_request_id is not None:
-            meta["server_request_id"] = ex.server_request_id
-        row = (
+        row = client_row(
             row_id,
             run.run_id if run is not None else None,
-            None,
-            None,
             SOURCE,
             target.name,
             target.model,
@@ -239,10 +229,10 @@ async def send_prediction(
             epoch_us + latency_us,
             latency_us,
             orjson.dumps(payload).decode()[:INPUT_CAP],
-            orjson.dumps(meta).decode(),
-            ex.body[:OUTPUT_CAP].decode("utf-8", "replace") if ex.body else None,
-            failure,
-            orjson.dumps(spans).decode(),
+            traceparent,
+            ex,
+            spans,
         )
         await db.writer.execute(queries.UPSERT_REQUEST, row)
+    failure = failure_text(ex)
     return RemoteAnswer(row_id, sent_id, status, ex.status, latency_us, answer, failure, spans)

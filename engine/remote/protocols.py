@@ -37,6 +37,8 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class OipInput:
+    """One input tensor of an OIP model's metadata (`parse_oip_metadata`)."""
+
     name: str
     datatype: str
     shape: tuple[int, ...]
@@ -72,6 +74,8 @@ class Adapter:
 
 
 class InferDeckAdapter(Adapter):
+    """This project's `POST /predict` (the body carries the request ID and the caller)."""
+
     required_key = "outputs"
 
     def __init__(self, target: Target, client_id: str = "load") -> None:
@@ -88,6 +92,8 @@ class InferDeckAdapter(Adapter):
 
 
 class OipAdapter(Adapter):
+    """OIP v2 `infer`: payloads become tensors by the model's metadata."""
+
     required_key = "outputs"
 
     def __init__(self, target: Target, inputs: list[OipInput]) -> None:
@@ -122,6 +128,18 @@ class OipAdapter(Adapter):
             "shape": shape or [1, len(data)],
             "data": data,
         }
+
+
+def make_adapter(target: Target, client_id: str, oip_inputs: list[OipInput] | None) -> Adapter:
+    """The adapter of the target's protocol; an OIP target's needs its model's inputs (read
+    with `fetch_oip_inputs`). `client_id` is what an `inferdeck` body names as its caller."""
+    if target.protocol == "oip":
+        if oip_inputs is None:
+            raise ProtocolError("an OIP target's inputs (its metadata) are needed first")
+        return OipAdapter(target, oip_inputs)
+    if target.protocol == "inferdeck":
+        return InferDeckAdapter(target, client_id)
+    return Adapter(target)
 
 
 def oip_metadata_path(model: str) -> str:

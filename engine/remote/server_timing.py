@@ -4,7 +4,7 @@ The header (W3C Server Timing) lists metrics as `name;dur=12.3;desc="..."`, comm
 durations in milliseconds. Only durations are sent, not start offsets, so `place_server_spans`
 lays the server's stages end to end inside the client's wait for the first byte, centred: the
 network time is split evenly before and after. That is an estimate, and the spans say so. The
-wait itself is bounded by the server's figures (`engine.remote.load.exchange_spans`): the client
+wait itself is bounded by the server's figures (`engine.remote.outcome.exchange_spans`): the client
 reads "send complete" from its clock after the fact, possibly long after, and a server that
 worked for T had the body at least T before its answer came.
 """

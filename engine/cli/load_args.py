@@ -28,6 +28,8 @@ PREFILL_PLAN = LoadPlan(rate=100.0, duration_s=DEFAULT_DURATION_S)
 
 @dataclass(frozen=True)
 class PayloadChoice:
+    """Where a run's payloads come from, as the Load panel or `gui --autostart` says it."""
+
     kind: PayloadKind = "example"
     text: str = ""  # "form": a JSON object; "file": its path
 

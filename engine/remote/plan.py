@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class LoadPlan:
+    """What a load run is asked to do (validated on creation); made by the `load` command and
+    the app's Load panel (`engine.cli.load_args`), followed by `LoadRunner`'s scheduler."""
+
     rate: float | None = None  # open model: constant arrival rate, requests/s
     concurrency: int | None = None  # closed model: N users sending back to back
     duration_s: float | None = None  # stop after this long ...

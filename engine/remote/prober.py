@@ -54,6 +54,8 @@ _BODY_CAP = 64 * 1024  # read this much of a health body, so the connection can 
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
+    """One probe of one health path (live, ready or model-ready); stored and drawn per round."""
+
     kind: Kind
     at_us: int  # wall clock when the probe was sent
     status_code: int | None  # None: no HTTP answer
@@ -64,6 +66,8 @@ class ProbeResult:
 
 @dataclass(frozen=True, slots=True)
 class ProbeRound:
+    """One round of a `Prober`: every probe's result and the state they mean."""
+
     at_us: int
     state: State
     results: tuple[ProbeResult, ...]
@@ -75,6 +79,8 @@ class ProbeRound:
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
+    """A change of a target's state, as `Prober` records it for the status timeline."""
+
     at_us: int
     old: State
     new: State

@@ -31,14 +31,17 @@ class TargetError(ValueError):
 
 
 class TargetExistsError(TargetError):
-    pass
+    """`TargetStore.add` of a name already stored; the `targets add` command and the app's
+    target dialog say so."""
 
 
 class TargetNotFoundError(TargetError):
-    pass
+    """`TargetStore.update` of a name the store does not hold (or no longer does)."""
 
 
 class _Keep(Enum):
+    """The type of `KEEP` alone: a sentinel that `update` tells apart from a token or None."""
+
     KEEP = "keep"
 
 
@@ -47,6 +50,9 @@ KEEP: Final = _Keep.KEEP  # `update(..., token=KEEP)`: leave the stored token as
 
 @dataclass(frozen=True, slots=True)
 class StoredTarget:
+    """A target as the store holds it (with its timestamps and what is known of its secrets);
+    what `TargetStore` returns to the commands, the Targets tab and the Predict view."""
+
     target: Target  # secrets joined back where this process can read them
     created_us: int
     updated_us: int

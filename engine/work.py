@@ -1,4 +1,5 @@
-"""`Work`: one request as it moves through the engine, and the sinks that receive it when done.
+"""`Work`: one request as it moves through the engine, where it came from (`Origin`), and the
+sinks that receive it when done.
 
 The same object travels from acceptance to the sink, so the hot path allocates one object per
 request. A sink receives a list of finished `Work` only after their rows are committed.
@@ -22,11 +23,30 @@ SpanTuple = tuple[Any, ...]
 
 
 class Sink(Protocol):
+    """Where the engine delivers finished requests after their commit (`FutureSink`, a file job,
+    a live view); the engine's `Committer` calls it."""
+
     def deliver(self, done: list[Work]) -> None: ...
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where a group of requests comes from and where their outcomes go; callers of the engine
+    (commands, the service, the app, file jobs) make one per run or caller."""
+
+    run: RunRecorder
+    sink: Sink
+    source: str
+    client_id: str = "cli"
+    target: str = "local"
+    job_id: int | None = None
 
 
 @dataclass(slots=True, eq=False)
 class Work:
+    """One request from acceptance to its sink (one object per request on the hot path): the
+    engine creates it, the batcher fills in its result, the committer stores and delivers it."""
+
     request_id: str
     run: RunRecorder
     sink: Sink

@@ -7,7 +7,6 @@ and the rows its files have, and the summary is printed as for a finished run (e
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import re
 import threading
@@ -26,7 +25,15 @@ from engine.cli.common import (
     warn,
 )
 from engine.contracts import IDENT_PATTERN
-from engine.file_job import FileJob, JobReport, RowProblem, Stopped, jobs_outcome, sha256_of
+from engine.file_job import (
+    FileJob,
+    JobReport,
+    KnownFile,
+    RowProblem,
+    Stopped,
+    identify,
+    jobs_outcome,
+)
 from engine.ingest import SourceError, expand_inputs
 from engine.models import ModelRegistry
 from engine.pipeline import Engine
@@ -34,7 +41,6 @@ from engine.results_out import ResultFile
 from engine.runs import begin_run, end_run
 from engine.startup import started_engine
 from engine.stats import RunRecorder
-from storage import queries
 from storage.database import database_files, file_identity, is_database_file
 
 # Past this many, bad rows are counted but not printed one by one (all are stored).
@@ -60,6 +66,8 @@ def add_parser(sub: SubParsers) -> None:
 
 
 class _ProblemPrinter:
+    """Prints the first bad rows of a `predict` run to stderr and counts the rest."""
+
     def __init__(self) -> None:
         self.printed = 0
         self.hidden = 0
@@ -114,21 +122,20 @@ def _check_out(out: str, files: list[Path], db: Path) -> Path:
     return path
 
 
-async def _digests(engine: Engine, files: list[Path], stop: _Stop) -> tuple[dict[Path, str], bool]:
-    """Each readable file's SHA-256 (hashed once, handed to its job), and whether any of them
-    has an interrupted job to resume."""
-    digests: dict[Path, str] = {}
-    resumable = False
+async def _identify(
+    engine: Engine, files: list[Path], stop: _Stop
+) -> tuple[dict[str, KnownFile], bool]:
+    """Each readable file's SHA-256 and interrupted job by its resolved path, looked up once here
+    and handed to its job; and whether any of them has a job to resume."""
+    known: dict[str, KnownFile] = {}
     for path in files:
         try:
-            digests[path] = digest = await asyncio.to_thread(sha256_of, path, stop.halt)
+            known[str(path.resolve())] = await identify(engine.job_records, path, stop.halt)
         except Stopped:
             break
         except (OSError, SourceError):
             continue  # the job reports it
-        if await queries.find_resumable_job(engine.db.reader, str(path.resolve()), digest):
-            resumable = True
-    return digests, resumable
+    return known, any(k.resumable is not None for k in known.values())
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -208,7 +215,7 @@ async def _run_files(
 ) -> list[JobReport]:
     """The files' jobs one after another, until the last or until Ctrl+C or `--out` stops them."""
     # Append only when a job resumes; a fresh run starts the file anew.
-    digests, any_resumable = await _digests(engine, files, stop)
+    known, any_resumable = await _identify(engine, files, stop)
     if stop.requested:
         return []  # nothing ran: `--out` is left as it was
     resuming = not args.restart and any_resumable
@@ -231,7 +238,9 @@ async def _run_files(
                 out=out,
                 on_problem=printer,
                 resume=not args.restart,
-                digest=digests.get(path),
+                # A lookup holds until a job has run over its file: a file named twice is
+                # looked up again by its second job.
+                known=known.pop(str(path.resolve()), None),
             )
             stop.job = job
             if stop.requested:  # pressed between the check above and here

@@ -1,35 +1,36 @@
-"""A file job: stream one input file through the engine, durably and resumably.
+"""`FileJob`: stream one input file through the engine, durably and resumably.
 
 The job is recorded with the file's path, size and SHA-256. Every row, good or bad, becomes a
 committed `requests` row keyed by (job, row number), so a crashed job resumes by skipping the rows
-that already have one: nothing is redone and nothing is lost.
+that already have one: nothing is redone and nothing is lost. One bad row (even one that raises
+something unexpected) is a rejected row, never the end of the file.
 
-A job ends with a status that says what happened (`JOB_STATUSES`), the rows it stored and the rows
-the file has: a cancelled or failed job is never stored as `done`, and one bad row (even one that
-raises something unexpected) is a rejected row, never the end of the file.
+The job talks to the engine only through `JobEngine` (acceptance, admission, its `file_jobs`
+rows); the engine hands results back to the job, its `Sink`, once they are committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.ingest import FileFormat, RawRow, SourceError, open_rows, open_source, sniff
+from engine.file_job.link import JobEngine
+from engine.file_job.report import JobReport, RowProblem
+from engine.file_job.source import KnownFile, Stopped, count_rows, identify
+from engine.ingest import FileFormat, RawRow, SourceError, open_rows, sniff
 from engine.ingest.images import ImageError, image_pixels
 from engine.models.runtime import LoadedModel
-from engine.pipeline import Engine, Origin
 from engine.results_out import ResultFile, record_from_row
 from engine.stats import RunRecorder
+from engine.tiers import ClientInfo
 from engine.validation import error
-from engine.work import Work
+from engine.work import Origin, Work
 from storage import queries
 
 log = logging.getLogger(__name__)
@@ -40,143 +41,15 @@ MAX_PROBLEMS_KEPT = 1000
 # After a job stops early, the rest of its file is counted (read, not run) so the job can say how
 # many rows the file has; a file too large to count in this time keeps its total unknown.
 COUNT_REST_S = 2.0
-_HASH_CHUNK = 1 << 20
-
-# How a job (and a run of jobs) ended: read to the end; stopped by the user (Cancel, Ctrl+C);
-# stopped by the program ending under it (the window closed, rows left without a stored result);
-# stopped by an error (a file that cannot be read, a failure mid-file).
-JOB_STATUSES = ("done", "cancelled", "interrupted", "failed")
-
-
-class Stopped(Exception):
-    """Hashing or counting was stopped from another thread (Ctrl+C)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RowProblem:
-    row: int
-    line: int | None
-    field: str | None
-    message: str
-    more: int = 0  # further problems in the same row (all are stored)
-
-    def describe(self, path: Path) -> str:
-        where = f"line {self.line}" if self.line is not None else f"row {self.row}"
-        if self.line is not None and self.line != self.row:
-            where = f"row {self.row} (line {self.line})"
-        field = f" field '{self.field}'" if self.field else ""
-        more = f" (+{self.more} more in this row)" if self.more else ""
-        return f"{path}: {where}{field}: {self.message}{more}"
-
-
-@dataclass
-class JobReport:
-    path: Path
-    format: str | None = None
-    job_id: int | None = None
-    resumed: bool = False
-    skipped: int = 0  # rows already done by an earlier, interrupted attempt
-    submitted: int = 0
-    ok: int = 0
-    rejected: int = 0
-    failed: int = 0
-    unstored: int = 0  # of `failed`: results whose commit failed, so they have no row
-    problem_count: int = 0
-    problems: list[RowProblem] = field(default_factory=list)
-    file_error: str | None = None
-    out_error: str | None = None
-    stopped: str | None = None  # "cancelled" or "interrupted" when the job was stopped early
-    rows_total: int | None = None  # rows the file has; None when it could not be counted
-
-    @property
-    def done(self) -> int:
-        return self.ok + self.rejected + self.failed
-
-    @property
-    def cancelled(self) -> bool:
-        return self.stopped is not None
-
-    @property
-    def rows_done(self) -> int:
-        """Rows with a committed result: from earlier attempts and from this one."""
-        return self.skipped + self.done - self.unstored
-
-    @property
-    def status(self) -> str:
-        if self.stopped is not None:
-            return self.stopped
-        if self.file_error is not None or self.out_error is not None:
-            return "failed"
-        if self.unstored:
-            return "interrupted"  # rows without a committed row: running the file again does them
-        return "done"
-
-
-def jobs_outcome(
-    reports: list[JobReport], stopped: str | None = None, unreached: int = 0
-) -> dict[str, Any]:
-    """A run's `status`, `rows_done` and `rows_total` over its file jobs (for its summary).
-
-    The run is what stopped it (`stopped`: the user or the program ending), else `failed` when
-    any file failed, else `interrupted` when any has rows left without a result, else `done`.
-    `rows_total` is None when a file was not reached or could not be counted."""
-    statuses = {r.status for r in reports}
-    status = stopped or next(
-        (s for s in ("cancelled", "failed", "interrupted") if s in statuses), "done"
-    )
-    totals = [r.rows_total for r in reports]
-    known = unreached == 0 and all(t is not None for t in totals)
-    errors = [e for r in reports for e in (r.file_error, r.out_error) if e]
-    return {
-        "status": status,
-        "rows_done": sum(r.rows_done for r in reports),
-        "rows_total": sum(t for t in totals if t is not None) if known else None,
-        "errors": errors[:20],
-    }
-
-
-def estimate_rows(path: Path) -> int:
-    """Lines in the file (a cheap pass): the denominator of a progress bar, not a promise."""
-    lines, last = 0, b""
-    with open_source(path) as fh:
-        while chunk := fh.read(1 << 20):
-            lines += chunk.count(b"\n")
-            last = chunk
-    return max(lines + (1 if last and not last.endswith(b"\n") else 0), 1)
-
-
-def sha256_of(path: Path, stop: threading.Event | None = None) -> str:
-    """The file's SHA-256 (a regular file only: `SourceError` otherwise). Run in a thread;
-    setting `stop` ends it within one chunk with `Stopped`, so Ctrl+C is never held up by a
-    large file."""
-    digest = hashlib.sha256()
-    with open_source(path) as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            if stop is not None and stop.is_set():
-                raise Stopped
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _count_rows(rows: Iterator[RawRow], deadline: float, stop: threading.Event) -> int | None:
-    """How many more rows `rows` yields, or None past the deadline, on `stop`, or on an error."""
-    count = 0
-    try:
-        for _ in rows:
-            count += 1
-            if count % 1024 == 0 and (stop.is_set() or time.monotonic() > deadline):
-                return None
-    except Exception:  # a file that ends in a way the reader objects to: total unknown
-        return None
-    return count
 
 
 class FileJob:
-    """Runs one file; also the `Sink` its requests are delivered to after commit."""
+    """Runs one file through a `JobEngine` and is the `Sink` its requests come back to after
+    commit; the `predict` command and the app's drop runner make one per file."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: JobEngine,
         path: Path,
         *,
         run: RunRecorder,
@@ -185,9 +58,10 @@ class FileJob:
         out: ResultFile | None = None,
         on_problem: Callable[[Path, RowProblem], None] | None = None,
         resume: bool = True,
-        digest: str | None = None,
+        known: KnownFile | None = None,
     ) -> None:
         self.engine = engine
+        self._records = engine.job_records
         self.path = path
         self.run_rec = run
         self.model_name = model
@@ -195,7 +69,7 @@ class FileJob:
         self.out = out
         self.on_problem = on_problem
         self.resume = resume
-        self.digest = digest  # the file's SHA-256 if the caller has it already
+        self.known = known  # the file's digest and resumable job, if the caller looked them up
         self.report = JobReport(path)
         self._pending = 0
         self._reading = True
@@ -241,7 +115,7 @@ class FileJob:
         # row again, and `--out` would then hold it twice), nor count as progress.
         stored = [work for work in done if work.stored]
         report.unstored += len(done) - len(stored)
-        guard_error = self.engine.db.guard.error
+        guard_error = self._records.write_stopped()
         if guard_error is not None and report.file_error is None:
             # The database stopped taking writes (its files changed under it): every later row
             # would fail the same way, so the job stops with that one message.
@@ -258,10 +132,7 @@ class FileJob:
         if self.report.job_id is not None and stored:
             # A later transaction than the rows it counts: `rows_done` may lag by one batch
             # after a crash; resuming counts the committed rows themselves.
-            self.engine.db.writer.add(
-                queries.ADD_FILE_JOB_PROGRESS,
-                [(len(stored), time.time_ns() // 1000, self.report.job_id)],
-            )
+            self._records.add_progress(self.report.job_id, len(stored))
 
     def _problem(self, work: Work) -> None:
         self.report.problem_count += 1
@@ -288,15 +159,19 @@ class FileJob:
         try:
             fmt = sniff(self.path)
             report.format = fmt.value
-            await self.engine.clients.lookup(self.client_id)  # its default model, if it has one
-            digest = self.digest
-            if digest is None:
-                digest = await asyncio.to_thread(sha256_of, self.path, self._halt)
+            client = await self.engine.clients.lookup(self.client_id)  # its default model
+            known = self.known
+            if known is None:
+                known = await identify(self._records, self.path, self._halt)
             if self._requested:
                 raise Stopped
-            previous = await self._previous_job(digest)
-            model = self._pick_model(fmt, previous)
-            await self._open_job(fmt, model, previous, digest)
+            previous = known.resumable
+            if previous is not None and not self.resume:
+                # Superseded, so that a later plain run does not resume it either.
+                await self._records.supersede(previous.job_id)
+                previous = None
+            model = self._pick_model(fmt, previous, client)
+            await self._open_job(fmt, model, previous, known.digest)
             if fmt is FileFormat.IMAGE:
                 await self._run_image(model)
             else:
@@ -324,21 +199,11 @@ class FileJob:
             raise asyncio.CancelledError
         return report
 
-    async def _previous_job(self, digest: str) -> queries.FileJobRow | None:
-        """The interrupted job over this file, if any; with `resume=False` it is superseded so
-        that a later plain run does not resume it either."""
-        db = self.engine.db
-        previous = await queries.find_resumable_job(db.reader, str(self.path.resolve()), digest)
-        if previous is not None and not self.resume:
-            await db.writer.execute(
-                queries.SUPERSEDE_FILE_JOB, (time.time_ns() // 1000, previous.job_id)
-            )
-            return None
-        return previous
-
     def _pick_model(
-        self, fmt: FileFormat, previous: queries.FileJobRow | None
+        self, fmt: FileFormat, previous: queries.FileJobRow | None, client: ClientInfo
     ) -> LoadedModel | None:
+        """The model a file runs on: its interrupted job's, the one asked for, the client's
+        default when it fits the file, or the registry's first for the file's kind."""
         registry = self.engine.registry
         if previous is not None and previous.model is not None:
             # A resumed job finishes on the model it started with.
@@ -356,8 +221,7 @@ class FileJob:
                 raise SourceError(f"unknown model {self.model_name!r}")
         else:
             task = "image-classification" if fmt is FileFormat.IMAGE else "tabular-classification"
-            client = self.engine.clients.peek(self.client_id)
-            preferred = registry.get(client.default_model or "") if client else None
+            preferred = registry.get(client.default_model or "")
             fits = preferred is not None and preferred.manifest.task == task
             model = preferred if fits else registry.default_for(task)
         if fmt is FileFormat.IMAGE and (model is None or model.manifest.image_field is None):
@@ -372,43 +236,27 @@ class FileJob:
         previous: queries.FileJobRow | None,
         digest: str,
     ) -> None:
-        db = self.engine.db
+        records = self._records
         size = self.path.stat().st_size
-        source = str(self.path.resolve())
-        now_us = time.time_ns() // 1000
         if previous is not None:
-            done = await queries.done_rows(db.reader, previous.job_id)
             self.report.job_id, self.report.resumed = previous.job_id, True
-            self._done_rows = done
-            await db.writer.execute(
-                queries.CLAIM_FILE_JOB,
-                (self.run_rec.run_id, len(done), now_us, previous.job_id),
-            )
+            self._done_rows = await records.claim(previous.job_id, self.run_rec.run_id)
             await self._backfill_out(previous.job_id)
             return
-        job_id = await queries.next_file_job_id(db.reader)
-        model_name = model.name if model else None
-        await db.writer.execute(
-            queries.INSERT_FILE_JOB,
-            (
-                job_id,
-                self.run_rec.run_id,
-                source,
-                size,
-                digest,
-                fmt.value,
-                model_name,
-                now_us,
-                now_us,
-            ),
+        self.report.job_id = await records.open(
+            self.run_rec.run_id,
+            str(self.path.resolve()),
+            size,
+            digest,
+            fmt.value,
+            model.name if model else None,
         )
-        self.report.job_id = job_id
 
     async def _backfill_out(self, job_id: int) -> None:
         """Results committed before the crash but not yet in `--out` are written now."""
         if self.out is None:
             return
-        rows = await queries.job_results(self.engine.db.reader, job_id)
+        rows = await self._records.results(job_id)
         missing = [r for r in rows if r["request_id"] not in self.out.known_ids]
         self.out.write([record_from_row(r) for r in missing])
 
@@ -471,7 +319,7 @@ class FileJob:
         stop = threading.Event()
         deadline = time.monotonic() + COUNT_REST_S
         try:
-            return await asyncio.to_thread(_count_rows, rows, deadline, stop)
+            return await asyncio.to_thread(count_rows, rows, deadline, stop)
         finally:
             stop.set()  # cancelled while counting: the thread stops within 1,024 rows
 
@@ -518,10 +366,7 @@ class FileJob:
         report = self.report
         # Any status but `done` is resumable when rows are done: running the file again skips
         # them (and back-fills what `--out` is missing).
-        await self.engine.db.writer.execute(
-            queries.FINISH_FILE_JOB,
-            (report.status, report.rows_total, report.rows_done, time.time_ns() // 1000, job_id),
-        )
+        await self._records.finish(job_id, report.status, report.rows_total, report.rows_done)
 
 
 def _preview(data: bytes | dict[str, Any] | None) -> str | None:

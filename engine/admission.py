@@ -24,6 +24,8 @@ class QueueClosedError(Exception):
 
 
 class AdmissionQueue(Generic[T]):
+    """The bounded, prioritised queue of admitted work; the Engine puts, its `Batcher` takes."""
+
     def __init__(self, capacity: int, levels: int = 3) -> None:
         self.capacity = capacity
         self._levels: list[deque[T]] = [deque() for _ in range(levels)]

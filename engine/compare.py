@@ -67,6 +67,8 @@ def percentile_curve(hist: HdrHistogram) -> tuple[list[float], list[float]]:
 
 @dataclass(frozen=True, slots=True)
 class RunFigures:
+    """One run's headline figures (latency, throughput, errors) for the Runs view's Compare."""
+
     run_id: str
     label: str
     values: dict[str, float | None]  # by FIGURES name
@@ -102,6 +104,8 @@ def _num(value: Any) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Delta:
+    """How one figure changed between two runs, as Compare shows it."""
+
     name: str
     base: float | None
     other: float | None

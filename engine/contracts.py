@@ -51,7 +51,18 @@ MAX_METADATA_KEY_LEN = 64
 Status = Literal["queued", "running", "ok", "rejected", "failed", "interrupted"]
 
 
+def _undescribed(schema: dict[str, Any]) -> None:
+    """Keep a shape's docstring out of the OpenAPI document: it speaks to readers of the code."""
+    schema.pop("description", None)
+
+
+# For the shapes the service's OpenAPI document names that carry no description there.
+_UNDESCRIBED = ConfigDict(json_schema_extra=_undescribed)
+
+
 class _Strict(BaseModel):
+    """Base of the shapes callers send: unknown fields and NaN/Infinity are refused."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -86,16 +97,26 @@ class Span(BaseModel):
 
 
 class Trace(BaseModel):
+    """One request's spans under its ID: the wire shape of a trace."""
+
     request_id: str
     spans: list[Span]
 
 
 class Prediction(BaseModel):
+    """A classifier's answer for one request: the label and every class's score."""
+
+    model_config = _UNDESCRIBED
+
     label: str
     scores: dict[str, float]
 
 
 class PredictResponse(BaseModel):
+    """What `/predict` answers for a request that ran (`Work.response`)."""
+
+    model_config = _UNDESCRIBED
+
     request_id: str
     model: str
     model_version: str
@@ -115,6 +136,10 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """A refusal or failure: a code, a message, per-field details and the request's ID."""
+
+    model_config = _UNDESCRIBED
+
     code: str
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
@@ -122,10 +147,16 @@ class ErrorBody(BaseModel):
 
 
 class ErrorEnvelope(BaseModel):
+    """Every error answer of the service: `{"error": ErrorBody}`."""
+
+    model_config = _UNDESCRIBED
+
     error: ErrorBody
 
 
 class LatencyPercentiles(BaseModel):
+    """A run's latency percentiles in milliseconds (part of `RunSummary`)."""
+
     p50: float
     p90: float
     p99: float

@@ -15,6 +15,8 @@ import orjson
 
 
 class ResultFile:
+    """The `--out` JSONL file a `predict` run streams results to; `FileJob` writes each delivery."""
+
     def __init__(self, path: Path, *, append: bool) -> None:
         self.path = path
         self.known_ids: set[str] = set()

@@ -107,6 +107,8 @@ class StatsSnapshot:
 
 @dataclass
 class _Second:
+    """One second of completed requests in `LiveStats`' window."""
+
     second: int
     hist: HdrHistogram = field(default_factory=new_histogram)
     ok: int = 0

@@ -22,6 +22,9 @@ def freeze_startup_objects() -> None:
 
 
 class TaskOwner:
+    """Holds background tasks until they end and logs their failures; the engine, its batcher
+    and the desktop app spawn through one."""
+
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
 

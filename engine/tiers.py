@@ -19,6 +19,8 @@ TIER_PRIORITY = {"interactive": 0, "standard": 1, "batch": 2}
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
+    """One caller's tier, enabled flag and default model, as `ClientDirectory` returns it."""
+
     client_id: str
     display_name: str
     tier: str
@@ -36,6 +38,9 @@ def unknown_client(client_id: str) -> ClientInfo:
 
 
 class ClientDirectory:
+    """The engine's TTL cache over the `clients` table; acceptance and file jobs look callers
+    up in it."""
+
     def __init__(self, conn: aiosqlite.Connection, ttl_s: float = 30.0) -> None:
         self._conn = conn
         self._ttl_s = ttl_s

@@ -21,6 +21,8 @@ _FULL_REQUEST_MARK = b'"input_payload"'
 
 @dataclass(slots=True)
 class Validated:
+    """A row that passed `RowValidator`: its model, inputs and the request's own fields."""
+
     model: LoadedModel
     inputs: BaseModel
     client_id: str | None = None

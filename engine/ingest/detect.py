@@ -16,6 +16,8 @@ from storage.database import file_identity
 
 
 class FileFormat(enum.StrEnum):
+    """The input formats `predict` and the drop panel read, as `sniff` tells them apart."""
+
     JSONL = "jsonl"
     JSON = "json"
     CSV = "csv"

@@ -20,6 +20,8 @@ _WS = " \t\r\n"
 
 
 class _Window:
+    """A sliding window of decoded text over a JSON document, for the streaming array reader."""
+
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()

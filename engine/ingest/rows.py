@@ -18,6 +18,8 @@ class SourceError(Exception):
 
 @dataclass(slots=True)
 class RawRow:
+    """One row read from an input file, before validation; the readers yield them to `FileJob`."""
+
     row: int  # 1-based: JSONL/CSV line number, JSON array element, 1 for an image
     line: int | None  # where it starts in the file, when the format has lines
     data: bytes | dict[str, Any] | None  # None when `problem` says why it could not be read

@@ -31,6 +31,8 @@ class ManifestError(ValueError):
 
 
 class FieldSpec(BaseModel):
+    """One input field of a model's manifest; the source of its input schema."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -53,6 +55,8 @@ class FieldSpec(BaseModel):
 
 
 class ImagePreprocessing(BaseModel):
+    """How an image model's input picture is resized and scaled (manifest part)."""
+
     model_config = ConfigDict(extra="forbid")
 
     size: tuple[int, int]
@@ -61,6 +65,8 @@ class ImagePreprocessing(BaseModel):
 
 
 class Preprocessing(BaseModel):
+    """A manifest's preprocessing: standardisation for tabular inputs, or image handling."""
+
     model_config = ConfigDict(extra="forbid")
 
     mean: list[float] | None = None
@@ -69,6 +75,9 @@ class Preprocessing(BaseModel):
 
 
 class Manifest(BaseModel):
+    """A model folder's `model.json`: name, task, labels, input fields and artifact; read by
+    the registry."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")

@@ -18,6 +18,9 @@ def builtin_models_dir() -> Path:
 
 @dataclass
 class ModelRegistry:
+    """The models by name (built-in plus user folders); start-up builds it, the engine and the
+    commands look models up in it."""
+
     models: dict[str, LoadedModel] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # user folders that failed to load
 

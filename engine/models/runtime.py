@@ -30,6 +30,9 @@ def set_torch_threads(count: int) -> None:
 
 @dataclass(slots=True)
 class LoadedModel:
+    """One model's manifest, input class and loaded artifact; turns inputs into features and
+    runs batches in the executor."""
+
     manifest: Manifest
     folder: Path
     inputs: type[BaseModel]

@@ -19,6 +19,9 @@ from gui.shared.loop_lag import LoopLagMonitor
 
 
 class DropRunner:
+    """Runs dropped files as one `files` run of file jobs; the Predict view starts and cancels
+    it."""
+
     def __init__(
         self,
         engine: Engine,

@@ -22,7 +22,7 @@ from engine.cli.common import (
 )
 from engine.cli.load_args import DEFAULT_DURATION_S, TOKEN_ENV, plan_from_args
 from engine.remote.credentials import host_name, redact_url
-from engine.remote.load import UNREACHABLE, LoadError, LoadRunner
+from engine.remote.load import LoadError, LoadRunner
 from engine.remote.payloads import PayloadError, PayloadSource
 from engine.remote.plan import LoadPlan
 from engine.remote.targets import PROTOCOLS, Target
@@ -157,15 +157,9 @@ async def _load(
         trace_every=args.trace_every,
     )
     try:
-        await runner.prepare()
-        first = await runner.preflight()
+        await runner.check()  # the run can start, and something answers at the target
     except LoadError as exc:
-        await runner.aclose()
         raise CommandError(str(exc)) from None
-    if first.error in UNREACHABLE:
-        await runner.aclose()
-        url = target.redacted_url()
-        raise CommandError(f"{url}: unreachable ({first.error}: {first.message})")
     # Everything alive now stays; a collection walking it mid-run would stall the loop.
     freeze_startup_objects()
     with on_ctrl_c(runner.stop):

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from engine.remote.classify import UNREACHABLE
 from engine.remote.client import Exchange, TargetClient
 from engine.remote.load.recording import LoadResult, LoadSnapshot, Recorder
 from engine.remote.load.schedule import Scheduler
-from engine.remote.load.sending import Sender, make_client, open_sender
+from engine.remote.load.sending import LoadError, Sender, make_client, open_sender
 from engine.remote.load.state import RunState
 from engine.remote.payloads import PayloadSource
 from engine.remote.plan import LoadPlan
@@ -26,8 +27,8 @@ from storage.database import Database
 
 
 class LoadRunner:
-    """One load run: `prepare()` (optional), `preflight()`, `run()`, `stop()` and `snapshot()`
-    for the `load` command, the app's Load panel, tests and the load benchmark."""
+    """One load run: `check()` (or `prepare()` and `preflight()`), `run()`, `stop()` and
+    `snapshot()`, for the `load` command, the app's Load panel, tests and the load benchmark."""
 
     def __init__(
         self,
@@ -66,6 +67,20 @@ class LoadRunner:
         await self.prepare()
         assert self._client is not None and self._sender is not None
         return await self._sender.preflight()
+
+    async def check(self) -> None:
+        """Prepare, then send the preflight: `LoadError` (its message fit for a user, the client
+        closed) when the run cannot start or nothing answers at the target."""
+        try:
+            await self.prepare()
+            first = await self.preflight()
+        except LoadError:
+            await self.aclose()
+            raise
+        if first.error in UNREACHABLE:
+            await self.aclose()
+            url = self.target.redacted_url()
+            raise LoadError(f"{url}: unreachable ({first.error}: {first.message})")
 
     async def run(self) -> LoadResult:
         """Send the plan's traffic; store the run (kind "load") and every request."""

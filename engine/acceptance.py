@@ -26,6 +26,8 @@ class CallerIds(dict[str, object]):
     each once its row's transaction has ended. A plain dict underneath: `in` and `[]` stay as
     cheap as a dict's on the hot path."""
 
+    __slots__ = ()
+
     def release(self, request_id: str, holder: object) -> None:
         """Free an ID reserved by `holder` (and by nothing that took it since)."""
         if self.get(request_id) is holder:

@@ -143,15 +143,16 @@ class Prober:
             raise ValueError("the probe interval must be positive")
         self.target = target
         self.interval_s = interval_s
-        self.db = db
         self.on_change = on_change
-        self.keep_rows = keep_rows
-        self.prune_every = prune_every
         self._state: State = "unknown"
         self._since_us: int | None = None
         self._rounds = 0
         self._recent: deque[ProbeRound] = deque(maxlen=history)
         self._changes: deque[StateChange] = deque(maxlen=history)
+        # Storing: every probe's row, and the table pruned to `keep_rows` per target.
+        self.db = db
+        self.keep_rows = keep_rows
+        self.prune_every = prune_every
         self._unpruned = 0
         self._task: asyncio.Task[None] | None = None
         self._paths = self._probe_paths()

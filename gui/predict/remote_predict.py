@@ -55,14 +55,15 @@ class RemotePredict(QObject):
     ) -> None:
         super().__init__(view)
         self.view = view
-        self.db = db
         self.tokens = tokens
         self.tasks = tasks
-        self.run = run
-        self.on_stored = on_stored
         self.targets: dict[str, StoredTarget] = {}
         self.client: TargetClient | None = None
         self.form: RemoteForm | None = None
+        # Where each answer goes: its row (counted in `run` when given), then `on_stored`.
+        self.db = db
+        self.run = run
+        self.on_stored = on_stored
         self.answers = 0
         self._generation = 0  # a newer choice makes an older one's late metadata moot
         self.source_box = QComboBox()

@@ -45,13 +45,14 @@ class LoadRunner:
         self.target = target
         self.plan = plan
         self.payloads = payloads
-        self._token = token
-        self._trace_every = trace_every
-        self._client = client
         self._state = RunState()
         # `summary_extra` is called once as the run ends; its dict joins the stored summary.
         self._recorder = Recorder(target, db, self._state, summary_extra)
-        self._sender: Sender | None = None
+        self._sender: Sender | None = None  # made by prepare()
+        # The client given, or one `prepare()` makes with this token and trace sampling.
+        self._client = client
+        self._token = token
+        self._trace_every = trace_every
 
     async def prepare(self) -> None:
         """Open the client, read what the protocol needs (OIP metadata), build every body.

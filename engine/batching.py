@@ -42,11 +42,9 @@ class Batcher:
         commit: Committer,
         config: EngineConfig,
     ) -> None:
-        self._queue = queue
-        self._executor = executor
-        self._writer = writer
-        self._commit = commit
-        self._config = config
+        self._queue, self._executor, self._config = queue, executor, config
+        # Where results go (`commit`), and whose backlog holds the next batch back (`writer`).
+        self._commit, self._writer = commit, writer
         self._slots = asyncio.Semaphore(config.max_inflight_batches)
         self._batch_tasks = TaskOwner()
         # Requests taken off the queue so far; those the committer has finished are no longer

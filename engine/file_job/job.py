@@ -60,14 +60,11 @@ class FileJob:
         resume: bool = True,
         known: KnownFile | None = None,
     ) -> None:
-        self.engine = engine
-        self._records = engine.job_records
+        self.engine, self._records = engine, engine.job_records
         self.path = path
         self.run_rec = run
-        self.model_name = model
-        self.client_id = client_id
-        self.out = out
-        self.on_problem = on_problem
+        self.model_name, self.client_id = model, client_id  # what the rows run on, and as whom
+        self.out, self.on_problem = out, on_problem  # where results and bad rows go
         self.resume = resume
         self.known = known  # the file's digest and resumable job, if the caller looked them up
         self.report = JobReport(path)

@@ -147,6 +147,10 @@ class Engine:
     def validator(self, default_model: str | None) -> RowValidator:
         return RowValidator(self.registry, self.registry.get(default_model or ""))
 
+    def requests_validator(self) -> RowValidator:
+        """The validator of network callers' requests (`predict_json` and its batch form)."""
+        return self._requests_only
+
     async def accept(
         self,
         data: bytes | dict[str, Any],
@@ -158,12 +162,15 @@ class Engine:
         input_text: str | None = None,
         request_id: str | None = None,
         own_id: str | None = None,
+        checked: Validated | ErrorBody | None = None,
     ) -> Work:
         """Validate one row and look up its client. Returns `Work` that is either ready to
-        submit (`status == "queued"`) or already rejected (hand it to `record_rejection`)."""
+        submit (`status == "queued"`) or already rejected (hand it to `record_rejection`).
+        `checked` is `validator`'s verdict on `data` when the caller already has it."""
         t0 = time.perf_counter_ns() if accepted_ns is None else accepted_ns
         origin.run.accepted += 1
-        checked = validator.validate(data)
+        if checked is None:
+            checked = validator.validate(data)
         t1 = time.perf_counter_ns()
         if not isinstance(checked, Validated):
             # Under the caller's ID unless a request in flight here holds it. A stored request
@@ -331,18 +338,26 @@ class Engine:
         *,
         request_ids: Sequence[str | None],
         own_ids: Sequence[str | None],
+        checked: Sequence[Validated | ErrorBody] | None = None,
     ) -> list[Work]:
         """The rows of one network batch (an OIP infer), as `predict_json` takes one.
+        `checked`: each body's verdict from `requests_validator()`, when the caller already
+        checked them (the bodies are still needed: a rejection stores its text).
 
         The rows that pass acceptance are admitted together or not at all: admitted one by
         one, a queue that filled while the rows were being accepted would run part of a batch
         whose caller is told 503 and retries it."""
         sink = FutureSink()
         own = Origin(origin.run, sink, origin.source, origin.client_id, origin.target)
+        verdicts: Sequence[Validated | ErrorBody | None] = checked or [None] * len(bodies)
         accepted = await asyncio.gather(
             *(
-                self.accept(body, self._requests_only, own, request_id=rid, own_id=oid)
-                for body, rid, oid in zip(bodies, request_ids, own_ids, strict=True)
+                self.accept(
+                    body, self._requests_only, own, request_id=rid, own_id=oid, checked=check
+                )
+                for body, rid, oid, check in zip(
+                    bodies, request_ids, own_ids, verdicts, strict=True
+                )
             ),
             return_exceptions=True,
         )

@@ -39,7 +39,7 @@ from engine.server.oip.tensors import (
 )
 from engine.server.openapi import model_info
 from engine.server.state import Running
-from engine.validation import RowValidator, Validated
+from engine.validation import Validated
 from engine.work import Work
 
 log = logging.getLogger(__name__)
@@ -158,12 +158,11 @@ class DataPlane:
         ids, chosen = _row_ids(request_id, chosen, len(rows))
         bodies = [row_request(model, row, parsed.id, i) for i, row in enumerate(rows)]
         # Every row is checked before any is run, so a 400 never hides rows that were run and
-        # stored. The engine's own validator on the same bytes: the engine rejects exactly these
-        # rows again (and stores the rejections), while the valid rows of the batch are not sent.
-        validator = RowValidator(engine.registry, None, requests_only=True)
-        invalid = [
-            i for i, b in enumerate(bodies) if not isinstance(validator.validate(b), Validated)
-        ]
+        # stored: then only the invalid rows go on (the engine stores their rejections) and the
+        # valid rows of the batch are not sent. Checked once, by the engine's own validator,
+        # whose verdicts the engine takes as they are.
+        checks = [engine.requests_validator().validate(b) for b in bodies]
+        invalid = [i for i, check in enumerate(checks) if not isinstance(check, Validated)]
         chosen_rows = invalid or range(len(rows))
         # Admitted all at once or refused whole (the check of free room above is only a fast path).
         done = await engine.predict_json_batch(
@@ -171,6 +170,7 @@ class DataPlane:
             live.origin,
             request_ids=[ids[i] if chosen else None for i in chosen_rows],
             own_ids=[None if chosen else ids[i] for i in chosen_rows],
+            checked=[checks[i] for i in chosen_rows],
         )
         refused = batch_refusal(list(zip(chosen_rows, done, strict=True)), len(rows))
         if refused is not None:

@@ -19,7 +19,7 @@ import orjson
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.cli.load_args import LoadRequest, LoadStartError
-from engine.remote.load import UNREACHABLE, LoadError, LoadRunner, LoadSnapshot
+from engine.remote.load import LoadError, LoadRunner, LoadSnapshot
 from engine.remote.payloads import PayloadError, PayloadSource
 from engine.remote.target_store import TargetError, TargetStore
 from engine.tasks import TaskOwner
@@ -147,18 +147,10 @@ class LoadHost(QObject):
             summary_extra=lag_extra,
         )
         try:
-            await runner.prepare()
-            first = await runner.preflight()
+            await runner.check()
         except LoadError as exc:
-            await runner.aclose()
             lag_extra()
             self._fail(str(exc))
-            return None
-        if first.error in UNREACHABLE:
-            await runner.aclose()
-            lag_extra()
-            url = request.target.redacted_url()
-            self._fail(f"{url}: unreachable ({first.error}: {first.message})")
             return None
         if self._stop_asked:
             await runner.aclose()

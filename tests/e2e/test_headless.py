@@ -9,20 +9,17 @@ attempt is written down, so a test can also say a command never even tried one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import REPO, CliResult
-from live_server import BODY, free_port
+from live_server import BODY, ServeProcess, free_port
 
 from engine.cli import main as launcher
 
@@ -95,52 +92,6 @@ class Blocked:
         return set(self.log.read_text().split()) if self.log.exists() else set()
 
 
-class Serving:
-    """`inferdeck serve` in a subprocess on a free 127.0.0.1 port (this file's tests and the
-    installed-wheel test): ready, one prediction, then a signal to stop it."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = log
-        with log.open("w") as stderr:  # a file, not a pipe: the request log must never block
-            self.proc = subprocess.Popen(
-                [*argv, "serve", "--port", self.url.rsplit(":", 1)[1]],
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        deadline = time.monotonic() + 120
-        while not self.ready():
-            assert self.proc.poll() is None, f"serve exited: {self.log.read_text()}"
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.1)
-
-    def ready(self) -> bool:
-        """Whether GET /ready answers 200 (not yet listening counts as not ready)."""
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
-        return False
-
-    def predict(self) -> str:
-        """POST /predict with a valid body: the request ID of its 200 answer."""
-        response = httpx.post(f"{self.url}/predict", json=BODY, timeout=30)
-        assert response.status_code == 200, response.text
-        request_id: str = response.json()["request_id"]
-        return request_id
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        """Sends `sig` and waits: the exit status and everything serve wrote to stderr."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        return code, self.log.read_text()
-
-
 def one_line(res: CliResult) -> str:
     """The single stderr line of a refused command (no traceback, no usage)."""
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
@@ -197,7 +148,7 @@ def test_predict_and_runs_need_no_group(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_needs_neither_qt_nor_the_remote_group(tmp_path: Path, sig: int) -> None:
     blocked = Blocked(tmp_path, QT + REMOTE)
-    served = Serving(blocked.argv, blocked.env, REPO, tmp_path / "serve.log")
+    served = ServeProcess(tmp_path / "serve.log", argv=blocked.argv, env=blocked.env)
     try:
         request_id = served.predict()
     finally:

@@ -24,7 +24,7 @@ from zipfile import ZipFile
 
 import pytest
 from conftest import REPO, CliResult
-from e2e.test_headless import IRIS_ROW, Serving
+from live_server import BODY, ServeProcess
 
 # Left out of the fresh environment, as a `pip install 'inferdeck[serve]'` would leave them.
 LEFT_OUT = {
@@ -188,7 +188,7 @@ def test_models_list_finds_the_built_in_models_in_the_install(installed: Install
 @pytest.mark.slow
 def test_predict_runs_a_built_in_model_from_the_install(installed: Installed) -> None:
     rows = installed.work / "rows.jsonl"
-    rows.write_text(f"{json.dumps(IRIS_ROW)}\n" * 10)
+    rows.write_text(f"{json.dumps(BODY['input_payload'])}\n" * 10)
     res = installed("predict", "rows.jsonl", "--model", "iris", "--json")
     assert res.code == 0, res.stderr
     assert res.summary["ok"] == 10 and res.summary["status"] == "done"
@@ -196,8 +196,11 @@ def test_predict_runs_a_built_in_model_from_the_install(installed: Installed) ->
 
 @pytest.mark.slow
 def test_serve_answers_from_the_install(installed: Installed) -> None:
-    served = Serving(
-        [str(installed.inferdeck)], installed.env, installed.work, installed.work / "serve.log"
+    served = ServeProcess(
+        installed.work / "serve.log",
+        argv=[str(installed.inferdeck)],
+        env=installed.env,
+        cwd=installed.work,
     )
     try:
         request_id = served.predict()

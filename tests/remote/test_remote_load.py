@@ -8,12 +8,8 @@ server spans runs against a real `inferdeck serve` app (test_server's `LiveServe
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import REPO
-from live_server import ROW, free_port
+from live_server import ROW, ServeProcess, free_port
 from tiny_server import TinyServer, target
 
 from engine.remote.classify import classify
@@ -261,47 +256,16 @@ def test_server_timing_parses_durations() -> None:
 # -- a real inferdeck serve ----------------------------------------------------------------------
 
 
-class Served:
-    """`inferdeck serve` as its own process (so its work never shares a GIL with the client's
-    timing), on a free port with its own database."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db = folder / "serve.db"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--port", str(self.port)],
-            cwd=REPO,
-            env={**os.environ, "INFERDECK_DB": str(self.db)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 90
-        while True:
-            assert self.proc.poll() is None, "inferdeck serve exited"
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "inferdeck serve did not become ready"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=60)  # how serve exits is test_server's business
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    live = Served(tmp_path_factory.mktemp("serve"))
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    folder = tmp_path_factory.mktemp("serve")
+    live = ServeProcess(folder / "serve.log", db=folder / "serve.db")
     yield live
     live.stop()
 
 
 def test_rows_join_client_and_server_spans_of_inferdeck_serve(
-    served: Served, tmp_path: Path
+    served: ServeProcess, tmp_path: Path
 ) -> None:
     live, serve_db = served, served.db
     db = tmp_path / "load.db"
@@ -333,7 +297,7 @@ def test_rows_join_client_and_server_spans_of_inferdeck_serve(
     assert sum("connect" in [s[0] for s in orjson.loads(r["spans"])] for r in stored) >= 1
 
 
-def test_oip_inputs_come_from_the_model_metadata(served: Served) -> None:
+def test_oip_inputs_come_from_the_model_metadata(served: ServeProcess) -> None:
     live = served
     result = load(
         live.url,
@@ -344,7 +308,7 @@ def test_oip_inputs_come_from_the_model_metadata(served: Served) -> None:
     assert result.summary["ok"] == 3, result.summary
 
 
-def test_replayed_history_sends_stored_inputs(served: Served) -> None:
+def test_replayed_history_sends_stored_inputs(served: ServeProcess) -> None:
     live, serve_db = served, served.db
 
     async def main() -> LoadResult:
@@ -367,7 +331,7 @@ def test_replayed_history_sends_stored_inputs(served: Served) -> None:
 
 @pytest.mark.parametrize("protocol", ["inferdeck", "oip"])
 def test_without_a_payload_an_example_from_the_models_schema_is_accepted(
-    served: Served, protocol: str
+    served: ServeProcess, protocol: str
 ) -> None:
     async def main() -> LoadResult:
         runner = LoadRunner(

@@ -6,13 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import resource
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from conftest import REPO
-from live_server import BODY, LiveServer, free_port
+from live_server import BODY, LiveServer, ServeProcess, free_port
 
 from engine.server import ServerSettings, asgi_app
 
@@ -117,41 +112,6 @@ def test_max_body_below_one_is_refused_in_one_line(cli: Any) -> None:
 # -- `inferdeck serve` as a subprocess -----------------------------------------------------------
 
 
-class Served:
-    """`inferdeck serve` in a subprocess on a free port, stopped with SIGTERM."""
-
-    def __init__(self, db: Path, *args: str, fd_limit: int | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-
-        def limit_fds() -> None:
-            if fd_limit is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--port", str(self.port), *args],
-            cwd=REPO,
-            env={**os.environ, "INFERDECK_DB": str(db)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=limit_fds,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.proc.poll() is None, self.proc.communicate()[1]
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        _, stderr = self.proc.communicate(timeout=60)
-        return stderr
-
-
 def closed_by_server(sock: socket.socket) -> bool:
     """Whether the server has closed `sock` (EOF or reset, after any 408 it wrote)."""
     try:
@@ -169,12 +129,13 @@ def test_slow_heads_and_endless_bodies_neither_hold_sockets_nor_keep_clients_out
     tmp_path: Path,
 ) -> None:
     header_s, body_s = 20.0, 25.0
-    served = Served(
-        tmp_path / "slow.db",
+    served = ServeProcess(
+        tmp_path / "slow.log",
         "--header-timeout",
         str(header_s),
         "--body-timeout",
         str(body_s),
+        db=tmp_path / "slow.db",
         fd_limit=1024,
     )
     attackers: list[tuple[socket.socket, bytes]] = []  # each socket, and what it trickles
@@ -219,7 +180,7 @@ def test_slow_heads_and_endless_bodies_neither_hold_sockets_nor_keep_clients_out
     finally:
         for sock, _ in attackers:
             sock.close()
-        stderr = served.stop()
+        _, stderr = served.stop()
     # SIGTERM: uvicorn stops gracefully, then ends by the signal it caught.
     assert served.proc.returncode in (0, -signal.SIGTERM), stderr
     assert "Traceback" not in stderr
@@ -296,7 +257,14 @@ def _read_until_closed(sock: socket.socket, within_s: float, trickle: bytes) -> 
 
 
 def test_a_late_head_or_body_is_answered_408_and_closed(tmp_path: Path) -> None:
-    served = Served(tmp_path / "late.db", "--header-timeout", "1", "--body-timeout", "2")
+    served = ServeProcess(
+        tmp_path / "late.log",
+        "--header-timeout",
+        "1",
+        "--body-timeout",
+        "2",
+        db=tmp_path / "late.db",
+    )
     try:
         with (
             socket.create_connection(("127.0.0.1", served.port)) as head,
@@ -315,7 +283,7 @@ def test_a_late_head_or_body_is_answered_408_and_closed(tmp_path: Path) -> None:
             for _ in range(3):
                 assert client.post("/predict", json=BODY).status_code == 200
     finally:
-        stderr = served.stop()
+        _, stderr = served.stop()
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     late = [entry for entry in lines if entry["request_id"] == "late-body"]
     assert [entry["status"] for entry in late] == [408]

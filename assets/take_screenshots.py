@@ -101,6 +101,15 @@ def main(out_dir: Path) -> None:
     del app
 
 
+async def _grab_monitor_panels(window: MainWindow, path: Path) -> None:
+    """The Monitor tab scrolled to its lower panels (targets, load), saved to `path`."""
+    window.tabs.setCurrentWidget(window.monitor_view)
+    await asyncio.sleep(0.8)
+    window.monitor_view.scroll_to_panels()
+    await asyncio.sleep(0.2)
+    window.grab().save(str(path))
+
+
 @contextlib.asynccontextmanager
 async def _local_service(db_path: Path) -> AsyncIterator[str]:
     """This project's service on a free 127.0.0.1 port, in a thread; yields its base URL."""
@@ -152,11 +161,7 @@ async def _targets_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
             view.select("serve-oip")
             await asyncio.sleep(0.3)
             window.grab().save(str(out_dir / "targets.png"))
-            window.tabs.setCurrentWidget(window.monitor_view)
-            await asyncio.sleep(0.8)
-            window.monitor_view.scroll_to_panels()
-            await asyncio.sleep(0.2)
-            window.grab().save(str(out_dir / "monitor-targets.png"))
+            await _grab_monitor_panels(window, out_dir / "monitor-targets.png")
             predict = window.predict_view
             window.tabs.setCurrentWidget(predict)
             remote = window.findChild(QComboBox, "sendTo")
@@ -197,11 +202,7 @@ async def _load_shots(window: MainWindow, out_dir: Path, tmp: Path) -> None:
                 window.grab().save(str(out_dir / shot))
             while not panel.start_button.isEnabled():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
-        window.tabs.setCurrentWidget(window.monitor_view)
-        await asyncio.sleep(0.8)
-        window.monitor_view.scroll_to_panels()
-        await asyncio.sleep(0.2)
-        window.grab().save(str(out_dir / "monitor-load.png"))
+        await _grab_monitor_panels(window, out_dir / "monitor-load.png")
         runs = window.runs_view
         window.tabs.setCurrentWidget(runs)
         await runs.load()

@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass
 class CliResult:
+    """What one `inferdeck` run left: exit status, stdout and stderr (and its --json summary)."""
+
     code: int
     stdout: str
     stderr: str

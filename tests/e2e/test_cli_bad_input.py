@@ -79,6 +79,8 @@ def assert_problems(res: CliResult, path: Path, expected: dict[str, str]) -> Non
 
 @dataclass(frozen=True)
 class Stored:
+    """One stored request row, as the bad-input tests read it back."""
+
     status: str
     model: str | None
     client_id: str | None
@@ -127,6 +129,8 @@ def request_count(db: Path) -> int:
 
 @dataclass(frozen=True)
 class RowRun:
+    """A predict run over the bad-row files: its result, database and input files."""
+
     res: CliResult
     db: Path
     files: dict[str, Path]

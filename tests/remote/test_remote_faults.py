@@ -33,6 +33,8 @@ PAYLOAD = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_
 
 @dataclass
 class Outcome:
+    """A load run against the fault server: its summary and its stored rows in send order."""
+
     summary: dict[str, Any]
     rows: list[tuple[str, str | None, int]]  # (status, error, latency_us), in intended send order
 

@@ -36,6 +36,8 @@ WALL_LIMIT_S = 60.0  # an unbounded command is killed here, so the test ends eit
 
 @dataclass
 class Ran:
+    """One watched command: output, peak memory, and whether the watchdog had to end it."""
+
     code: int
     stdout: str
     stderr: str

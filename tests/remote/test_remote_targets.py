@@ -59,6 +59,8 @@ class DictKeyring(KeyringBackend):
 
 
 class BrokenKeyring(DictKeyring):
+    """A keyring that refuses every write, as a locked system keyring does."""
+
     def set_password(self, service: str, username: str, password: str) -> None:
         raise OSError("locked")
 

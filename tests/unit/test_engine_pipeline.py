@@ -76,6 +76,8 @@ class CountingExecutor(ThreadPoolExecutor):
 
 @dataclass
 class Rig:
+    """An engine on a real SQLite file with a counting executor, for one test."""
+
     engine: Engine
     db: Database
     run: RunRecorder

@@ -1,1 +1,3 @@
-"""The Qt shell and the command line: the composition root that wires engine and storage."""
+"""The desktop app: the window (`main_window`), its start-up (`app`), and one folder per
+feature. The only package that imports Qt; the `inferdeck` launcher reaches it by name.
+"""

@@ -1,1 +1,1 @@
-"""gui/history: see the README's Layout section."""
+"""History: the Requests table (its Qt model and view) and one request's Trace waterfall."""

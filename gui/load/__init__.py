@@ -1,1 +1,1 @@
-"""gui/load: see the README's Layout section."""
+"""Load from the app: the Load panel, the host that runs a `LoadRunner` for it, and its plots."""

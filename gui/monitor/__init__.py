@@ -1,1 +1,1 @@
-"""gui/monitor: see the README's Layout section."""
+"""The Monitor: the local engine's live plots (latency, throughput, queue, stages, histogram)."""

@@ -1,1 +1,1 @@
-"""gui/predict: see the README's Layout section."""
+"""Predictions from the app: the form, file drops and their runner, and remote predictions."""

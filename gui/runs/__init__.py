@@ -1,1 +1,1 @@
-"""gui/runs: see the README's Layout section."""
+"""Runs: the table of past runs (model, view, text report) and the Compare window."""

@@ -1,1 +1,3 @@
-"""gui/targets: see the README's Layout section."""
+"""Remote targets in the app: the Targets table and view, the edit dialog, the probers' host
+and the status timeline.
+"""

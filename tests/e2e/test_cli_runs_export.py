@@ -5,12 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import resource
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CliResult
+from conftest import REPO, CliResult
 
 Cli = Callable[..., CliResult]
 ROW = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
@@ -106,3 +110,39 @@ def test_bad_arguments_exit_2_without_traceback(cli: Cli) -> None:
         res = cli(*args)
         assert res.code == 2, args
         assert "Traceback" not in res.stderr
+
+
+def test_an_export_cut_short_keeps_the_earlier_file_and_leaves_no_part(
+    cli: Cli, tmp_path: Path, db_path: Path
+) -> None:
+    """The disk fills mid-export (a file-size limit on the process: far below the export's size,
+    above what reading the database writes): one line and exit 2, and the good export from before
+    is untouched."""
+    src = tmp_path / "many.jsonl"
+    src.write_text("".join(json.dumps(ROW) + "\n" for _ in range(2000)))
+    run_id = cli("predict", src, "--json").summary["run_id"]
+    out = tmp_path / "exports" / "trace.json"
+    out.parent.mkdir()
+    assert cli("export", run_id, "--format", "chrome-trace", "--out", out).code == 0
+    good = out.read_bytes()
+    limit = 256 * 1024  # the database's shared-memory file takes 32 KiB; the export ~1.8 MB
+    assert len(good) > 4 * limit
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = ["export", run_id, "--format", "chrome-trace", "--out", str(out)]
+    cut = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "INFERDECK_DB": str(db_path)},
+        cwd=REPO,
+        preexec_fn=small_files,
+    )
+    assert cut.returncode == 2, cut.stderr
+    assert cut.stderr.startswith("inferdeck: ") and cut.stderr.count("\n") == 1, cut.stderr
+    assert "Traceback" not in cut.stderr
+    assert out.read_bytes() == good
+    assert sorted(p.name for p in out.parent.iterdir()) == ["trace.json"]

@@ -14,7 +14,9 @@ import httpx
 import pytest
 from live_server import LiveServer
 
+from engine.contracts import ErrorBody
 from engine.server import ServerSettings
+from engine.validation import RowValidator, Validated
 
 FIELDS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -397,3 +399,28 @@ def test_a_body_over_the_limit_is_refused_in_oip_shape(client: httpx.Client) -> 
     )
     assert response.status_code == 413
     assert set(response.json()) == {"error"} and "limit" in response.json()["error"]
+
+
+def test_each_row_of_a_batch_is_validated_once(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service runs in this process (a uvicorn thread): count the validator's calls."""
+    calls: list[int] = []
+    validate = RowValidator.validate
+
+    def counted(self: RowValidator, data: bytes | dict[str, Any]) -> Validated | ErrorBody:
+        calls.append(1)
+        return validate(self, data)
+
+    monkeypatch.setattr(RowValidator, "validate", counted)
+    rows = [SETOSA, VERSICOLOR, VIRGINICA, SETOSA, VIRGINICA]
+    answered = infer(client, "iris", {"inputs": per_field(rows)})
+    assert answered.status_code == 200, answered.text
+    assert output(answered.json(), "label")["data"] == [
+        "setosa",
+        "versicolor",
+        "virginica",
+        "setosa",
+        "virginica",
+    ]
+    assert len(calls) == len(rows)

@@ -42,7 +42,17 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app or asgi_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+            app or asgi_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            # uvicorn closes a keep-alive connection after 5 s without a request. The test's
+            # client shares this process: when the machine stalls the process for that long,
+            # the server's timer fires before the client's next request on that connection is
+            # read, the close resets the connection under the request, and the test fails on a
+            # ReadError that says nothing of what it checks (seen once in a CI run of the
+            # overload test). Tests of idle connections use `ServeProcess` and its own flags.
+            timeout_keep_alive=120,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -106,7 +106,14 @@ class ProbeHost(QObject):
     async def set_target(self, stored: StoredTarget) -> None:
         """Probe this target from now on, replacing its prober if it had one."""
         name = stored.target.name
-        await self._drop(name)
+        # The old prober stays listed while it stops, and the new one replaces it with no await
+        # in between: the views never find a stored target without a prober. A prober another
+        # call started meanwhile is stopped too, so none is left running unlisted.
+        old = self.probers.get(name)
+        while old is not None:
+            await old.aclose()
+            now = self.probers.get(name)
+            old = None if now is old else now
         self._start_prober(name, stored.target)
 
     async def remove(self, name: str) -> None:

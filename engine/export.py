@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,48 +42,101 @@ async def write_jsonl(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us:
     return count
 
 
+CSV_COLUMNS = (
+    "request_id",
+    "run_id",
+    "source",
+    "row",
+    "model",
+    "client_id",
+    "status",
+    "created_us",
+    "latency_ms",
+    "label",
+    "error",
+    *(f"{stage}_us" for stage in STAGES),
+)
+# Characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A value as one CSV cell: numbers as they are, objects as compact JSON, and text that a
+    spreadsheet would run as a formula (a file's `=HYPERLINK(...)`) behind a quote mark."""
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if text.startswith(_FORMULA_START):
+        try:
+            float(text)  # "-1.5" is a number, not a formula
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def _inputs(row: dict[str, Any]) -> dict[str, Any]:
+    """A request's input fields: the payload of a full request, else the stored object."""
+    data = row.get("input")
+    if isinstance(data, dict) and isinstance(data.get("input_payload"), dict):
+        data = data["input_payload"]
+    return data if isinstance(data, dict) else {}
+
+
+def _scores(row: dict[str, Any]) -> dict[str, Any]:
+    output = row.get("output")
+    scores = output.get("scores") if isinstance(output, dict) else None
+    return scores if isinstance(scores, dict) else {}
+
+
 async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: int = 0) -> int:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        [
-            "request_id",
-            "run_id",
-            "source",
-            "row",
-            "model",
-            "client_id",
-            "status",
-            "created_us",
-            "latency_ms",
-            "label",
-            "error",
-            *(f"{stage}_us" for stage in STAGES),
-        ]
-    )
+    """One line per request: `CSV_COLUMNS`, then one `input.<field>` column per input field and
+    one `score.<label>` column per label seen in the run (empty where a request has none).
+
+    The columns are known only once every row is read, so the rows go to a spool file first
+    (memory stays flat however large the run), and the CSV is written from it.
+    """
+    fields: dict[str, None] = {}
+    labels: dict[str, None] = {}
     count = 0
-    async for raw in rows:
-        row = _decoded(raw)
-        output = row.get("output") if isinstance(row.get("output"), dict) else {}
-        err = row.get("error") if isinstance(row.get("error"), dict) else {}
-        stage_us = {s[0]: s[2] for s in row.get("spans") or []}
-        latency = row.get("latency_us")
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="utf-8") as spool:
+        async for raw in rows:
+            row = _decoded(raw)
+            fields.update(dict.fromkeys(_inputs(row)))
+            labels.update(dict.fromkeys(_scores(row)))
+            spool.write(json.dumps(row, separators=(",", ":")) + "\n")
+            count += 1
+        spool.seek(0)
+        writer = csv.writer(out, lineterminator="\n")
         writer.writerow(
-            [
-                row["request_id"],
-                row["run_id"],
-                row["source"],
-                row.get("source_row") or "",
-                row.get("model") or "",
-                row.get("client_id") or "",
-                row["status"],
-                row["created_us"],
-                "" if latency is None else f"{latency / 1000:.3f}",
-                (output or {}).get("label", ""),
-                (err or {}).get("message", ""),
-                *(stage_us.get(stage, "") for stage in STAGES),
-            ]
+            [*CSV_COLUMNS, *(f"input.{f}" for f in fields), *(f"score.{k}" for k in labels)]
         )
-        count += 1
+        for line in spool:
+            row = json.loads(line)
+            output = row.get("output") if isinstance(row.get("output"), dict) else {}
+            err = row.get("error") if isinstance(row.get("error"), dict) else {}
+            stage_us = {s[0]: s[2] for s in row.get("spans") or []}
+            latency = row.get("latency_us")
+            inputs, scores = _inputs(row), _scores(row)
+            writer.writerow(
+                [
+                    row["request_id"],
+                    row["run_id"],
+                    _cell(row["source"]),
+                    row.get("source_row") or "",
+                    _cell(row.get("model")),
+                    _cell(row.get("client_id")),
+                    row["status"],
+                    row["created_us"],
+                    "" if latency is None else f"{latency / 1000:.3f}",
+                    _cell((output or {}).get("label")),
+                    _cell((err or {}).get("message")),
+                    *(stage_us.get(stage, "") for stage in STAGES),
+                    *(_cell(inputs.get(f)) for f in fields),
+                    *(_cell(scores.get(k)) for k in labels),
+                ]
+            )
     return count
 
 

@@ -92,6 +92,37 @@ def test_export_csv_and_jsonl(cli: Cli, finished_run: dict[str, Any]) -> None:
     assert all(isinstance(r["spans"], list) for r in records)
 
 
+def test_export_csv_carries_each_requests_inputs_and_scores(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """One column per input field and one per label beside the fixed columns; a cell that a
+    spreadsheet would run as a formula is quoted out; numbers stay numbers."""
+    src = tmp_path / "rows.jsonl"
+    bad = {"sepal_length": -1.5, "sepal_width": "=HYPERLINK(1)"}
+    src.write_text(json.dumps(ROW) + "\n" + json.dumps(bad) + "\n")
+    run_id = cli("predict", src, "--json").summary["run_id"]
+    res = cli("export", run_id, "--format", "csv")
+    assert res.code == 0, res.stderr
+    header = next(csv.reader(io.StringIO(res.stdout)))
+    assert header[:3] == ["request_id", "run_id", "source"] and "label" in header
+    assert [h for h in header if h.startswith("input.")] == [f"input.{k}" for k in ROW]
+    assert [h for h in header if h.startswith("score.")] == [
+        "score.setosa",
+        "score.versicolor",
+        "score.virginica",
+    ]
+    ok, rejected = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert ok["status"] == "ok" and ok["label"] == "virginica"
+    assert {k: float(ok[f"input.{k}"]) for k in ROW} == ROW
+    scores = {k: float(ok[f"score.{k}"]) for k in ("setosa", "versicolor", "virginica")}
+    assert max(scores, key=scores.__getitem__) == "virginica"
+    assert sum(scores.values()) == pytest.approx(1.0, abs=1e-3)
+    assert rejected["status"] == "rejected" and rejected["score.setosa"] == ""
+    assert rejected["input.sepal_length"] == "-1.5"
+    assert rejected["input.sepal_width"] == "'=HYPERLINK(1)"
+    assert rejected["input.petal_length"] == ""
+
+
 def test_models_list(cli: Cli) -> None:
     res = cli("models", "list", "--json")
     assert res.code == 0

@@ -243,8 +243,27 @@ async def _serve_window(
     window.predict_view.sigPredict.connect(
         lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
     )
-    for rerun_signal in (requests_view.sigRerun, window.trace_view.sigRerun):
-        rerun_signal.connect(lambda model, payload: tasks.spawn(predict(model, payload), "rerun"))
+    # Run again: a request of its own (source "rerun") linked to the one it repeats; its answer
+    # opens in the Trace view, not in the Predict form (whose inputs may differ).
+    from gui.history.rerun import Rerunner
+
+    rerunner = Rerunner(
+        engine, run, window.open_trace, lambda text: window.statusBar().showMessage(text, 4000)
+    )
+    window.trace_view.set_lookup(
+        lambda request_id: queries.get_request(db.reader, request_id), tasks
+    )
+
+    def rerun(original_id: str, model: str, payload: dict[str, Any]) -> None:
+        tasks.spawn(rerunner.rerun(original_id, model, payload), "rerun")
+
+    window.trace_view.sigRerun.connect(rerun)
+    # The Requests view's signal names no request: the one it repeats is its selected row.
+    requests_view.sigRerun.connect(
+        lambda model, payload: rerun(
+            str((requests_view.selected_row() or {}).get("request_id") or ""), model, payload
+        )
+    )
     monitor.sigOpenRequest.connect(
         lambda request_id: tasks.spawn(open_request(request_id), "open-trace")
     )

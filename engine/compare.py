@@ -14,7 +14,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from engine.stats import percentiles_ms
+from engine.stats import percentile_values, percentiles_ms
 
 # Figures compared, and whether a smaller value is the better one.
 FIGURES: tuple[tuple[str, bool], ...] = (
@@ -57,7 +57,7 @@ def percentile_curve(hist: HdrHistogram) -> tuple[list[float], list[float]]:
     top = math.log10(max(total, 10))
     steps = int(top / CURVE_STEP)
     percentiles = [100.0 - 100.0 * 10 ** (-i * CURVE_STEP) for i in range(steps + 1)]
-    values = hist.get_percentile_to_value_dict(percentiles)
+    values = percentile_values(hist, percentiles)
     xs = [i * CURVE_STEP for i in range(steps + 1)]
     ys = [values[p] / 1000 for p in percentiles]
     xs.append(top)

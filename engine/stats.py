@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from engine.contracts import LatencyPercentiles, RunSummary
@@ -29,10 +30,32 @@ def record_us(hist: HdrHistogram, value_us: int) -> None:
     hist.record_value(min(max(value_us, _LOWEST_US), _HIGHEST_US))
 
 
+def percentile_values(hist: HdrHistogram, percentiles: list[float]) -> dict[float, int]:
+    """The value at each percentile, as `HdrHistogram.get_percentile_to_value_dict` gives it
+    (the highest value equivalent to the first bucket whose running count reaches the target).
+
+    The library walks its ~20,000 buckets in Python, one by one, up to the largest percentile:
+    about 3 ms for second-long latencies, which the app paid 40 times a second on its GUI
+    thread. A cumulative sum in numpy finds the same buckets in tens of microseconds."""
+    total = hist.get_total_count()
+    if total == 0:
+        return {p: 0 for p in percentiles}
+    counts = np.ctypeslib.as_array(hist.counts, shape=(hist.counts_len,))
+    running = np.cumsum(counts, dtype=np.int64)
+    values: dict[float, int] = {}
+    for p in percentiles:
+        target = hist.get_target_count_at_percentile(p)
+        index = min(int(np.searchsorted(running, target, side="left")), hist.counts_len - 1)
+        value = hist.get_value_from_index(index)
+        edge = hist.get_highest_equivalent_value if p else hist.get_lowest_equivalent_value
+        values[p] = int(edge(value))
+    return values
+
+
 def percentiles_ms(hist: HdrHistogram) -> LatencyPercentiles:
     if hist.get_total_count() == 0:
         return LatencyPercentiles(p50=0.0, p90=0.0, p99=0.0, p999=0.0, max=0.0)
-    values = hist.get_percentile_to_value_dict([50, 90, 99, 99.9])
+    values = percentile_values(hist, [50, 90, 99, 99.9])
     return LatencyPercentiles(
         p50=values[50] / 1000,
         p90=values[90] / 1000,
@@ -146,7 +169,12 @@ class LiveStats:
             self.errors += 1
             bucket.errors += 1
 
-    def snapshot(self, queue_depth: int, in_flight: int) -> StatsSnapshot:
+    def snapshot(
+        self, queue_depth: int, in_flight: int, since: float | None = None
+    ) -> StatsSnapshot:
+        """The window's figures now. `since` (a `time.monotonic()` reading, e.g. a load run's
+        start) is when counting began: the window is measured from it while it is younger
+        than the window, so a run's rate is right from its first second."""
         now = time.monotonic()
         self._bucket()  # drops buckets that left the window
         merged = new_histogram()
@@ -159,8 +187,11 @@ class LiveStats:
             for name, total in bucket.stage_us.items():
                 stage_us[name] = stage_us.get(name, 0) + total
         # The newest bucket is partial; measure the window from the oldest bucket's start.
-        span_s = max(now - self._buckets[0].second, 1e-3) if self._buckets else 1.0
-        pct = merged.get_percentile_to_value_dict([50, 95, 99]) if ok else {50: 0, 95: 0, 99: 0}
+        start = float(self._buckets[0].second) if self._buckets else now - 1.0
+        if since is not None:
+            start = max(start, since)
+        span_s = max(now - start, 1e-3)
+        pct = percentile_values(merged, [50, 95, 99])
         return StatsSnapshot(
             at=now,
             throughput_per_s=ok / span_s,

@@ -12,14 +12,14 @@ import time
 from hdrh.histogram import HdrHistogram
 from PySide6.QtCore import QObject, Qt, QTimer
 
-from engine.stats import new_histogram, record_us
+from engine.stats import new_histogram, percentile_values, record_us
 
 
 def summary_ms(histogram: HdrHistogram) -> dict[str, float]:
     """`ui_loop_lag_ms` as the `--json` contract names it: p50, p99, max."""
     if histogram.get_total_count() == 0:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    pct = histogram.get_percentile_to_value_dict([50, 99])
+    pct = percentile_values(histogram, [50, 99])
     return {
         "p50": pct[50] / 1000,
         "p99": pct[99] / 1000,

@@ -127,6 +127,27 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX idx_probes_target ON probes(target, at_us);
     """,
+    # 7: History scoped to one target (the side pane) and sorted by any column the table shows.
+    # `label` is the answer's label, read from the stored output (never text that is not JSON:
+    # a remote target's raw answer must not fail the index); '' where there is none, and model
+    # sorts by `ifnull(model, '')`, so every sort key is a value (a keyset never meets NULL).
+    # Rejections stored before the engine kept the model a request named get it back: from a
+    # full request's body, or from the file job that sent the row. Both updates walk only the
+    # model index's NULL entries.
+    """
+    CREATE INDEX idx_requests_target ON requests(target, created_us, latency_us);
+    ALTER TABLE requests ADD COLUMN label TEXT GENERATED ALWAYS AS (
+        CASE WHEN json_valid(output) AND json_type(output) = 'object'
+        THEN ifnull(CAST(json_extract(output, '$.label') AS TEXT), '') ELSE '' END
+    ) VIRTUAL;
+    CREATE INDEX idx_requests_label ON requests(label, created_us);
+    UPDATE requests SET model = json_extract(input, '$.model')
+        WHERE model IS NULL AND json_valid(input) AND json_type(input) = 'object'
+        AND json_type(input, '$.model') = 'text';
+    UPDATE requests SET model = (SELECT f.model FROM file_jobs f WHERE f.job_id = requests.job_id)
+        WHERE model IS NULL AND job_id IS NOT NULL;
+    CREATE INDEX idx_requests_model_sort ON requests(ifnull(model, ''), created_us);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -27,8 +27,11 @@ class RequestFilter:
     client_id: str | None = None
     run_id: str | None = None
     # Text that begins a stored request ID finds those requests (by the ID index); any other
-    # text is searched, case-insensitively, in request IDs, inputs and errors.
+    # text is searched, case-insensitively, in request IDs, inputs, outputs (labels) and errors.
     text: str | None = None
+    # Where the requests went: "local" (the engine in this app or `inferdeck serve`) or a remote
+    # target's name: the side pane's scope.
+    target: str | None = None
 
 
 # -- the Requests view's reads ------------------------------------------------------------------
@@ -38,8 +41,27 @@ class RequestFilter:
 # `status = 'ok'` 990,000, so `plan_requests` counts (boundedly) and names the index itself.
 # Every query below is bounded, measured on 1,000,000 rows by bench/bench_requests.py.
 
-_SORTS = {"time": "created_us", "latency": "latency_us"}
-_SORT_INDEXES = {"time": "idx_requests_created", "latency": "idx_requests_latency"}
+# Each sort's key (before `id`, which breaks ties) and the index that yields rows in its order.
+# Model and label sort by values that are never NULL (migration 7), so a keyset compares.
+_SORTS: dict[str, tuple[str, ...]] = {
+    "time": ("created_us",),
+    "latency": ("latency_us",),
+    "status": ("status", "created_us"),
+    "source": ("source", "created_us"),
+    "model": ("ifnull(model, '')", "created_us"),
+    "label": ("label", "created_us"),
+}
+SORTS = tuple(_SORTS)
+_SORT_INDEXES = {
+    "time": "idx_requests_created",
+    "latency": "idx_requests_latency",
+    "status": "idx_requests_status",
+    "source": "idx_requests_source",
+    "model": "idx_requests_model_sort",
+    "label": "idx_requests_label",
+}
+# A filter on the sorted column is answered by the sort's index itself.
+_SORT_FILTERS = {"status": "status", "source": "source"}
 # Filter column -> its index (migration 5) and whether `latency_us` is in it, next to created_us.
 _FILTER_INDEXES = {
     "status": ("idx_requests_status", True),
@@ -47,12 +69,11 @@ _FILTER_INDEXES = {
     "client_id": ("idx_requests_client", True),
     "source": ("idx_requests_source", True),
     "run_id": ("idx_requests_run", False),
+    "target": ("idx_requests_target", True),
 }
 # SQLite's name for the index behind `request_id ... UNIQUE` (the table's only UNIQUE column).
 _ID_INDEX = "sqlite_autoindex_requests_1"
-_TEXT_TERM = (
-    "(request_id LIKE ? ESCAPE '\\' OR input LIKE ? ESCAPE '\\' OR error LIKE ? ESCAPE '\\')"
-)
+_TEXT_COLUMNS = ("request_id", "input", "output", "error")
 
 # Rows ranked by latency from a filter's index alone (no table read): ~70 ns a row measured, so
 # 200,000 take ~15 ms.
@@ -98,9 +119,10 @@ class RequestPage:
     """One bounded step through a plan."""
 
     rows: list[dict[str, Any]]
-    # The keyset to pass as `after` for the next step; None once nothing further can match.
-    # In a window it may lie past the last row: the window was examined to its end.
-    resume: tuple[int, int] | None
+    # The keyset (the sort's keys, then id) to pass as `after` for the next step; None once
+    # nothing further can match. In a window it may lie past the last row: the window was
+    # examined to its end.
+    resume: tuple[Any, ...] | None
     # Index entries this step went through (a window examined to its end), else the rows.
     examined: int
 
@@ -108,6 +130,48 @@ class RequestPage:
 def _like(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def json_spellings(text: str) -> list[str]:
+    """`text` as typed, and, when it holds JSON (a quote), as each writer of stored JSON spells
+    it: compact (`{"a":1,"b":2}`, the engine's accepted inputs and outputs) and with a space
+    after each colon and comma (`{"a": 1, "b": 2}`, rejected rows' raw bodies and the Trace
+    view). What the Trace shows is then found whichever way the row was written. Whitespace
+    inside quoted strings is kept."""
+    if '"' not in text:
+        return [text]
+    compact: list[str] = []
+    spaced: list[str] = []
+    quoted = escaped = False
+    for ch in text:
+        if quoted:
+            compact.append(ch)
+            spaced.append(ch)
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch.isspace():
+            continue
+        else:
+            compact.append(ch)
+            spaced.append(ch + " " if ch in ":," else ch)
+            quoted = ch == '"'
+    spellings = [text, "".join(compact), "".join(spaced).rstrip()]
+    return list(dict.fromkeys(spellings))
+
+
+def _text_term(text: str) -> tuple[str, list[str]]:
+    """The SQL that finds `text` (case-insensitively) in a row's ID, input, output or error."""
+    terms = ["request_id LIKE ? ESCAPE '\\'"]
+    params = [_like(text)]
+    for spelling in json_spellings(text):
+        for column in _TEXT_COLUMNS[1:]:
+            terms.append(f"{column} LIKE ? ESCAPE '\\'")
+            params.append(_like(spelling))
+    return f"({' OR '.join(terms)})", params
 
 
 async def _count_upto(
@@ -160,7 +224,7 @@ async def plan_requests(
     conn: aiosqlite.Connection, where: RequestFilter, *, sort: str = "time", descending: bool = True
 ) -> RequestPlan:
     """Choose the index and strategy for `where` sorted by `sort` (a few bounded counts)."""
-    column = _SORTS[sort]
+    column = _SORTS[sort][0]
     groups: dict[str, _Group] = {}
     for name, (index, holds_latency) in _FILTER_INDEXES.items():
         value = getattr(where, name)
@@ -176,7 +240,10 @@ async def plan_requests(
                 _ID_INDEX, ["request_id >= ?", "request_id < ?"], [low, high], count, False, False
             )
         else:
-            text_terms, text_params = [_TEXT_TERM], [_like(where.text)] * 3
+            term, params = _text_term(where.text)
+            text_terms, text_params = [term], list(params)
+    if sort not in ("time", "latency"):
+        return _plan_by_column(sort, descending, groups, text_terms, text_params)
     # Sizes matter only where there is a choice to make, or a ranking to bound.
     if len(groups) > 1 or (sort == "latency" and groups):
         for group in groups.values():
@@ -218,42 +285,90 @@ async def plan_requests(
     return plan(strategy, _SORT_INDEXES[sort], None)
 
 
+def _plan_by_column(
+    sort: str,
+    descending: bool,
+    groups: dict[str, _Group],
+    text_terms: list[str],
+    text_params: list[Any],
+) -> RequestPlan:
+    """A sort by status, source, model or label walks that sort's index (time within a value):
+    a filter on the sorted column narrows the walk itself, any other is checked on each row in
+    bounded windows. A request-ID prefix (few rows, counted) is ranked instead."""
+    found = groups.get("request_id")
+    if found is not None and found.size <= RANK_WITH_LOOKUPS:
+        own: _Group | None = found
+        strategy: Strategy = "ranked"
+        index = found.index
+    else:
+        own = groups.get(_SORT_FILTERS.get(sort, ""))
+        index = _SORT_INDEXES[sort]
+        alone = len(groups) == (1 if own else 0) and not text_terms
+        strategy = "ordered" if alone else "window"
+    others = [g for g in groups.values() if g is not own]
+    return RequestPlan(
+        sort=sort,
+        descending=descending,
+        strategy=strategy,
+        index=index,
+        index_terms=tuple(own.terms if own else []),
+        index_params=tuple(own.params if own else []),
+        row_terms=tuple([t for g in others for t in g.terms] + text_terms),
+        row_params=tuple([p for g in others for p in g.params] + text_params),
+    )
+
+
+def _after_terms(keys: Sequence[str], descending: bool) -> list[str]:
+    """Rows past a keyset `(keys..., id)`: the row-value comparison, and the first key alone
+    (the comparison is not matched to an expression index; the plain bound is)."""
+    op = "<" if descending else ">"
+    terms = [f"({', '.join((*keys, 'id'))}) {op} ({', '.join('?' for _ in (*keys, 'id'))})"]
+    if len(keys) > 1:
+        terms.insert(0, f"{keys[0]} {op}= ?")
+    return terms
+
+
+def _after_params(keys: Sequence[str], after: Sequence[Any]) -> list[Any]:
+    return ([after[0]] if len(keys) > 1 else []) + list(after)
+
+
 async def scan_requests(
     conn: aiosqlite.Connection,
     plan: RequestPlan,
     *,
-    after: tuple[int, int] | None = None,
+    after: tuple[Any, ...] | None = None,
     limit: int = 200,
     window: int = SCAN_WINDOW,
 ) -> RequestPage:
     """One bounded step of `plan` from the keyset `after` (exclusive): at most `limit` rows,
     and in a window at most `window` index entries examined."""
-    column = _SORTS[plan.sort]
+    keys = _SORTS[plan.sort]
     order = "DESC" if plan.descending else "ASC"
-    keys = f"({column}, id)"
-    order_by = f"ORDER BY {column} {order}, id {order}"
+    key_list = ", ".join((*keys, "id"))
+    order_by = "ORDER BY " + ", ".join(f"{k} {order}" for k in (*keys, "id"))
     index_terms = list(plan.index_terms)
     index_params = list(plan.index_params)
     if after is not None:
-        index_terms.append(f"{keys} {'<' if plan.descending else '>'} (?, ?)")
-        index_params.extend(after)
+        index_terms.extend(_after_terms(keys, plan.descending))
+        index_params.extend(_after_params(keys, after))
     terms = index_terms + list(plan.row_terms)
     params = index_params + list(plan.row_params)
-    bound: tuple[int, int] | None = None
+    bound: tuple[Any, ...] | None = None
     examined = 0
     if plan.strategy == "window":
         # Where the window ends: the `window`-th index entry from here, read from the index
         # alone. The rows are then looked for between here and there, that bound included.
         where = f"WHERE {' AND '.join(index_terms)}" if index_terms else ""
         async with conn.execute(
-            f"SELECT {column}, id FROM requests INDEXED BY {plan.index} {where} "
+            f"SELECT {key_list} FROM requests INDEXED BY {plan.index} {where} "
             f"{order_by} LIMIT 1 OFFSET ?",
             (*index_params, window - 1),
         ) as cur:
             edge = await cur.fetchone()
         if edge is not None:
-            bound = (int(edge[0]), int(edge[1]))
-            terms.append(f"{keys} {'>=' if plan.descending else '<='} (?, ?)")
+            bound = tuple(edge)
+            op = ">=" if plan.descending else "<="
+            terms.append(f"({key_list}) {op} ({', '.join('?' for _ in bound)})")
             params.extend(bound)
             examined = window
         else:
@@ -261,7 +376,8 @@ async def scan_requests(
                 conn, plan.index, index_terms or ["1"], index_params, window
             )
     where = f"WHERE {' AND '.join(terms)}" if terms else ""
-    cols = f"id, {', '.join(REQUEST_COLUMNS)}"
+    # The row's sort keys come after its columns: the keyset to resume from.
+    cols = f"id, {', '.join(REQUEST_COLUMNS)}, {key_list}"
     if plan.strategy == "ranked":
         # Rank the IDs from the index, then read only the page's rows from the table.
         sql = (
@@ -270,11 +386,13 @@ async def scan_requests(
         )
     else:
         sql = f"SELECT {cols} FROM requests INDEXED BY {plan.index} {where} {order_by} LIMIT ?"
+    width = 1 + len(REQUEST_COLUMNS)
     async with conn.execute(sql, (*params, limit)) as cur:
-        rows = [request_row(r) for r in await cur.fetchall()]
+        found = list(await cur.fetchall())
+    rows = [request_row(r[:width]) for r in found]
     resume = bound
     if len(rows) == limit:
-        resume = (rows[-1][column], rows[-1]["id"])
+        resume = tuple(found[-1][width:])
         examined = len(rows)  # in a window: stopped inside it, so a lower bound
     elif plan.strategy != "window":
         examined = len(rows)
@@ -296,7 +414,7 @@ class RequestScan:
         self,
         conn: aiosqlite.Connection,
         plan: RequestPlan,
-        after: tuple[int, int] | None = None,
+        after: tuple[Any, ...] | None = None,
         *,
         target_s: float = 0.03,
     ) -> None:
@@ -325,13 +443,145 @@ class RequestScan:
         return page.rows
 
 
+# Matches counted at most: past it the view says "10,000+" (a count is one more bounded walk).
+COUNT_CAP = 10_000
+
+
+class RequestCount:
+    """Counts a plan's matches up to `cap`, each step one bounded query, so the view can say
+    "1,234 matches" without a filter ever waiting behind a count: an index's own entries
+    (`ordered`, `ranked`) are counted in one query of at most `cap` entries; a filter checked
+    on each row is counted a window of index entries at a time, sized as `RequestScan` sizes
+    its windows."""
+
+    def __init__(
+        self, conn: aiosqlite.Connection, plan: RequestPlan, *, cap: int = COUNT_CAP
+    ) -> None:
+        self.conn = conn
+        self.plan = plan
+        self.cap = cap
+        self.count = 0
+        self.done = False
+        self.resume: tuple[Any, ...] | None = None
+        self.window = SCAN_WINDOW
+        self._target_s = 0.03
+
+    @property
+    def capped(self) -> bool:
+        """Whether more than `cap` match (the count stopped there)."""
+        return self.count > self.cap
+
+    async def step(self) -> None:
+        plan = self.plan
+        left = self.cap + 1 - self.count
+        terms = [*plan.index_terms, *plan.row_terms]
+        params = [*plan.index_params, *plan.row_params]
+        if plan.strategy != "window":
+            self.count += await _count_upto(self.conn, plan.index, terms or ["1"], params, left)
+            self.done = True
+            return
+        started = time.perf_counter()
+        keys = (*_SORTS[plan.sort], "id")
+        order = "DESC" if plan.descending else "ASC"
+        order_by = "ORDER BY " + ", ".join(f"{k} {order}" for k in keys)
+        index_terms, index_params = list(plan.index_terms), list(plan.index_params)
+        if self.resume is not None:
+            index_terms.extend(_after_terms(keys[:-1], plan.descending))
+            index_params.extend(_after_params(keys[:-1], self.resume))
+        where = f"WHERE {' AND '.join(index_terms)}" if index_terms else ""
+        async with self.conn.execute(
+            f"SELECT {', '.join(keys)} FROM requests INDEXED BY {plan.index} {where} "
+            f"{order_by} LIMIT 1 OFFSET ?",
+            (*index_params, self.window - 1),
+        ) as cur:
+            edge = await cur.fetchone()
+        terms = index_terms + list(plan.row_terms)
+        params = index_params + list(plan.row_params)
+        if edge is not None:
+            op = ">=" if plan.descending else "<="
+            terms.append(f"({', '.join(keys)}) {op} ({', '.join('?' for _ in keys)})")
+            params.extend(edge)
+        self.count += await _count_upto(self.conn, plan.index, terms or ["1"], params, left)
+        self.resume = None if edge is None else tuple(edge)
+        self.done = edge is None or self.count > self.cap
+        elapsed = time.perf_counter() - started
+        scale = min(2.0, self._target_s / max(elapsed, 1e-4))
+        self.window = int(
+            min(RequestScan.MAX_WINDOW, max(RequestScan.MIN_WINDOW, self.window * scale))
+        )
+
+
+def _filter_terms(where: RequestFilter) -> tuple[list[str], list[Any]]:
+    """Every filter of `where` as terms checked on the row (the live tail's few new rows)."""
+    terms: list[str] = []
+    params: list[Any] = []
+    for name in _FILTER_INDEXES:
+        value = getattr(where, name)
+        if value is not None:
+            terms.append(f"{name} = ?")
+            params.append(value)
+    if where.text:
+        term, text_params = _text_term(where.text)
+        terms.append(term)
+        params.extend(text_params)
+    return terms, params
+
+
+async def data_version(conn: aiosqlite.Connection) -> int:
+    """SQLite's `PRAGMA data_version`: it changes when another connection (the writer, another
+    process) commits, and costs no read of the file: the live tail's "anything new?"."""
+    async with conn.execute("PRAGMA data_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def latest_request_id(conn: aiosqlite.Connection) -> int:
+    """The newest stored row's `id` (0 when there is none): one seek on the table's key."""
+    async with conn.execute("SELECT ifnull(max(id), 0) FROM requests") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+# New rows the live tail reads at most in one step; a bigger gap reloads the first page.
+TAIL_SPAN = 20_000
+
+
+async def tail_requests(
+    conn: aiosqlite.Connection, where: RequestFilter, after_id: int, *, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Rows stored after `after_id` that match `where`, newest (by id) first, at most `limit`:
+    a range of the table's key, so it costs what the new rows cost, whatever the history."""
+    terms, params = _filter_terms(where)
+    where_sql = " AND ".join(["id > ?", *terms])
+    async with conn.execute(
+        f"SELECT id, {', '.join(REQUEST_COLUMNS)} FROM requests NOT INDEXED "
+        f"WHERE {where_sql} ORDER BY id DESC LIMIT ?",
+        (after_id, *params, limit),
+    ) as cur:
+        return [request_row(r) for r in await cur.fetchall()]
+
+
+async def requests_by_id(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows by their `id` (the table's pending rows re-read: `queued` moving on to a result)."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        async with conn.execute(
+            f"SELECT id, {', '.join(REQUEST_COLUMNS)} FROM requests "
+            f"WHERE id IN ({', '.join('?' for _ in chunk)})",
+            chunk,
+        ) as cur:
+            found.extend(request_row(r) for r in await cur.fetchall())
+    return found
+
+
 async def page_requests(
     conn: aiosqlite.Connection,
     where: RequestFilter,
     *,
     sort: str = "time",
     descending: bool = True,
-    after: tuple[int, int] | None = None,
+    after: tuple[Any, ...] | None = None,
     limit: int = 200,
 ) -> list[dict[str, Any]]:
     """One page of requests, newest (or slowest) first, by keyset: pass the last row's

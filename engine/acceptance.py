@@ -84,6 +84,7 @@ def rejected_work(
     data: bytes | dict[str, Any] | None,
     input_text: str | None,
     request_id: str | None = None,
+    model_name: str | None = None,
 ) -> Work:
     """`Work` for a row refused at acceptance; stored like any request, under `request_id` or
     an ID of its own."""
@@ -109,6 +110,7 @@ def rejected_work(
         source_row=source_row,
         status="rejected",
         error=body,
+        named_model=model_name,
     )
     body.request_id = work.request_id
     return work

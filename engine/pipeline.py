@@ -184,7 +184,10 @@ class Engine:
             rejected_id = request_id or own_id
             if request_id is not None and request_id in self._caller_ids:
                 rejected_id = None
-            return rejected_work(origin, checked, t0, source_row, data, input_text, rejected_id)
+            named = validator.named_model(data)
+            return rejected_work(
+                origin, checked, t0, source_row, data, input_text, rejected_id, named
+            )
         # The body's ID wins; `request_id` is one the caller gave outside it (X-Request-ID).
         # `own_id` was made here (a UUIDv7): unique by construction, so it skips the check
         # (a database read per request).
@@ -197,7 +200,16 @@ class Engine:
         # Another process (`serve --workers N`) cannot see this set; the database's unique
         # key decides between processes (`queries.UPSERT_REQUEST`, then the committer).
         if wanted in self._caller_ids:
-            return rejected_work(origin, duplicate(wanted), t0, source_row, data, input_text)
+            return rejected_work(
+                origin,
+                duplicate(wanted),
+                t0,
+                source_row,
+                data,
+                input_text,
+                None,
+                checked.model.name,
+            )
         token = object()
         self._caller_ids[wanted] = token
         try:
@@ -213,7 +225,16 @@ class Engine:
             raise
         if work is None:
             self._caller_ids.release(wanted, token)
-            return rejected_work(origin, duplicate(wanted), t0, source_row, data, input_text)
+            return rejected_work(
+                origin,
+                duplicate(wanted),
+                t0,
+                source_row,
+                data,
+                input_text,
+                None,
+                checked.model.name,
+            )
         self._caller_ids[wanted] = work
         return work
 

@@ -6,6 +6,7 @@ fields. Validation runs before any database or model work and never raises for b
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,21 @@ class RowValidator:
             return Validated(model, model.inputs.model_validate(data))
         except ValidationError as exc:
             return rejection(exc)
+
+    def named_model(self, data: bytes | dict[str, Any] | None) -> str | None:
+        """The model a row asked for, for a rejection's record: a full request's `model`
+        (read again only on this rare path), else the default model."""
+        if data is None:
+            return None if self._default is None else self._default.name
+        mark = _FULL_REQUEST_MARK if isinstance(data, bytes) else _FULL_REQUEST_KEY
+        if self._requests_only or mark in data:
+            try:
+                body = json.loads(data) if isinstance(data, bytes) else data
+            except ValueError:
+                return None
+            named = body.get("model") if isinstance(body, dict) else None
+            return named if isinstance(named, str) and named else None
+        return None if self._default is None else self._default.name
 
     def _full(self, request: PredictRequest) -> Validated | ErrorBody:
         model = self._registry.get(request.model)

@@ -70,10 +70,11 @@ class Work:
     ready_ns: int = 0  # result (or rejection) known, waiting for the writer
     latency_us: int = 0  # accepted -> committed
     stored: bool = True  # False only when the transaction holding its row failed
+    named_model: str | None = None  # the model a rejected request named (no `model` loaded)
 
     @property
     def model_name(self) -> str | None:
-        return None if self.model is None else self.model.name
+        return self.named_model if self.model is None else self.model.name
 
     def span_models(self) -> list[Span]:
         return [

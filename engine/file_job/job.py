@@ -171,6 +171,7 @@ class FileJob:
                 await self._records.supersede(previous.job_id)
                 previous = None
             model = self._pick_model(fmt, previous, client)
+            report.model = model.name if model else None
             await self._open_job(fmt, model, previous, known.digest)
             if fmt is FileFormat.IMAGE:
                 await self._run_image(model)

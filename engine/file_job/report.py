@@ -44,6 +44,7 @@ class JobReport:
 
     path: Path
     format: str | None = None
+    model: str | None = None  # the model its rows run on (a resumed job keeps its own)
     job_id: int | None = None
     resumed: bool = False
     skipped: int = 0  # rows already done by an earlier, interrupted attempt

@@ -1,5 +1,5 @@
-"""The Runs view's detail text: everything stored about one run (summary, latency, UI loop
-lag, config, file jobs) as plain lines, from `storage.queries.run_detail`.
+"""The Runs view's detail text: everything stored about one run (its name and settings, summary,
+latency, UI loop lag, config, file jobs) as plain lines, from `storage.queries.run_detail`.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.runs import run_name, run_settings
 from gui.shared.when import MISSING, when_text
 from storage import queries
 
@@ -19,7 +20,11 @@ def ms_text(value: Any) -> str:
 def describe_run(detail: queries.RunDetail) -> str:
     """The detail pane's text: everything stored about one run, as plain lines."""
     run, counts, jobs = detail.run, detail.status_counts, detail.file_jobs
-    lines = [f"run {run.run_id}", f"kind {run.kind} · status {run.status}"]
+    lines = [run_name(run.kind, run.config, run.started_us), f"run {run.run_id}"]
+    lines.append(f"kind {run.kind} · status {run.status}")
+    settings = run_settings(run.kind, run.config)
+    if settings:
+        lines.append("settings: " + " · ".join(f"{k} {v}" for k, v in settings.items()))
     lines.append(f"started {when_text(run.started_us)} · ended {when_text(run.ended_us)}")
     lines.append(
         "requests: " + (", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "none")

@@ -1,4 +1,5 @@
-"""Two runs side by side: overlaid latency distributions and a table of deltas.
+"""Two runs side by side: what each was (name, status and settings, the ones that differ
+highlighted), overlaid latency distributions and a table of deltas.
 
 The plot is the usual HDR percentile plot: latency against percentile, the percentile axis in
 "nines" (90 %, 99 %, 99.9 % … equally spaced), read from each run's stored HDR histogram, so the
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from engine.compare import Delta, decode_histogram, deltas, figures, nines, percentile_curve
 from engine.ids import short_id
+from engine.runs import run_name, run_settings
 from gui.shared.when import when_text
 from storage.queries import RunRow
 
@@ -31,6 +33,24 @@ PENS = ("#6c8ebf", "#d79b00")  # A, B
 COLUMNS = ("figure", "A", "B", "change", "change %", "")
 VERDICT_COLOURS = {"better": "#d5e8d4", "worse": "#f8cecc"}
 ROW_HEIGHT = 28
+DIFFERS_COLOUR = "#fff2cc"  # a setting the two runs do not share
+
+
+def settings_rows(a: RunRow, b: RunRow) -> list[tuple[str, str, str]]:
+    """(setting, A's value, B's value) for the name, status and every setting either run has;
+    a setting one run lacks reads "—"."""
+    name_a = run_name(a.kind, a.config, a.started_us)
+    name_b = run_name(b.kind, b.config, b.started_us)
+    rows = [
+        ("name", name_a, name_b),
+        ("kind", a.kind, b.kind),
+        ("status", a.status, b.status),
+    ]
+    sa, sb = run_settings(a.kind, a.config), run_settings(b.kind, b.config)
+    rows.extend((k, sa.get(k, "—"), sb.get(k, "—")) for k in dict.fromkeys([*sa, *sb]))
+    return rows
+
+
 TICKS = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999, 99.9999)
 
 
@@ -125,11 +145,54 @@ class RunsCompareView(QWidget):
         self.table.setFixedHeight(header_height + ROW_HEIGHT * len(self.deltas) + 4)
         header = QLabel("\n".join(self.labels))
         header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.settings = self._settings_table(a, b)
         layout = QVBoxLayout(self)
         layout.addWidget(header)
+        layout.addWidget(self.settings)
         layout.addWidget(self.plot_widget, 1)
         layout.addWidget(note)
         layout.addWidget(self.table)
+
+    def _settings_table(self, a: RunRow, b: RunRow) -> QTableWidget:
+        """Both runs' settings side by side, above the figures, so two runs can be told apart
+        by what they were; a row whose values differ is highlighted (and bold)."""
+        rows = settings_rows(a, b)
+        table = QTableWidget(len(rows), 3)
+        table.setHorizontalHeaderLabels(["setting", "A", "B"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.differing: list[str] = []
+        for row, (name, va, vb) in enumerate(rows):
+            differs = va != vb
+            if differs:
+                self.differing.append(name)
+            for column, text in enumerate((name, va, vb)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                if differs:
+                    item.setBackground(QBrush(QColor(DIFFERS_COLOUR)))
+                    item.setForeground(QBrush(QColor("#1e1f22")))
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                table.setItem(row, column, item)
+            table.setRowHeight(row, ROW_HEIGHT)
+        height = header.sizeHint().height() + ROW_HEIGHT * len(rows) + 4
+        table.setFixedHeight(min(height, header.sizeHint().height() + ROW_HEIGHT * 8 + 4))
+        return table
+
+    def setting_cells(self) -> list[tuple[str, str, str]]:
+        """The settings table as text, row by row (setting, A, B)."""
+        cells = []
+        for row in range(self.settings.rowCount()):
+            texts = [self.settings.item(row, c) for c in range(3)]
+            name, va, vb = (t.text() if t else "" for t in texts)
+            cells.append((name, va, vb))
+        return cells
 
     def verdicts(self) -> dict[str, str]:
         return {d.name: d.verdict for d in self.deltas}

@@ -1,5 +1,6 @@
 """The Runs table's model: recent runs (GUI sessions, dropped files, CLI predicts, load runs),
-newest first, one row each with its summary's figures as display text.
+newest first, one row each: what it was (its name, status and settings, `engine.runs`) and its
+summary's figures, as display text.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 
+from engine.runs import run_name, run_settings
 from gui.runs.run_report import ms_text
 from gui.shared.table_model import RIGHT, Index, RowTableModel
 from gui.shared.when import MISSING, when_text
@@ -16,37 +18,41 @@ from storage import queries
 from storage.database import Database
 
 COLUMNS = (
-    "started",
-    "kind",
+    "name",
     "status",
+    "settings",
+    "kind",
     "ok",
     "rejected+failed",
     "throughput/s",
     "p50 ms",
     "p99 ms",
     "UI lag p99 ms",
-    "source",
+    "started",
     "run",
 )
 NUMERIC = frozenset({"ok", "rejected+failed", "throughput/s", "p50 ms", "p99 ms", "UI lag p99 ms"})
 LIMIT = 500
 
 
-def _sources(run: queries.RunRow) -> list[str]:
-    files = run.config.get("files")
-    return [str(f) for f in files] if isinstance(files, list) else []
-
-
-def _source_text(run: queries.RunRow) -> str:
-    names = [Path(f).name for f in _sources(run)]
-    if len(names) > 3:
-        return f"{', '.join(names[:3])} +{len(names) - 3} more"
-    return ", ".join(names)
+def settings_text(run: queries.RunRow) -> str:
+    """A run's settings on one line, file paths by their names (the tooltip has them whole)."""
+    parts = []
+    for key, value in run_settings(run.kind, run.config).items():
+        if key in ("file", "files"):
+            names = [Path(f).name for f in value.split(", ")]
+            value = ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
+        parts.append(value if key == "target" else f"{key} {value}")
+    return " · ".join(parts)
 
 
 def _cell(run: queries.RunRow, column: str) -> str:
     summary = run.summary or {}
     latency = summary.get("latency_ms") or {}
+    if column == "name":
+        return run_name(run.kind, run.config, run.started_us)
+    if column == "settings":
+        return settings_text(run)
     if column == "started":
         return when_text(run.started_us)
     if column in ("kind", "status"):
@@ -67,8 +73,6 @@ def _cell(run: queries.RunRow, column: str) -> str:
         return ms_text(latency.get("p99"))
     if column == "UI lag p99 ms":
         return ms_text((summary.get("ui_loop_lag_ms") or {}).get("p99"))
-    if column == "source":
-        return _source_text(run)
     return run.run_id
 
 
@@ -94,8 +98,11 @@ class RunsTableModel(RowTableModel[queries.RunRow]):
         if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMERIC:
             return RIGHT
         if role == Qt.ItemDataRole.ToolTipRole:
-            if column == "source":
-                return "\n".join(_sources(run)) or None
+            if column == "settings":
+                settings = run_settings(run.kind, run.config)
+                return "\n".join(f"{k}: {v}" for k, v in settings.items()) or None
+            if column == "name":
+                return f"{run.kind} run, started {when_text(run.started_us)}"
             if column == "run":
                 return run.run_id
         return None

@@ -89,7 +89,9 @@ class RunsView(QWidget):
         # the whole window.
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
-        self.table = row_table(self.table_model, (150, 50, 70, 70, 125, 100, 70, 70, 115, 160))
+        self.table = row_table(
+            self.table_model, (170, 80, 260, 55, 60, 110, 90, 65, 65, 100, 140, 160)
+        )
         # Two runs may be selected at once, to compare them (`gui.runs.runs_compare`).
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
@@ -146,9 +148,19 @@ class RunsView(QWidget):
 
     def _on_selection(self, selected: QItemSelection, deselected: QItemSelection) -> None:
         run = self.selected_run()
+        count = len(self.table.selectionModel().selectedRows())
         self.export_button.setEnabled(run is not None)
-        self.compare_button.setEnabled(len(self.table.selectionModel().selectedRows()) == 2)
-        if run is None or run.run_id == self._selected:
+        self.compare_button.setEnabled(count == 2)
+        if count < 2:
+            self._close_compare()  # it compared runs that are no longer both selected
+        if run is None:
+            # Nothing selected: no summary of a run the person let go of (and a read still
+            # under way for it is dropped, see `show_run`).
+            self._selected = None
+            self._detail_generation += 1
+            self.detail.clear()
+            return
+        if run.run_id == self._selected:
             return
         self._selected = run.run_id
         self._tasks.spawn(self.show_run(run.run_id), "runs-detail")
@@ -167,8 +179,8 @@ class RunsView(QWidget):
             text = f"cannot read run {run_id}: {_one_line(exc)}"
         else:
             text = describe_run(detail) if detail else f"no run matches {run_id!r}"
-        if generation != self._detail_generation:
-            return  # another run was selected while this one was read
+        if generation != self._detail_generation or self._selected != run_id:
+            return  # another run (or none) was selected while this one was read
         self.detail.setPlainText(text)
         self.sigDetailLoaded.emit(run.run_id if run else run_id)
 
@@ -183,11 +195,15 @@ class RunsView(QWidget):
             self.status.setText("Select two runs to compare")
             return
         a, b = sorted((self.table_model.run(r.row()) for r in rows), key=lambda r: r.started_us)
-        if self.compare_window is not None:  # one comparison open at a time
-            self.compare_window.close()
-            self.compare_window.deleteLater()
+        self._close_compare()  # one comparison open at a time
         self.compare_window = RunsCompareView(a, b, self)
         self.compare_window.show()
+
+    def _close_compare(self) -> None:
+        if self.compare_window is not None:
+            self.compare_window.close()
+            self.compare_window.deleteLater()
+            self.compare_window = None
 
     # -- export -------------------------------------------------------------------------------
 

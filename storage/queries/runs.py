@@ -20,7 +20,11 @@ INSERT_RUN = (
     "INSERT INTO runs (run_id, kind, status, config, started_us, owner_pid) "
     "VALUES (?, ?, 'running', ?, ?, ?)"
 )
-FINISH_RUN = "UPDATE runs SET status = ?, ended_us = ?, summary = ?, histogram = ? WHERE run_id = ?"
+# The last parameter's JSON object is merged into the run's config (what it learnt running).
+FINISH_RUN = (
+    "UPDATE runs SET status = ?, ended_us = ?, summary = ?, histogram = ?, "
+    "config = json_patch(coalesce(config, '{}'), ?) WHERE run_id = ?"
+)
 
 
 @dataclass(frozen=True, slots=True)

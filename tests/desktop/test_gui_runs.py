@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import json
 from collections.abc import Awaitable, Callable
@@ -56,10 +57,15 @@ async def _build(path: Path, source: Path) -> Runs:
             engine = Engine(db, ModelRegistry.discover(), executor)
             await engine.start()
             try:
-                files = await begin_run(db, "files", {"files": [str(source)]})
+                config = {"files": [str(source)], "client_id": "files"}
+                files = await begin_run(db, "files", config)
                 report = await FileJob(engine, source, run=files, client_id="files").run()
                 assert (report.ok, report.rejected) == (GOOD_ROWS, 1), report
-                await end_run(db, files, extra={"ui_loop_lag_ms": LAG})
+                assert report.model == "iris"
+                # As the drop runner does: the model, known once the job ran, joins the config.
+                await end_run(
+                    db, files, extra={"ui_loop_lag_ms": LAG}, config={"models": [report.model]}
+                )
             finally:
                 await engine.stop()
             running = await begin_run(db, "gui", {})
@@ -121,8 +127,12 @@ def test_model_lists_runs_newest_first_with_their_numbers(
         kind = model.index(1, COLUMNS.index("kind"))
         seen["align_ok"] = model.data(ok, Qt.ItemDataRole.TextAlignmentRole)
         seen["align_kind"] = model.data(kind, Qt.ItemDataRole.TextAlignmentRole)
-        source = model.index(1, COLUMNS.index("source"))
-        seen["source_tip"] = model.data(source, Qt.ItemDataRole.ToolTipRole)
+        settings = model.index(1, COLUMNS.index("settings"))
+        seen["settings_tip"] = model.data(settings, Qt.ItemDataRole.ToolTipRole)
+        seen["clocks"] = [
+            dt.datetime.fromtimestamp(model.run(i).started_us / 1e6).strftime("%H:%M")
+            for i in range(model.rowCount())
+        ]
 
     _drive(qapp, qtbot, runs.path, scenario)
     assert seen["ids"] == [runs.running, runs.files, runs.empty_gui]
@@ -138,9 +148,19 @@ def test_model_lists_runs_newest_first_with_their_numbers(
     assert files["p50 ms"] == f"{summary['latency_ms']['p50']:.2f}"
     assert files["p99 ms"] == f"{summary['latency_ms']['p99']:.2f}"
     assert files["UI lag p99 ms"] == "3.25"
-    assert files["source"] == "rows.jsonl" and seen["source_tip"] == str(runs.source)
+    # Each run says what it was: a name (its file or kind, and its start time), its
+    # settings, its status.
+    clock = seen["clocks"]
+    assert isinstance(clock, list)
+    assert files["name"] == f"rows.jsonl · {clock[1]}"
+    assert files["settings"] == "local engine · file rows.jsonl · model iris · client files"
+    assert seen["settings_tip"] == (
+        f"target: local engine\nfile: {runs.source}\nmodel: iris\nclient: files"
+    )
+    assert running["name"] == f"app session · {clock[0]}" and running["status"] == "running"
     assert files["run"] == runs.files
-    assert empty["ok"] == "0" and empty["rejected+failed"] == "0" and empty["source"] == ""
+    assert empty["ok"] == "0" and empty["rejected+failed"] == "0"
+    assert empty["name"] == f"app session · {clock[2]}" and empty["status"] == "done"
     assert seen["align_ok"] == Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
     assert seen["align_kind"] is None
 
@@ -177,6 +197,8 @@ def test_selecting_a_run_shows_its_summary_and_file_jobs(
     assert seen["loaded"] == [3]
     text = str(seen["files_detail"])
     assert f"run {runs.files}" in text and "kind files · status done" in text
+    assert text.startswith("rows.jsonl · ")
+    assert "settings: target local engine · file " + str(runs.source) + " · model iris" in text
     assert "requests: 20 ok, 1 rejected" in text
     assert "accepted 21 · ok 20 · rejected 1 · failed 0" in text
     assert "latency ms: p50 " in text and "p99.9 " in text
@@ -189,6 +211,38 @@ def test_selecting_a_run_shows_its_summary_and_file_jobs(
     kept = seen["kept"]
     assert kept is not None and getattr(kept, "run_id", None) == runs.running
     assert seen["details"] == [runs.files, runs.running, runs.running]
+
+
+def test_deselecting_the_run_clears_its_summary(
+    qapp: QApplication, qtbot: QtBot, runs: Runs
+) -> None:
+    seen: dict[str, object] = {}
+
+    async def scenario(view: RunsView, tasks: TaskOwner) -> None:
+        view.refresh()
+        await tasks.wait()
+        view.table.selectRow(1)
+        await tasks.wait()
+        seen["shown"] = view.detail.toPlainText()
+        view.table.clearSelection()
+        await tasks.wait()
+        seen["cleared"] = view.detail.toPlainText()
+        seen["export"] = view.export_button.isEnabled()
+        # A read still under way when the run is let go of does not fill the pane afterwards.
+        view.table.selectRow(1)
+        view.table.clearSelection()
+        await tasks.wait()
+        seen["late"] = view.detail.toPlainText()
+        # Selecting it again shows it again (the view forgot it was shown).
+        view.table.selectRow(1)
+        await tasks.wait()
+        seen["again"] = view.detail.toPlainText()
+
+    _drive(qapp, qtbot, runs.path, scenario)
+    assert f"run {runs.files}" in str(seen["shown"])
+    assert seen["cleared"] == "" and seen["export"] is False
+    assert seen["late"] == ""
+    assert f"run {runs.files}" in str(seen["again"])
 
 
 def test_export_writes_each_format(
@@ -215,6 +269,10 @@ def test_export_writes_each_format(
     assert rows[0][:3] == ["request_id", "run_id", "source"] and len(rows) == 1 + 21
     table = list(csv.DictReader(io.StringIO(out["csv"].read_text())))
     assert {r["label"] for r in table if r["status"] == "ok"} == {"virginica"}
+    # Each request's input fields and scores, one column each, beside label/latency/status.
+    ok = next(r for r in table if r["status"] == "ok")
+    assert {k: float(ok[f"input.{k}"]) for k in ROW} == ROW
+    assert float(ok["score.virginica"]) > float(ok["score.setosa"])
 
     trace = json.loads(out["chrome-trace"].read_text())
     requests = [e for e in trace["traceEvents"] if e.get("cat") == "request"]

@@ -89,7 +89,23 @@ def test_compare_two_real_runs_shows_curves_and_deltas_with_the_right_signs(
             assert p50_change is not None
             seen["p50_colour"] = p50_change.background().color().name()
             seen["legend"] = window.labels
-            window.close()
+            seen["settings"] = window.setting_cells()
+            seen["differing"] = list(window.differing)
+            first = window.settings.item(0, 0)
+            assert first is not None
+            seen["settings_above_plot"] = window.settings.y() < window.plot_widget.y()
+            # Letting go of one of the two runs closes the comparison of them.
+            selection.select(
+                model.index(rows[a_id], 0),
+                QItemSelectionModel.SelectionFlag.Deselect | QItemSelectionModel.SelectionFlag.Rows,
+            )
+            seen["after_deselect"] = view.compare_window
+            seen["compare_enabled"] = view.compare_button.isEnabled()
+            seen["window_visible"] = window.isVisible()
+            # And with nothing selected, no summary of either is left.
+            view.table.clearSelection()
+            await tasks.wait()
+            seen["detail"] = view.detail.toPlainText()
         finally:
             await tasks.wait()
             await db.close()
@@ -118,6 +134,20 @@ def test_compare_two_real_runs_shows_curves_and_deltas_with_the_right_signs(
     assert isinstance(cells, list)
     assert cells[0][0] == "p50 ms" and cells[0][3].startswith("+") and cells[0][5] == "worse"
     assert seen["p50_colour"] == VERDICT_COLOURS["worse"]
+    # Both runs' settings side by side, above the figures; what differs is highlighted.
+    settings = {name: (va, vb) for name, va, vb in seen["settings"]}  # type: ignore[attr-defined]
+    assert settings["name"][0].startswith("load → t · ")
+    assert settings["kind"] == ("load", "load") and settings["status"] == ("done", "done")
+    assert settings["target"] == ("t", "t")
+    assert settings["rate"] == ("100/s", "100/s") and settings["requests"] == ("80", "80")
+    assert settings["URL"][0] != settings["URL"][1]  # two servers on two ports
+    assert settings["payloads"][0] == settings["payloads"][1]
+    differing = seen["differing"]
+    assert isinstance(differing, list) and "URL" in differing and "rate" not in differing
+    assert seen["settings_above_plot"] is True
+    assert seen["after_deselect"] is None and seen["compare_enabled"] is False
+    assert seen["window_visible"] is False
+    assert seen["detail"] == ""
 
 
 def test_compare_arithmetic_and_colours_of_better_worse_same() -> None:

@@ -6,7 +6,9 @@ uses for a local model: a list of fields (name, kind, choices, range) and a pyda
 JSON schema and validation the form shows inline. A scalar tensor (`[-1, 1]`) is one number; a
 wider one is a comma-separated list of exactly its row's size. A server may list alternatives
 (this project's own lists one tensor per field *and* a combined `input`); as in
-`engine.remote.examples`, the scalar tensors are then the form, and the wider ones optional.
+`engine.remote.examples`, the scalar tensors are then the form, and the wider ones are left out
+of it (a whole-row tensor is another way to send the same fields, not one more field). The form
+starts from `example_from_oip`'s values.
 
 `send_prediction` posts one payload through the target's long-lived `TargetClient`, judges the
 answer and builds its spans and row as the load runner does (`engine.remote.outcome`), and
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -25,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from engine.ids import new_id
 from engine.remote.client import TargetClient, new_traceparent
+from engine.remote.examples import example_from_oip
 from engine.remote.outcome import (
     CLIENT_ROW_SUFFIX,
     INPUT_CAP,
@@ -47,7 +50,7 @@ from storage import Database, queries
 
 SOURCE = "remote"
 CLIENT_ID = "gui"
-FormKind = Literal["float", "int", "enum", "text"]
+FormKind = Literal["float", "int", "enum", "text", "json"]
 
 _INT_BITS = {"INT8": 8, "INT16": 16, "INT32": 32, "INT64": 64}
 _UINT_BITS = {"UINT8": 8, "UINT16": 16, "UINT32": 32, "UINT64": 64}
@@ -65,23 +68,28 @@ class FormField:
 
 @dataclass(frozen=True)
 class RemoteForm:
-    """A remote model's predict form (`form_from_oip`): fields for the form builder and the
-    pydantic model that validates them; the desktop app's `RemotePredict` shows it."""
+    """A remote model's predict form (`form_from_oip`, `engine.remote.inferdeck_form`): fields
+    for the form builder and the pydantic model that validates them; the desktop app's
+    `RemotePredict` shows it."""
 
     target: str
     model: str
     fields: list[FormField]
-    inputs: type[BaseModel]  # validates a payload keyed by tensor name
+    inputs: type[BaseModel]  # validates a payload keyed by tensor (or field) name
     tensors: tuple[OipInput, ...]
+    labels: tuple[str, ...] = ()  # the classes, in the order of a scores tensor, when known
+    example: dict[str, Any] = field(default_factory=dict)  # what the form starts from
+    raw: bool = False  # one JSON body field: its validated `body` is the whole payload
+    note: str = ""  # a sentence shown above the form (what this target takes)
 
 
-def _not_bool(value: Any) -> Any:
+def not_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
     return value
 
 
-def _number_list(size: int | None, cast: type[float] | type[int]) -> Any:
+def number_list(size: int | None, cast: type[float] | type[int]) -> Any:
     """`"1, 2.5, 3"` (or a list) to a list of `size` numbers."""
 
     def parse(value: Any) -> list[Any]:
@@ -107,16 +115,16 @@ def _scalar_annotation(datatype: str) -> tuple[FormKind, Any, list[str] | None]:
     if datatype in _INT_BITS:
         bits = _INT_BITS[datatype]
         low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if bits < 64 else (None, None)
-        return "int", Annotated[int, Field(ge=low, le=high), BeforeValidator(_not_bool)], None
+        return "int", Annotated[int, Field(ge=low, le=high), BeforeValidator(not_bool)], None
     if datatype in _UINT_BITS:
         bits = _UINT_BITS[datatype]
         high = (1 << bits) - 1 if bits < 64 else None
-        return "int", Annotated[int, Field(ge=0, le=high), BeforeValidator(_not_bool)], None
+        return "int", Annotated[int, Field(ge=0, le=high), BeforeValidator(not_bool)], None
     if datatype == "BOOL":
         return "enum", bool, ["false", "true"]
     if datatype == "BYTES":
         return "text", str, None
-    return "float", Annotated[float, BeforeValidator(_not_bool)], None
+    return "float", Annotated[float, BeforeValidator(not_bool)], None
 
 
 def _is_scalar(spec: OipInput) -> bool:
@@ -128,36 +136,34 @@ def form_from_oip(target: str, model: str, inputs: list[OipInput]) -> RemoteForm
     if not inputs:
         raise ProtocolError(f"model {model!r} declares no inputs")
     has_scalars = any(_is_scalar(spec) for spec in inputs)
+    shown = [spec for spec in inputs if _is_scalar(spec) or not has_scalars]
     fields: list[FormField] = []
     model_fields: dict[str, Any] = {}
-    for i, spec in enumerate(inputs):
+    for i, spec in enumerate(shown):
         row = spec.shape[1:]
         shape_text = "×".join("any" if d < 0 else str(d) for d in row) or "1"
         description = f"{spec.datatype} [{shape_text}]"
         if _is_scalar(spec):
             kind, annotation, choices = _scalar_annotation(spec.datatype)
-            required = True
         else:
             size = math.prod(row) if row and all(d > 0 for d in row) else None
             cast = int if spec.datatype in _INT_BITS or spec.datatype in _UINT_BITS else float
             kind, choices = "text", None
-            annotation = Annotated[list[Any], BeforeValidator(_number_list(size, cast))]
+            annotation = Annotated[list[Any], BeforeValidator(number_list(size, cast))]
             description += " — numbers separated by commas"
-            required = not has_scalars
-            if not required:
-                description += " (optional: the single fields above are enough)"
         fields.append(FormField(spec.name, kind, choices, description))
         # Tensor names need not be Python names ("input-0"): fields are `f0`, `f1`... aliased.
-        default: Any = ... if required else None
-        if not required:
-            annotation = annotation | None
         model_fields[f"f{i}"] = (
             annotation,
-            Field(default, alias=spec.name, title=spec.name, description=description),
+            Field(..., alias=spec.name, title=spec.name, description=description),
         )
     config = ConfigDict(extra="forbid", allow_inf_nan=False, title=f"{model} inputs")
     inputs_model = create_model("RemoteInputs", __config__=config, **model_fields)
-    return RemoteForm(target, model, fields, inputs_model, tuple(inputs))
+    example = {
+        name: ", ".join(str(v) for v in value) if isinstance(value, list) else value
+        for name, value in example_from_oip(shown).items()
+    }
+    return RemoteForm(target, model, fields, inputs_model, tuple(inputs), example=example)
 
 
 async def fetch_oip_form(client: TargetClient) -> RemoteForm:

@@ -1,15 +1,21 @@
-"""Predict by form: fields generated from the model's input schema, inline errors from the same
-pydantic validation the engine runs, and a result panel with class scores and stage times."""
+"""Predict by form: fields generated from the model's input schema, filled from the model's own
+example, inline errors from the same pydantic validation the engine runs (shown once a field was
+touched, or on Predict), and a result panel with class scores and stage times.
+
+The two columns split the width evenly whatever they hold: every text that can grow (a message,
+an error, a stage line) wraps inside its column instead of widening it, so the layout never
+moves between predictions.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QPalette, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -18,29 +24,47 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from engine.ingest.images import ImageError, image_pixels
+from engine.models.examples import model_example
 from engine.models.runtime import LoadedModel
 from engine.work import Work
+from gui.shared.fields import MessageLabel
 from gui.shared.file_dialogs import file_dialog
 from storage.database import LiveDatabaseError, refuse_live_database
 
 if TYPE_CHECKING:  # (importing it would load the HTTP client before the window shows)
     from engine.remote.oip_form import RemoteForm
 
+COLUMN_MIN_WIDTH = 220  # each column's floor; above it the two share the width evenly
+CHOOSE_IMAGE = "Choose image…"
+
 
 class _Field:
-    """One input: its editor, its error label, how to read its value; `PredictView` builds them."""
+    """One input: its editor, its error line, how to read its value, and whether the user has
+    touched it (edited it or left it) so its error may show; `PredictView` builds them."""
 
-    def __init__(self, editor: QWidget, error: QLabel, read: Callable[[], Any]) -> None:
+    def __init__(self, editor: QWidget, error: MessageLabel, read: Callable[[], Any]) -> None:
         self.editor = editor
         self.error = error
         self.read = read
+        self.touched = False
+
+
+def _wrapping(label: QLabel) -> QLabel:
+    """`label` wraps within its column and never asks for more width (see the module)."""
+    label.setWordWrap(True)
+    policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    policy.setHeightForWidth(True)
+    label.setSizePolicy(policy)
+    return label
 
 
 class PredictView(QWidget):
@@ -52,9 +76,13 @@ class PredictView(QWidget):
     def __init__(self, models: list[LoadedModel], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._models = {m.name: m for m in models}
+        self._examples: dict[str, dict[str, Any]] = {}  # per local model, read once
         self._fields: dict[str, _Field] = {}
         self._image_pixels: dict[str, list[float]] = {}
         self._image_errors: dict[str, str] = {}  # a picked file that is not an image
+        self._show_all_errors = False  # set by Predict: every field's problem shows
+        self._filling = False  # the form is being filled by the view, not typed in
+        self._running = False
         self.remote_form: RemoteForm | None = (
             None  # a remote target's form (gui.predict.remote_predict)
         )
@@ -66,7 +94,24 @@ class PredictView(QWidget):
         self.model_box.setToolTip("The model to run")
         self.model_box.currentTextChanged.connect(self._build_form)
         self.form_box = QGroupBox("Inputs")
-        self.form = QFormLayout(self.form_box)
+        form_outer = QVBoxLayout(self.form_box)
+        self.form_note = _wrapping(QLabel(""))  # what a target without a form takes
+        self.form_note.setVisible(False)
+        self.form = QFormLayout()
+        self.form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        self.example_button = QPushButton("Example")
+        self.example_button.setToolTip("Fill the form with the model's own example")
+        self.example_button.clicked.connect(self.fill_example)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Empty every field")
+        self.clear_button.clicked.connect(self.clear)
+        form_buttons = QHBoxLayout()
+        form_buttons.addWidget(self.example_button)
+        form_buttons.addWidget(self.clear_button)
+        form_buttons.addStretch(1)
+        form_outer.addWidget(self.form_note)
+        form_outer.addLayout(self.form)
+        form_outer.addLayout(form_buttons)
         self.predict_button = QPushButton("Predict")
         self.predict_button.setToolTip("Run the model on these inputs (Ctrl+Enter)")
         self.predict_button.clicked.connect(self.submit)
@@ -76,13 +121,22 @@ class PredictView(QWidget):
 
         self.result_box = QGroupBox("Result")
         result_layout = QVBoxLayout(self.result_box)
-        self.label_text = QLabel("—")
-        self.label_text.setStyleSheet("font-size: 20px; font-weight: 600;")
-        self.request_text = QLabel("")
+        # The heading is only ever a result (a label); messages go to `status_text`. Its size
+        # comes from its font and its colour from the palette's text role, so it follows the
+        # theme (a style sheet here once drew it black on the dark theme's grey).
+        self.label_text = _wrapping(QLabel("—"))
+        heading = QFont(self.label_text.font())
+        heading.setPointSizeF(heading.pointSizeF() * 1.6)
+        heading.setWeight(QFont.Weight.DemiBold)
+        self.label_text.setFont(heading)
+        self.label_text.setForegroundRole(QPalette.ColorRole.WindowText)
+        self.status_text = MessageLabel("")
+        self.request_text = _wrapping(QLabel(""))
         self.request_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.stages_text = QLabel("")
+        self.stages_text = _wrapping(QLabel(""))
         self.scores_layout = QFormLayout()
         result_layout.addWidget(self.label_text)
+        result_layout.addWidget(self.status_text)
         result_layout.addLayout(self.scores_layout)
         result_layout.addWidget(self.stages_text)
         result_layout.addWidget(self.request_text)
@@ -92,13 +146,20 @@ class PredictView(QWidget):
         top.addWidget(QLabel("Model"))
         top.addWidget(self.model_box, 1)
         self.top_bar = top
-        left = QVBoxLayout()
+        self.form_column = QWidget()
+        left = QVBoxLayout(self.form_column)
+        left.setContentsMargins(0, 0, 0, 0)
         left.addLayout(top)
         left.addWidget(self.form_box)
         left.addWidget(self.predict_button)
         left.addStretch(1)
+        # Both columns ignore their contents' width hints and split the width 1:1 above a
+        # floor, so no text they show can move the layout.
+        for column in (self.form_column, self.result_box):
+            column.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            column.setMinimumWidth(COLUMN_MIN_WIDTH)
         layout = QHBoxLayout(self)
-        layout.addLayout(left, 1)
+        layout.addWidget(self.form_column, 1)
         layout.addWidget(self.result_box, 1)
         self._build_form(self.model_box.currentText())
 
@@ -114,27 +175,32 @@ class PredictView(QWidget):
         self._fields.clear()
         self._image_pixels.clear()
         self._image_errors.clear()
+        self._show_all_errors = False
         model, form = self._models.get(name), self.remote_form
         if form is not None:
-            specs: list[Any] = form.fields
+            specs: Sequence[Any] = form.fields
             schema = form.inputs.model_json_schema()
         elif model is not None:
             specs, schema = model.manifest.inputs, model.inputs.model_json_schema()
         else:
             return
+        note = form.note if form is not None else ""
+        self.form_note.setText(note)
+        self.form_note.setVisible(bool(note))
         for spec in specs:
             prop = schema["properties"][spec.name]
-            error = QLabel("")
-            error.setStyleSheet("color: #d9534f;")
+            error = MessageLabel("", error=True)
             editor, read = self._editor(spec.name, spec.type, prop, spec.choices)
             tip = prop.get("description") or spec.name
             if "minimum" in prop and "maximum" in prop:
                 tip += f" ({prop['minimum']:g} to {prop['maximum']:g})"
             editor.setToolTip(tip)
+            if isinstance(editor, QLineEdit) and spec.type == "text" and spec.description:
+                editor.setPlaceholderText(spec.description)  # what a list field takes
             self.form.addRow(spec.name.replace("_", " "), editor)
             self.form.addRow("", error)
             self._fields[spec.name] = _Field(editor, error, read)
-        self.validate()
+        self.fill_example()
 
     def _editor(
         self, name: str, kind: str, prop: dict[str, Any], choices: list[str] | None
@@ -142,23 +208,41 @@ class PredictView(QWidget):
         if kind == "enum" and choices:
             box = QComboBox()
             box.addItems(choices)
-            box.currentTextChanged.connect(self.validate)
+            box.currentTextChanged.connect(lambda _text: self._edited(name))
             return box, box.currentText
         if kind == "image":
-            button = QPushButton("Choose image…")
+            button = QPushButton(CHOOSE_IMAGE)
             button.clicked.connect(lambda: self._choose_image(name, button))
             return button, lambda: self._image_pixels.get(name)
+        if kind == "json":
+            text = QPlainTextEdit()
+            text.setPlaceholderText('{"field": 1.0}')
+            text.textChanged.connect(lambda: self._edited(name))
+
+            def read_json() -> Any:
+                body = text.toPlainText().strip()
+                return body if body else None
+
+            return text, read_json
         edit = QLineEdit()
         low, high = prop.get("minimum"), prop.get("maximum")
         if low is not None and high is not None:
             edit.setPlaceholderText(f"{low:g} – {high:g}")
-        edit.textChanged.connect(self.validate)
+        edit.textChanged.connect(lambda _text: self._edited(name))
+        # Leaving the field counts as touching it, even unchanged (an empty required field).
+        edit.editingFinished.connect(lambda: self._edited(name))
 
         def read() -> Any:
             text = edit.text().strip()
             return text if text else None
 
         return edit, read
+
+    def _edited(self, name: str) -> None:
+        field = self._fields.get(name)
+        if field is not None and not self._filling:
+            field.touched = True
+        self.validate()
 
     def _choose_image(self, name: str, button: QPushButton) -> None:
         dialog = file_dialog(self, "Choose an image")
@@ -177,6 +261,8 @@ class PredictView(QWidget):
         pre = self.model.manifest.preprocessing.image
         if pre is None:
             return
+        if name in self._fields:
+            self._fields[name].touched = True
         try:
             # Never opened if it is the live database (see storage.database).
             refuse_live_database(path, "an image")
@@ -193,11 +279,63 @@ class PredictView(QWidget):
             self._image_errors[name] = str(exc)
         self.validate()
 
+    def example(self) -> dict[str, Any]:
+        """What the form starts from: the remote form's example, or the local model's own
+        (its first held-out row; `engine.models.examples`)."""
+        if self.remote_form is not None:
+            return dict(self.remote_form.example)
+        model = self._models.get(self.model_box.currentText())
+        if model is None:
+            return {}
+        if model.name not in self._examples:
+            self._examples[model.name] = model_example(model.manifest, model.folder)
+        return self._examples[model.name]
+
+    def fill_example(self) -> None:
+        """Fill every field from `example()`; nothing counts as touched, so no error shows."""
+        self._fill(self.example())
+
+    def clear(self) -> None:
+        """Empty every field; errors wait until a field is touched or Predict is pressed."""
+        self._fill({})
+
+    def _fill(self, values: dict[str, Any]) -> None:
+        self._filling = True
+        try:
+            for name, field in self._fields.items():
+                field.touched = False
+                self._put(name, field.editor, values.get(name))
+        finally:
+            self._filling = False
+        self._show_all_errors = False
+        self.validate()
+
+    def _put(self, name: str, editor: QWidget, value: Any) -> None:
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if isinstance(editor, QLineEdit):
+            editor.setText("" if value is None else str(value))
+        elif isinstance(editor, QPlainTextEdit):
+            editor.setPlainText("" if value is None else str(value))
+        elif isinstance(editor, QComboBox):
+            if value is not None:
+                editor.setCurrentText(str(value))
+        elif isinstance(editor, QPushButton):  # an image: pixels, not a file
+            self._image_errors.pop(name, None)
+            if isinstance(value, list) and value:
+                self._image_pixels[name] = [float(v) for v in value]
+                editor.setText("Example image (held-out row)")
+            else:
+                self._image_pixels.pop(name, None)
+                editor.setText(CHOOSE_IMAGE)
+
     def set_values(self, values: dict[str, Any]) -> None:
+        """Put `values` into their fields as if typed: they count as touched."""
         for name, value in values.items():
-            editor = self._fields[name].editor
-            if isinstance(editor, QLineEdit):
-                editor.setText(str(value))
+            field = self._fields[name]
+            field.touched = True
+            self._put(name, field.editor, value)
+        self.validate()
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -207,22 +345,27 @@ class PredictView(QWidget):
         }
 
     def validate(self) -> BaseModel | None:
-        """Validate the form as the engine will; show each field's first problem under it."""
+        """Validate the form as the engine will; show each touched field's first problem under
+        it (every field's, once Predict was pressed). The result says if the form is valid."""
+        problems = dict(self._image_errors)
+        checked: BaseModel | None = None
+        inputs = self.remote_form.inputs if self.remote_form else self._local_inputs()
+        if inputs is not None:
+            try:
+                checked = inputs.model_validate(self.payload())
+            except ValidationError as exc:
+                for err in exc.errors(include_url=False):
+                    name = str(err["loc"][0]) if err["loc"] else ""
+                    if name in self._fields and name not in problems:
+                        problems[name] = "required" if err["type"] == "missing" else err["msg"]
         for name, field in self._fields.items():
-            field.error.setText(self._image_errors.get(name, ""))
-        inputs = self.remote_form.inputs if self.remote_form else self.model.inputs
-        try:
-            checked = inputs.model_validate(self.payload())
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                name = str(err["loc"][0]) if err["loc"] else ""
-                if name in self._fields and not self._fields[name].error.text():
-                    message = "required" if err["type"] == "missing" else err["msg"]
-                    self._fields[name].error.setText(message)
-            self.predict_button.setEnabled(False)
-            return None
-        self.predict_button.setEnabled(True)
-        return checked
+            shown = field.touched or self._show_all_errors
+            field.error.set_message(problems.get(name, "") if shown else "", error=True)
+        return None if problems else checked
+
+    def _local_inputs(self) -> type[BaseModel] | None:
+        model = self._models.get(self.model_box.currentText())
+        return model.inputs if model is not None else None
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         # Ctrl+Enter typed in a field: the field ignores it and it arrives here. (The shortcut
@@ -234,13 +377,19 @@ class PredictView(QWidget):
         super().keyPressEvent(event)
 
     def submit(self) -> None:
-        if self.validate() is not None:
-            self.predict_button.setEnabled(False)
-            self.label_text.setText("running…")
-            if self.remote_form is not None:
-                self.sigPredictRemote.emit(self.payload())
-            else:
-                self.sigPredict.emit(self.model.name, self.payload())
+        if self._running:
+            return
+        self._show_all_errors = True
+        if self.validate() is None:
+            self.status_text.set_message("Check the fields marked in red.", error=True)
+            return
+        self._running = True
+        self.predict_button.setEnabled(False)
+        self.status_text.set_message("running…")
+        if self.remote_form is not None:
+            self.sigPredictRemote.emit(self.payload())
+        else:
+            self.sigPredict.emit(self.model.name, self.payload())
 
     def use_form(self, form: RemoteForm | None) -> None:
         """Build the form from a remote model's inputs; None goes back to the local model."""
@@ -250,21 +399,65 @@ class PredictView(QWidget):
 
     # -- the result -------------------------------------------------------------------------
 
-    def show_result(self, work: Work) -> None:
+    def _done(self) -> None:
+        self._running = False
         self.predict_button.setEnabled(True)
+
+    def clear_result(self) -> None:
+        """No result: the heading, scores, stage and request lines and the message emptied."""
+        self.label_text.setText("—")
+        self.status_text.set_message("")
         while self.scores_layout.rowCount():
             self.scores_layout.removeRow(0)
-        if work.status != "ok" or work.output is None:
-            message = work.error.message if work.error else work.status
-            self.label_text.setText(f"{work.status}: {message}")
-            return
-        self.label_text.setText(str(work.output["label"]))
-        for label, score in sorted(work.output["scores"].items(), key=lambda kv: -kv[1]):
+        self.stages_text.setText("")
+        self.request_text.setText("")
+
+    def show_message(self, text: str, *, error: bool = False) -> None:
+        """A sentence in the Result box's status line, never as the heading; the previous
+        result goes, so a message is never read as being about it."""
+        self._done()
+        self.clear_result()
+        self.status_text.set_message(text, error=error)
+
+    def show_answer(
+        self,
+        label: str,
+        scores: Sequence[tuple[str, float]],
+        rows: Sequence[tuple[str, str]] = (),
+        *,
+        stages: str = "",
+        request: str = "",
+    ) -> None:
+        """A result: the top label as heading, a bar per class (highest first), then any other
+        outputs as text rows, the stage times and the request it was stored as."""
+        self._done()
+        self.clear_result()
+        self.label_text.setText(label)
+        for name, score in sorted(scores, key=lambda kv: -kv[1]):
             bar = QProgressBar()
             bar.setRange(0, 1000)
-            bar.setValue(round(score * 1000))
+            bar.setValue(round(max(0.0, min(1.0, score)) * 1000))
             bar.setFormat(f"{score:.1%}")
-            self.scores_layout.addRow(label, bar)
-        stages = "  ".join(f"{s[0]} {s[2] / 1000:.2f}" for s in work.spans)
-        self.stages_text.setText(f"{work.latency_us / 1000:.2f} ms — {stages} (ms)")
-        self.request_text.setText(f"request {work.request_id}")
+            self.scores_layout.addRow(name, bar)
+        for name, text in rows:
+            self.scores_layout.addRow(name, _wrapping(QLabel(text)))
+        self.stages_text.setText(stages)
+        self.request_text.setText(request)
+
+    def show_result(self, work: Work) -> None:
+        if work.status != "ok" or work.output is None:
+            message = work.error.message if work.error else work.status
+            self.show_message(f"{work.status}: {message}", error=True)
+            return
+        self.show_answer(
+            str(work.output["label"]),
+            list(work.output["scores"].items()),
+            stages=stage_line(work.latency_us, work.spans),
+            request=f"request {work.request_id}",
+        )
+
+
+def stage_line(latency_us: int, spans: Sequence[Sequence[Any]]) -> str:
+    """ "1.23 ms — validate 0.04  inference 0.30 … (ms)": the total and each stage's time."""
+    stages = "  ".join(f"{s[0]} {s[2] / 1000:.2f}" for s in spans)
+    return f"{latency_us / 1000:.2f} ms — {stages} (ms)"

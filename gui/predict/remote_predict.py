@@ -1,26 +1,33 @@
 """Predict on a remote target from the Predict view: pick a stored target beside the local models.
 
-Choosing an OIP target reads its model's metadata (`GET /v2/models/{m}`) through one long-lived
-`TargetClient` and gives the Predict view a form built from the tensors
-(`engine.remote.oip_form`), validated inline like a local model's. Predict sends the validated
-payload through the same client (every request traced, with the server's `Server-Timing`
-joined in) and stores it, source `remote`, with its spans, before the answer is shown.
+Choosing a target reads what its model takes through one long-lived `TargetClient` and gives the
+Predict view a form, validated inline like a local model's and filled from an example:
 
-Only OIP targets get a form: an `inferdeck` or `json` target has no metadata to build one from
-(send to those with `inferdeck load`, or the Load panel).
+- `oip`: from the tensors of `GET /v2/models/{m}` (`engine.remote.oip_form`);
+- `inferdeck`: from the input schema and labels of `GET /models/{m}`
+  (`engine.remote.inferdeck_form`);
+- `json`: no metadata, so one JSON text box, and the form says so.
+
+Predict sends the validated payload through the same client (every request traced, with the
+server's `Server-Timing` joined in) and stores it, source `remote`, with its spans, before the
+answer is shown like a local one: the top label as heading and a bar per class, named by the
+model's labels where the target gives them. Anything that went wrong is a message in the Result
+box's status line, never a heading.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit
+from PySide6.QtWidgets import QComboBox, QLabel
 
 from engine.remote.client import TargetClient
+from engine.remote.inferdeck_form import fetch_inferdeck_form, raw_form
 from engine.remote.oip_form import (
     RemoteAnswer,
     RemoteForm,
@@ -33,7 +40,7 @@ from engine.remote.secrets import TokenStore
 from engine.remote.target_store import StoredTarget
 from engine.stats import RunRecorder
 from engine.tasks import TaskOwner
-from gui.predict.predict_view import PredictView
+from gui.predict.predict_view import PredictView, stage_line
 from storage import Database
 
 log = logging.getLogger(__name__)
@@ -70,7 +77,7 @@ class RemotePredict(QObject):
         self.source_box.setObjectName("sendTo")
         self.source_box.addItem(LOCAL)
         self.source_box.setToolTip(
-            "Where the prediction goes: the local engine, or a stored OIP target "
+            "Where the prediction goes: the local engine, or a stored target "
             "(its form comes from the model's metadata)"
         )
         view.top_bar.insertWidget(0, QLabel("Send to"))
@@ -103,6 +110,15 @@ class RemotePredict(QObject):
             if current != LOCAL:
                 self._chosen(LOCAL)
 
+    def use_target(self, name: str | None) -> None:
+        """Show the local form (None) or the stored target `name`'s; the "Send to" choice
+        follows (the window's side pane calls this). An unknown name means the local engine."""
+        wanted = name if name is not None and name in self.targets else LOCAL
+        if self.source_box.currentText() != wanted:
+            self.source_box.setCurrentText(wanted)  # -> _chosen
+        elif wanted != LOCAL and self.form is None and self.client is None:
+            self._chosen(wanted)  # chosen before, but its form never came: try again
+
     def _chosen(self, name: str) -> None:
         self.tasks.spawn(self.choose(None if name == LOCAL else name), "remote-form")
 
@@ -115,76 +131,70 @@ class RemotePredict(QObject):
         self.view.use_form(None)
         stored = self.targets.get(name) if name is not None else None
         if stored is None:
+            self.view.clear_result()
             return None
         target = stored.target
-        if target.protocol != "oip":
-            self._say(f"{name} speaks {target.protocol}: forms are built for OIP targets only")
-            return None
-        self._say(f"reading {target.model}'s inputs from {name}…")
+        if target.protocol == "json":
+            form = raw_form(target.name, target.model)
+        else:
+            self.view.show_message(f"reading {target.model}'s inputs from {name}…")
+            form = None
         client = TargetClient(
             target, token=self.tokens.get(target.name), max_connections=4, trace_every=1
         )
-        try:
-            form = await fetch_oip_form(client)
-        except ProtocolError as exc:
-            await client.aclose()
-            if generation == self._generation:
-                self._say(f"{name}: {exc}")
-            return None
+        if form is None:
+            try:
+                if target.protocol == "oip":
+                    form = await fetch_oip_form(client)
+                else:
+                    form = await fetch_inferdeck_form(client)
+            except ProtocolError as exc:
+                await client.aclose()
+                if generation == self._generation:
+                    self.view.show_message(f"{name}: {exc}", error=True)
+                return None
         if generation != self._generation:  # chosen away while the metadata was on its way
             await client.aclose()
             return None
         self.client, self.form = client, form
         self.view.use_form(form)
-        # Say in the field itself what a tensor field takes (the builder only shows ranges).
-        for spec in form.fields:
-            editor = self.view._fields[spec.name].editor
-            if isinstance(editor, QLineEdit) and spec.type == "text":
-                editor.setPlaceholderText(spec.description)
-        self._say(f"{target.model} on {name}: {len(form.fields)} inputs")
+        if form.raw:
+            self.view.show_message(f"{name} takes a JSON body (no form: it has no metadata)")
+        else:
+            self.view.show_message(f"{target.model} on {name}: {len(form.fields)} inputs")
         return form
 
     async def predict(self, raw: dict[str, Any]) -> RemoteAnswer | None:
         """Send the form's payload to the chosen target; show and return what came back."""
         client, form = self.client, self.form
         if client is None or form is None:
-            self._say("no remote target chosen")
-            self.view.predict_button.setEnabled(True)
+            self.view.show_message("no remote target chosen", error=True)
             return None
         try:
             payload = form.inputs.model_validate(raw).model_dump(by_alias=True, exclude_none=True)
+            if form.raw:
+                payload = payload["body"]  # the document itself is the payload
             adapter = adapter_for(client.target, form)
         except (ValidationError, ProtocolError) as exc:
-            self._say(str(exc))
-            self.view.predict_button.setEnabled(True)
+            self.view.show_message(str(exc), error=True)
             return None
         answer = await send_prediction(client, adapter, payload, db=self.db, run=self.run)
         self.answers += 1
-        self._show(answer, client.target.name)
+        self._show(answer, client.target.name, form)
         if self.on_stored is not None:
             self.on_stored(answer)
         return answer
 
-    def _say(self, text: str) -> None:
-        self.view.label_text.setText(text)
-
-    def _show(self, answer: RemoteAnswer, target: str) -> None:
-        view = self.view
-        view.predict_button.setEnabled(True)
-        while view.scores_layout.rowCount():
-            view.scores_layout.removeRow(0)
+    def _show(self, answer: RemoteAnswer, target: str, form: RemoteForm) -> None:
+        request = f"request {answer.request_id} → {target}"
+        stages = stage_line(answer.latency_us, answer.spans)
         if answer.status != "ok":
-            view.label_text.setText(f"failed: {answer.error}")
-        else:
-            label, outputs = summarize_outputs(answer.answer)
-            view.label_text.setText(label)
-            for name, text in outputs:
-                value = QLabel(text)
-                value.setWordWrap(True)
-                view.scores_layout.addRow(name, value)
-        stages = "  ".join(f"{s[0]} {s[2] / 1000:.2f}" for s in answer.spans)
-        view.stages_text.setText(f"{answer.latency_us / 1000:.2f} ms — {stages} (ms)")
-        view.request_text.setText(f"request {answer.request_id} → {target}")
+            self.view.show_message(f"{target} refused it: {answer.error}", error=True)
+            self.view.stages_text.setText(stages)
+            self.view.request_text.setText(request)
+            return
+        label, scores, rows = summarize_outputs(answer.answer, form.labels)
+        self.view.show_answer(label, scores, rows, stages=stages, request=request)
 
     async def _close_client(self) -> None:
         client, self.client = self.client, None
@@ -196,24 +206,65 @@ class RemotePredict(QObject):
         await self._close_client()
 
 
-def summarize_outputs(answer: Any) -> tuple[str, list[tuple[str, str]]]:
-    """An OIP answer as a headline (a `label` output's value, else "ok") and one line per
-    output tensor."""
+Scores = list[tuple[str, float]]
+
+
+def summarize_outputs(
+    answer: Any, labels: Sequence[str] = ()
+) -> tuple[str, Scores, list[tuple[str, str]]]:
+    """A remote answer as the Predict view shows one: a heading (the top label), a score per
+    class, and any other outputs as text rows.
+
+    - `inferdeck`: `{"outputs": {"label": ..., "scores": {class: score}}}`;
+    - OIP: a `label` tensor and a `scores` tensor, its values named by `labels` (the model's,
+      when the target gives them; else "class 0", "class 1"...); other tensors are text rows;
+    - anything else (a `json` target's answer): "ok" and the answer as one text row.
+    """
     outputs = answer.get("outputs") if isinstance(answer, dict) else None
+    if isinstance(outputs, dict):
+        return _labelled(outputs)
     if not isinstance(outputs, list):
-        return "ok", []
-    label = "ok"
-    lines: list[tuple[str, str]] = []
+        text = orjson.dumps(answer).decode() if answer is not None else ""
+        return "ok", [], ([("answer", _cut(text))] if text else [])
+    label: str | None = None
+    scores: Scores = []
+    rows: list[tuple[str, str]] = []
     for out in outputs:
         if not isinstance(out, dict):
             continue
         data = out.get("data", [])
         name = str(out.get("name", "?"))
         values = data if isinstance(data, list) else [data]
+        if name == "label" and values:
+            label = str(values[0])
+            continue
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if name == "scores" and numbers and len(numbers) == len(values):
+            names = list(labels) if len(labels) == len(numbers) else []
+            scores = [
+                (names[i] if names else f"class {i}", float(v)) for i, v in enumerate(numbers)
+            ]
+            continue
         shown = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values[:16])
         if len(values) > 16:
             shown += f", … ({len(values)} values)"
-        lines.append((name, shown))
-        if name == "label" and values:
-            label = str(values[0])
-    return label, lines
+        rows.append((name, shown))
+    if label is None:
+        label = max(scores, key=lambda kv: kv[1])[0] if scores else "ok"
+    return label, scores, rows
+
+
+def _labelled(outputs: dict[str, Any]) -> tuple[str, Scores, list[tuple[str, str]]]:
+    raw = outputs.get("scores")
+    scores: Scores = []
+    if isinstance(raw, dict):
+        scores = [(str(k), float(v)) for k, v in raw.items() if isinstance(v, int | float)]
+    label = outputs.get("label")
+    if label is None:
+        label = max(scores, key=lambda kv: kv[1])[0] if scores else "ok"
+    rows = [(str(k), _cut(str(v))) for k, v in outputs.items() if k not in ("label", "scores")]
+    return str(label), scores, rows
+
+
+def _cut(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

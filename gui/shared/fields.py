@@ -1,4 +1,5 @@
-"""The form fields the views build again and again: number boxes, choice boxes, text boxes.
+"""The form fields the views build again and again: number boxes, choice boxes, text boxes,
+and the message line that goes under a field or in a result.
 
 Each returns a configured Qt widget and nothing more; the caller connects its signals and lays
 it out. A number box's value is set last, after its range and decimals, so it is never clamped
@@ -9,7 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QLabel,
+    QLineEdit,
+    QSizePolicy,
+    QSpinBox,
+)
 
 
 def number_box(
@@ -64,3 +74,56 @@ def text_box(placeholder: str, tooltip: str = "", *, clearable: bool = False) ->
     if tooltip:
         edit.setToolTip(tooltip)
     return edit
+
+
+class MessageLabel(QLabel):
+    """A wrapped line of text that never widens its column: a field's error, a status line.
+
+    An error reads in red on either theme: the red is picked against the window colour each
+    time the palette changes (a theme switch), so no colour is fixed for one background."""
+
+    def __init__(self, text: str = "", *, error: bool = False) -> None:
+        super().__init__(text)
+        self._error = error
+        self._recolouring = False
+        self.setWordWrap(True)
+        # Its width comes from the column, never from the length of its text.
+        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._recolour()
+
+    @property
+    def error(self) -> bool:
+        return self._error
+
+    def set_message(self, text: str, *, error: bool = False) -> None:
+        if error != self._error:
+            self._error = error
+            self._recolour()
+        self.setText(text)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and not self._recolouring:
+            self._recolour()
+
+    def _recolour(self) -> None:
+        self._recolouring = True  # setting the palette sends a PaletteChange of its own
+        try:
+            if not self._error:
+                self.setPalette(QPalette())  # inherit every role: the theme's text colour
+                return
+            palette = QPalette()
+            dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
+            palette.setColor(
+                QPalette.ColorRole.WindowText, QColor(ERROR_ON_DARK if dark else ERROR)
+            )
+            self.setPalette(palette)
+        finally:
+            self._recolouring = False
+
+
+ERROR = "#c0392b"  # red with enough contrast on a light window
+ERROR_ON_DARK = "#ff6b68"  # and on a dark one (the dark palette's BrightText)

@@ -1,6 +1,8 @@
-"""Predict on a remote OIP target from the Predict view: the form comes from a real `inferdeck
-serve`'s `GET /v2/models/iris`, invalid input is caught inline, and the prediction sent through
-it is stored (source `remote`, with client and server spans) before it is shown."""
+"""Predict on a remote target from the Predict view: the form comes from a real `inferdeck
+serve`'s `GET /v2/models/iris` (OIP) or `GET /models/iris` (inferdeck), starts from an example,
+invalid input is caught inline, the prediction sent through it is stored (source `remote`, with
+client and server spans) before it is shown with labelled score bars, and a refusal is a
+message, not a result."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 from conftest import run_on_qasync
 from fault_server import closed_port
 from live_server import LiveServer
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication, QLabel, QProgressBar
 from pytestqt.qtbot import QtBot
 from qt_helpers import wait_for
 
@@ -73,32 +75,34 @@ def test_oip_form_from_a_real_server_and_a_prediction_through_it_is_stored(
             assert view.remote_form is remote.form and not view.model_box.isEnabled()
             found["fields"] = list(view._fields)
             found["kinds"] = {n: type(f.editor).__name__ for n, f in view._fields.items()}
+            # It starts from an example the server accepts, with nothing marked red.
+            found["example_valid"] = view.validate() is not None
+            found["example_errors"] = [f.error.text() for f in view._fields.values()]
 
             # Inline validation from the metadata's datatypes, before anything is sent.
             view.set_values({**ROW, "sepal_length": "abc"})
-            assert not view.predict_button.isEnabled()
+            assert view.validate() is None
             found["error"] = view._fields["sepal_length"].error.text()
             view.set_values(ROW)
-            assert view.predict_button.isEnabled()
+            assert view.validate() is not None and view.predict_button.isEnabled()
 
             view.submit()  # -> sigPredictRemote -> the target, stored, shown
             await wait_for(lambda: remote.answers == 1)
             found["label"] = view.label_text.text()
             found["request_text"] = view.request_text.text()
             found["stages"] = view.stages_text.text()
-            role = view.scores_layout.ItemRole.LabelRole
-            items = [
-                view.scores_layout.itemAt(i, role) for i in range(view.scores_layout.rowCount())
-            ]
-            labels = [item.widget() if item is not None else None for item in items]
-            found["scores"] = [w.text() if isinstance(w, QLabel) else None for w in labels]
+            found["scores"] = score_rows(view)
             row_id = str(found["request_text"]).split()[1]
             found["row"] = await queries.get_request(db.reader, row_id)
 
-            # Another protocol has no metadata to build a form from: said, and back to local.
+            # An inferdeck target with no model has nothing to read a form from: a message
+            # (not a heading), and the previous result is gone.
             remote.source_box.setCurrentText("plain")
-            await wait_for(lambda: "forms are built for OIP" in view.label_text.text())
+            await wait_for(lambda: "needs a model" in view.status_text.text())
             found["plain_form"] = view.remote_form
+            found["plain_heading"] = view.label_text.text()
+            found["plain_error"] = view.status_text.error
+            found["plain_scores"] = view.scores_layout.rowCount()
             remote.source_box.setCurrentText(LOCAL)
             await wait_for(lambda: set(view._fields) == local_fields)
             assert view.model_box.isEnabled()
@@ -108,16 +112,25 @@ def test_oip_form_from_a_real_server_and_a_prediction_through_it_is_stored(
             await db.close()
 
     run_on_qasync(qapp, main())
-    assert found["fields"] == [*ROW, "input"]
+    assert found["fields"] == [*ROW]  # the whole-row `input` tensor is not a field
     kinds = found["kinds"]
     assert isinstance(kinds, dict) and set(kinds.values()) == {"QLineEdit"}
+    assert found["example_valid"] and found["example_errors"] == ["", "", "", ""]
     assert found["error"]  # "Input should be a valid number..." under the field
     assert found["label"] == "setosa"
     assert str(found["stages"]).startswith(tuple("0123456789"))
     # Every GUI prediction is traced: the client's phases, not one opaque wait.
     assert all(f" {phase} " in str(found["stages"]) for phase in ("connect", "send", "wait"))
-    assert found["scores"] == ["label", "scores"]
+    # OIP metadata names no classes: the scores tensor's bars are numbered.
+    scores = found["scores"]
+    assert isinstance(scores, list) and {name for name, _ in scores} == {
+        "class 0",
+        "class 1",
+        "class 2",
+    }
+    assert scores[0][1] > 0.5  # the top class first, as a bar
     assert found["plain_form"] is None
+    assert (found["plain_heading"], found["plain_error"], found["plain_scores"]) == ("—", True, 0)
     row = found["row"]
     assert isinstance(row, dict)
     assert (row["source"], row["target"], row["model"], row["status"]) == (
@@ -161,7 +174,9 @@ def test_unreachable_target_says_why_and_keeps_the_local_form(
             await store.add(make_target(name="gone", base_url=url, protocol="oip", model="iris"))
             remote.set_targets(await store.list_all())
             assert await remote.choose("gone") is None
-            found["message"] = view.label_text.text()
+            found["message"] = view.status_text.text()
+            found["heading"] = view.label_text.text()
+            found["error"] = view.status_text.error
             found["fields"] = list(view._fields)
         finally:
             await tasks.wait()
@@ -170,7 +185,97 @@ def test_unreachable_target_says_why_and_keeps_the_local_form(
 
     run_on_qasync(qapp, main())
     assert str(found["message"]).startswith("gone: cannot read http://127.0.0.1:")
+    assert found["heading"] == "—" and found["error"] is True
     assert found["fields"] == local_fields
+
+
+def score_rows(view: PredictView) -> list[tuple[str, float]]:
+    """The Result box's score rows: (label, value) for each row that is a bar."""
+    layout = view.scores_layout
+    rows = []
+    for i in range(layout.rowCount()):
+        label = layout.itemAt(i, layout.ItemRole.LabelRole)
+        field = layout.itemAt(i, layout.ItemRole.FieldRole)
+        name, bar = label.widget() if label else None, field.widget() if field else None
+        if isinstance(name, QLabel) and isinstance(bar, QProgressBar):
+            rows.append((name.text(), bar.value() / 1000))
+    return rows
+
+
+def test_inferdeck_target_builds_a_form_and_shows_labelled_scores(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path, served: LiveServer
+) -> None:
+    view = _view(qtbot)
+    local_fields = list(view._fields)
+    found: dict[str, object] = {}
+
+    async def main() -> None:
+        db = await open_database(tmp_path / "app.db")
+        tokens = TokenStore(system_keyring=False)
+        tasks = TaskOwner()
+        remote = RemotePredict(view, db, tokens, tasks)
+        try:
+            store = TargetStore(db, tokens)
+            await store.add(make_target(name="deck", base_url=served.url, model="iris"))
+            # A plain JSON URL: here the service's /predict, sent a body it refuses.
+            await store.add(
+                make_target(name="raw", base_url=f"{served.url}/predict", protocol="json")
+            )
+            remote.set_targets(await store.list_all())
+
+            remote.use_target("deck")  # the side pane's contract
+            assert remote.source_box.currentText() == "deck"
+            await wait_for(lambda: remote.form is not None)
+            found["fields"] = list(view._fields)
+            found["example_valid"] = view.validate() is not None
+            found["example_errors"] = [f.error.text() for f in view._fields.values()]
+            view.set_values({**ROW, "sepal_length": 99})  # the schema's range, inline
+            found["range_error"] = view._fields["sepal_length"].error.text()
+            view.set_values(ROW)
+            view.submit()
+            await wait_for(lambda: remote.answers == 1)
+            found["heading"] = view.label_text.text()
+            found["scores"] = score_rows(view)
+            found["message_after_ok"] = view.status_text.text()
+
+            remote.use_target("raw")
+            await wait_for(lambda: remote.form is not None and remote.form.raw)
+            found["raw_note"] = view.form_note.text() if view.form_note.isVisible() else ""
+            found["raw_editor"] = type(view._fields["body"].editor).__name__
+            view.set_values({"body": '{"model": "iris"}'})
+            view.submit()
+            await wait_for(lambda: remote.answers == 2)
+            found["refused_heading"] = view.label_text.text()
+            found["refused_message"] = view.status_text.text()
+            found["refused_error"] = view.status_text.error
+            found["refused_scores"] = view.scores_layout.rowCount()
+
+            remote.use_target(None)
+            assert remote.source_box.currentText() == LOCAL
+            await wait_for(lambda: list(view._fields) == local_fields)
+            found["local_enabled"] = view.model_box.isEnabled()
+        finally:
+            await tasks.wait()
+            await remote.aclose()
+            await db.close()
+
+    view.show()
+    run_on_qasync(qapp, main())
+    assert found["fields"] == list(ROW)
+    assert found["example_valid"] and found["example_errors"] == ["", "", "", ""]
+    assert "less than or equal to 30" in str(found["range_error"])
+    assert found["heading"] == "setosa"
+    scores = found["scores"]
+    assert isinstance(scores, list)
+    assert scores[0][0] == "setosa"  # the top class first
+    assert {name for name, _ in scores} == {"setosa", "versicolor", "virginica"}
+    assert found["message_after_ok"] == ""
+    assert "takes raw JSON" in str(found["raw_note"])
+    assert found["raw_editor"] == "QPlainTextEdit"
+    assert found["refused_heading"] == "—"  # a refusal is not a result
+    assert "raw refused it: http_4" in str(found["refused_message"])
+    assert found["refused_error"] is True and found["refused_scores"] == 0
+    assert found["local_enabled"] is True
 
 
 def test_form_rules_for_tensor_shapes_and_datatypes() -> None:
@@ -183,26 +288,33 @@ def test_form_rules_for_tensor_shapes_and_datatypes() -> None:
             OipInput("count", "UINT8", (-1, 1)),
         ],
     )
-    assert [(f.name, f.type) for f in form.fields] == [
-        ("input-0", "text"),
-        ("flag", "enum"),
-        ("count", "int"),
-    ]
-    ok = form.inputs.model_validate({"input-0": "1, 2.5, 3", "flag": "true", "count": "7"})
-    assert ok.model_dump(by_alias=True, exclude_none=True) == {
-        "input-0": [1.0, 2.5, 3.0],
-        "flag": True,
-        "count": 7,
-    }
-    with pytest.raises(ValueError, match="expected 3 values"):
-        form.inputs.model_validate({"input-0": "1, 2", "flag": "false", "count": 1})
+    # With scalar inputs, a wider tensor is another way to send them: not a field.
+    assert [(f.name, f.type) for f in form.fields] == [("flag", "enum"), ("count", "int")]
+    assert len(form.tensors) == 3  # (the adapter still knows every tensor)
+    ok = form.inputs.model_validate({"flag": "true", "count": "7"})
+    assert ok.model_dump(by_alias=True, exclude_none=True) == {"flag": True, "count": 7}
     with pytest.raises(ValueError, match="less than or equal to 255"):
-        form.inputs.model_validate({"input-0": "1,2,3", "flag": "false", "count": 256})
-    # With no scalar inputs, every tensor is required.
+        form.inputs.model_validate({"flag": "false", "count": 256})
+    assert form.inputs.model_validate(form.example)  # the example is valid
+    # With no scalar inputs, every tensor is a required field.
     only = form_from_oip("t", "m", [OipInput("pixels", "FP32", (-1, 2, 2))])
+    assert only.inputs.model_validate(only.example)
+    with pytest.raises(ValueError, match="expected 4 values"):
+        only.inputs.model_validate({"pixels": "1, 2"})
     with pytest.raises(ValueError, match="Field required"):
         only.inputs.model_validate({})
-    assert summarize_outputs({"outputs": [{"name": "label", "data": ["cat"]}]}) == (
+    answer = {
+        "outputs": [
+            {"name": "label", "data": ["cat"]},
+            {"name": "scores", "data": [0.2, 0.8]},
+            {"name": "extra", "data": [1, 2]},
+        ]
+    }
+    assert summarize_outputs(answer, ("dog", "cat")) == (
         "cat",
-        [("label", "cat")],
+        [("dog", 0.2), ("cat", 0.8)],
+        [("extra", "1, 2")],
     )
+    inferdeck = {"outputs": {"label": "b", "scores": {"a": 0.1, "b": 0.9}}}
+    assert summarize_outputs(inferdeck) == ("b", [("a", 0.1), ("b", 0.9)], [])
+    assert summarize_outputs([1, 2]) == ("ok", [], [("answer", "[1,2]")])

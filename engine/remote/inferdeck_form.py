@@ -1,0 +1,164 @@
+"""Predict forms for the targets that are not OIP: an `inferdeck` service, and a plain JSON URL.
+
+This project's service describes each model in `GET /models/{m}`: its input JSON schema (the
+manifest's fields with their types, ranges and choices) and its labels. `form_from_info` turns
+that into the same `RemoteForm` an OIP target's metadata gives (`engine.remote.oip_form`): one
+field per property, validated with the schema's own rules, starting from the example
+`engine.remote.examples` makes from the schema, and the labels that name the answer's scores.
+
+A `json` target has no metadata: its form is one JSON text box whose document is sent as the
+payload (`raw_form`), and the form says so.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from engine.remote.classify import classify, describe
+from engine.remote.client import TargetClient
+from engine.remote.credentials import redact_url, scrub
+from engine.remote.examples import example_from_schema
+from engine.remote.oip_form import FormField, FormKind, RemoteForm, not_bool, number_list
+from engine.remote.protocols import ProtocolError
+
+
+def model_info_path(model: str) -> str:
+    return f"/models/{quote(model, safe='')}"
+
+
+async def fetch_json(client: TargetClient, path: str) -> Any:
+    """GET `path` on the client's target and decode it; `ProtocolError` says why not, in words
+    without the target's credentials."""
+    target = client.target
+    shown = redact_url(target.url(path))
+    try:
+        status, body = await client.get(path)  # capped in bytes and in time
+    except Exception as exc:
+        text = scrub(f"{classify(exc)}: {describe(exc)}", target.secret_values())
+        raise ProtocolError(f"cannot read {shown}: {text}") from exc
+    if status != 200:
+        raise ProtocolError(f"{shown} answered {status}; is the model loaded?")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"{shown} did not answer JSON") from exc
+
+
+async def fetch_inferdeck_form(client: TargetClient) -> RemoteForm:
+    """Read the target's `GET /models/{m}` and build its form; `ProtocolError` says why not."""
+    target = client.target
+    if not target.model:
+        raise ProtocolError("an inferdeck target needs a model to build a form for")
+    info = await fetch_json(client, model_info_path(target.model))
+    return form_from_info(target.name, target.model, info)
+
+
+def form_from_info(target: str, model: str, info: Any) -> RemoteForm:
+    """The form for a `GET /models/{m}` answer (`engine.server.openapi.ModelInfo`'s shape)."""
+    schema = info.get("input_schema") if isinstance(info, dict) else None
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict) or not properties:
+        raise ProtocolError(f"model {model!r}: the answer has no input schema with fields")
+    assert isinstance(schema, dict)
+    required = set(schema.get("required", []))
+    fields: list[FormField] = []
+    model_fields: dict[str, Any] = {}
+    for i, (name, prop) in enumerate(properties.items()):
+        if not isinstance(prop, dict):
+            continue
+        kind, annotation, choices = _field_rule(prop)
+        description = str(prop.get("description") or "")
+        if kind == "text" and "numbers" not in description:
+            description = (description + " — numbers separated by commas").lstrip(" —")
+        fields.append(FormField(name, kind, choices, description))
+        default: Any = ... if name in required else None
+        if name not in required:
+            annotation = annotation | None
+        # Field names need not be Python names: fields are `f0`, `f1`... aliased, as for OIP.
+        model_fields[f"f{i}"] = (
+            annotation,
+            Field(
+                default,
+                alias=name,
+                title=name,
+                description=description or None,
+                ge=prop.get("minimum") if kind in ("float", "int") else None,
+                le=prop.get("maximum") if kind in ("float", "int") else None,
+            ),
+        )
+    config = ConfigDict(extra="forbid", allow_inf_nan=False, title=f"{model} inputs")
+    inputs_model: type[BaseModel] = create_model("RemoteInputs", __config__=config, **model_fields)
+    labels = info.get("labels") if isinstance(info, dict) else None
+    values = example_from_schema(schema)
+    example = {
+        f.name: values[f.name]
+        for f in fields
+        if f.name in values and f.type != "text"  # (a list's size is not in the schema)
+    }
+    return RemoteForm(
+        target,
+        model,
+        fields,
+        inputs_model,
+        (),
+        labels=tuple(str(label) for label in labels) if isinstance(labels, list) else (),
+        example=example,
+    )
+
+
+def _field_rule(prop: dict[str, Any]) -> tuple[FormKind, Any, list[str] | None]:
+    """The form kind, pydantic annotation and choices of one schema property."""
+    if prop.get("enum"):
+        choices = [str(c) for c in prop["enum"]]
+        return "enum", str, choices
+    kind = prop.get("type")
+    if kind == "integer":
+        return "int", Annotated[int, BeforeValidator(not_bool)], None
+    if kind == "number":
+        return "float", Annotated[float, BeforeValidator(not_bool)], None
+    if kind == "boolean":
+        return "enum", bool, ["false", "true"]
+    if kind == "string":
+        return "text", str, None
+    # Arrays (an image's pixels, as rows or one flat list) and anything else: numbers.
+    return "text", Annotated[list[Any], BeforeValidator(number_list(None, float))], None
+
+
+def _parse_json(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        raise ValueError("type a JSON document")
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from exc
+
+
+def raw_form(target: str, model: str | None) -> RemoteForm:
+    """A `json` target's form: one JSON text box, sent as it is (the target's body template,
+    if it has one, wraps it)."""
+    config = ConfigDict(extra="forbid", title="JSON body")
+    inputs_model: type[BaseModel] = create_model(
+        "RawInputs",
+        __config__=config,
+        body=(Annotated[Any, BeforeValidator(_parse_json)], Field(..., title="body")),
+    )
+    note = (
+        f"{target} takes raw JSON: there is no model metadata to build a form from, "
+        "so type the JSON document to send."
+    )
+    return RemoteForm(
+        target,
+        model or "",
+        [FormField("body", "json", None, "the JSON document sent to the target")],
+        inputs_model,
+        (),
+        example={"body": "{}"},
+        raw=True,
+        note=note,
+    )

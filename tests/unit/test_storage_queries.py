@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage import open_database, queries
+from storage import migrations, open_database, queries
 from storage.queries import (
     REQUEST_COLUMNS,
     RequestFilter,
@@ -98,6 +101,7 @@ def test_pages_filter_sort_and_continue_by_keyset(tmp_path: Path) -> None:
 # -- every filter and sort, page by page, against the same rows filtered in Python -------------
 
 TIE_ROWS = 800
+LABELS = ("setosa", "virginica", "versicolor")
 
 
 def _fill_with_ties(path: Path) -> list[dict[str, object]]:
@@ -110,7 +114,7 @@ def _fill_with_ties(path: Path) -> list[dict[str, object]]:
         row: dict[str, object] = dict.fromkeys(REQUEST_COLUMNS)
         row.update(
             request_id=f"0193{i // 100:04x}-{i:04x}" if i % 11 else f"ext-{i:05d}",
-            target="local",
+            target="web" if i % 9 == 0 else "local",
             run_id=f"run-{i % 3}",
             source=rng.choice(["form", "/data/a.jsonl", "/data/b.jsonl", "http"]),
             model=rng.choice(["iris", "iris", "digits"]),
@@ -120,7 +124,11 @@ def _fill_with_ties(path: Path) -> list[dict[str, object]]:
             latency_us=None if status == "interrupted" else rng.choice([500, 900, 1_500, 7_000]),
             input=f'{{"sepal_length": {i % 50}, "note": "{"50% off_" if i % 13 == 0 else ""}"}}',
             error="sepal_width: Field required" if status == "rejected" else None,
+            # Compact, as the engine writes outputs; no model on some old rejections.
+            output=f'{{"label":"{LABELS[i % 3]}","scores":{{}}}}' if status == "ok" else None,
         )
+        if status == "rejected" and i % 2:
+            row["model"] = None
         rows.append(row)
     # Written out of time order, as concurrent writers commit them.
     order = list(range(TIE_ROWS))
@@ -141,7 +149,7 @@ def _expected(
     rows: list[dict[str, Any]], where: RequestFilter, sort: str, descending: bool
 ) -> list[str]:
     def matches(r: dict[str, Any]) -> bool:
-        for name in ("status", "model", "source", "client_id", "run_id"):
+        for name in ("status", "model", "source", "client_id", "run_id", "target"):
             value = getattr(where, name)
             if value is not None and r[name] != value:
                 return False
@@ -149,13 +157,26 @@ def _expected(
             t = where.text
             if any(str(x["request_id"]).startswith(t) for x in rows):
                 return str(r["request_id"]).startswith(t)
-            hay = (r["request_id"], r["input"] or "", r["error"] or "")
-            return any(t.lower() in str(h).lower() for h in hay)
+            if t.lower() in str(r["request_id"]).lower():
+                return True
+            hay = (r["input"] or "", r["output"] or "", r["error"] or "")
+            spellings = request_search.json_spellings(t)
+            return any(s.lower() in str(h).lower() for h in hay for s in spellings)
         return True
 
-    column = "created_us" if sort == "time" else "latency_us"
-    found = [r for r in rows if matches(r) and r[column] is not None]
-    found.sort(key=lambda r: (r[column], r["id"]), reverse=descending)
+    def label(r: dict[str, Any]) -> str:
+        return str(json.loads(str(r["output"]))["label"]) if r["output"] else ""
+
+    keys: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {
+        "time": lambda r: (r["created_us"], r["id"]),
+        "latency": lambda r: (r["latency_us"], r["id"]),
+        "status": lambda r: (r["status"], r["created_us"], r["id"]),
+        "source": lambda r: (r["source"], r["created_us"], r["id"]),
+        "model": lambda r: (r["model"] or "", r["created_us"], r["id"]),
+        "label": lambda r: (label(r), r["created_us"], r["id"]),
+    }
+    found = [r for r in rows if matches(r) and (sort != "latency" or r["latency_us"] is not None)]
+    found.sort(key=keys[sort], reverse=descending)
     return [str(r["request_id"]) for r in found]
 
 
@@ -176,6 +197,11 @@ FILTERS = [
     RequestFilter(status="ok", model="digits", client_id="gui"),
     RequestFilter(status="rejected", source="form", text="Field"),
     RequestFilter(client_id="cli", text="0193"),
+    RequestFilter(target="web"),
+    RequestFilter(text="virginica"),  # a label, in outputs
+    RequestFilter(target="local", text="VIRGINICA"),
+    RequestFilter(text='"sepal_length":3,'),  # compact, as typed; the inputs are spaced
+    RequestFilter(text='"label": "setosa"'),  # spaced, as the Trace shows it; outputs compact
 ]
 
 
@@ -229,6 +255,23 @@ def test_every_filter_pages_in_order_across_ties(
                         while not scan.done:
                             stepped.extend(str(r["request_id"]) for r in await scan.step(7))
                         assert stepped == want, (where, sort, descending, plan)
+                # Every column the table sorts by, stepped by its own keyset.
+                for sort in ("status", "source", "model", "label"):
+                    for descending in (True, False):
+                        want = _expected(rows, where, sort, descending)
+                        plan = await plan_requests(
+                            db.reader, where, sort=sort, descending=descending
+                        )
+                        strategies.add(plan.strategy)
+                        scan = RequestScan(db.reader, plan)
+                        stepped = []
+                        while not scan.done:
+                            stepped.extend(str(r["request_id"]) for r in await scan.step(23))
+                        assert stepped == want, (where, sort, descending, plan)
+                        count = request_search.RequestCount(db.reader, plan, cap=1_000)
+                        while not count.done:
+                            await count.step()
+                        assert count.count == len(want), (where, sort, plan)
         finally:
             await db.close()
 
@@ -327,3 +370,100 @@ def test_filter_choices_come_from_the_indexes(tmp_path: Path) -> None:
     assert clients == ["cli", "gui"]
     # The newest requests' sources first, then the older file job's.
     assert sources[-1] == "/old/file.csv" and set(sources[:-1]) == {"form", "file:a.jsonl"}
+
+
+def test_the_live_tail_reads_only_rows_stored_since_by_another_connection(tmp_path: Path) -> None:
+    """`data_version` moves when another connection commits; `tail_requests` returns only the
+    newer rows that match the filter (text in a label included); counts stop at their cap."""
+    path = tmp_path / "tail.db"
+
+    async def scenario() -> None:
+        db = await open_database(path)
+        await db.close()
+        _fill_with_ties(path)
+        db = await open_database(path)
+        try:
+            version = await request_search.data_version(db.reader)
+            newest = await request_search.latest_request_id(db.reader)
+            assert newest == TIE_ROWS
+            assert await request_search.data_version(db.reader) == version  # nothing new
+            new_rows = []
+            for i, label in enumerate(("virginica", "setosa", "virginica")):
+                row = dict.fromkeys(REQUEST_COLUMNS)
+                row.update(
+                    request_id=f"tail-{i}",
+                    source="http",
+                    target="local",
+                    model="iris",
+                    status="ok",
+                    created_us=9_000_000 + i,
+                    latency_us=100,
+                    input='{"sepal_length":7.9}',
+                    output=f'{{"label":"{label}"}}',
+                )
+                new_rows.append(tuple(row[c] for c in REQUEST_COLUMNS))
+            with sqlite3.connect(path) as other:  # another connection, as another process
+                other.executemany(
+                    f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})",
+                    new_rows,
+                )
+            assert await request_search.data_version(db.reader) != version
+            found = await request_search.tail_requests(
+                db.reader, RequestFilter(text="virginica"), newest
+            )
+            assert [r["request_id"] for r in found] == ["tail-2", "tail-0"]
+            typed = await request_search.tail_requests(
+                db.reader, RequestFilter(text='"sepal_length": 7.9'), newest
+            )
+            assert len(typed) == 3
+            assert await request_search.tail_requests(db.reader, RequestFilter(), newest + 3) == []
+
+            plan = await plan_requests(db.reader, RequestFilter())
+            count = request_search.RequestCount(db.reader, plan, cap=100)
+            while not count.done:
+                await count.step()
+            assert count.capped and count.count == 101
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_migration_7_gives_old_rejections_the_model_they_named(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as conn:
+        migrations.migrate(conn, 6)
+        conn.execute(
+            "INSERT INTO file_jobs (job_id, run_id, source_path, size_bytes, sha256, format, "
+            "model, created_us, updated_us) VALUES (1, 'r', '/d/x.csv', 1, 's', 'csv', "
+            "'digits', 0, 0)"
+        )
+        conn.executemany(
+            "INSERT INTO requests (request_id, source, status, created_us, input, job_id, "
+            "source_row, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    "a",
+                    "http",
+                    "rejected",
+                    1,
+                    '{"model": "iris", "input_payload": {}}',
+                    None,
+                    None,
+                    None,
+                ),
+                ("b", "/d/x.csv", "rejected", 2, "not json", 1, 4, None),
+                ("c", "http", "rejected", 3, '{"sepal_length": 1}', None, None, None),
+                ("d", "form", "ok", 4, "{}", None, None, '{"label":"setosa"}'),
+            ],
+        )
+        conn.commit()
+        migrations.migrate(conn)
+        found = conn.execute("SELECT request_id, model, label FROM requests ORDER BY id")
+        assert found.fetchall() == [
+            ("a", "iris", ""),
+            ("b", "digits", ""),
+            ("c", None, ""),
+            ("d", None, "setosa"),
+        ]

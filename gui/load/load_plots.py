@@ -7,25 +7,32 @@ plot repaints at most `redraw_hz` times a second and the four never paint in the
 view range is set with the data (no auto-range second paint), and a GridItem replaces the axes'
 slow grid. Errors are drawn per class, stacked, as rates: the difference of the snapshot's
 running counts over the time between snapshots.
+
+Time is the wall clock (a run's start plus its elapsed seconds), the Monitor's shared axis
+(`attach_time`); `running` tells the Monitor to put these plots first while a run goes.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from engine.remote.load import LoadSnapshot
-from gui.shared.plot_turns import fit_range
-from gui.shared.plots import LivePlotsWidget, Ring, draw_curves
+from gui.shared.plots import LivePlotsWidget, Ring, draw_curves, sample_at
 
 ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
 OTHER = "other"  # classes beyond the pens' count are summed under this name
 PLOT_HEIGHT = 170  # the same as the Monitor's own plots (it scrolls)
+STALE_S = 5.0  # a run that sent no snapshot for this long is no longer running (it failed)
 
 
 class LoadPlots(LivePlotsWidget):
     """A load run's four live plots; `attach_load` puts them in the Monitor and feeds them."""
+
+    monitor_role = "load"  # the Monitor's section for it (`MonitorView.add_panel`)
 
     def __init__(
         self, history: int = 1200, redraw_hz: float = 15.0, parent: QWidget | None = None
@@ -38,8 +45,9 @@ class LoadPlots(LivePlotsWidget):
         self.error_rates: dict[str, Ring] = {}  # class -> errors/s
         self._history = history
         self._prev: LoadSnapshot | None = None
-        self._t_offset = 0.0  # a new run continues the time axis instead of overdrawing
-        self._run_start = 0.0
+        self._run_start = 0.0  # clock time of the run's elapsed 0
+        self._last_at = float("-inf")  # time.monotonic() of the newest snapshot
+        self._done = True
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.rate_plot = self._plot("Load: throughput (/s)", layout)
@@ -71,10 +79,12 @@ class LoadPlots(LivePlotsWidget):
         prev = self._prev
         if prev is not None and snap.elapsed_s < prev.elapsed_s:
             prev = None  # a new run: its clock restarts at 0
-        if prev is None and self.t.count:
-            self._t_offset = float(self.t.view()[-1])
+        if prev is None:
+            self._run_start = time.time() - snap.elapsed_s
         self._prev = snap
-        self.t.push(self._t_offset + snap.elapsed_s)
+        self._last_at = time.monotonic()
+        self._done = snap.done
+        self.t.push(self._run_start + snap.elapsed_s)
         values = {
             "ok_s": snap.throughput_per_s,
             "errors_s": snap.errors_per_s,
@@ -116,11 +126,26 @@ class LoadPlots(LivePlotsWidget):
                 out[OTHER] = out.get(OTHER, 0) + count
         return out
 
+    @property
+    def running(self) -> bool:
+        """A run is sending snapshots now (the Monitor shows these plots first)."""
+        return not self._done and time.monotonic() - self._last_at < STALE_S
+
+    def readout(self, x: float) -> str | None:
+        i = sample_at(self.t.view(), x)
+        if i is None:
+            return None
+        v = {name: float(ring.view()[i]) for name, ring in self.series.items()}
+        return (
+            f"load {v['ok_s']:.0f} ok/s, {v['errors_s']:.1f} err/s, p99 {v['p99']:.1f} ms, "
+            f"in flight {v['in_flight']:.0f}"
+        )
+
     # -- drawing --------------------------------------------------------------------------------
 
     def _draw(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
-        fit_range(plot, t, draw_curves(self.curves, self.series, t, names))
+        self._fit_y(plot, t, draw_curves(self.curves, self.series, t, names, self._visible(t)))
 
     def _draw_rates(self) -> None:
         self._draw(self.rate_plot, ("ok_s", "errors_s"))
@@ -146,4 +171,5 @@ class LoadPlots(LivePlotsWidget):
                 self.error_curves[name] = curve
             stacked = stacked + ring.view()[-len(t) :] if len(t) else stacked
             curve.setData(t, stacked)
-        fit_range(self.error_plot, t, float(stacked.max()) if len(stacked) else 0.0)
+        shown = stacked[self._visible(t)]
+        self._fit_y(self.error_plot, t, float(shown.max()) if len(shown) else 0.0)

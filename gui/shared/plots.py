@@ -5,7 +5,8 @@ plot takes its colours from `plot_colours` when the theme changes (`gui.shared.t
 Monitor's plots and the load plots share a base (`LivePlotsWidget`): plots made alike, ranges
 set with the data rather than auto-ranged (`plot_turns.fit_range`), a GridItem instead of the
 axes' grid, and one stale plot redrawn per timer tick (`plot_turns.PlotTurns`). Samples wait
-in float64 rings (`Ring`) until a plot's turn to redraw comes.
+in float64 rings (`Ring`) until a plot's turn to redraw comes. Their time plots share the
+Monitor's clock axis (`time_axis.TimeAxis`, `attach_time`): x belongs to it, y to the data.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QWidget
 
-from gui.shared.plot_turns import PlotTurns
+from gui.shared.plot_turns import PlotTurns, fit_range
+from gui.shared.time_axis import TimeAxis
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,8 @@ class LivePlotsWidget(QWidget):
         self._widgets: list[pg.PlotWidget] = []
         self._plots: list[pg.PlotItem] = []
         self._grids: list[pg.GridItem] = []
+        self._time_plots: list[pg.PlotItem] = []
+        self.time_axis: TimeAxis | None = None
         self._turns = PlotTurns(())
         self._timer = QTimer(self)
 
@@ -73,17 +77,47 @@ class LivePlotsWidget(QWidget):
         item.addLegend(offset=(5, 5))
         if scrolling:  # (clipping would cut a histogram's bins apart)
             item.setClipToView(True)
-            item.setDownsampling(mode="peak")
+            # An hour of samples is far more points than pixels: draw each pixel's peaks.
+            item.setDownsampling(auto=True, mode="peak")
+            self._time_plots.append(item)
         item.disableAutoRange()  # ranges are set with the data (`plot_turns.fit_range`)
         # The axes' own grid (showGrid) made each plot ~10 ms slower to paint; a GridItem with
         # an opaque pen draws the same lines in well under 1 ms.
         grid = pg.GridItem(textPen=None)
         item.addItem(grid)
-        item.setLabel("bottom", "s")
         self._widgets.append(widget)
         self._plots.append(item)
         self._grids.append(grid)
         return widget, item
+
+    def attach_time(self, axis: TimeAxis) -> None:
+        """Put the time plots on `axis` (the Monitor's clock axis); the others' wheel scrolls
+        the page too."""
+        self.time_axis = axis
+        for plot in self._time_plots:
+            axis.add(plot)
+        for widget in self._widgets:
+            widget.viewport().installEventFilter(axis.wheel)
+        axis.add_readout(self.readout)
+        self._turns.data_moved()
+
+    def readout(self, x: float) -> str | None:
+        """What the plots show at clock time `x`, for the crosshair's readout."""
+        return None
+
+    def _fit_y(self, plot: pg.PlotItem, t: np.ndarray, top: float) -> None:
+        """The y range for the data; x belongs to the shared time axis once attached."""
+        if self.time_axis is None:
+            fit_range(plot, t, top)
+        else:
+            plot.setYRange(0.0, top * 1.08 or 1.0, padding=0)
+
+    def _visible(self, t: np.ndarray) -> slice:
+        """The samples inside the x range on screen (all of them before `attach_time`)."""
+        if self.time_axis is None or not len(t):
+            return slice(0, len(t))
+        left, right = self.time_axis.x_range()
+        return slice(int(np.searchsorted(t, left)), int(np.searchsorted(t, right, "right")))
 
     def _take_turns(self, drawers: Sequence[Callable[[], None]], redraw_hz: float) -> None:
         """Redraw with `drawers`, one a tick, each at most `redraw_hz` times a second."""
@@ -154,11 +188,23 @@ def draw_curves(
     series: Mapping[str, Ring],
     t: np.ndarray,
     names: tuple[str, ...],
+    visible: slice | None = None,
 ) -> float:
-    """Give the named curves their rings' samples over `t`; the highest sample, for the range."""
+    """Give the named curves their rings' samples over `t`; the highest sample on screen
+    (`visible`, default all), for the y range."""
     top = 0.0
     for name in names:
         values = series[name].view()
         curves[name].setData(t, values)
-        top = max(top, float(values.max()) if len(values) else 0.0)
+        shown = values if visible is None else values[visible]
+        top = max(top, float(shown.max()) if len(shown) else 0.0)
     return top
+
+
+def sample_at(t: np.ndarray, x: float, max_gap_s: float = 2.0) -> int | None:
+    """The index of the sample nearest clock time `x`, if one lies within `max_gap_s`."""
+    if not len(t):
+        return None
+    i = int(np.searchsorted(t, x))
+    nearest = min((j for j in (i - 1, i) if 0 <= j < len(t)), key=lambda j: abs(t[j] - x))
+    return nearest if abs(t[nearest] - x) <= max_gap_s else None

@@ -6,6 +6,9 @@ Self-contained: it is fed plain data, the probe rows stored by earlier sessions
 (`add_rounds`, throttled by `probe_host`), and knows nothing of the database or the probers.
 Rounds are merged by their time, so a round both stored and still in a prober's memory counts
 once. Each lane keeps at most `max_points` rounds (numpy arrays, redrawn with `setData`).
+
+In the Monitor its lanes join the shared clock axis (`attach_time`: linked x, crosshair,
+Follow/Pause): the range is then the axis's, not the lane's own `window_s`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from engine.remote.prober import ProbeRound, ProberSnapshot
 from gui.shared.plots import paint_axes, plot_colours
+from gui.shared.time_axis import TimeAxis
 from storage.queries import ProbeRow
 
 STATE_COLOURS = {"up": "#2e9e44", "degraded": "#e0a100", "down": "#d03b3b", "unknown": "#9aa0a6"}
@@ -94,7 +98,9 @@ class _Lane:
         self.name = name
         self.points: dict[float, Point] = {}
         self.band = layout.addPlot(row=row, col=0)
-        self.band.hideAxis("left")
+        # A left axis without labels, as wide as the plots' (`time_axis.LEFT_AXIS_PX`): the
+        # band's times then sit right above the latency line's and the Monitor's plots'.
+        self.band.getAxis("left").setStyle(showValues=False, tickLength=0)
         self.band.hideAxis("bottom")
         self.band.setMouseEnabled(x=True, y=False)
         self.band.setMinimumHeight(BAND_PX)
@@ -123,7 +129,15 @@ class _Lane:
             for at in sorted(self.points)[: len(self.points) - keep]:
                 del self.points[at]
 
-    def draw(self, window_s: float) -> None:
+    def state_at(self, x: float) -> str | None:
+        """The lane's state and nearest latency at clock time `x`, for the crosshair."""
+        for seg in self.segments:
+            if seg.start_s <= x <= seg.end_s:
+                near = min(self.points.values(), key=lambda p: abs(p.at_s - x))
+                return f"{self.name} {seg.state} {near.latency_ms:.1f} ms"
+        return None
+
+    def draw(self, window_s: float, own_x: bool = True) -> None:
         ordered = [self.points[at] for at in sorted(self.points)]
         self.segments = segs = segments(ordered)
         if not segs:
@@ -140,7 +154,8 @@ class _Lane:
         self.curve.setData(x, y)
         right = segs[-1].end_s
         left = max(x[0], right - window_s)
-        self.band.setXRange(left, right, padding=0.01)
+        if own_x:  # (in the Monitor, x belongs to the shared clock axis)
+            self.band.setXRange(left, right, padding=0.01)
         visible = y[x >= left]
         top = float(visible.max()) if len(visible) else 1.0
         self.plot.setYRange(0, top * 1.15 or 1.0, padding=0)
@@ -159,6 +174,8 @@ class _Lane:
 class StatusTimeline(QWidget):
     """Per target, state segments over probe latency; `attach_targets` adds it to the Monitor."""
 
+    monitor_role = "targets"  # the Monitor's section for it (`MonitorView.add_panel`)
+
     def __init__(
         self, window_s: float = 3600.0, max_points: int = 2000, parent: QWidget | None = None
     ) -> None:
@@ -167,6 +184,8 @@ class StatusTimeline(QWidget):
         self.max_points = max_points
         self.lanes: dict[str, _Lane] = {}
         self.redraws = 0
+        self.time_axis: TimeAxis | None = None
+        self.focus: str | None = None
         self.empty = QLabel("No remote targets yet: add one in the Targets view to see its health.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.graphics = pg.GraphicsLayoutWidget()
@@ -184,6 +203,8 @@ class StatusTimeline(QWidget):
         if lane is None:
             lane = _Lane(self.layout_item, 2 * len(self.lanes), name)
             self.lanes[name] = lane
+            if self.time_axis is not None:
+                self._join(lane, self.time_axis)
             self._style(lane)
             self._resize()
         return lane
@@ -194,11 +215,41 @@ class StatusTimeline(QWidget):
         self.graphics.setVisible(count > 0)
         self.setMinimumHeight(LANE_PX * max(count, 1) + 8)  # the Monitor scrolls
 
+    def attach_time(self, axis: TimeAxis) -> None:
+        """Put every lane on the Monitor's clock axis (linked x, crosshair), now and later."""
+        self.time_axis = axis
+        for lane in self.lanes.values():
+            self._join(lane, axis)
+            lane.draw(self.window_s, own_x=False)
+        axis.add_readout(self.readout)
+
+    @staticmethod
+    def _join(lane: _Lane, axis: TimeAxis) -> None:
+        # The axis keeps the band and the line on one time span; pyqtgraph's own link would
+        # shift one against the other by the pixels their left edges differ.
+        lane.plot.setXLink(None)
+        axis.add(lane.band, date_axis=False)
+        axis.add(lane.plot, date_axis=False)
+
+    def readout(self, x: float) -> str | None:
+        found = [text for lane in self.lanes.values() if (text := lane.state_at(x))]
+        return ", ".join(found) or None
+
+    def focus_target(self, name: str | None) -> None:
+        """`name`'s lane first (the side pane's scope); None keeps the order."""
+        self.focus = name
+        if name in self.lanes and next(iter(self.lanes)) != name:
+            order = [name, *(n for n in self.lanes if n != name)]
+            self._relayout(order)
+
+    def _draw(self, lane: _Lane) -> None:
+        lane.draw(self.window_s, own_x=self.time_axis is None)
+
     def set_stored(self, name: str, rows: list[ProbeRow]) -> None:
         """What earlier sessions stored for `name` (older than anything probed now)."""
         lane = self._lane(name)
         lane.add(points_from_rows(rows), self.max_points)
-        lane.draw(self.window_s)
+        self._draw(lane)
         self.redraws += 1
 
     def add_rounds(self, snapshots: dict[str, ProberSnapshot]) -> None:
@@ -206,23 +257,28 @@ class StatusTimeline(QWidget):
         for name, snap in snapshots.items():
             lane = self._lane(name)
             lane.add(points_from_rounds(snap.recent), self.max_points)
-            lane.draw(self.window_s)
+            self._draw(lane)
         if snapshots:
             self.redraws += 1
 
     def remove(self, name: str) -> None:
-        lane = self.lanes.pop(name, None)
+        lane = self.lanes.get(name)
         if lane is None:
             return
-        # Lanes sit in rows by position: lay the rest out again without the gap.
-        for other in self.lanes.values():
-            other.remove_from(self.layout_item)
-        lane.remove_from(self.layout_item)
+        self._relayout([n for n in self.lanes if n != name])
+
+    def _relayout(self, order: list[str]) -> None:
+        """Lanes sit in rows by position: lay out the ones in `order` again, in that order."""
+        for lane in self.lanes.values():
+            lane.remove_from(self.layout_item)
+            if self.time_axis is not None:
+                self.time_axis.discard(lane.band)
+                self.time_axis.discard(lane.plot)
         kept, self.lanes = self.lanes, {}
-        for other_name, other in kept.items():
+        for other_name in order:
             fresh = self._lane(other_name)
-            fresh.points = other.points
-            fresh.draw(self.window_s)
+            fresh.points = kept[other_name].points
+            self._draw(fresh)
         self._resize()
 
     def segments(self, name: str) -> list[Segment]:

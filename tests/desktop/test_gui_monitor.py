@@ -1,17 +1,25 @@
-"""The Monitor view: ring buffers, throttled redraws, stacked stages."""
+"""The Monitor view: ring buffers, throttled redraws, stacked stages, one clock axis shared by
+every plot (crosshair, pause, time range), the sections' order and the wheel."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
-from PySide6.QtCore import Qt
+import pyqtgraph as pg
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from engine.remote.load import LoadSnapshot
 from engine.stats import RunRecorder, StatsSnapshot
 from engine.work import FutureSink, Work
+from gui.load.load_plots import LoadPlots
 from gui.monitor.monitor_view import MonitorView
 from gui.shared.plots import Ring
+from gui.targets.status_timeline import StatusTimeline
+from storage.queries import ProbeRow
 
 
 def _snap(at: float, p99: float) -> StatsSnapshot:
@@ -43,7 +51,7 @@ def test_monitor_plots_snapshots_with_bounded_redraws(qtbot: QtBot) -> None:
     view.show()
     started = time.monotonic()
     for i in range(300):  # far more snapshots than the history and than redraws
-        view.on_stats(_snap(i * 0.1, float(i)))
+        view.on_stats(_snap(started - 30 + i * 0.1, float(i)))
     # The plots take turns, one per tick: wait until the last of them (the stages) is drawn,
     # however slowly a busy machine delivers the ticks.
     qtbot.waitUntil(lambda: view.stage_curves[-1].getData()[1] is not None, timeout=10_000)
@@ -112,4 +120,233 @@ def test_histogram_and_slow_points_open_their_trace(qtbot: QtBot) -> None:
     with qtbot.waitSignal(view.sigOpenRequest, timeout=2000) as opened:
         qtbot.mouseClick(widget.viewport(), Qt.MouseButton.LeftButton, pos=where)  # type: ignore[no-untyped-call]
     assert opened.args == ["slow-one"]
+    view.stop()
+
+
+# -- one clock axis, crosshair, pause, range, order, wheel ---------------------------------------
+
+
+class FakeClock:
+    """Wall-clock time the test moves; snapshots carry the matching `time.monotonic()`."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+        self._mono_offset = time.monotonic() - self.now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def mono(self, wall: float) -> float:
+        return wall + self._mono_offset
+
+
+def _load_snap(elapsed_s: float, ok_s: float, done: bool = False) -> LoadSnapshot:
+    return LoadSnapshot(
+        elapsed_s=elapsed_s,
+        sent=int(elapsed_s * ok_s),
+        in_flight=3,
+        completed=int(elapsed_s * ok_s),
+        ok=int(elapsed_s * ok_s),
+        failed=0,
+        errors={},
+        throughput_per_s=ok_s,
+        errors_per_s=0.0,
+        p50_ms=2.0,
+        p99_ms=9.0,
+        stage_ms={},
+        done=done,
+    )
+
+
+def _timeline_with(name: str, at: float) -> StatusTimeline:
+    timeline = StatusTimeline()
+    rows = [
+        ProbeRow(name, int((at - 60 + i * 5) * 1e6), "live", 200, True, 1500, None, "up")
+        for i in range(12)
+    ]
+    timeline.set_stored(name, rows)
+    return timeline
+
+
+def _monitor(qtbot: QtBot, clock: FakeClock | None = None) -> MonitorView:
+    view = MonitorView(redraw_hz=30, clock=clock or time.time)
+    qtbot.addWidget(view)
+    view.resize(1024, 700)
+    view.show()
+    return view
+
+
+def _x(plot: pg.PlotItem) -> tuple[float, float]:
+    left, right = plot.getViewBox().viewRange()[0]
+    return float(left), float(right)
+
+
+def test_every_plot_is_on_one_linked_clock_axis(qtbot: QtBot) -> None:
+    view = _monitor(qtbot)
+    load = LoadPlots(redraw_hz=30)
+    view.add_panel(load)
+    timeline = _timeline_with("edge", time.time())
+    view.add_panel(timeline)
+    lane = timeline.lanes["edge"]
+    plots = [
+        view.latency_plot,
+        view.rate_plot,
+        view.queue_plot,
+        view.stage_plot,
+        load.rate_plot,
+        load.latency_plot,
+        load.error_plot,
+        load.in_flight_plot,
+        lane.plot,
+    ]
+    for plot in plots:
+        assert isinstance(plot.getAxis("bottom"), pg.DateAxisItem)
+    now = time.time()
+    left, right = _x(view.latency_plot)
+    assert left < now - 299 and right > now  # following: the last 5 minutes, clock time
+    # Zoom one plot (the load's): every other plot, the targets' lane included, follows.
+    load.latency_plot.getViewBox().setXRange(now - 90, now - 30, padding=0)
+    for plot in [*plots, lane.band]:
+        got = _x(plot)
+        assert abs(got[0] - (now - 90)) < 0.01 and abs(got[1] - (now - 30)) < 0.01, plot
+    view.stop()
+    load.stop()
+
+
+def test_crosshair_readout_follows_the_mouse(qtbot: QtBot) -> None:
+    view = _monitor(qtbot)
+    now = time.time()
+    for i in range(300):  # 30 s of snapshots; p99 = i
+        view.on_stats(_snap(time.monotonic() - 30 + i * 0.1, float(i)))
+    view.axis.set_window(60.0)
+    qtbot.waitUntil(lambda: view.curves["p99"].getData()[0] is not None, timeout=10_000)
+    widget = view._widgets[0]
+    box = view.latency_plot.getViewBox()
+
+    def move_to(clock_x: float) -> None:
+        scene = box.mapViewToScene(QPointF(clock_x, 1.0))
+        where = widget.mapFromScene(scene)
+        qtbot.mouseMove(widget.viewport(), where)  # type: ignore[no-untyped-call]
+
+    move_to(now - 25)  # ~ sample 50
+    qtbot.waitUntil(lambda: "p99 " in view.readout_label.text(), timeout=5_000)
+    first = view.readout_label.text()
+    assert view.axis.crosshair_x is not None and abs(view.axis.crosshair_x - (now - 25)) < 1
+    move_to(now - 5)  # ~ sample 250
+    qtbot.waitUntil(lambda: view.readout_label.text() != first, timeout=5_000)
+    p99_at = float(view.readout_label.text().split("p99 ")[1].split(" ms")[0])
+    assert 240 <= p99_at <= 260
+    for line in view.axis.lines.values():  # one line across every plot
+        assert line.isVisible() and abs(line.value() - (now - 5)) < 1
+    view.stop()
+
+
+def test_pause_holds_the_range_and_slow_points_stay_clickable(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    view = _monitor(qtbot, clock)
+    view.axis.set_window(60.0)
+    view.on_stats(_snap(clock.mono(clock.now), 10.0))  # p99 10 ms
+    view.on_finished([_work("slow-old", 40.0), *(_work(f"f{i}", 2.0) for i in range(20))])
+    qtbot.waitUntil(lambda: len(view.slow_points.points()) == 1, timeout=10_000)
+    view.follow_button.click()  # Pause
+    assert view.axis.paused and view.follow_button.text() == "Follow live"
+    held = _x(view.latency_plot)
+    redraws = view.redraws
+    for step in range(1, 351):  # two minutes on, and more slow requests than are kept
+        clock.now += 0.35
+        view.on_stats(_snap(clock.mono(clock.now), 10.0))
+        view.on_finished([_work(f"slow-{step}", 50.0)])
+    view._tick()  # what the arrange timer does: follow the clock (not while paused)
+    qtbot.waitUntil(lambda: view.redraws > redraws, timeout=10_000)  # every plot drew it
+    assert _x(view.latency_plot) == held  # new data arrived, the axis did not move
+    assert "slow-old" not in [s[2] for s in view.slow]  # gone from the newest 300 ...
+    assert [p.data() for p in view.slow_points.points()] == ["slow-old"]  # ... yet still drawn
+
+    point = view.slow_points.points()[0]
+    widget = view._widgets[0]
+    where = widget.mapFromScene(view.latency_plot.getViewBox().mapViewToScene(point.pos()))
+    with qtbot.waitSignal(view.sigOpenRequest, timeout=2000) as opened:
+        qtbot.mouseClick(widget.viewport(), Qt.MouseButton.LeftButton, pos=where)  # type: ignore[no-untyped-call]
+    assert opened.args == ["slow-old"]
+
+    view.follow_button.click()  # Follow live: the range jumps to now
+    assert not view.axis.paused
+    left, right = _x(view.latency_plot)
+    assert right >= clock.now > left >= clock.now - 61
+    view.stop()
+
+
+def test_histogram_counts_only_the_time_range(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    view = _monitor(qtbot, clock)
+
+    def total() -> int:
+        _, counts = view.histogram_curve.getData()
+        return 0 if counts is None else int(counts.sum())
+
+    view.on_finished([_work(f"file-{i}", 3.0) for i in range(500)])  # a file job
+    qtbot.waitUntil(lambda: total() == 500, timeout=10_000)
+    clock.now += 600  # ten minutes later, a few form requests
+    view.on_finished([_work(f"form-{i}", 5.0) for i in range(7)])
+    qtbot.waitUntil(lambda: total() == 7, timeout=10_000)  # last 5 min: the job is gone
+    assert "7 requests" in view.histogram_plot.titleLabel.text
+    view.range_box.setCurrentIndex(2)  # Last 15 min
+    view.range_box.activated.emit(2)
+    view.on_stats(_snap(clock.mono(clock.now), 5.0))
+    qtbot.waitUntil(lambda: total() == 507, timeout=10_000)
+    view.stop()
+
+
+def test_a_running_load_comes_first_and_the_scope_reorders(qtbot: QtBot) -> None:
+    view = _monitor(qtbot)
+    load = LoadPlots(redraw_hz=30)
+    view.add_panel(load)
+    view.add_panel(_timeline_with("edge", time.time()))
+    assert view.order() == ["local", "targets"]  # no load yet: its plots are not shown
+    for i in range(5):
+        load.on_snapshot(_load_snap(i * 0.25, 300.0))
+    qtbot.waitUntil(lambda: view.order() == ["load", "targets", "local"], timeout=5_000)
+    assert view.local_section.collapsed  # the idle local engine folds away below
+    assert "idle" not in view.local_section.header.text() or view.t.count == 0
+    load.on_snapshot(_load_snap(1.5, 300.0, done=True))
+    qtbot.waitUntil(lambda: view.order() == ["local", "load", "targets"], timeout=5_000)
+    view.set_scope("edge")
+    assert view.order() == ["load", "targets", "local"]
+    view.set_scope(None)
+    assert view.order() == ["local", "load", "targets"]
+    view.stop()
+    load.stop()
+
+
+def test_wheel_over_a_plot_scrolls_the_page_and_ctrl_wheel_zooms(qtbot: QtBot) -> None:
+    view = _monitor(qtbot)
+    view.add_panel(_timeline_with("edge", time.time()))
+    bar = view._scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5_000)  # 1024x700: the page scrolls
+    widget = view._widgets[0]
+    held = _x(view.latency_plot)
+
+    def wheel(modifiers: Qt.KeyboardModifier) -> None:
+        centre = QPointF(widget.viewport().rect().center())
+        event = QWheelEvent(
+            centre,
+            QPointF(widget.viewport().mapToGlobal(centre.toPoint())),
+            QPoint(0, 0),
+            QPoint(0, -120),
+            Qt.MouseButton.NoButton,
+            modifiers,
+            Qt.ScrollPhase.NoScrollPhase,
+            False,
+        )
+        QApplication.sendEvent(widget.viewport(), event)
+
+    wheel(Qt.KeyboardModifier.NoModifier)
+    assert bar.value() > 0  # the page scrolled ...
+    assert _x(view.latency_plot) == held  # ... and the plot did not zoom
+    scrolled = bar.value()
+    wheel(Qt.KeyboardModifier.ControlModifier)
+    left, right = _x(view.latency_plot)
+    assert right - left > held[1] - held[0]  # wheel down with Ctrl: zoomed out in time
+    assert bar.value() == scrolled
+    assert view.axis.paused  # the user took the axis: it stops following
     view.stop()

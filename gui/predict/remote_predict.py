@@ -73,6 +73,7 @@ class RemotePredict(QObject):
         self.on_stored = on_stored
         self.answers = 0
         self._generation = 0  # a newer choice makes an older one's late metadata moot
+        self._wanted: str | None = None  # the last `use_target` choice
         self.source_box = QComboBox()
         self.source_box.setObjectName("sendTo")
         self.source_box.addItem(LOCAL)
@@ -91,6 +92,10 @@ class RemotePredict(QObject):
         """The stored targets changed: list them, keeping the choice if it is still there."""
         current = self.source_box.currentText()
         before = self.targets.get(current)
+        if self._wanted is not None and self._wanted not in self.targets:
+            listed = {s.target.name for s in targets}
+            if self._wanted in listed:  # the side pane chose it before it was listed here
+                current, before, self._wanted = self._wanted, None, None
         self.targets = {s.target.name: s for s in targets}
         self.source_box.blockSignals(True)
         self.source_box.clear()
@@ -113,6 +118,7 @@ class RemotePredict(QObject):
     def use_target(self, name: str | None) -> None:
         """Show the local form (None) or the stored target `name`'s; the "Send to" choice
         follows (the window's side pane calls this). An unknown name means the local engine."""
+        self._wanted = name  # a target not listed yet is chosen once `set_targets` lists it
         wanted = name if name is not None and name in self.targets else LOCAL
         if self.source_box.currentText() != wanted:
             self.source_box.setCurrentText(wanted)  # -> _chosen

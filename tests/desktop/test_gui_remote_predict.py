@@ -221,9 +221,11 @@ def test_inferdeck_target_builds_a_form_and_shows_labelled_scores(
             await store.add(
                 make_target(name="raw", base_url=f"{served.url}/predict", protocol="json")
             )
+            # The side pane's contract; a target it names before this list has it is chosen
+            # once it is listed.
+            remote.use_target("deck")
+            assert remote.source_box.currentText() == LOCAL
             remote.set_targets(await store.list_all())
-
-            remote.use_target("deck")  # the side pane's contract
             assert remote.source_box.currentText() == "deck"
             await wait_for(lambda: remote.form is not None)
             found["fields"] = list(view._fields)

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiosqlite
@@ -199,7 +200,9 @@ class GroupCommitWriter:
                 await self._wakeup.wait()
                 continue
             self._busy = True
-            groups, finished = self._take()
+            taken, taken_at = self._take()
+            await _in_slices(taken, partial(_build, taken_at=taken_at))
+            groups, finished = self._group(taken)
             error: BaseException | None = None
             try:
                 await self._commit(groups)
@@ -211,39 +214,37 @@ class GroupCommitWriter:
                 self.failure = error
                 if error is None:
                     self.succeeded_at = time.monotonic()
-            for entry in finished:
-                assert entry.on_commit is not None
-                outcome = error
-                if outcome is None and entry.refused:
-                    outcome = RowsRefusedError(entry.refused)
-                try:
-                    entry.on_commit(outcome)
-                except Exception:
-                    log.exception("commit callback failed")
+            await _in_slices(finished, partial(_call_back, error=error))
             self._busy = False
             self._committed.set()
 
-    def _take(self) -> tuple[list[_Group], list[_Entry]]:
-        """Pop whole entries up to `max_rows` rows, grouping consecutive rows of one statement.
+    def _take(self) -> tuple[list[_Entry], int]:
+        """Pop whole entries up to `max_rows` rows, and the moment they were taken.
 
         An entry is never split over two transactions, so its callback hears the one outcome
         that all its rows share; an entry larger than `max_rows` gets a transaction of its own.
-        Returns the groups and the entries with a callback.
         """
-        groups: list[_Group] = []
-        finished: list[_Entry] = []
-        taken = 0
-        now = time.perf_counter_ns()
+        taken: list[_Entry] = []
+        rows = 0
         while self._pending:
             entry = self._pending[0]
-            if taken and taken + entry.count > self._max_rows:
+            if rows and entry.sql is not None and rows + entry.count > self._max_rows:
                 break
             self._pending.popleft()
-            if entry.build is not None:
-                entry.rows, entry.build = entry.build(now), None
+            taken.append(entry)
             if entry.sql is not None:
-                taken += entry.count
+                rows += entry.count
                 self._pending_rows -= entry.count
+        return taken, time.perf_counter_ns()
+
+    @staticmethod
+    def _group(taken: list[_Entry]) -> tuple[list[_Group], list[_Entry]]:
+        """Consecutive rows of one statement grouped for `executemany`, and the entries with a
+        callback."""
+        groups: list[_Group] = []
+        finished: list[_Entry] = []
+        for entry in taken:
+            if entry.sql is not None:
                 last = groups[-1] if groups else None
                 if last is None or not last.takes(entry):
                     last = _Group(entry.sql, entry.check)
@@ -292,6 +293,38 @@ class GroupCommitWriter:
                 await self._conn.rollback()
         except Exception:
             log.exception("rollback failed")
+
+
+# The writer's own work on the event loop (building a transaction's rows, running its
+# callbacks) is done in slices of at most this long, so a 1,000-row commit never holds the loop
+# (the desktop app's GUI thread) for tens of milliseconds at once.
+_SLICE_S = 0.004
+
+
+async def _in_slices(entries: list[_Entry], step: Callable[[_Entry], None]) -> None:
+    """`step` each entry in order, yielding to the loop whenever a slice's time is up."""
+    slice_end = time.perf_counter() + _SLICE_S
+    for entry in entries:
+        step(entry)
+        if time.perf_counter() >= slice_end:
+            await asyncio.sleep(0)
+            slice_end = time.perf_counter() + _SLICE_S
+
+
+def _build(entry: _Entry, taken_at: int) -> None:
+    if entry.build is not None:
+        entry.rows, entry.build = entry.build(taken_at), None
+
+
+def _call_back(entry: _Entry, error: BaseException | None) -> None:
+    assert entry.on_commit is not None
+    outcome = error
+    if outcome is None and entry.refused:
+        outcome = RowsRefusedError(entry.refused)
+    try:
+        entry.on_commit(outcome)
+    except Exception:
+        log.exception("commit callback failed")
 
 
 def _resolver(future: asyncio.Future[None]) -> CommitCallback:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,55 @@ def test_a_file_that_is_not_a_database_gives_a_clear_error(tmp_path: Path, garba
     path.write_bytes(garbage)
     with pytest.raises(Exception, match="cannot use database"):
         asyncio.run(_create(path))
+
+
+def test_a_large_commit_shares_the_loop_while_it_builds_rows_and_calls_back(
+    tmp_path: Path,
+) -> None:
+    """300 rows that each take 1 ms to build and 1 ms to hear their commit: the writer gives the
+    loop back between slices, so another task (the app's painting, its timers) keeps running."""
+
+    def busy_ms() -> None:
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+
+    async def scenario() -> None:
+        db = await open_database(tmp_path / "w.db", max_batch_rows=1000)
+        ticks = 0
+        seen_building: list[int] = []  # the ticker's count as each row was built
+        seen_calling_back: list[int] = []  # ... and as each row heard its commit
+
+        def build(i: int) -> Callable[[int], list[tuple[object, ...]]]:
+            def rows(_start_ns: int) -> list[tuple[object, ...]]:
+                busy_ms()
+                seen_building.append(ticks)
+                return [(f"r{i}", "ok", i)]
+
+            return rows
+
+        def heard(_error: BaseException | None) -> None:
+            busy_ms()
+            seen_calling_back.append(ticks)
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        for i in range(300):
+            db.writer.add_deferred(INSERT, 1, build(i), heard)
+        await db.writer.flush()
+        task.cancel()
+        assert db.writer.rows_committed == 300 and db.writer.commits == 1
+        # 300 ms of building and 300 ms of callbacks for one transaction: the ticker ran
+        # between their slices (each at most ~4 ms), not only before and after them.
+        assert seen_building[-1] - seen_building[0] >= 20, seen_building[-1] - seen_building[0]
+        spread = seen_calling_back[-1] - seen_calling_back[0]
+        assert spread >= 20, spread
+        await db.close()
+
+    asyncio.run(scenario())

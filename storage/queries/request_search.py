@@ -455,11 +455,11 @@ class RequestCount:
     its windows."""
 
     def __init__(
-        self, conn: aiosqlite.Connection, plan: RequestPlan, *, cap: int = COUNT_CAP
+        self, conn: aiosqlite.Connection, plan: RequestPlan, *, cap: int | None = None
     ) -> None:
         self.conn = conn
         self.plan = plan
-        self.cap = cap
+        self.cap = COUNT_CAP if cap is None else cap  # read at run time: a test may lower it
         self.count = 0
         self.done = False
         self.resume: tuple[Any, ...] | None = None

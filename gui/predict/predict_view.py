@@ -124,12 +124,14 @@ class PredictView(QWidget):
         # The heading is only ever a result (a label); messages go to `status_text`. Its size
         # comes from its font and its colour from the palette's text role, so it follows the
         # theme (a style sheet here once drew it black on the dark theme's grey).
-        self.label_text = _wrapping(QLabel("—"))
+        self.label_text = _wrapping(QLabel(""))
         heading = QFont(self.label_text.font())
         heading.setPointSizeF(heading.pointSizeF() * 1.6)
         heading.setWeight(QFont.Weight.DemiBold)
         self.label_text.setFont(heading)
         self.label_text.setForegroundRole(QPalette.ColorRole.WindowText)
+        # Its line is kept while it is empty (a message, no result): the rest does not move up.
+        self.label_text.setMinimumHeight(self.label_text.fontMetrics().height())
         self.status_text = MessageLabel("")
         self.request_text = _wrapping(QLabel(""))
         self.request_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -189,7 +191,7 @@ class PredictView(QWidget):
         self.form_note.setVisible(bool(note))
         for spec in specs:
             prop = schema["properties"][spec.name]
-            error = MessageLabel("", error=True)
+            error = MessageLabel("", error=True, wrap=False)
             editor, read = self._editor(spec.name, spec.type, prop, spec.choices)
             tip = prop.get("description") or spec.name
             if "minimum" in prop and "maximum" in prop:
@@ -405,7 +407,7 @@ class PredictView(QWidget):
 
     def clear_result(self) -> None:
         """No result: the heading, scores, stage and request lines and the message emptied."""
-        self.label_text.setText("—")
+        self.label_text.setText("")
         self.status_text.set_message("")
         while self.scores_layout.rowCount():
             self.scores_layout.removeRow(0)

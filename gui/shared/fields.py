@@ -77,22 +77,33 @@ def text_box(placeholder: str, tooltip: str = "", *, clearable: bool = False) ->
 
 
 class MessageLabel(QLabel):
-    """A wrapped line of text that never widens its column: a field's error, a status line.
+    """Text that never widens its column: a status line (wrapped) or a field's error (one
+    line, always reserved, so an error appearing moves nothing; the whole text is its tooltip).
 
     An error reads in red on either theme: the red is picked against the window colour each
     time the palette changes (a theme switch), so no colour is fixed for one background."""
 
-    def __init__(self, text: str = "", *, error: bool = False) -> None:
+    def __init__(self, text: str = "", *, error: bool = False, wrap: bool = True) -> None:
         super().__init__(text)
         self._error = error
+        self._wrap = wrap
         self._recolouring = False
-        self.setWordWrap(True)
         # Its width comes from the column, never from the length of its text.
-        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        policy.setHeightForWidth(True)
+        if wrap:
+            self.setWordWrap(True)
+            policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            policy.setHeightForWidth(True)
+        else:
+            policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+            self.setFixedHeight(self.fontMetrics().height())
         self.setSizePolicy(policy)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._recolour()
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        if not self._wrap:
+            self.setToolTip(text)  # (a line cut at the column's edge can still be read)
 
     @property
     def error(self) -> bool:

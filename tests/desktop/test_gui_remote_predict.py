@@ -130,7 +130,7 @@ def test_oip_form_from_a_real_server_and_a_prediction_through_it_is_stored(
     }
     assert scores[0][1] > 0.5  # the top class first, as a bar
     assert found["plain_form"] is None
-    assert (found["plain_heading"], found["plain_error"], found["plain_scores"]) == ("—", True, 0)
+    assert (found["plain_heading"], found["plain_error"], found["plain_scores"]) == ("", True, 0)
     row = found["row"]
     assert isinstance(row, dict)
     assert (row["source"], row["target"], row["model"], row["status"]) == (
@@ -185,7 +185,7 @@ def test_unreachable_target_says_why_and_keeps_the_local_form(
 
     run_on_qasync(qapp, main())
     assert str(found["message"]).startswith("gone: cannot read http://127.0.0.1:")
-    assert found["heading"] == "—" and found["error"] is True
+    assert found["heading"] == "" and found["error"] is True
     assert found["fields"] == local_fields
 
 
@@ -274,7 +274,7 @@ def test_inferdeck_target_builds_a_form_and_shows_labelled_scores(
     assert found["message_after_ok"] == ""
     assert "takes raw JSON" in str(found["raw_note"])
     assert found["raw_editor"] == "QPlainTextEdit"
-    assert found["refused_heading"] == "—"  # a refusal is not a result
+    assert found["refused_heading"] == ""  # a refusal is not a result
     assert "raw refused it: http_4" in str(found["refused_message"])
     assert found["refused_error"] is True and found["refused_scores"] == 0
     assert found["local_enabled"] is True

@@ -105,8 +105,11 @@ def build_tree(row: dict[str, Any]) -> SpanNode:
     for s in spans:
         server = isinstance(s, list | tuple) and str(s[0] if s else "").startswith(SERVER_PREFIX)
         node = _span(s, "server" if server else ("client" if remote else "engine"))
-        if node is not None:
-            nodes.append(node)
+        if node is None:
+            continue
+        if node.name == "request":  # a remote request's one span when no answer came
+            node.name = "attempt"
+        nodes.append(node)
     latency = row.get("latency_us")
     total = max([int(latency) if latency else 0, *(n.end_us for n in nodes), 1])
     root = SpanNode("request", 0, total, request_attributes(row), side="request")

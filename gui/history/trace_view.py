@@ -106,6 +106,8 @@ class TraceView(QWidget):
         self.details.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.details.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.details.setColumnWidth(0, 130)
+        self.details.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
+        self.details.setWordWrap(False)
         self.details_box = QGroupBox("Span")
         QVBoxLayout(self.details_box).addWidget(self.details)
 

@@ -8,8 +8,17 @@ the header of that column by `_AxisHeader` (ticks in ms), so axis and bars share
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QModelIndex, QPersistentModelIndex, QRect, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtCore import (
+    QEvent,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QRectF,
+    QSize,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -25,6 +34,7 @@ from gui.history.trace_tree import SpanNode, axis_ticks, ms_text, tick_label
 NAME_COL, DURATION_COL, TIMELINE_COL = 0, 1, 2
 PAD = 8  # px kept free at each end of the timeline column, so the first and last tick show
 ROLE = Qt.ItemDataRole.UserRole
+ROW_HEIGHT = 22
 
 # Client phases in blues, the engine's stages in their own colours, the server's in greens.
 STAGE_COLORS = {
@@ -109,6 +119,12 @@ class _BarDelegate(QStyledItemDelegate):
         painter.fillRect(self._tree.bar_rect(node, rect), span_color(node))
         painter.restore()
 
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        hint = super().sizeHint(option, index)
+        return QSize(hint.width(), max(hint.height(), ROW_HEIGHT))  # room for a readable bar
+
 
 class SpanTreeView(QTreeWidget):
     """The spans of one request as a tree: name, duration and a bar to scale under a time axis.
@@ -136,7 +152,8 @@ class SpanTreeView(QTreeWidget):
         header.setMinimumHeight(26)
         self.setColumnWidth(NAME_COL, 190)
         self.setColumnWidth(DURATION_COL, 90)
-        self.itemEntered.connect(lambda item, _col: self.sigSpanShown.emit(item.data(0, ROLE)))
+        self._hovering = False  # a hovered span, not the selected one, is being shown
+        self.itemEntered.connect(self._show_hovered)
         self.itemSelectionChanged.connect(self._show_selected)
 
     def set_root(self, root: SpanNode | None) -> None:
@@ -156,7 +173,9 @@ class SpanTreeView(QTreeWidget):
         item = QTreeWidgetItem([node.name, ms_text(node.duration_us), ""])
         item.setData(NAME_COL, ROLE, node)
         item.setData(TIMELINE_COL, ROLE, node)
-        item.setTextAlignment(DURATION_COL, Qt.AlignmentFlag.AlignRight)
+        item.setTextAlignment(
+            DURATION_COL, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        )
         item.setToolTip(NAME_COL, f"{node.name}: {ms_text(node.duration_us)}")
         if parent is None:
             self.addTopLevelItem(item)
@@ -213,10 +232,21 @@ class SpanTreeView(QTreeWidget):
         top = area.top() + 4 if area.height() > 8 else area.top()
         return QRectF(left, top, max(right - left, 2.0), max(area.height() - 8, 1))
 
+    def _show_hovered(self, item: QTreeWidgetItem, _column: int) -> None:
+        self._hovering = True
+        self.sigSpanShown.emit(item.data(NAME_COL, ROLE))
+
     def _show_selected(self) -> None:
+        self._hovering = False
         items = self.selectedItems()
         self.sigSpanShown.emit(items[0].data(NAME_COL, ROLE) if items else None)
 
-    def leaveEvent(self, event: QEvent) -> None:
-        super().leaveEvent(event)
-        self._show_selected()  # hover ends: back to the selected span
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        super().mouseMoveEvent(event)
+        if self.itemAt(event.position().toPoint()) is None and self._hovering:
+            self._show_selected()  # off the rows: back to the selected span
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Leave:
+            self._show_selected()  # hover ends: back to the selected span
+        return super().viewportEvent(event)

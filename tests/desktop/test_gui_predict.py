@@ -18,6 +18,8 @@ from pytestqt.qtbot import QtBot
 
 from engine.contracts import ErrorBody
 from engine.models import ModelRegistry
+from engine.models.examples import model_example
+from engine.models.manifest import Manifest
 from engine.work import Work
 from gui.predict.predict_view import PredictView
 from gui.shared.theme import dark_palette
@@ -78,6 +80,26 @@ def test_form_starts_from_the_models_example_with_no_error_shown(qtbot: QtBot) -
     view.model_box.setCurrentText("digits")
     assert view.validate() is not None
     assert "Example" in view._fields["image"].editor.text()  # type: ignore[attr-defined]
+
+
+def test_without_held_out_rows_the_example_comes_from_the_manifest(tmp_path: Path) -> None:
+    manifest = Manifest.model_validate(
+        {
+            "name": "m",
+            "version": "1",
+            "task": "tabular-classification",
+            "inputs": [
+                {"name": "a", "type": "float", "minimum": 0, "maximum": 10},
+                {"name": "b", "type": "int", "default": 3},
+                {"name": "c", "type": "enum", "choices": ["x", "y"]},
+                {"name": "d", "type": "float"},  # no range, no default: left empty
+            ],
+            "labels": ["no", "yes"],
+        }
+    )
+    assert model_example(manifest, tmp_path) == {"a": 5.0, "b": 3, "c": "x"}
+    (tmp_path / "heldout.csv").write_text("a,b,c,d,label\n1.5,7,y,2,yes\n")
+    assert model_example(manifest, tmp_path) == {"a": 1.5, "b": 7, "c": "y", "d": 2.0}
 
 
 def test_an_error_shows_only_once_the_field_was_touched(qtbot: QtBot) -> None:

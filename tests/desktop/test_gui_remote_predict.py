@@ -20,8 +20,9 @@ from pytestqt.qtbot import QtBot
 from qt_helpers import wait_for
 
 from engine.models import ModelRegistry
+from engine.remote.inferdeck_form import form_from_info, raw_form
 from engine.remote.oip_form import form_from_oip
-from engine.remote.protocols import OipInput
+from engine.remote.protocols import OipInput, ProtocolError
 from engine.remote.secrets import TokenStore
 from engine.remote.target_store import TargetStore, make_target
 from engine.server import ServerSettings
@@ -317,6 +318,39 @@ def test_form_rules_for_tensor_shapes_and_datatypes() -> None:
         [("dog", 0.2), ("cat", 0.8)],
         [("extra", "1, 2")],
     )
+    # An inferdeck model's schema: each property's kind, rules and example.
+    info = {
+        "labels": ["no", "yes"],
+        "input_schema": {
+            "properties": {
+                "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                "smoker": {"type": "boolean"},
+                "colour": {"type": "string", "enum": ["red", "blue"]},
+                "pixels": {"type": "array", "items": {"type": "number"}},
+            },
+            "required": ["age", "smoker", "colour", "pixels"],
+        },
+    }
+    deck = form_from_info("t", "m", info)
+    assert [(f.name, f.type, f.choices) for f in deck.fields] == [
+        ("age", "int", None),
+        ("smoker", "enum", ["false", "true"]),
+        ("colour", "enum", ["red", "blue"]),
+        ("pixels", "text", None),
+    ]
+    assert deck.labels == ("no", "yes")
+    assert deck.example == {"age": 60, "smoker": False, "colour": "red"}
+    with pytest.raises(ValueError, match="less than or equal to 120"):
+        deck.inputs.model_validate({**deck.example, "age": 121, "pixels": "1"})
+    checked = deck.inputs.model_validate({**deck.example, "smoker": "true", "pixels": "1, 2"})
+    assert checked.model_dump(by_alias=True)["pixels"] == [1.0, 2.0]
+    with pytest.raises(ProtocolError, match="no input schema"):
+        form_from_info("t", "m", {"labels": []})
+    raw = raw_form("j", None)
+    assert raw.raw and raw.inputs.model_validate({"body": "[1, 2]"}).model_dump()["body"] == [1, 2]
+    with pytest.raises(ValueError, match="not valid JSON"):
+        raw.inputs.model_validate({"body": "{nope"})
+
     inferdeck = {"outputs": {"label": "b", "scores": {"a": 0.1, "b": 0.9}}}
     assert summarize_outputs(inferdeck) == ("b", [("a", 0.1), ("b", 0.9)], [])
     assert summarize_outputs([1, 2]) == ("ok", [], [("answer", "[1,2]")])

@@ -111,6 +111,51 @@ def judge(results: tuple[ProbeResult, ...]) -> tuple[State, str]:
     return "up", "all probes ok"
 
 
+# What each failure class means, in the words a person uses (the class stays, in brackets).
+_PLAIN_ERRORS = {
+    "connect_refused": "nothing is listening at that address (connection refused)",
+    "connect_timeout": "the connection attempt got no answer (connect timeout)",
+    "timeout": "it did not answer in time (timeout)",
+    "reset": "the connection was cut before the answer (reset)",
+    "tls": "the secure connection failed (TLS)",
+    "bad_body": "its answer could not be read (bad body)",
+    "too_large": "its answer was too large (too large)",
+}
+_PLAIN_KINDS: dict[str, str] = {
+    "live": "liveness check",
+    "ready": "readiness check",
+    "model_ready": "model check",
+}
+
+
+def plain_error(error: str | None) -> str:
+    """A probe's failure class (`connect_refused`, `http_503`, `other: …`) in plain words."""
+    if error is None:
+        return "answered"
+    if error.startswith("http_") and error[5:].isdigit():
+        return f"it answered HTTP {error[5:]}"
+    kind, _, rest = error.partition(":")
+    if kind in _PLAIN_ERRORS:
+        return _PLAIN_ERRORS[kind]
+    return rest.strip() or error
+
+
+def plain_reason(done: ProbeRound | None) -> str:
+    """Why a round's state is what it is, in plain words ("" while nothing was probed)."""
+    if done is None:
+        return ""
+    if done.state == "up":
+        return "every health check answered"
+    live = done.result("live")
+    if done.state == "down":
+        return "not probed" if live is None else plain_error(live.error)
+    return "; ".join(
+        f"{_PLAIN_KINDS.get(r.kind, r.kind)}: {plain_error(r.error)}"
+        for r in done.results
+        if not r.ok
+    )
+
+
 def describe_error(exc: BaseException) -> str:
     """A probe's failure as the load runner names it (`engine.remote.classify`), with the
     cause's text where the class alone says too little (TLS, anything unexpected)."""
@@ -138,6 +183,7 @@ class Prober:
         history: int = HISTORY,
         keep_rows: int = KEEP_ROWS,
         prune_every: int = PRUNE_EVERY,
+        resume: ProberSnapshot | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("the probe interval must be positive")
@@ -149,6 +195,12 @@ class Prober:
         self._rounds = 0
         self._recent: deque[ProbeRound] = deque(maxlen=history)
         self._changes: deque[StateChange] = deque(maxlen=history)
+        if resume is not None and resume.target == target.name:
+            # A replacement prober (a new interval) goes on from where the old one was: the
+            # state, since when and the rounds, so "changed" moves only when the state does.
+            self._state, self._since_us, self._rounds = resume.state, resume.since_us, resume.rounds
+            self._recent.extend(resume.recent)
+            self._changes.extend(resume.changes)
         # Storing: every probe's row, and the table pruned to `keep_rows` per target.
         self.db = db
         self.keep_rows = keep_rows

@@ -83,6 +83,9 @@ class Recorder:
         self._rows: list[tuple[Any, ...]] = []
         self._started_ns = 0
         self._base_us = 0  # wall clock (µs) = this + a perf_counter reading in µs
+        # The run's start on the live window's clock: rates are measured over the part of the
+        # window the run has lived (a full window from the first second read ~0, then climbed).
+        self._started_mono: float | None = None
 
     async def begin(self, config: dict[str, Any]) -> int:
         """Open the run (stored as kind "load" when there is a database); its start, in ns."""
@@ -91,6 +94,7 @@ class Recorder:
         else:
             self.run = RunRecorder(new_id(), "load")
         self.run.started_ns = self._started_ns = _now()
+        self._started_mono = time.monotonic()
         self._base_us = time.time_ns() // 1000 - self._started_ns // 1000
         return self._started_ns
 
@@ -181,7 +185,9 @@ class Recorder:
     def snapshot(self) -> LoadSnapshot:
         """The run's figures now, over the live window for rates and percentiles."""
         state = self._state
-        live = self._live.snapshot(queue_depth=0, in_flight=state.in_flight)
+        live = self._live.snapshot(
+            queue_depth=0, in_flight=state.in_flight, since=self._started_mono
+        )
         run = self.run
         started = self._started_ns
         return LoadSnapshot(

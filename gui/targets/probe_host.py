@@ -132,7 +132,8 @@ class ProbeHost(QObject):
             await old.aclose()
             if self.probers.get(name) is not old:
                 continue  # removed or replaced while it stopped
-            self._start_prober(name, old.target)
+            # The state and its "since" carry over: only the schedule changed, not the target.
+            self._start_prober(name, old.target, resume=old.snapshot())
 
     async def probe_now(self, name: str) -> ProbeRound | None:
         """One extra round now, beside the schedule."""
@@ -143,14 +144,18 @@ class ProbeHost(QObject):
         self._tick()
         return done
 
-    def _start_prober(self, name: str, target: Target) -> None:
-        """Probe `target` under `name` on the current schedule (any old prober is stopped)."""
+    def _start_prober(
+        self, name: str, target: Target, resume: ProberSnapshot | None = None
+    ) -> None:
+        """Probe `target` under `name` on the current schedule (any old prober is stopped),
+        going on from `resume` (the old prober's snapshot) when given."""
         prober = Prober(
             target,
             interval_s=self.interval_s,
             db=self.db,
             tokens=self.tokens,
             on_change=self._on_change,
+            resume=resume,
         )
         self.probers[name] = prober
         self._seen[name] = 0

@@ -12,7 +12,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QColor
 
-from engine.remote.prober import ProberSnapshot
+from engine.remote.prober import ProberSnapshot, plain_reason
 from engine.remote.target_store import StoredTarget
 from engine.remote.targets import Target
 from gui.shared.table_model import RIGHT, Index, RowTableModel
@@ -20,7 +20,7 @@ from gui.shared.when import when_text
 from gui.targets.status_timeline import STATE_COLOURS
 from gui.targets.target_dialog import WHERE_TEXT
 
-COLUMNS = ("name", "URL", "protocol", "model", "state", "latency ms", "changed")
+COLUMNS = ("name", "URL", "protocol", "model", "state", "reason", "latency ms", "changed")
 _STATE_COLUMNS = (COLUMNS.index("state"), COLUMNS.index("changed"))
 
 
@@ -74,8 +74,9 @@ class TargetsTableModel(RowTableModel[StoredTarget]):
         if column == "state" and role == Qt.ItemDataRole.ForegroundRole:
             return QColor(STATE_COLOURS[state])
         if role == Qt.ItemDataRole.ToolTipRole:
-            if column == "state" and snap is not None and snap.last is not None:
-                return snap.last.detail
+            if column in ("state", "reason") and snap is not None and snap.last is not None:
+                # The plain words, then the probe's own terms (what the logs and CLI say).
+                return f"{state}: {plain_reason(snap.last)}\n({snap.last.detail})"
             if column == "name":
                 return self._secrets_tip(stored)
         if role == Qt.ItemDataRole.TextAlignmentRole and column == "latency ms":
@@ -94,6 +95,10 @@ class TargetsTableModel(RowTableModel[StoredTarget]):
             return t.model or "—"
         if column == "state":
             return state
+        if column == "reason":
+            # Why it is down or degraded, beside the state (not only in a passing status bar).
+            last = snap.last if snap is not None else None
+            return "" if last is None or last.state == "up" else plain_reason(last)
         if column == "latency ms":
             last = snap.last if snap is not None else None
             probe = last.result("live") if last is not None else None

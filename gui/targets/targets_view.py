@@ -43,7 +43,7 @@ from storage import Database
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
 
-WIDTHS = (140, 260, 80, 100, 90, 90, 140)  # px, one a column of `TargetsTableModel`
+WIDTHS = (140, 240, 80, 100, 80, 260, 80, 120)  # px, one a column of `TargetsTableModel`
 INTERVAL_KEY = "targets/interval_s"
 
 # (text, shortcut, TargetsView method): the menu bar shows these (gui.main_window).

@@ -171,3 +171,58 @@ def test_segments_merge_runs_and_the_monitor_view_hosts_the_timeline(qtbot: QtBo
     monitor.add_panel(timeline)
     assert monitor.isAncestorOf(timeline)
     monitor.stop()
+
+
+def test_a_new_probe_interval_keeps_each_targets_changed_time(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    """Restarting the probers on a new schedule is not a state change: the state, its "changed"
+    time and the timeline's changes carry over, and nobody is told again."""
+    from live_server import free_port
+
+    from gui.targets.targets_table_model import COLUMNS
+
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    notifier = Notifier(window, use_tray=False)
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        db = await open_database(tmp_path / "interval.db")
+        tokens = TokenStore(system_keyring=False)
+        tasks = TaskOwner()
+        host = ProbeHost(db, tokens, interval_s=30.0, max_hz=10.0, notify=notifier.notify)
+        try:
+            view = TargetsView(TargetStore(db, tokens), host, tasks)
+            qtbot.addWidget(view)
+            closed = f"http://127.0.0.1:{free_port()}"
+            await view.store.add(make_target(name="gone", base_url=closed, connect_timeout_s=0.5))
+            await view.load()
+            model = view.table_model
+            changed = COLUMNS.index("changed")
+            await wait_for(lambda: model.data(model.index(0, STATE)) == "down")
+            before = host.probers["gone"]
+            since = before.snapshot().since_us
+            seen["cell_before"] = model.data(model.index(0, changed))
+            await host.set_interval(0.1)
+            after = host.probers["gone"]
+            rounds = after.snapshot().rounds
+            await wait_for(lambda: after.snapshot().rounds >= rounds + 2)  # probed again
+            seen["replaced"] = after is not before
+            seen["since"] = (since, after.snapshot().since_us)
+            seen["changes"] = len(after.snapshot().changes)
+            seen["cell_after"] = model.data(model.index(0, changed))
+            seen["state"] = model.data(model.index(0, STATE))
+        finally:
+            await tasks.wait()
+            await host.aclose()
+            await db.close()
+
+    run_on_qasync(qapp, main())
+    notifier.close()
+    assert seen["replaced"] is True and seen["state"] == "down"
+    since = seen["since"]
+    assert isinstance(since, tuple) and since[0] is not None and since[1] == since[0]
+    assert seen["cell_after"] == seen["cell_before"]
+    assert seen["changes"] == 1  # unknown -> down, once
+    assert len(notifier.sent) == 1, notifier.sent  # the first "down", not again

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import run_on_qasync
 from fault_server import FaultServer
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import QApplication, QMainWindow, QMenu, QMessageBox, QWidget
 from pytestqt.qtbot import QtBot
 from qt_helpers import all_cells, drive, wait_for
@@ -182,12 +182,26 @@ def test_the_window_gets_a_targets_tab_and_menu_with_shortcuts(
     window = MainWindow([registry.models[n] for n in registry.names()], Path("x.db"))
     qtbot.addWidget(window)
     called: list[str] = []
-    page = QWidget()
+
+    class Host(QObject):  # what the window reads of the probers' host
+        sigSnapshots = Signal(dict)
+        sigStateChanged = Signal(str, str, str, str)
+        sigRemoved = Signal(str)
+
+    class Page(QWidget):  # stands in for the Targets view: its list and its host
+        sigTargetsChanged = Signal(list)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.host = Host(self)
+
+    page = Page()
 
     def slot(method: str) -> Callable[[], None]:
         return lambda: called.append(method)
 
-    window.add_targets_view(page, [(text, keys, slot(m)) for text, keys, m in ACTIONS])
+    actions = [(text, keys, slot(m)) for text, keys, m in ACTIONS]
+    window.add_targets_view(page, actions)  # type: ignore[arg-type]
     menus = [a.text() for a in window.menuBar().actions()]
     assert menus.index("&Targets") == menus.index("&Help") - 1
     menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Targets")
@@ -259,3 +273,31 @@ def test_attach_targets_wires_the_window_and_starts_probing_stored_targets(
     assert seen["tab"] == "Targets" and seen["in_monitor"] is True
     assert seen["sources"] == ["Local engine", "earlier"]
     assert seen["probers_after_close"] == {}
+
+
+def test_a_down_target_shows_why_in_its_row_in_plain_words(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    """The reason is in the table (a column beside the state, and the tooltip), not only in a
+    status-bar message that goes away."""
+    from live_server import free_port
+    from PySide6.QtCore import Qt
+
+    seen: dict[str, object] = {}
+
+    async def scenario(view: TargetsView, db: Database, tokens: TokenStore) -> None:
+        closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        await view.store.add(make_target(name="gone", base_url=closed, connect_timeout_s=0.5))
+        await view.load()
+        model = view.table_model
+        state, reason = COLUMNS.index("state"), COLUMNS.index("reason")
+        await wait_for(lambda: model.data(model.index(0, state)) == "down")
+        seen["reason"] = model.data(model.index(0, reason))
+        seen["tip"] = model.data(model.index(0, state), Qt.ItemDataRole.ToolTipRole)
+        seen["header"] = model.headerData(reason, Qt.Orientation.Horizontal)
+
+    drive(qapp, qtbot, tmp_path / "t.db", scenario)
+    assert seen["reason"] == "nothing is listening at that address (connection refused)"
+    tip = str(seen["tip"])
+    assert "nothing is listening" in tip and "connect_refused" in tip
+    assert seen["header"] == "reason"

@@ -11,7 +11,9 @@ import argparse
 import os
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
+import orjson
 from pydantic import ValidationError
 
 from engine.remote.credentials import host_name, redact_url
@@ -45,7 +47,52 @@ class LoadRequest:
 
 
 class LoadStartError(ValueError):
-    """The run cannot start (bad flags, bad payload, unreachable target): one line why."""
+    """The run cannot start (bad flags, bad payload, unreachable target): one line why, and
+    the form's field it is about (`url`, `model`, `payload`), or None for the run as a whole."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+EXAMPLE_URL = "http://127.0.0.1:8000"
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a typed target URL, in the words of someone typing it; None if fine."""
+    text = url.strip()
+    if not text:
+        return f"Type the target's URL, for example {EXAMPLE_URL}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # a port that is not a number raises here
+    except ValueError as exc:
+        if "port" in str(exc).lower():
+            return "The port must be a number from 1 to 65535"
+        return f"This is not a URL: write it like {EXAMPLE_URL}"
+    if parts.scheme not in ("http", "https"):
+        return "The URL must start with http:// or https://"
+    if not parts.hostname:
+        return f"The URL needs a host after {parts.scheme}://, for example {EXAMPLE_URL}"
+    if port == 0:
+        return "The port must be a number from 1 to 65535"
+    return None
+
+
+def payload_problem(choice: PayloadChoice, model: str | None) -> str | None:
+    """What is wrong with the chosen payloads, found without reading a file; None if fine."""
+    if choice.kind == "form":
+        try:
+            value = orjson.loads(choice.text or "{}")
+        except orjson.JSONDecodeError as exc:
+            return f"The payload is not valid JSON ({exc})"
+        if not isinstance(value, dict):
+            return 'The payload must be one JSON object, like {"sepal_length": 5.1}'
+    elif choice.kind == "file" and not choice.text.strip():
+        return "Choose a file of rows (JSON, JSONL or CSV)"
+    elif choice.kind == "history" and not model:
+        return "Replaying stored inputs needs the target's model name"
+    return None
 
 
 def add_gui_arguments(gui: argparse.ArgumentParser) -> None:

@@ -5,6 +5,9 @@ cheap: nothing is emitted per request. A QTimer asks the runner for a `snapshot(
 of a millisecond) at most `poll_hz` times a second and emits it only when something moved; the
 load panel's figures and the Monitor's load plots draw from those.
 
+Before any traffic the target's health is probed once (`engine.remote.load.preflight`): a
+target that is down is refused with its reason, one that is up is told as such.
+
 The run is stored like `inferdeck load`'s (kind "load", every request), and its summary gets
 the UI loop lag measured while it ran (`ui_loop_lag_ms`), as a dropped-file run's does.
 """
@@ -12,6 +15,7 @@ the UI loop lag measured while it ran (`ui_loop_lag_ms`), as a dropped-file run'
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +24,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.cli.load_args import LoadRequest, LoadStartError
 from engine.remote.load import LoadError, LoadRunner, LoadSnapshot
+from engine.remote.load.preflight import Health, check_health
 from engine.remote.payloads import PayloadError, PayloadSource
 from engine.remote.target_store import TargetError, TargetStore
 from engine.tasks import TaskOwner
@@ -68,7 +73,7 @@ async def build_payloads(db: Database | None, request: LoadRequest) -> PayloadSo
 class LoadHost(QObject):
     """One load run at a time on the loop, its snapshots as signals; `attach_load` builds it."""
 
-    sigStarted = Signal()  # the target answered the preflight; traffic starts now
+    sigStarted = Signal(str)  # the target is not down (its health, in words); traffic starts
     sigSnapshot = Signal(object)  # LoadSnapshot, at most `poll_hz` a second
     sigFinished = Signal(dict)  # the stored summary
     sigFailed = Signal(str)  # why the run could not start
@@ -89,6 +94,7 @@ class LoadHost(QObject):
         self.task: asyncio.Task[dict[str, Any] | None] | None = None
         self.last_summary: dict[str, Any] | None = None
         self.last_error: str | None = None
+        self.health: Health | None = None  # the last run's preflight
         self._stop_asked = False
         self._last_key: tuple[int, int, int] | None = None
         self._timer = QTimer(self)
@@ -105,6 +111,7 @@ class LoadHost(QObject):
             return False
         self.last_summary = None
         self.last_error = None
+        self.health = None
         self._stop_asked = False
         self.task = self.tasks.spawn(self.run(request), "load-run")
         return True
@@ -128,6 +135,12 @@ class LoadHost(QObject):
             payloads = await build_payloads(self.db, request)
         except LoadStartError as exc:
             self._fail(str(exc))
+            return None
+        # One round of the target's health probes first: a target that is down is refused
+        # here, with why, instead of a run of refused requests.
+        self.health = health = await check_health(request.target, request.token)
+        if health.down:
+            self._fail(health.text())
             return None
         lag = self.lag
         window = lag.open_window() if lag is not None else None
@@ -160,7 +173,7 @@ class LoadHost(QObject):
         self.runner = runner
         self._last_key = None
         self._timer.start()
-        self.sigStarted.emit()
+        self.sigStarted.emit(health.text())
         try:
             result = await runner.run()
         except Exception as exc:  # the runner stores what it recorded before it gave up
@@ -206,6 +219,10 @@ class LoadWiring:
     plots: LoadPlots
     host: LoadHost
     store: TargetStore | None
+    # The window's status-bar figure (`MainWindow.show_load_rate(per_s, p99_ms, running)`):
+    # called with the live figures while a run goes, once with the stored ones at its end.
+    show_rate: Callable[[float, float | None, bool], None] | None = None
+    _rate_shown: bool = False  # a live figure is in the status bar (a run is sending)
 
     def start(self, request: LoadRequest) -> bool:
         """Start `request` from the panel or the command line; the token of a stored target is
@@ -217,7 +234,7 @@ class LoadWiring:
         if not self.host.start(request):
             self.panel.message.setText("A load run is going: stop it first")
             return False
-        self.panel.on_preparing(request.target)
+        self.panel.on_preparing(request.target, request.plan)
         return True
 
     def connect(self) -> None:
@@ -229,6 +246,26 @@ class LoadWiring:
         host.sigSnapshot.connect(self.plots.on_snapshot)
         host.sigFinished.connect(panel.on_finished)
         host.sigFailed.connect(panel.on_failed)
+        host.sigSnapshot.connect(self._live_rate)
+        host.sigFinished.connect(self._final_rate)
+        host.sigFailed.connect(self._no_rate)
+
+    def _live_rate(self, snap: LoadSnapshot) -> None:
+        if self.show_rate is not None and not snap.done:
+            self._rate_shown = True
+            self.show_rate(snap.throughput_per_s, snap.p99_ms, True)
+
+    def _final_rate(self, summary: dict[str, Any]) -> None:
+        self._rate_shown = False
+        if self.show_rate is not None:
+            p99 = (summary.get("latency_ms") or {}).get("p99")
+            self.show_rate(float(summary.get("throughput_per_s", 0.0)), p99, False)
+
+    def _no_rate(self, _message: str) -> None:
+        # A run that ended in an error after sending: the bar must not say it still runs.
+        if self.show_rate is not None and self._rate_shown:
+            self._rate_shown = False
+            self.show_rate(0.0, None, False)
 
     async def aclose(self) -> None:
         await self.host.aclose()
@@ -248,7 +285,7 @@ async def attach_load(
     panel = LoadPanel()
     plots = LoadPlots()
     host = LoadHost(db, tasks, lag, parent=panel)
-    wiring = LoadWiring(panel, plots, host, store)
+    wiring = LoadWiring(panel, plots, host, store, window.show_load_rate)
     wiring.connect()
     window.add_load_view(panel)
     window.monitor_view.add_panel(plots)

@@ -3,7 +3,11 @@
 The panel only builds a `LoadRequest` and shows what `gui.load.load_host.LoadHost` reports; it
 never touches the runner. A stored target (from the Targets tab's store) fills and locks the
 URL, protocol and model; otherwise they are typed. The figures are labels set from the host's
-throttled snapshots (≤ 20 a second), so they cost nothing per request.
+throttled snapshots (≤ 20 a second), so they cost nothing per request: live (the recent window)
+while the run goes, then the stored run's own summary, the figures `inferdeck runs show` gives.
+
+A field's error is shown under that field, in plain words, when Start finds it, and goes as
+soon as the field is right again.
 """
 
 from __future__ import annotations
@@ -22,19 +26,29 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
-from engine.cli.load_args import LoadRequest, LoadStartError, PayloadChoice, PayloadKind
+from engine.cli.load_args import (
+    LoadRequest,
+    LoadStartError,
+    PayloadChoice,
+    PayloadKind,
+    payload_problem,
+    url_problem,
+)
 from engine.ids import short_id
 from engine.remote.credentials import host_name
 from engine.remote.load import LoadSnapshot
+from engine.remote.load.progress import left_text, progress
 from engine.remote.plan import LoadPlan
 from engine.remote.target_store import StoredTarget
-from engine.remote.targets import PROTOCOLS, Target, describe_validation
-from gui.shared.fields import choice_box, count_box, number_box, text_box
+from engine.remote.targets import PROTOCOLS, Target
+from gui.load.load_live_chart import LoadLiveChart
+from gui.shared.fields import MessageLabel, choice_box, count_box, number_box, text_box
 from gui.shared.file_dialogs import file_dialog
 
 TYPED = "URL below"
@@ -45,6 +59,9 @@ PAYLOADS: tuple[tuple[PayloadKind, str], ...] = (
     ("history", "Replay stored inputs of the model"),
 )
 FIGURES = ("elapsed", "sent", "in flight", "ok", "failed", "throughput", "p50", "p99")
+FIELDS = ("url", "model", "payload")  # the form's fields an error can be shown under
+LIVE_TITLE = "This run: live (the last 5 s)"
+FINAL_TITLE = "This run: final (as stored)"
 
 
 class LoadPanel(QWidget):
@@ -61,14 +78,19 @@ class LoadPanel(QWidget):
         self.target_box.addItem(TYPED)
         self.target_box.setToolTip("A target saved in the Targets tab, or the URL typed below")
         self.target_box.currentTextChanged.connect(self._target_chosen)
-        self.url_edit = text_box("http://127.0.0.1:8000")
+        self.url_edit = text_box("http://127.0.0.1:8000", "The target's base URL")
         self.protocol_box = choice_box(PROTOCOLS)
-        self.model_edit = text_box("model name (inferdeck and oip)")
+        self.model_edit = text_box(
+            "e.g. iris (inferdeck and OIP targets)",
+            "The name of the model the target serves, as its URLs name it "
+            "(/models/iris, /v2/models/iris/infer); leave empty for a plain JSON API",
+        )
 
         self.mode_box = choice_box(
-            ["Open model: a constant rate", "Closed model: N users"],
-            "Open: requests leave on schedule and latency counts from the intended send time "
-            "(a stalling server shows). Closed: each user sends again when answered.",
+            ["Open: a constant rate", "Closed: N users"],
+            "How requests leave. Open: on a schedule, at a fixed rate, and latency counts from "
+            "the intended send time (a stalling server shows). Closed: N users, each sending "
+            "again when answered.",
         )
         self.rate_spin = number_box(0.1, 1_000_000, 100, decimals=1, suffix=" req/s")
         self.users_spin = count_box(1, 10_000, 8, suffix=" users")
@@ -104,22 +126,33 @@ class LoadPanel(QWidget):
         self.stop_button.setToolTip("Stop sending; what was recorded is kept")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.sigStop)
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message = MessageLabel("")
+        # Each field's own error line, under it; hidden while the field is right.
+        self.field_errors: dict[str, MessageLabel] = {}
+        for name in FIELDS:
+            label = MessageLabel("", error=True)
+            label.setVisible(False)
+            self.field_errors[name] = label
+        self.url_edit.textChanged.connect(self._recheck)
+        self.model_edit.textChanged.connect(self._recheck)
+        self.protocol_box.currentTextChanged.connect(self._recheck)
+        self.payload_edit.textChanged.connect(self._recheck)
+        self.file_edit.textChanged.connect(self._recheck)
 
         where = QGroupBox("Target")
         where_form = QFormLayout(where)
         where_form.addRow("Stored target", self.target_box)
         where_form.addRow("URL", self.url_edit)
+        where_form.addRow("", self.field_errors["url"])
         where_form.addRow("Protocol", self.protocol_box)
-        where_form.addRow("Model", self.model_edit)
+        where_form.addRow("Model name", self.model_edit)
+        where_form.addRow("", self.field_errors["model"])
         how = QGroupBox("Traffic")
         how_form = QFormLayout(how)
         rate_row = QHBoxLayout()
         rate_row.addWidget(self.rate_spin)
         rate_row.addWidget(self.users_spin)
-        how_form.addRow("Model", self.mode_box)
+        how_form.addRow("Traffic shape", self.mode_box)
         how_form.addRow("Rate / users", rate_row)
         how_form.addRow("Ramp-up", self.ramp_spin)
         stop_row = QHBoxLayout()
@@ -136,8 +169,13 @@ class LoadPanel(QWidget):
         file_row.addWidget(self.file_edit, 1)
         file_row.addWidget(self.browse_button)
         what_layout.addLayout(file_row)
+        what_layout.addWidget(self.field_errors["payload"])
 
-        figures = QGroupBox("This run")
+        self.figures_box = figures = QGroupBox(LIVE_TITLE)
+        figures.setToolTip(
+            "While the run goes: live figures over the last few seconds. After it: the stored "
+            "run's summary, the same figures `inferdeck runs show` gives."
+        )
         grid = QGridLayout(figures)
         self.figures: dict[str, QLabel] = {}
         for i, name in enumerate(FIGURES):
@@ -154,6 +192,18 @@ class LoadPanel(QWidget):
         self.errors_label = QLabel("errors: none")
         self.errors_label.setWordWrap(True)
         grid.addWidget(self.errors_label, 4, 0, 1, 4)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("")
+        self.progress_bar.setToolTip("Elapsed of the planned duration, or answered of the requests")
+        self.time_left = QLabel("")
+        grid.addWidget(self.progress_bar, 5, 0, 1, 3)
+        grid.addWidget(self.time_left, 5, 3)
+        self.chart = LoadLiveChart()
+        self._plan: LoadPlan | None = None
+        self._wanted: str | None = None  # a target asked for before it was listed
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
@@ -169,9 +219,12 @@ class LoadPanel(QWidget):
         right.addLayout(buttons)
         right.addWidget(self.message)
         right.addStretch(1)
-        layout = QHBoxLayout(self)
-        layout.addLayout(left, 1)
-        layout.addLayout(right, 1)
+        columns = QHBoxLayout()
+        columns.addLayout(left, 1)
+        columns.addLayout(right, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(columns, 1)
+        layout.addWidget(self.chart)
         self._mode_changed()
         self._stop_changed()
         self._payload_changed()
@@ -186,9 +239,22 @@ class LoadPanel(QWidget):
         self.target_box.clear()
         self.target_box.addItem(TYPED)
         self.target_box.addItems(sorted(self._stored))
+        if self._wanted in self._stored:
+            current, self._wanted = self._wanted, None
         self.target_box.setCurrentText(current if current in self._stored else TYPED)
         self.target_box.blockSignals(False)
         self._target_chosen(self.target_box.currentText())
+
+    def select_target(self, name: str | None) -> None:
+        """Pick the stored target `name` (the side pane's choice); None leaves the form as it
+        is. A name not listed yet is picked when the targets arrive."""
+        if name is None:
+            return
+        if name in self._stored:
+            self._wanted = None
+            self.target_box.setCurrentText(name)
+        else:
+            self._wanted = name
 
     def stored_target(self) -> StoredTarget | None:
         return self._stored.get(self.target_box.currentText())
@@ -202,6 +268,7 @@ class LoadPanel(QWidget):
             self.url_edit.setText(stored.target.redacted_url())  # shown, not used: no secrets
             self.protocol_box.setCurrentText(stored.target.protocol)
             self.model_edit.setText(stored.target.model or "")
+        self._recheck()
 
     def _mode_changed(self) -> None:
         open_model = self.mode_box.currentIndex() == 0
@@ -218,6 +285,7 @@ class LoadPanel(QWidget):
         self.payload_edit.setVisible(kind == "form")
         self.file_edit.setVisible(kind == "file")
         self.browse_button.setVisible(kind == "file")
+        self._recheck()
 
     def payload_kind(self) -> PayloadKind:
         kind: PayloadKind = self.payload_box.currentData()
@@ -260,8 +328,52 @@ class LoadPanel(QWidget):
         elif request.payload.kind == "file":
             self.file_edit.setText(request.payload.text)
 
+    # -- field errors ---------------------------------------------------------------------------
+
+    def _problems(self) -> dict[str, str]:
+        """What is wrong with each field now, in plain words (an empty dict: nothing)."""
+        found: dict[str, str] = {}
+        model = self.model_edit.text().strip() or None
+        if self.stored_target() is None:
+            problem = url_problem(self.url_edit.text())
+            if problem is not None:
+                found["url"] = problem
+            if self.protocol_box.currentText() == "oip" and not model:
+                found["model"] = "An OIP target needs the model's name"
+        choice = self._payload_choice()
+        problem = payload_problem(choice, model)
+        if problem is not None:
+            found["payload"] = problem
+        return found
+
+    def _show_errors(self, problems: dict[str, str]) -> None:
+        for name, label in self.field_errors.items():
+            text = problems.get(name, "")
+            label.set_message(text, error=True)
+            label.setVisible(bool(text))
+
+    def _recheck(self, *_args: object) -> None:
+        """A field changed: an error shown under it goes as soon as it is right (or says what is
+        wrong now); fields with no error shown yet are left alone until Start."""
+        if not any(label.text() for label in self.field_errors.values()):
+            return
+        problems = self._problems()
+        shown = {
+            n: problems[n] for n, lbl in self.field_errors.items() if lbl.text() and n in problems
+        }
+        self._show_errors(shown)
+
+    def _payload_choice(self) -> PayloadChoice:
+        kind = self.payload_kind()
+        text = {"form": self.payload_edit.toPlainText(), "file": self.file_edit.text().strip()}
+        return PayloadChoice(kind, text.get(kind, ""))
+
     def request(self) -> LoadRequest:
-        """The form as a request; `LoadStartError` names what is wrong."""
+        """The form as a request; `LoadStartError` says what is wrong, and with which field."""
+        problems = self._problems()
+        if problems:
+            field, text = next(iter(problems.items()))
+            raise LoadStartError(text, field)
         stored = self.stored_target()
         if stored is not None:
             target = stored.target
@@ -275,7 +387,10 @@ class LoadPanel(QWidget):
                     model=self.model_edit.text().strip() or None,
                 )
             except ValidationError as exc:
-                raise LoadStartError(describe_validation(exc)) from None
+                # What `url_problem` does not see (a user:password beside an Authorization
+                # header): the validator's own sentence, without the internal field name.
+                message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                raise LoadStartError(f"The URL is not usable: {message}", "url") from None
         open_model = self.mode_box.currentIndex() == 0
         by_time = self.stop_box.currentIndex() == 0
         try:
@@ -289,15 +404,22 @@ class LoadPanel(QWidget):
             )
         except ValueError as exc:
             raise LoadStartError(str(exc)) from None
-        kind = self.payload_kind()
-        text = {"form": self.payload_edit.toPlainText(), "file": self.file_edit.text().strip()}
-        return LoadRequest(target, plan, PayloadChoice(kind, text.get(kind, "")))
+        return LoadRequest(target, plan, self._payload_choice())
 
     def start(self) -> None:
+        problems = self._problems()
+        self._show_errors(problems)
+        if problems:
+            self.message.set_message("")  # each error is under its field
+            return
         try:
             request = self.request()
         except LoadStartError as exc:
-            self.message.setText(str(exc))
+            if exc.field in self.field_errors:
+                self._show_errors({exc.field: str(exc)})
+                self.message.set_message("")
+            else:
+                self.message.set_message(str(exc), error=True)
             return
         self.sigStart.emit(request)
 
@@ -307,17 +429,30 @@ class LoadPanel(QWidget):
         self.start_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
-    def on_preparing(self, target: Target) -> None:
+    def on_preparing(self, target: Target, plan: LoadPlan | None = None) -> None:
         self.set_running(True)
+        self._plan = plan
         for value in self.figures.values():
             value.setText("—")
         self.errors_label.setText("errors: none")
-        self.message.setText(f"Checking {target.redacted_url()} …")
+        self.figures_box.setTitle(LIVE_TITLE)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("")
+        self.time_left.setText("")
+        self.chart.reset()
+        self.message.set_message(f"Checking that {target.redacted_url()} is up…")
 
-    def on_started(self) -> None:
-        self.message.setText("Sending…")
+    def on_started(self, health: str = "") -> None:
+        self.message.set_message(f"{health}: sending…" if health else "Sending…")
 
     def on_snapshot(self, snap: LoadSnapshot) -> None:
+        if not snap.done:
+            self.chart.on_snapshot(snap)
+        if self._plan is not None:
+            done = progress(self._plan, snap.elapsed_s, snap.completed)
+            self.progress_bar.setValue(round(done.done * 1000))
+            self.progress_bar.setFormat(f"{done.done:.0%}")
+            self.time_left.setText(left_text(done.left_s))
         values = self.figures
         values["elapsed"].setText(f"{snap.elapsed_s:,.1f} s")
         values["sent"].setText(f"{snap.sent:,}")
@@ -330,21 +465,37 @@ class LoadPanel(QWidget):
         self.errors_label.setText(error_text(snap.errors))
 
     def on_finished(self, summary: dict[str, Any]) -> None:
+        """The run is stored: every figure is now the stored summary's (one set of numbers,
+        the same `inferdeck runs show` prints), no longer the live window's."""
         self.set_running(False)
         lat = summary.get("latency_ms") or {}
         lag = summary.get("ui_loop_lag_ms") or {}
-        text = (
-            f"Run {short_id(str(summary.get('run_id', '')))} stored: {summary.get('ok', 0):,} ok, "
-            f"{summary.get('failed', 0):,} failed in {summary.get('duration_s', 0):,.1f} s, "
-            f"{summary.get('throughput_per_s', 0):,.0f}/s, p99 {lat.get('p99', 0):,.2f} ms"
-        )
+        values = self.figures
+        values["elapsed"].setText(f"{summary.get('duration_s', 0):,.1f} s")
+        values["sent"].setText(f"{summary.get('sent', summary.get('accepted', 0)):,}")
+        values["in flight"].setText("0")
+        values["ok"].setText(f"{summary.get('ok', 0):,}")
+        values["failed"].setText(f"{summary.get('failed', 0):,}")
+        values["throughput"].setText(f"{summary.get('throughput_per_s', 0):,.0f}/s")
+        values["p50"].setText(f"{lat.get('p50', 0):,.2f} ms")
+        values["p99"].setText(f"{lat.get('p99', 0):,.2f} ms")
+        self.errors_label.setText(error_text(summary.get("errors") or {}))
+        self.figures_box.setTitle(FINAL_TITLE)
+        if self._plan is not None and not summary.get("not_sent"):
+            finished = summary.get("sent", 0) >= (self._plan.requests or 0)
+            if self._plan.duration_s is not None or finished:
+                self.progress_bar.setValue(1000)
+                self.progress_bar.setFormat("100%")
+        self.time_left.setText("done")
+        text = f"Run {short_id(str(summary.get('run_id', '')))} stored"
         if lag:
             text += f" · UI lag p99 {lag.get('p99', 0):.1f} ms"
-        self.message.setText(text)
+        self.message.set_message(text)
 
     def on_failed(self, message: str) -> None:
         self.set_running(False)
-        self.message.setText(f"Could not start: {message}")
+        self.time_left.setText("")
+        self.message.set_message(f"Could not start: {message}", error=True)
 
 
 def error_text(errors: dict[str, int]) -> str:

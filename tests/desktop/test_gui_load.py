@@ -4,22 +4,25 @@ a real SQLite file, driven on a qasync loop as the app drives them."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from conftest import run_on_qasync
 from fault_server import FaultServer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QFormLayout, QLabel, QWidget
 from pytestqt.qtbot import QtBot
 from tiny_server import TinyServer
 
 from engine.cli.load_args import LoadStartError, PayloadChoice
 from engine.ids import short_id
 from engine.remote.load import LoadSnapshot
+from engine.remote.target_store import StoredTarget, make_target
 from engine.tasks import TaskOwner
 from gui.load.load_host import LoadHost, LoadWiring
 from gui.load.load_panel import LoadPanel
@@ -110,6 +113,8 @@ def test_a_run_from_the_panel_shows_its_final_counts_and_stores_every_request(
             seen["snapshots"] = len(snapshots)
             seen["final"] = snapshots[-1]
             seen["plot_points"] = len(wiring.plots.t.view())
+            seen["title"] = panel.figures_box.title()
+            seen["progress"] = (panel.progress_bar.value(), panel.progress_bar.text())
 
         _drive(qapp, qtbot, db_path, scenario)
     summary = seen["summary"]
@@ -120,7 +125,9 @@ def test_a_run_from_the_panel_shows_its_final_counts_and_stores_every_request(
     assert isinstance(figures, dict)
     assert (figures["sent"], figures["ok"], figures["failed"]) == ("240", "240", "0")
     assert figures["in flight"] == "0"
-    assert f"Run {short_id(summary['run_id'])} stored: 240 ok, 0 failed" in str(seen["message"])
+    assert f"Run {short_id(summary['run_id'])} stored" in str(seen["message"])
+    assert seen["title"] == "This run: final (as stored)"
+    assert seen["progress"] == (1000, "100%")
     assert seen["buttons"] == (True, False)
     final = seen["final"]
     assert isinstance(final, LoadSnapshot) and final.done and final.completed == 240
@@ -223,8 +230,8 @@ def test_an_unreachable_target_or_bad_payload_says_why_and_stores_no_run(
         panel.payload_box.setCurrentIndex(1)
         panel.payload_edit.setPlainText("[1, 2]")
         panel.start_button.click()
-        await _until(lambda: wiring.host.last_error is not None)
-        seen["bad_payload"] = panel.message.text()
+        seen["bad_payload"] = panel.field_errors["payload"].text()
+        assert not wiring.host.running  # refused by the form, before anything was sent
         panel.payload_edit.setPlainText('{"x": 1}')
         panel.start_button.click()
         await _until(lambda: not wiring.host.running)
@@ -232,13 +239,16 @@ def test_an_unreachable_target_or_bad_payload_says_why_and_stores_no_run(
         seen["start_enabled"] = panel.start_button.isEnabled()
         panel.url_edit.setText("ftp://nowhere")
         panel.start_button.click()
-        seen["bad_url"] = panel.message.text()
+        seen["bad_url"] = panel.field_errors["url"].text()
 
     _drive(qapp, qtbot, db_path, scenario)
-    assert seen["bad_payload"] == "Could not start: the payload must be a JSON object"
-    assert "unreachable (connect_refused" in str(seen["unreachable"])
+    assert seen["bad_payload"] == 'The payload must be one JSON object, like {"sepal_length": 5.1}'
+    assert str(seen["unreachable"]).startswith("Could not start: http://127.0.0.1:")
+    assert str(seen["unreachable"]).endswith(
+        "is down: nothing is listening at that address (connection refused)"
+    )
     assert seen["start_enabled"] is True
-    assert "base_url" in str(seen["bad_url"]) and "http" in str(seen["bad_url"])
+    assert seen["bad_url"] == "The URL must start with http:// or https://"
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT count(*) FROM runs WHERE kind = 'load'").fetchone() == (0,)
 
@@ -272,5 +282,181 @@ def test_the_panel_builds_the_plan_it_shows(qtbot: QtBot) -> None:
     panel.ramp_spin.setValue(0)
     assert panel.request().plan.rate == pytest.approx(0.1)
     panel.url_edit.setText("not a url")
-    with pytest.raises(LoadStartError, match="base_url"):
+    with pytest.raises(LoadStartError, match="must start with http:// or https://") as raised:
         panel.request()
+    assert raised.value.field == "url"
+
+
+def _stored_target(name: str, url: str) -> StoredTarget:
+    return StoredTarget(make_target(name=name, base_url=url, model="iris"), 0, 0, False, ())
+
+
+def _form_labels(panel: LoadPanel) -> dict[str, QWidget]:
+    """Every form row's label text -> its field, over the panel's forms."""
+    found: dict[str, QWidget] = {}
+    for form in panel.findChildren(QFormLayout):
+        for row in range(form.rowCount()):
+            label = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            field = form.itemAt(row, QFormLayout.ItemRole.FieldRole)
+            widget = label.widget() if label is not None else None
+            if isinstance(widget, QLabel) and field is not None:
+                text = widget.text()
+                if text:
+                    assert text not in found, f"two fields are labelled {text!r}"
+                    found[text] = field.widget() or QWidget()
+    return found
+
+
+def test_field_errors_sit_under_their_field_in_plain_words_and_go_once_it_is_right(
+    qtbot: QtBot,
+) -> None:
+    panel = LoadPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1000, 700)
+    panel.show()
+    url_error = panel.field_errors["url"]
+    assert not any(label.isVisible() for label in panel.field_errors.values())  # untouched
+    started: list[object] = []
+    panel.sigStart.connect(started.append)
+    panel.url_edit.setText("localhost:8000")
+    panel.start_button.click()
+    assert started == []
+    assert url_error.isVisible() and url_error.text() == (
+        "The URL must start with http:// or https://"
+    )
+    assert url_error.error  # drawn as an error
+    # Beside its field: in the same group, just under the URL box; not in the message far away.
+    assert url_error.parentWidget() is panel.url_edit.parentWidget()
+    below = url_error.geometry().top() - panel.url_edit.geometry().bottom()
+    assert 0 <= below < 20
+    assert panel.message.text() == ""
+    texts = " ".join(w.text() for w in panel.findChildren(QLabel))
+    assert "base_url" not in texts
+    # Typing: a different problem reads differently; a valid URL clears it at once.
+    panel.url_edit.setText("http://")
+    assert url_error.text().startswith("The URL needs a host after http://")
+    panel.url_edit.setText("http://127.0.0.1:8000")
+    assert not url_error.isVisible() and url_error.text() == ""
+    # Wrong again, then a stored target is picked: the typed URL no longer matters.
+    panel.url_edit.setText("ftp://x")
+    panel.start_button.click()
+    assert url_error.isVisible()
+    panel.set_targets([_stored_target("svc", "http://127.0.0.1:8000")])
+    panel.target_box.setCurrentText("svc")
+    assert not url_error.isVisible()
+    # The payload's error, under the payload, and gone when the JSON is an object.
+    panel.payload_box.setCurrentIndex(1)
+    panel.payload_edit.setPlainText("[1, 2]")
+    panel.start_button.click()
+    payload_error = panel.field_errors["payload"]
+    assert payload_error.isVisible() and "one JSON object" in payload_error.text()
+    panel.payload_edit.setPlainText('{"x": 1}')
+    assert not payload_error.isVisible()
+    panel.start_button.click()
+    assert len(started) == 1
+
+
+def test_the_two_model_fields_have_distinct_labels_and_tooltips(qtbot: QtBot) -> None:
+    panel = LoadPanel()
+    qtbot.addWidget(panel)
+    labels = _form_labels(panel)  # asserts no label is used twice
+    assert "Model" not in labels
+    assert labels["Model name"] is panel.model_edit
+    assert labels["Traffic shape"] is panel.mode_box
+    assert "model the target serves" in panel.model_edit.toolTip()
+    assert "Open" in panel.mode_box.toolTip() and "Closed" in panel.mode_box.toolTip()
+
+
+def test_select_target_picks_a_stored_target_now_or_when_it_is_listed(qtbot: QtBot) -> None:
+    panel = LoadPanel()
+    qtbot.addWidget(panel)
+    panel.set_targets([_stored_target("a", "http://127.0.0.1:1"), _stored_target("b", "http://b")])
+    panel.select_target("b")
+    assert panel.target_box.currentText() == "b" and not panel.url_edit.isEnabled()
+    panel.select_target(None)  # the local engine: the form stays as it is
+    assert panel.target_box.currentText() == "b"
+    panel.select_target("c")  # saved a moment ago, not listed here yet
+    assert panel.target_box.currentText() == "b"
+    panel.set_targets([_stored_target(n, f"http://{n}") for n in ("a", "b", "c")])
+    assert panel.target_box.currentText() == "c"
+
+
+def test_a_steady_run_shows_progress_a_live_rate_at_once_then_the_stored_figures(
+    qapp: QApplication, qtbot: QtBot, db_path: Path
+) -> None:
+    """Live figures while it runs (labelled live, the rate right from the first second, a
+    progress bar and time left, a chart in the tab, the status bar fed), then one set of
+    numbers: the stored run's summary, as `inferdeck runs show` prints it."""
+    seen: dict[str, object] = {}
+    with TinyServer() as server:
+
+        async def scenario(wiring: LoadWiring) -> None:
+            panel = wiring.panel
+            rates: list[tuple[float, float | None, bool]] = []
+            wiring.show_rate = lambda per_s, p99, running: rates.append((per_s, p99, running))
+            _set_url(panel, server.url)
+            panel.rate_spin.setValue(200)
+            panel.duration_spin.setValue(2.5)
+            snapshots: list[LoadSnapshot] = []
+            wiring.host.sigSnapshot.connect(snapshots.append)
+            progress: list[tuple[int, str, str]] = []
+
+            def watch(_snap: LoadSnapshot) -> None:
+                bar = panel.progress_bar
+                progress.append((bar.value(), panel.time_left.text(), panel.figures_box.title()))
+
+            wiring.host.sigSnapshot.connect(watch)
+            panel.start_button.click()
+            await _until(lambda: wiring.host.runner is not None)
+            seen["started_message"] = panel.message.text()
+            await _until(lambda: wiring.host.last_summary is not None)
+            seen["summary"] = wiring.host.last_summary
+            seen["figures"] = {k: v.text() for k, v in panel.figures.items()}
+            seen["end"] = (panel.progress_bar.value(), panel.time_left.text())
+            seen["title"] = panel.figures_box.title()
+            seen["chart"] = (panel.chart.t.count, panel.isAncestorOf(panel.chart))
+            seen["snapshots"], seen["progress"], seen["rates"] = snapshots, progress, rates
+
+        _drive(qapp, qtbot, db_path, scenario)
+    assert str(seen["started_message"]).endswith("is up: sending…")
+    summary = seen["summary"]
+    assert isinstance(summary, dict)
+    # The live rate in the run's first second is the rate answered so far (over the part of
+    # the window the run has lived), not a count spread over a window that began before it.
+    snapshots = seen["snapshots"]
+    assert isinstance(snapshots, list)
+    early = [s for s in snapshots if 0.2 <= s.elapsed_s <= 1.2 and s.ok >= 1]
+    assert early, [(s.elapsed_s, s.ok) for s in snapshots]
+    for snap in early:
+        so_far = snap.ok / snap.elapsed_s
+        assert 0.9 * so_far <= snap.throughput_per_s <= 1.1 * so_far, (snap, so_far)
+    # Progress moves up while it runs, with the time left and a "live" title.
+    progress = seen["progress"]
+    assert isinstance(progress, list)
+    running = [p for p in progress if 0 < p[0] < 1000]
+    assert len(running) >= 3
+    assert [p[0] for p in running] == sorted(p[0] for p in running)
+    assert all(re.fullmatch(r"\d s left", p[1]) for p in running), running
+    assert all(p[2] == "This run: live (the last 5 s)" for p in progress)
+    assert seen["end"] == (1000, "done")
+    chart = seen["chart"]
+    assert isinstance(chart, tuple) and chart[0] >= 3 and chart[1] is True
+    # One final set of numbers: the stored summary's, exactly as the database has it.
+    with sqlite3.connect(db_path) as conn:
+        (stored_json,) = conn.execute(
+            "SELECT summary FROM runs WHERE run_id = ?", (summary["run_id"],)
+        ).fetchone()
+    stored = orjson.loads(stored_json)
+    figures = seen["figures"]
+    assert isinstance(figures, dict)
+    assert seen["title"] == "This run: final (as stored)"
+    assert figures["throughput"] == f"{stored['throughput_per_s']:,.0f}/s"
+    assert figures["p99"] == f"{stored['latency_ms']['p99']:,.2f} ms"
+    assert figures["p50"] == f"{stored['latency_ms']['p50']:,.2f} ms"
+    assert figures["elapsed"] == f"{stored['duration_s']:,.1f} s"
+    assert (figures["ok"], figures["failed"]) == (f"{stored['ok']:,}", f"{stored['failed']:,}")
+    # The status bar: live figures while running, then once the stored ones, not running.
+    rates = seen["rates"]
+    assert isinstance(rates, list) and len(rates) >= 3
+    assert all(r[2] for r in rates[:-1])
+    assert rates[-1] == (stored["throughput_per_s"], stored["latency_ms"]["p99"], False)

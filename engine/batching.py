@@ -25,6 +25,7 @@ from engine.work import Work
 from storage.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
+    from engine.models.runtime import LoadedModel
     from engine.pipeline import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,9 @@ class Batcher:
         rows = [w.features for w in group if w.features is not None]
         outputs: list[dict[str, Any]] | None = None
         try:
-            probs: np.ndarray = await loop.run_in_executor(
-                self._executor, model.predict_batch, rows
-            )
-            outputs = _outputs(probs, model.labels)
+            # Labelling the scores happens in the executor too: it is per-row Python work, and
+            # the loop it would run on is the desktop app's GUI thread.
+            outputs = await loop.run_in_executor(self._executor, _predict_outputs, model, rows)
         except Exception as exc:  # a model failure fails this batch, not the engine
             log.error("inference failed for model %s: %s", model.name, exc, exc_info=True)
             failure = error("inference_failed", f"inference failed: {type(exc).__name__}: {exc}")
@@ -111,6 +111,10 @@ class Batcher:
                 work.status, work.output = "ok", outputs[i]
             work.ready_ns = done
         self._commit.write(group)
+
+
+def _predict_outputs(model: LoadedModel, rows: list[Any]) -> list[dict[str, Any]]:
+    return _outputs(model.predict_batch(rows), model.labels)
 
 
 def _outputs(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:

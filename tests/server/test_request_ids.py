@@ -382,7 +382,7 @@ class GateExecutor(ThreadPoolExecutor):
         self.gate = threading.Event()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        if getattr(fn, "__name__", "") != "predict_batch":
+        if getattr(fn, "__name__", "") not in ("predict_batch", "_predict_outputs"):
             return super().submit(fn, *args, **kwargs)
 
         def gated() -> Any:

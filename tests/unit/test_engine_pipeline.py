@@ -61,9 +61,10 @@ class CountingExecutor(ThreadPoolExecutor):
         self.batch_sizes: list[int] = []
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        if getattr(fn, "__name__", "") != "predict_batch":
+        # The batcher's inference job: the model's rows are its last argument.
+        if getattr(fn, "__name__", "") not in ("predict_batch", "_predict_outputs"):
             return super().submit(fn, *args, **kwargs)
-        self.batch_sizes.append(len(args[0]))
+        self.batch_sizes.append(len(args[-1]))
         delay = self.delay_s
 
         def job() -> T:

@@ -92,7 +92,7 @@ class RequestsView(QWidget):
         self.count_label = QLabel()
         self.count_label.setToolTip("How many stored requests match the filters")
         self.empty_label = QLabel()
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.empty_label.setWordWrap(True)
         self.empty_label.hide()
         self._typing = QTimer(self)
@@ -129,14 +129,18 @@ class RequestsView(QWidget):
             bar.addWidget(widget)
         bar.addWidget(self.source_edit, 1)
         bar.addWidget(self.text_edit, 2)
-        bar.addWidget(self.search_label)
-        bar.addWidget(self.count_label)
         bar.addWidget(self.rerun_button)
+        # Under the table, a line of its own: the empty state, search progress and the count
+        # (the filter bar keeps its width for the filters at 1024 px).
+        footer = QHBoxLayout()
+        footer.addWidget(self.empty_label, 1)
+        footer.addWidget(self.search_label)
+        footer.addWidget(self.count_label)
         self.table.activated.connect(lambda index: self.sigOpen.emit(model.row(index.row())))
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
         layout.addWidget(self.table, 1)
-        layout.addWidget(self.empty_label)
+        layout.addLayout(footer)
 
     def current_filter(self) -> tuple[RequestFilter, str]:
         status = self.status_box.currentText()

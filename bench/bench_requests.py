@@ -7,7 +7,11 @@ and bulk inserts of rows shaped as the engine writes them, then measures on the 
    then bounded `RequestScan` steps): the page's time, how many queries it took and the longest;
 2. the real `RequestsTableModel` on a qasync loop: time from `set_filter` to its first rows and
    to `sigLoaded`, and the loop's worst stall meanwhile;
-3. the filter boxes' choices (`client_ids`, `recent_sources`); bytes per row, table and indexes.
+3. the filter boxes' choices (`client_ids`, `recent_sources`); bytes per row, table and indexes;
+4. `--floor` (issue 13's numbers, only these): through the real `RequestsTableModel`, (a) the
+   live tail: rows committed by another connection -> `poll_tail` -> the rows on top of the
+   table, and (b) a filter keystroke: the text as typed -> `set_filter` -> the first page in
+   (and the first rows), for text and column filters; each must be <= 100 ms at 1,000,000 rows.
 
 Medians of `--repeat` runs (warm OS cache), printed as a table and saved to bench/out/requests.json.
 One script over 400 lines on purpose: the building, the three measurements and the table share
@@ -576,6 +580,134 @@ def measure_model(
     return results
 
 
+TAIL_ROWS = 20  # rows another process commits per live-tail measurement
+
+
+def floor_cases() -> list[tuple[str, RequestFilter, str]]:
+    """A keystroke's filters: a label, the Trace's JSON as typed, an error's words, a request
+    that matches nothing (every row examined), a column filter, a scope and a sort."""
+    rf = RequestFilter
+    return [
+        ("type: virginica", rf(text="virginica"), "time"),
+        ('type: "sepal_length": 7.9', rf(text='"sepal_length": 7.9'), "time"),
+        ("type: Field required", rf(text="Field required"), "time"),
+        ("type: matches nothing", rf(text="no such text"), "time"),
+        ("type: digit_0 (a source)", rf(text="digit_0"), "time"),
+        ("status=rejected", rf(status="rejected"), "time"),
+        ("scope=local + virginica", rf(target="local", text="virginica"), "time"),
+        ("sort by label", rf(), "label"),
+        ("sort by model + virginica", rf(text="virginica"), "model"),
+    ]
+
+
+def measure_floor(path: Path, repeat: int) -> dict[str, Any]:
+    """Issue 13's floor through the real table model on a qasync loop: the live tail (rows
+    another connection commits, to those rows on top) and a filter keystroke (to the first
+    page; the first rows too). The view polls every 500 ms; the tail's own time is measured."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    from engine.tasks import TaskOwner
+    from gui.history.requests_table_model import RequestsTableModel
+
+    app = QApplication.instance() or QApplication([])
+    out: dict[str, Any] = {"tail": {}, "keystroke": {}}
+    rng = random.Random(99)
+
+    def commit_rows(conn: sqlite3.Connection, n: int) -> None:
+        now = int(time.time() * 1_000_000)
+        rows = []
+        for i in range(n):
+            row = dict.fromkeys(REQUEST_COLUMNS)
+            row.update(
+                request_id=_uuid7(now // 1000, i, rng),
+                source="load",
+                target="local" if i % 2 else "web",
+                model="iris",
+                client_id="load",
+                status="ok",
+                created_us=now + i,
+                latency_us=900,
+                finished_us=now + i + 900,
+                input=_iris_input(rng),
+                output=_dumps(_scores(rng, IRIS)),
+            )
+            rows.append(row_tuple(row))
+        with conn:
+            conn.executemany(
+                f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})",
+                rows,
+            )
+
+    async def scenario() -> None:
+        db = await open_database(path)
+        tasks = TaskOwner()
+        model = RequestsTableModel(db, tasks)
+        loaded = asyncio.Event()
+        first_rows: list[float] = []
+        model.sigLoaded.connect(loaded.set)
+        model.rowsInserted.connect(lambda *_: first_rows.append(time.perf_counter()))
+        other = sqlite3.connect(path)  # another writer, as `inferdeck serve` would be
+        try:
+            for name, where, sort in floor_cases():
+                pages, firsts = [], []
+                for _ in range(repeat + 1):
+                    loaded.clear()
+                    first_rows.clear()
+                    t = time.perf_counter()
+                    model.set_filter(where, sort, sort in ("time", "latency"))
+                    await loaded.wait()
+                    pages.append(_ms(t))
+                    firsts.append((first_rows[0] - t) * 1000 if first_rows else pages[-1])
+                    await tasks.wait()
+                out["keystroke"][name] = {
+                    "rows": model.rowCount(),
+                    "first_page_ms": round(statistics.median(pages[1:]), 2),
+                    "first_rows_ms": round(statistics.median(firsts[1:]), 2),
+                    "max_first_page_ms": round(max(pages[1:]), 2),
+                }
+                print(f"  keystroke {name:30} {out['keystroke'][name]}", flush=True)
+            for name, where in (
+                ("no filter", RequestFilter()),
+                ("status=ok", RequestFilter(status="ok")),
+                ("scope=web", RequestFilter(target="web")),
+                ("text=virginica", RequestFilter(text="virginica")),
+            ):
+                model.set_filter(where)
+                await tasks.wait()
+                times = []
+                for _ in range(repeat + 1):
+                    before = model.rowCount()
+                    commit_rows(other, TAIL_ROWS)
+                    t = time.perf_counter()
+                    model.poll_tail()
+                    await tasks.wait()
+                    times.append(_ms(t))
+                    assert model.rowCount() > before, name
+                out["tail"][name] = {
+                    "rows_per_commit": TAIL_ROWS,
+                    "tail_ms": round(statistics.median(times[1:]), 2),
+                    "max_tail_ms": round(max(times[1:]), 2),
+                }
+                print(f"  tail {name:30} {out['tail'][name]}", flush=True)
+        finally:
+            other.close()
+            await tasks.wait()
+            await db.close()
+
+    loop = qasync.QEventLoop(app)
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    # The rows written here are not the benchmark's: remove them, the cached file stays as built.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM requests WHERE client_id = 'load'")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -584,6 +716,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT / "requests.json")
     parser.add_argument("--only", help="run only the cases whose name contains this")
     parser.add_argument("--skip-model", action="store_true", help="queries only, no Qt model")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="only the live tail and a filter keystroke (issue 13): bench/out/requests-floor.json",
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     path = args.db or OUT / f"requests-{args.rows}.db"
@@ -601,6 +738,13 @@ def main() -> None:
     result["open_s"] = {"seconds": round(time.perf_counter() - t, 2), "from_schema": before}
     result["footprint"] = footprint(path)
     print(json.dumps(result, indent=1), flush=True)
+    if args.floor:
+        print("RequestsTableModel: keystroke -> first page, live tail -> rows on top (ms):")
+        result["floor"] = measure_floor(path, args.repeat)
+        floor_out = OUT / "requests-floor.json"
+        floor_out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written to {floor_out}")
+        return
     todo = [c for c in cases(path) if not args.only or args.only in c[0]]
     print("page_requests (ms):", flush=True)
     result["queries"] = asyncio.run(measure_queries(path, todo, args.repeat))

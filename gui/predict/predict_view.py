@@ -359,7 +359,7 @@ class PredictView(QWidget):
                 for err in exc.errors(include_url=False):
                     name = str(err["loc"][0]) if err["loc"] else ""
                     if name in self._fields and name not in problems:
-                        problems[name] = "required" if err["type"] == "missing" else err["msg"]
+                        problems[name] = field_message(err)
         for name, field in self._fields.items():
             shown = field.touched or self._show_all_errors
             field.error.set_message(problems.get(name, "") if shown else "", error=True)
@@ -457,6 +457,26 @@ class PredictView(QWidget):
             stages=stage_line(work.latency_us, work.spans),
             request=f"request {work.request_id}",
         )
+
+
+def field_message(err: Any) -> str:
+    """A validation error as a short sentence under its field (it has one line): pydantic's
+    common ones said briefly, the rest as pydantic words them."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "missing":
+        return "required"
+    if kind in ("float_parsing", "float_type", "int_parsing", "int_type"):
+        return "enter a number" if kind.startswith("float") else "enter a whole number"
+    bounds = {
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("less than", "lt"),
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("more than", "gt"),
+    }
+    if kind in bounds and isinstance(ctx.get(bounds[kind][1]), int | float):
+        words, key = bounds[kind]
+        return f"{words} {ctx[key]:g}"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def stage_line(latency_us: int, spans: Sequence[Sequence[Any]]) -> str:

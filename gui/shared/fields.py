@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -78,10 +78,11 @@ def text_box(placeholder: str, tooltip: str = "", *, clearable: bool = False) ->
 
 class MessageLabel(QLabel):
     """Text that never widens its column: a status line (wrapped) or a field's error (one
-    line, always reserved, so an error appearing moves nothing; the whole text is its tooltip).
+        line, always reserved, so an error appearing moves nothing; cut with "…" where the column
+    ends, the whole text in its tooltip).
 
-    An error reads in red on either theme: the red is picked against the window colour each
-    time the palette changes (a theme switch), so no colour is fixed for one background."""
+        An error reads in red on either theme: the red is picked against the window colour each
+        time the palette changes (a theme switch), so no colour is fixed for one background."""
 
     def __init__(self, text: str = "", *, error: bool = False, wrap: bool = True) -> None:
         super().__init__(text)
@@ -97,7 +98,8 @@ class MessageLabel(QLabel):
             policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
             self.setFixedHeight(self.fontMetrics().height())
         self.setSizePolicy(policy)
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        if wrap:  # (a one-line error is painted elided, below, so it is not selectable)
+            self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._recolour()
 
     def setText(self, text: str) -> None:
@@ -114,6 +116,20 @@ class MessageLabel(QLabel):
             self._error = error
             self._recolour()
         self.setText(text)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        if self._wrap:
+            super().paintEvent(event)
+            return
+        # One line: cut with "…" at the column's edge (`text()` keeps the whole of it).
+        rect = self.contentsRect()
+        shown = self.fontMetrics().elidedText(
+            self.text(), Qt.TextElideMode.ElideRight, rect.width()
+        )
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(QPalette.ColorRole.WindowText))
+        painter.drawText(rect, int(self.alignment()), shown)
+        painter.end()
 
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)

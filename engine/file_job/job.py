@@ -145,6 +145,7 @@ class FileJob:
             field=detail.field if detail else None,
             message=detail.message if detail else work.error.message,
             more=max(len(work.error.details) - 1, 0),
+            request_id=work.request_id,
         )
         if len(self.report.problems) < MAX_PROBLEMS_KEPT:
             self.report.problems.append(problem)

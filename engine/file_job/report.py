@@ -27,6 +27,7 @@ class RowProblem:
     field: str | None
     message: str
     more: int = 0  # further problems in the same row (all are stored)
+    request_id: str | None = None  # the stored request that holds the row and its problems
 
     def describe(self, path: Path) -> str:
         where = f"line {self.line}" if self.line is not None else f"row {self.row}"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.ingest import RawRow, open_source
+from engine.ingest import FileFormat, RawRow, open_source, sniff
 from engine.job_records import JobRecords
 from storage import queries
 
@@ -43,13 +43,19 @@ async def identify(records: JobRecords, path: Path, stop: threading.Event) -> Kn
 
 
 def estimate_rows(path: Path) -> int:
-    """Lines in the file (a cheap pass): the denominator of a progress bar, not a promise."""
+    """About how many rows the file has, from a cheap pass over its lines: the denominator of
+    a progress bar, not a promise (a JSON document's lines are not its rows, and blank lines
+    are no rows). A CSV file's header line is no row; an image is one."""
+    fmt = sniff(path)
+    if fmt is FileFormat.IMAGE:
+        return 1
     lines, last = 0, b""
     with open_source(path) as fh:
         while chunk := fh.read(1 << 20):
             lines += chunk.count(b"\n")
             last = chunk
-    return max(lines + (1 if last and not last.endswith(b"\n") else 0), 1)
+    lines += 1 if last and not last.endswith(b"\n") else 0
+    return max(lines - 1, 0) if fmt is FileFormat.CSV else lines
 
 
 def sha256_of(path: Path, stop: threading.Event | None = None) -> str:

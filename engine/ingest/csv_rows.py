@@ -11,6 +11,7 @@ millions of strings (1.4 GB).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections.abc import Iterator
@@ -85,6 +86,17 @@ def _bad_byte(cells: list[str]) -> tuple[int, int] | None:
 
 def read_csv(stream: BinaryIO, name: str) -> Iterator[RawRow]:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    try:
+        yield from _read_csv(text, name)
+    finally:
+        # The caller owns `stream` and closes it; a wrapper left attached would be collected
+        # as an unclosed file (a ResourceWarning, an error under the tests). Already closed
+        # (the rows were dropped unfinished after the caller closed it): nothing to detach.
+        with contextlib.suppress(ValueError):
+            text.detach()
+
+
+def _read_csv(text: TextIO, name: str) -> Iterator[RawRow]:
     csv.field_size_limit(MAX_ROW_BYTES)
     lines = _Lines(text)
     reader = csv.reader(lines)

@@ -78,6 +78,38 @@ async def find_resumable_job(
     return None if row is None else _file_job(tuple(row))
 
 
+async def find_finished_job(
+    conn: aiosqlite.Connection, source_path: str, sha256: str
+) -> FileJobRow | None:
+    """The newest job that ran the same file content at the same path to its end, if any:
+    running it again would redo every row (the app asks first)."""
+    async with conn.execute(
+        f"SELECT {_FILE_JOB_COLS} FROM file_jobs WHERE sha256 = ? AND source_path = ? "
+        "AND status = 'done' ORDER BY job_id DESC LIMIT 1",
+        (sha256, source_path),
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else _file_job(tuple(row))
+
+
+async def latest_file_job(conn: aiosqlite.Connection) -> FileJobRow | None:
+    """The newest file job of all (the app offers to resume it when it was stopped)."""
+    async with conn.execute(
+        f"SELECT {_FILE_JOB_COLS} FROM file_jobs ORDER BY job_id DESC LIMIT 1"
+    ) as cur:
+        row = await cur.fetchone()
+    return None if row is None else _file_job(tuple(row))
+
+
+async def job_status_counts(conn: aiosqlite.Connection, job_id: int) -> dict[str, int]:
+    """A job's committed rows by status, across every attempt at it (a resumed job's rows from
+    before the resume included): ok, rejected, failed."""
+    async with conn.execute(
+        "SELECT status, count(*) FROM requests WHERE job_id = ? GROUP BY status", (job_id,)
+    ) as cur:
+        return {str(s): int(n) for s, n in await cur.fetchall()}
+
+
 async def done_rows(conn: aiosqlite.Connection, job_id: int) -> set[int]:
     """Row numbers of a job that already have a committed, final row (a row that failed in
     inference was processed too: resuming does not run it again)."""

@@ -171,7 +171,7 @@ class LoadPanel(QWidget):
         what_layout.addLayout(file_row)
         what_layout.addWidget(self.field_errors["payload"])
 
-        self.figures_box = figures = QGroupBox(LIVE_TITLE)
+        self.figures_box = figures = QGroupBox("This run")
         figures.setToolTip(
             "While the run goes: live figures over the last few seconds. After it: the stored "
             "run's summary, the same figures `inferdeck runs show` gives."
@@ -196,7 +196,7 @@ class LoadPanel(QWidget):
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
-        self.progress_bar.setFormat("")
+        self.progress_bar.setFormat("no run yet")
         self.progress_bar.setToolTip("Elapsed of the planned duration, or answered of the requests")
         self.time_left = QLabel("")
         grid.addWidget(self.progress_bar, 5, 0, 1, 3)
@@ -437,7 +437,7 @@ class LoadPanel(QWidget):
         self.errors_label.setText("errors: none")
         self.figures_box.setTitle(LIVE_TITLE)
         self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("")
+        self.progress_bar.setFormat("starting…")
         self.time_left.setText("")
         self.chart.reset()
         self.message.set_message(f"Checking that {target.redacted_url()} is up…")
@@ -495,6 +495,8 @@ class LoadPanel(QWidget):
     def on_failed(self, message: str) -> None:
         self.set_running(False)
         self.time_left.setText("")
+        if self.progress_bar.value() == 0:
+            self.progress_bar.setFormat("not started")
         self.message.set_message(f"Could not start: {message}", error=True)
 
 

@@ -34,6 +34,7 @@ from gui.history.trace_waterfall import NAME_COL, ROLE, SpanTreeView
 from gui.main_window import MainWindow
 from storage import open_database, queries
 
+SLOW_S = 30.0  # the whole app on a busy machine: a generous deadline, never a sleep
 INPUT = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 ROW = {
     "request_id": "req-7",
@@ -249,7 +250,8 @@ def test_run_again_is_its_own_request_linked_to_the_original(
             lambda: (
                 any(table.row(i)["source"] == "form" for i in range(table.rowCount()))
                 and any(t == "setosa" for t in _texts(window))
-            )
+            ),
+            SLOW_S,
         )
         original_id = next(
             table.row(i)["request_id"]
@@ -262,10 +264,10 @@ def test_run_again_is_its_own_request_linked_to_the_original(
         # Run again from the Trace: the new request's trace opens, linked to the original.
         trace = window.trace_view
         trace.open_linked(original_id)  # the stored row, read as the app reads it
-        await wait_for(lambda: trace.row is not None and trace.row["status"] == "ok")
+        await wait_for(lambda: trace.row is not None and trace.row["status"] == "ok", SLOW_S)
         trace.rerun_button.click()
-        await wait_for(lambda: trace.row is not None and trace.row["source"] == "rerun")
-        await wait_for(lambda: "same answer" in trace.link.text())
+        await wait_for(lambda: trace.row is not None and trace.row["source"] == "rerun", SLOW_S)
+        await wait_for(lambda: "same answer" in trace.link.text(), SLOW_S)
         seen["rerun_row"] = dict(trace.row or {})
         seen["link"] = trace.link.text()
         seen["link_visible"] = trace.link.isVisible()
@@ -275,7 +277,7 @@ def test_run_again_is_its_own_request_linked_to_the_original(
         # The link opens the original, whose trace is as it was (no link of its own).
         href = original_id
         trace.link.linkActivated.emit(href)
-        await wait_for(lambda: trace.row is not None and trace.row["request_id"] == href)
+        await wait_for(lambda: trace.row is not None and trace.row["request_id"] == href, SLOW_S)
         seen["original_again"] = dict(trace.row or {})
         seen["original_link_hidden"] = not trace.link.isVisible()
 
@@ -290,7 +292,8 @@ def test_run_again_is_its_own_request_linked_to_the_original(
                 trace.row is not None
                 and trace.row["source"] == "rerun"
                 and trace.row["request_id"] != seen["rerun_row"]["request_id"]
-            )
+            ),
+            SLOW_S,
         )
         seen["second"] = dict(trace.row or {})
         seen["predict_after_second"] = _texts(window) == predict_before

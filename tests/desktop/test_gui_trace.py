@@ -265,6 +265,7 @@ def test_run_again_is_its_own_request_linked_to_the_original(
         trace = window.trace_view
         trace.open_linked(original_id)  # the stored row, read as the app reads it
         await wait_for(lambda: trace.row is not None and trace.row["status"] == "ok", SLOW_S)
+        seen["original_before"] = dict(trace.row or {})
         trace.rerun_button.click()
         await wait_for(lambda: trace.row is not None and trace.row["source"] == "rerun", SLOW_S)
         await wait_for(lambda: "same answer" in trace.link.text(), SLOW_S)
@@ -308,6 +309,7 @@ def test_run_again_is_its_own_request_linked_to_the_original(
     assert "same answer (setosa)" in seen["link"] and seen["link_visible"] and seen["tab"]
     assert seen["predict_after"] and seen["predict_after_second"]
     assert seen["original_again"]["source"] == "form" and seen["original_link_hidden"]
+    assert seen["original_again"] == seen["original_before"]  # the original is as it was
     assert json.loads(seen["second"]["metadata"]) == {"rerun_of": original_id}
     with sqlite3.connect(db) as conn:
         stored = conn.execute(

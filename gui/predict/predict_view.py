@@ -145,7 +145,8 @@ class PredictView(QWidget):
         result_layout.addStretch(1)
 
         top = QHBoxLayout()
-        top.addWidget(QLabel("Model"))
+        self.model_label = QLabel("Model")
+        top.addWidget(self.model_label)
         top.addWidget(self.model_box, 1)
         self.top_bar = top
         self.form_column = QWidget()
@@ -397,6 +398,11 @@ class PredictView(QWidget):
         """Build the form from a remote model's inputs; None goes back to the local model."""
         self.remote_form = form
         self.model_box.setEnabled(form is None)
+        # A remote form is for the target's model: the local choice is hidden, the box says whose.
+        self.model_label.setVisible(form is None)
+        self.model_box.setVisible(form is None)
+        where = f"{form.model} on {form.target}" if form is not None and form.model else ""
+        self.form_box.setTitle(f"Inputs — {where}" if where else "Inputs")
         self._build_form(self.model_box.currentText())
 
     # -- the result -------------------------------------------------------------------------

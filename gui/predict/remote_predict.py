@@ -195,7 +195,7 @@ class RemotePredict(QObject):
         request = f"request {answer.request_id} → {target}"
         stages = stage_line(answer.latency_us, answer.spans)
         if answer.status != "ok":
-            self.view.show_message(f"{target} refused it: {answer.error}", error=True)
+            self.view.show_message(refusal_text(answer, target), error=True)
             self.view.stages_text.setText(stages)
             self.view.request_text.setText(request)
             return
@@ -270,6 +270,17 @@ def _labelled(outputs: dict[str, Any]) -> tuple[str, Scores, list[tuple[str, str
         label = max(scores, key=lambda kv: kv[1])[0] if scores else "ok"
     rows = [(str(k), _cut(str(v))) for k, v in outputs.items() if k not in ("label", "scores")]
     return str(label), scores, rows
+
+
+def refusal_text(answer: RemoteAnswer, target: str) -> str:
+    """Why a request failed, in the server's words where it gave some: this project's envelope
+    (`{"error": {"message": ...}}`) and OIP's (`{"error": "..."}`), else the stored failure."""
+    error = answer.answer.get("error") if isinstance(answer.answer, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message")
+    if isinstance(error, str) and error and answer.http_status:
+        return f"{target} refused it (HTTP {answer.http_status}): {_cut(error)}"
+    return f"{target}: {_cut(answer.error or 'failed')}"
 
 
 def _cut(text: str, limit: int = 400) -> str:

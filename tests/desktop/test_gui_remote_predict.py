@@ -73,7 +73,8 @@ def test_oip_form_from_a_real_server_and_a_prediction_through_it_is_stored(
 
             remote.source_box.setCurrentText("serve")
             await wait_for(lambda: remote.form is not None)
-            assert view.remote_form is remote.form and not view.model_box.isEnabled()
+            assert view.remote_form is remote.form and not view.model_box.isVisibleTo(view)
+            assert view.form_box.title() == "Inputs — iris on serve"
             found["fields"] = list(view._fields)
             found["kinds"] = {n: type(f.editor).__name__ for n, f in view._fields.items()}
             # It starts from an example the server accepts, with nothing marked red.
@@ -106,7 +107,8 @@ def test_oip_form_from_a_real_server_and_a_prediction_through_it_is_stored(
             found["plain_scores"] = view.scores_layout.rowCount()
             remote.source_box.setCurrentText(LOCAL)
             await wait_for(lambda: set(view._fields) == local_fields)
-            assert view.model_box.isEnabled()
+            assert view.model_box.isEnabled() and view.model_box.isVisibleTo(view)
+            assert view.form_box.title() == "Inputs"
         finally:
             await tasks.wait()
             await remote.aclose()
@@ -276,7 +278,8 @@ def test_inferdeck_target_builds_a_form_and_shows_labelled_scores(
     assert "takes raw JSON" in str(found["raw_note"])
     assert found["raw_editor"] == "QPlainTextEdit"
     assert found["refused_heading"] == ""  # a refusal is not a result
-    assert "raw refused it: http_4" in str(found["refused_message"])
+    # In the server's words: its envelope's message, not the raw body.
+    assert str(found["refused_message"]).startswith("raw refused it (HTTP 422): client_id:")
     assert found["refused_error"] is True and found["refused_scores"] == 0
     assert found["local_enabled"] is True
 

@@ -243,6 +243,11 @@ def test_resume_goes_on_with_a_stopped_job_and_totals_add_up_across_the_resume(
         seen["resume_visible"] = panel.resume_button.isVisible()
         seen["resume_paths"] = list(panel.resume_paths)
         seen["jobs_after_stop"] = _job_rows(db_path)
+        # A new window's panel (the app started again) offers the stored job too.
+        fresh = DropPanel()
+        qtbot.addWidget(fresh)
+        await DropRunner(runner.engine, fresh, runner.lag, say=lambda _t: None).offer_stored(tasks)
+        seen["offered_at_start"] = (list(fresh.resume_paths), fresh.status.text())
         active: list[bool] = []
         panel.sigActive.connect(active.append)
         panel.resume_button.click()
@@ -260,6 +265,10 @@ def test_resume_goes_on_with_a_stopped_job_and_totals_add_up_across_the_resume(
     assert seen["resume_visible"] is True and seen["resume_paths"] == [src]
     ((job_id, status, done_before, _total),) = seen["jobs_after_stop"]  # type: ignore[misc]
     assert status == "cancelled" and 0 < done_before < total_good + 3
+    paths, text = seen["offered_at_start"]  # type: ignore[misc]
+    assert paths == [src] and text == (
+        f"big.jsonl was cancelled after {done_before:,} rows: Resume goes on from there"
+    )
     assert seen["resume_hidden_during"] is True and seen["active"] == [True, False]
     assert seen["offered"] == [True, False]
     # The same job went on (no second job), and the summary counts every row of the file.

@@ -276,6 +276,7 @@ async def _serve_window(
     )
     window.sigFilesDropped.connect(lambda paths: drop.start(paths, tasks))
     window.drop_panel.sigCancel.connect(drop.cancel)
+    tasks.spawn(drop.offer_stored(tasks), "files-resume-offer")  # a job stopped last time
     if on_ready is not None:  # scripted use (screenshots, benchmarks, end-to-end tests)
         tasks.spawn(on_ready(window), "on-ready")
     if load is not None:  # `inferdeck gui --target URL [... --autostart]`

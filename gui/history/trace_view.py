@@ -49,18 +49,36 @@ def _pretty(value: Any) -> str:
     return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def answer_label(output: Any) -> str | None:
+    """The class an answer names: the engine's `{"label": ...}`, an `inferdeck` service's
+    `{"outputs": {"label": ...}}` or an OIP answer's `label` output."""
+    if not isinstance(output, dict):
+        return None
+    if isinstance(output.get("label"), str):
+        return str(output["label"])
+    outputs = output.get("outputs")
+    if isinstance(outputs, dict):
+        return answer_label(outputs)
+    if isinstance(outputs, list):
+        for tensor in outputs:
+            if isinstance(tensor, dict) and tensor.get("name") == "label":
+                data = tensor.get("data")
+                if isinstance(data, list) and data and isinstance(data[0], str):
+                    return data[0]
+    return None
+
+
 def compare_answers(original: dict[str, Any], again: dict[str, Any]) -> str:
     """How a run-again's answer compares with its original's, in a few words."""
     before, after = decoded(original.get("output")), decoded(again.get("output"))
     if before is None or after is None:
         return f"was {original.get('status')}, now {again.get('status')}"
-    label_a = before.get("label") if isinstance(before, dict) else None
-    label_b = after.get("label") if isinstance(after, dict) else None
+    label_a, label_b = answer_label(before), answer_label(after)
     if before == after:
         return "same answer" + (f" ({label_b})" if label_b else "")
     if label_a is not None and label_a == label_b:
-        return f"same label ({label_b}), scores differ"
-    if label_a is not None or label_b is not None:
+        return f"same label ({label_b})"  # scores, or the answer's shape, differ
+    if label_a is not None and label_b is not None:
         return f"answer changed: {label_a} → {label_b}"
     return "answer changed"
 
@@ -171,6 +189,10 @@ class TraceView(QWidget):
         self.output_text.setPlainText(_pretty(output if output is not None else error))
         self.rerun_button.setEnabled(
             bool(row.get("model")) and isinstance(decoded(row.get("input")), dict)
+        )
+        self.rerun_button.setToolTip(
+            "Send this input again on the local engine, as a new request linked to this one"
+            + (f" (it is not sent to {where} again)" if where else "")
         )
         metadata = decoded(row.get("metadata"))
         metadata = metadata if isinstance(metadata, dict) else {}

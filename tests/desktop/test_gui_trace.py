@@ -29,7 +29,7 @@ from engine.server import ServerSettings
 from engine.tasks import TaskOwner
 from gui.app import run_app
 from gui.history.trace_tree import SpanNode, axis_ticks, build_tree, tick_label
-from gui.history.trace_view import TraceView
+from gui.history.trace_view import TraceView, compare_answers
 from gui.history.trace_waterfall import NAME_COL, ROLE, SpanTreeView
 from gui.main_window import MainWindow
 from storage import open_database, queries
@@ -332,3 +332,16 @@ def test_axis_ticks_are_round_and_cover_the_request() -> None:
     # A request that never got an answer: its one span is the attempt, under the request.
     root = build_tree({**ROW, "source": "remote", "spans": json.dumps([["request", 0, 900]])})
     assert [child.name for child in root.children] == ["attempt"]
+
+
+def test_answers_compare_by_label_whatever_their_shape() -> None:
+    local = {"output": json.dumps({"label": "setosa", "scores": {"setosa": 0.9}}), "status": "ok"}
+    served = {"output": json.dumps({"outputs": {"label": "setosa"}}), "status": "ok"}
+    oip = {
+        "output": json.dumps({"outputs": [{"name": "label", "data": ["virginica"]}]}),
+        "status": "ok",
+    }
+    assert compare_answers(local, local) == "same answer (setosa)"
+    assert compare_answers(served, local) == "same label (setosa)"
+    assert compare_answers(oip, local) == "answer changed: virginica → setosa"
+    assert compare_answers({"output": None, "status": "rejected"}, local) == "was rejected, now ok"

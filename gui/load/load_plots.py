@@ -145,7 +145,8 @@ class LoadPlots(LivePlotsWidget):
 
     def _draw(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
-        self._fit_y(plot, t, draw_curves(self.curves, self.series, t, names, self._visible(t)))
+        visible = self._begin(plot, t)
+        self._fit_y(plot, t, draw_curves(self.curves, self.series, t, names, visible))
 
     def _draw_rates(self) -> None:
         self._draw(self.rate_plot, ("ok_s", "errors_s"))
@@ -158,7 +159,9 @@ class LoadPlots(LivePlotsWidget):
 
     def _draw_errors(self) -> None:
         t = self.t.view()
-        stacked = np.zeros(len(t))
+        visible = self._begin(self.error_plot, t)
+        shown_t = t[visible]
+        stacked = np.zeros(len(shown_t))
         for i, (name, ring) in enumerate(self.error_rates.items()):
             curve = self.error_curves.get(name)
             if curve is None:
@@ -169,7 +172,6 @@ class LoadPlots(LivePlotsWidget):
                 # Running totals fill down to 0: the first class must lie on top.
                 curve.setZValue(len(ERROR_PENS) - i)
                 self.error_curves[name] = curve
-            stacked = stacked + ring.view()[-len(t) :] if len(t) else stacked
-            curve.setData(t, stacked)
-        shown = stacked[self._visible(t)]
-        self._fit_y(self.error_plot, t, float(shown.max()) if len(shown) else 0.0)
+            stacked = stacked + ring.view()[-len(t) :][visible] if len(t) else stacked
+            curve.setData(shown_t, stacked)
+        self._fit_y(self.error_plot, t, float(stacked.max()) if len(stacked) else 0.0)

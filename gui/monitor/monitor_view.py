@@ -373,7 +373,7 @@ class MonitorView(LivePlotsWidget):
 
     def _draw_series(self, plot: pg.PlotItem, names: tuple[str, ...]) -> None:
         t = self.t.view()
-        visible = self._visible(t)
+        visible = self._begin(plot, t)
         top = draw_curves(self.curves, self.series, t, names, visible)
         if plot is self.latency_plot and self.slow:
             xs, ys, ids = zip(*self.slow, strict=True)
@@ -420,13 +420,13 @@ class MonitorView(LivePlotsWidget):
 
     def _draw_stages(self) -> None:
         t = self.t.view()
-        visible = self._visible(t)
-        stacked = np.zeros(len(t))
+        visible = self._begin(self.stage_plot, t)
+        shown_t = t[visible]
+        stacked = np.zeros(len(shown_t))
         for stage, curve in zip(STAGES, self.stage_curves, strict=True):
-            stacked = stacked + self.series[stage].view()
-            curve.setData(t, stacked)
-        shown = stacked[visible]
-        self._fit_y(self.stage_plot, t, float(shown.max()) if len(shown) else 0.0)
+            stacked = stacked + self.series[stage].view()[visible]
+            curve.setData(shown_t, stacked)
+        self._fit_y(self.stage_plot, t, float(stacked.max()) if len(stacked) else 0.0)
 
     def set_dark(self, dark: bool) -> None:
         self._foreground = plot_colours(dark).foreground

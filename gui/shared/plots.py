@@ -11,6 +11,7 @@ Monitor's clock axis (`time_axis.TimeAxis`, `attach_time`): x belongs to it, y t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class LivePlotsWidget(QWidget):
         self._grids: list[pg.GridItem] = []
         self._time_plots: list[pg.PlotItem] = []
         self.time_axis: TimeAxis | None = None
+        self._followed_at = 0.0  # time.monotonic() of the last redraw asked for by the clock
         self._turns = PlotTurns(())
         self._timer = QTimer(self)
 
@@ -99,6 +101,7 @@ class LivePlotsWidget(QWidget):
         for widget in self._widgets:
             widget.viewport().installEventFilter(axis.wheel)
         axis.add_readout(self.readout)
+        axis.sigUserRange.connect(lambda: self._turns.data_moved())
         self._turns.data_moved()
 
     def readout(self, x: float) -> str | None:
@@ -112,12 +115,21 @@ class LivePlotsWidget(QWidget):
         else:
             plot.setYRange(0.0, top * 1.08 or 1.0, padding=0)
 
-    def _visible(self, t: np.ndarray) -> slice:
-        """The samples inside the x range on screen (all of them before `attach_time`)."""
+    def _begin(self, plot: pg.PlotItem, t: np.ndarray) -> slice:
+        """A drawer's first step: the plot to the followed time range (before `setData`, so
+        the curves are clipped once), and the samples to draw: those in that range and one
+        either side. (An hour of samples handed to `setData` on each redraw cost more than the
+        few hundred on screen; a pan while paused asks for a redraw: `attach_time`.)"""
+        # ~5 samples a pixel (pyqtgraph's default) is 5 times the points to stroke for no
+        # visible difference: a min and a max per two pixels (peak mode), one point a pixel.
+        for item in plot.listDataItems():
+            item.opts["autoDownsampleFactor"] = 0.5
         if self.time_axis is None or not len(t):
             return slice(0, len(t))
+        self.time_axis.place(plot.getViewBox())
         left, right = self.time_axis.x_range()
-        return slice(int(np.searchsorted(t, left)), int(np.searchsorted(t, right, "right")))
+        first = max(int(np.searchsorted(t, left)) - 1, 0)
+        return slice(first, int(np.searchsorted(t, right, "right")) + 1)
 
     def _take_turns(self, drawers: Sequence[Callable[[], None]], redraw_hz: float) -> None:
         """Redraw with `drawers`, one a tick, each at most `redraw_hz` times a second."""
@@ -130,6 +142,13 @@ class LivePlotsWidget(QWidget):
     def redraw(self) -> None:
         """Refresh the next plot that is behind the data (they take turns: `PlotTurns`)."""
         if self.isVisible():
+            if self.time_axis is not None and not self.time_axis.paused:
+                # Following the clock, the range moves without new data: redraw (and so move)
+                # every plot at least once a second.
+                now = time.monotonic()
+                if now - self._followed_at >= 1.0:
+                    self._followed_at = now
+                    self._turns.data_moved()
             self._turns.draw_next()
 
     @property
@@ -190,14 +209,14 @@ def draw_curves(
     names: tuple[str, ...],
     visible: slice | None = None,
 ) -> float:
-    """Give the named curves their rings' samples over `t`; the highest sample on screen
-    (`visible`, default all), for the y range."""
+    """Give the named curves their rings' samples over `t`, only the `visible` ones (default
+    all); the highest of them, for the y range."""
+    shown = slice(None) if visible is None else visible
     top = 0.0
     for name in names:
-        values = series[name].view()
-        curves[name].setData(t, values)
-        shown = values if visible is None else values[visible]
-        top = max(top, float(shown.max()) if len(shown) else 0.0)
+        values = series[name].view()[shown]
+        curves[name].setData(t[shown], values)
+        top = max(top, float(values.max()) if len(values) else 0.0)
     return top
 
 

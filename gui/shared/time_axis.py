@@ -4,11 +4,13 @@ The Monitor's own plots, the load plots and the targets' status timeline all plo
 clock time (seconds since the epoch, drawn by `pg.DateAxisItem`) and are x-linked (`_on_x_changed`),
 so a pan or zoom on any of them moves them all to the same time span, as Grafana's panels do.
 
-Following live, the range does not creep every frame: it jumps ahead by a tenth of the window
-when the newest time reaches the right edge. A range change repaints every linked plot at once
-(each ~2-3 ms); done every frame it would hold the GUI loop ~30 ms each time, done once per
-tenth of a window it costs nothing measurable. Pausing (the Pause button, or any mouse pan or
-zoom) stops the range where it is, so points stay under the mouse and can be clicked.
+Following live, each plot moves its own range to [now - window, now] when its turn to redraw
+comes (`place`), in the paint its new data costs anyway: a range change pushed to every
+linked plot at once would repaint them all in one tick (~2-3 ms each, ~30 ms for the page),
+which is what the plots' turns exist to avoid (`plot_turns`). The plots' ranges so differ by
+at most one turn (~1/30 s). A pan or zoom by the user is pushed to every plot at once, and
+pauses following, as does the Pause button: the range then stays where it is, so points stay
+under the mouse and can be clicked.
 
 The crosshair is a vertical line in every registered plot; a mouse move over any of them moves
 all the lines (coalesced to ~30 Hz) and emits the time under it for the readout.
@@ -28,7 +30,7 @@ from PySide6.QtWidgets import QAbstractScrollArea, QApplication
 
 RANGES = (("Last 1 min", 60.0), ("Last 5 min", 300.0), ("Last 15 min", 900.0), ("Last 1 h", 3600.0))
 DEFAULT_WINDOW_S = 300.0
-HEADROOM = 0.1  # of the window, ahead of now after each jump while following
+FREE_PLACE_S = 1.0  # how often plots that do not redraw in turns (the lanes) are moved
 LEFT_AXIS_PX = 52  # every time plot's left axis alike, so one time sits at one x in a column
 CROSSHAIR_PEN = pg.mkPen("#9aa0a6", width=1, style=Qt.PenStyle.DashLine)
 
@@ -75,6 +77,7 @@ class TimeAxis(QObject):
 
     sigPausedChanged = Signal(bool)
     sigCrosshair = Signal(float)  # the clock time under the mouse
+    sigUserRange = Signal()  # the user panned or zoomed: the plots draw the new range
 
     def __init__(
         self,
@@ -93,6 +96,8 @@ class TimeAxis(QObject):
         self.wheel = WheelScrollsPage(self)
         self._master: pg.ViewBox | None = None
         self._views: list[pg.ViewBox] = []
+        self._free: list[pg.ViewBox] = []  # moved by `follow`, not by their owner's redraws
+        self._free_placed_at = float("-inf")
         self._syncing = False
         self._scenes: set[int] = set()
         self._pending_x: float | None = None
@@ -103,8 +108,9 @@ class TimeAxis(QObject):
 
     # -- plots ----------------------------------------------------------------------------------
 
-    def add(self, plot: pg.PlotItem, *, date_axis: bool = True) -> None:
-        """Put `plot` on the shared clock axis: a date axis, x linked, x-only mouse, a crosshair."""
+    def add(self, plot: pg.PlotItem, *, date_axis: bool = True, placed: bool = True) -> None:
+        """Put `plot` on the shared clock axis: a date axis, x linked, x-only mouse, a crosshair.
+        `placed`: its owner calls `place` when it redraws; otherwise `follow` moves it."""
         if date_axis:
             plot.setAxisItems({"bottom": pg.DateAxisItem(orientation="bottom")})
         plot.getAxis("left").setWidth(LEFT_AXIS_PX)
@@ -112,10 +118,10 @@ class TimeAxis(QObject):
         view = plot.getViewBox()
         if self._master is None:
             self._master = view
-            self._apply_follow(self.clock())
-        else:
-            view.setXRange(*self.x_range(), padding=0)
         self._views.append(view)
+        if not placed:
+            self._free.append(view)
+        self._set_x(view, *self.x_range())
         view.sigXRangeChanged.connect(self._on_x_changed)
         view.sigRangeChangedManually.connect(self._on_manual_range)
         line = pg.InfiniteLine(angle=90, movable=False, pen=CROSSHAIR_PEN)
@@ -139,6 +145,8 @@ class TimeAxis(QObject):
             del self.lines[plot]
             view = plot.getViewBox()
             self._views.remove(view)
+            if view in self._free:
+                self._free.remove(view)
             view.sigXRangeChanged.disconnect(self._on_x_changed)
 
     def add_readout(self, readout: Readout) -> None:
@@ -148,8 +156,8 @@ class TimeAxis(QObject):
     # -- range ----------------------------------------------------------------------------------
 
     def _on_x_changed(self, view: pg.ViewBox, x: tuple[float, float]) -> None:
-        """One view's time range moved (a pan, a zoom, the follow jump): give every other
-        view the same range. (pyqtgraph's own `setXLink` aligns views by their pixels, so
+        """One view's time range moved by the user (a pan, a zoom): give every other view the
+        same range. (pyqtgraph's own `setXLink` aligns views by their pixels, so
         plots side by side, or of different widths, would each show another time span.)"""
         if self._syncing:
             return
@@ -161,51 +169,61 @@ class TimeAxis(QObject):
                     other.setXRange(left, right, padding=0)
         finally:
             self._syncing = False
+        self.sigUserRange.emit()
 
     def x_range(self) -> tuple[float, float]:
-        """The clock range the plots show now."""
-        if self._master is None:
-            now = self.clock()
-            return now - self.window_s, now
-        left, right = self._master.viewRange()[0]
-        return float(left), float(right)
-
-    def data_range(self, now: float | None = None) -> tuple[float, float]:
-        """The range whose data the plots summarise (the histogram): the last `window_s`
-        while following, what is on screen while paused."""
-        if self.paused:
-            return self.x_range()
-        now = self.clock() if now is None else now
+        """The clock range the plots show: the last `window_s` while following, else what the
+        user left on screen."""
+        if self.paused and self._master is not None:
+            left, right = self._master.viewRange()[0]
+            return float(left), float(right)
+        now = self.clock()
         return now - self.window_s, now
 
-    def follow(self, now: float | None = None) -> None:
-        """Keep the newest time on screen while following (a jump per tenth of the window)."""
-        if self.paused or self._master is None:
-            return
-        now = self.clock() if now is None else now
-        left, right = self.x_range()
-        span = self.window_s * (1 + HEADROOM)
-        if right < now or left > now - self.window_s or abs((right - left) - span) > 1e-3 * span:
-            self._apply_follow(now)
+    def data_range(self, now: float | None = None) -> tuple[float, float]:
+        """The range whose data the plots summarise (the histogram)."""
+        return self.x_range()
 
-    def _apply_follow(self, now: float) -> None:
-        if self._master is None:
+    def place(self, view: pg.ViewBox) -> None:
+        """Move `view` to the followed range; its owner calls this as it redraws (see above)."""
+        if not self.paused:
+            self._set_x(view, *self.x_range())
+
+    def _set_x(self, view: pg.ViewBox, left: float, right: float) -> None:
+        self._syncing = True  # one view moved by us: not a change to push to the others
+        try:
+            view.setXRange(left, right, padding=0)
+        finally:
+            self._syncing = False
+
+    def follow(self) -> None:
+        """The timer's tick: move the plots that do not redraw in turns (once a second)."""
+        if self.paused or not self._free:
             return
-        right = now + self.window_s * HEADROOM
-        self._master.setXRange(right - self.window_s * (1 + HEADROOM), right, padding=0)
+        now = self.clock()
+        if now - self._free_placed_at >= FREE_PLACE_S:
+            self._free_placed_at = now
+            for view in self._free:
+                self.place(view)
+
+    def _apply_follow(self) -> None:
+        """Every plot to the followed range at once (after a choice of the user's)."""
+        left, right = self.x_range()
+        for view in self._views:
+            self._set_x(view, left, right)
 
     def set_window(self, window_s: float) -> None:
         """A new time range: follow live over it."""
         self.window_s = window_s
         self.set_paused(False)
-        self._apply_follow(self.clock())
+        self._apply_follow()
 
     def set_paused(self, paused: bool) -> None:
         if paused == self.paused:
             return
         self.paused = paused
         if not paused:
-            self._apply_follow(self.clock())
+            self._apply_follow()
         self.sigPausedChanged.emit(paused)
 
     def _on_manual_range(self, *_: Any) -> None:

@@ -228,8 +228,8 @@ class StatusTimeline(QWidget):
         # The axis keeps the band and the line on one time span; pyqtgraph's own link would
         # shift one against the other by the pixels their left edges differ.
         lane.plot.setXLink(None)
-        axis.add(lane.band, date_axis=False)
-        axis.add(lane.plot, date_axis=False)
+        axis.add(lane.band, date_axis=False, placed=False)
+        axis.add(lane.plot, date_axis=False, placed=False)
 
     def readout(self, x: float) -> str | None:
         found = [text for lane in self.lanes.values() if (text := lane.state_at(x))]

@@ -56,7 +56,7 @@ def test_monitor_plots_snapshots_with_bounded_redraws(qtbot: QtBot) -> None:
     # however slowly a busy machine delivers the ticks.
     qtbot.waitUntil(lambda: view.stage_curves[-1].getData()[1] is not None, timeout=10_000)
     elapsed = time.monotonic() - started
-    x, y = view.curves["p99"].getData()
+    x, y = view.curves["p99"].xData, view.curves["p99"].yData  # (getData: as drawn, thinned)
     assert x is not None and y is not None
     assert len(y) == 100 and y[-1] == 299.0  # the ring holds the newest 100
     assert np.all(np.diff(x) > 0)
@@ -203,7 +203,7 @@ def test_every_plot_is_on_one_linked_clock_axis(qtbot: QtBot) -> None:
         assert isinstance(plot.getAxis("bottom"), pg.DateAxisItem)
     now = time.time()
     left, right = _x(view.latency_plot)
-    assert left < now - 299 and right > now  # following: the last 5 minutes, clock time
+    assert abs(left - (now - 300)) < 5 and abs(right - now) < 5  # following the last 5 min
     # Zoom one plot (the load's): every other plot, the targets' lane included, follows.
     load.latency_plot.getViewBox().setXRange(now - 90, now - 30, padding=0)
     for plot in [*plots, lane.band]:

@@ -123,10 +123,11 @@ class TraceView(QWidget):
         self.details.verticalHeader().setVisible(False)
         self.details.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.details.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.details.setColumnWidth(0, 130)
+        self.details.setColumnWidth(0, 110)
         self.details.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         self.details.setWordWrap(False)
         self.details_box = QGroupBox("Span")
+        self.details_box.setMinimumWidth(280)
         QVBoxLayout(self.details_box).addWidget(self.details)
 
         self.input_text = QPlainTextEdit()
@@ -225,7 +226,9 @@ class TraceView(QWidget):
         self.details.setRowCount(len(rows))
         for i, (key, value) in enumerate(rows):
             self.details.setItem(i, 0, QTableWidgetItem(key))
-            self.details.setItem(i, 1, QTableWidgetItem(value))
+            cell = QTableWidgetItem(value)
+            cell.setToolTip(value)  # a long ID or message, whole
+            self.details.setItem(i, 1, cell)
 
     def detail_rows(self) -> dict[str, str]:
         """The details pane as {attribute: value} (what the user reads there)."""

@@ -150,8 +150,8 @@ class SpanTreeView(QTreeWidget):
         header.setStretchLastSection(True)
         header.setSectionsMovable(False)
         header.setMinimumHeight(26)
-        self.setColumnWidth(NAME_COL, 190)
-        self.setColumnWidth(DURATION_COL, 90)
+        self.setColumnWidth(NAME_COL, 160)
+        self.setColumnWidth(DURATION_COL, 80)
         self._hovering = False  # a hovered span, not the selected one, is being shown
         self.itemEntered.connect(self._show_hovered)
         self.itemSelectionChanged.connect(self._show_selected)

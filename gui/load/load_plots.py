@@ -35,9 +35,11 @@ class LoadPlots(LivePlotsWidget):
     monitor_role = "load"  # the Monitor's section for it (`MonitorView.add_panel`)
 
     def __init__(
-        self, history: int = 1200, redraw_hz: float = 15.0, parent: QWidget | None = None
+        self, history: int = 36_000, redraw_hz: float = 15.0, parent: QWidget | None = None
     ) -> None:
         super().__init__(parent)
+        # 36,000 samples: half an hour of a run at the host's <= 20 snapshots a second, so
+        # the longer time ranges still show the whole of a run.
         self.t = Ring(history)
         self.series = {
             name: Ring(history) for name in ("ok_s", "errors_s", "p50", "p99", "in_flight")

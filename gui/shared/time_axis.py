@@ -125,6 +125,7 @@ class TimeAxis(QObject):
         view.sigXRangeChanged.connect(self._on_x_changed)
         view.sigRangeChangedManually.connect(self._on_manual_range)
         line = pg.InfiniteLine(angle=90, movable=False, pen=CROSSHAIR_PEN)
+        line.setZValue(100)  # over the filled curves (the stages' bands, the error classes)
         line.setVisible(self.crosshair_x is not None)
         if self.crosshair_x is not None:
             line.setValue(self.crosshair_x)

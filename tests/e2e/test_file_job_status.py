@@ -22,7 +22,7 @@ from typing import Any
 
 import qasync
 from conftest import REPO, CliResult
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from gui.app import run_app
 from gui.main_window import MainWindow
@@ -355,6 +355,11 @@ def _drop_and_stop(db: Path, src: Path, stop: str) -> dict[str, Any]:
             await asyncio.sleep(0.02)
         if stop == "close":
             window.close()
+            # The window asks before quitting during a job: the person says Quit.
+            while window.quit_question is None:
+                assert time.monotonic() < deadline, "closing did not ask"
+                await asyncio.sleep(0.02)
+            window.quit_question.button(QMessageBox.StandardButton.Yes).click()
             return
         panel.cancel_button.click()
         while panel.cancel_button.isEnabled():

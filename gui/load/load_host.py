@@ -131,16 +131,16 @@ class LoadHost(QObject):
 
     async def run(self, request: LoadRequest) -> dict[str, Any] | None:
         """The run's summary, or None when it could not start (`sigFailed` says why)."""
+        # One round of the target's health probes before any traffic: a target that is down is
+        # refused, with why, instead of a run of refused requests. It goes on while the payloads
+        # are built and the runner prepares, so it adds no wait of its own.
+        probing = asyncio.ensure_future(check_health(request.target, request.token))
         try:
             payloads = await build_payloads(self.db, request)
         except LoadStartError as exc:
+            probing.cancel()
+            await asyncio.gather(probing, return_exceptions=True)
             self._fail(str(exc))
-            return None
-        # One round of the target's health probes first: a target that is down is refused
-        # here, with why, instead of a run of refused requests.
-        self.health = health = await check_health(request.target, request.token)
-        if health.down:
-            self._fail(health.text())
             return None
         lag = self.lag
         window = lag.open_window() if lag is not None else None
@@ -159,11 +159,17 @@ class LoadHost(QObject):
             trace_every=TRACE_EVERY,
             summary_extra=lag_extra,
         )
-        try:
-            await runner.check()
-        except LoadError as exc:
+        health, checked = await asyncio.gather(probing, runner.check(), return_exceptions=True)
+        if isinstance(health, BaseException):
+            raise health  # (the probe judges every failure itself: this is a bug)
+        self.health = health
+        if health.down or isinstance(checked, BaseException):
+            if not isinstance(checked, LoadError):
+                await runner.aclose()  # (a failed check closed its client itself)
+                if checked is not None and not health.down:
+                    raise checked
             lag_extra()
-            self._fail(str(exc))
+            self._fail(health.text() if health.down else str(checked))
             return None
         if self._stop_asked:
             await runner.aclose()

@@ -115,6 +115,8 @@ class TimeAxis(QObject):
             plot.setAxisItems({"bottom": pg.DateAxisItem(orientation="bottom")})
         plot.getAxis("left").setWidth(LEFT_AXIS_PX)
         plot.setMouseEnabled(x=True, y=False)
+        # Its "auto-range" button would hand x back to pyqtgraph, away from the shared range.
+        plot.hideButtons()
         view = plot.getViewBox()
         if self._master is None:
             self._master = view

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import QAbstractScrollArea, QApplication
 
 RANGES = (("Last 1 min", 60.0), ("Last 5 min", 300.0), ("Last 15 min", 900.0), ("Last 1 h", 3600.0))
 DEFAULT_WINDOW_S = 300.0
-FREE_PLACE_S = 1.0  # how often plots that do not redraw in turns (the lanes) are moved
+FREE_PER_TICK = 2  # plots not redrawn in turns (a lane: band and line) moved per `follow`
 LEFT_AXIS_PX = 52  # every time plot's left axis alike, so one time sits at one x in a column
 CROSSHAIR_PEN = pg.mkPen("#9aa0a6", width=1, style=Qt.PenStyle.DashLine)
 
@@ -97,7 +97,7 @@ class TimeAxis(QObject):
         self._master: pg.ViewBox | None = None
         self._views: list[pg.ViewBox] = []
         self._free: list[pg.ViewBox] = []  # moved by `follow`, not by their owner's redraws
-        self._free_placed_at = float("-inf")
+        self._next_free = 0
         self._syncing = False
         self._scenes: set[int] = set()
         self._pending_x: float | None = None
@@ -200,14 +200,14 @@ class TimeAxis(QObject):
             self._syncing = False
 
     def follow(self) -> None:
-        """The timer's tick: move the plots that do not redraw in turns (once a second)."""
+        """The owner's timer tick: move the plots that do not redraw in turns (the targets'
+        lanes), one lane a tick, so a dozen lanes never repaint in one tick."""
         if self.paused or not self._free:
             return
-        now = self.clock()
-        if now - self._free_placed_at >= FREE_PLACE_S:
-            self._free_placed_at = now
-            for view in self._free:
-                self.place(view)
+        for _ in range(min(FREE_PER_TICK, len(self._free))):
+            self._next_free %= len(self._free)
+            self.place(self._free[self._next_free])
+            self._next_free += 1
 
     def _apply_follow(self) -> None:
         """Every plot to the followed range at once (after a choice of the user's)."""

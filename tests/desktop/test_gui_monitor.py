@@ -359,3 +359,19 @@ def test_wheel_over_a_plot_scrolls_the_page_and_ctrl_wheel_zooms(qtbot: QtBot) -
     assert bar.value() == scrolled
     assert view.axis.paused  # the user took the axis: it stops following
     view.stop()
+
+
+def test_the_targets_lanes_follow_the_clock_and_hold_while_paused(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    view = _monitor(qtbot, clock)
+    timeline = _timeline_with("edge", clock.now)
+    view.add_panel(timeline)
+    lane = timeline.lanes["edge"]
+    clock.now += 120
+    view._tick()  # one lane (its band and latency line) moves per tick
+    assert _x(lane.band) == _x(lane.plot) == (clock.now - 300, clock.now)
+    view.follow_button.click()  # Pause
+    clock.now += 120
+    view._tick()
+    assert _x(lane.plot)[1] == clock.now - 120  # held where it was
+    view.stop()

@@ -84,10 +84,25 @@ def _inputs(row: dict[str, Any]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _scores(row: dict[str, Any]) -> dict[str, Any]:
+def _prediction(row: dict[str, Any]) -> dict[str, Any]:
+    """A request's label and scores: the local engine's output, or inside a remote
+    `inferdeck` target's answer (its `outputs`)."""
     output = row.get("output")
-    scores = output.get("scores") if isinstance(output, dict) else None
+    if not isinstance(output, dict):
+        return {}
+    inner = output.get("outputs")
+    return inner if isinstance(inner, dict) else output
+
+
+def _scores(row: dict[str, Any]) -> dict[str, Any]:
+    scores = _prediction(row).get("scores")
     return scores if isinstance(scores, dict) else {}
+
+
+def _error(row: dict[str, Any]) -> Any:
+    """The error's message: the engine stores an error object, a remote request a line."""
+    err = row.get("error")
+    return err.get("message") if isinstance(err, dict) else err
 
 
 async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: int = 0) -> int:
@@ -114,8 +129,6 @@ async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: i
         )
         for line in spool:
             row = json.loads(line)
-            output = row.get("output") if isinstance(row.get("output"), dict) else {}
-            err = row.get("error") if isinstance(row.get("error"), dict) else {}
             stage_us = {s[0]: s[2] for s in row.get("spans") or []}
             latency = row.get("latency_us")
             inputs, scores = _inputs(row), _scores(row)
@@ -130,8 +143,8 @@ async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: i
                     row["status"],
                     row["created_us"],
                     "" if latency is None else f"{latency / 1000:.3f}",
-                    _cell((output or {}).get("label")),
-                    _cell((err or {}).get("message")),
+                    _cell(_prediction(row).get("label")),
+                    _cell(_error(row)),
                     *(stage_us.get(stage, "") for stage in STAGES),
                     *(_cell(inputs.get(f)) for f in fields),
                     *(_cell(scores.get(k)) for k in labels),

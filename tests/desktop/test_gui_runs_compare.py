@@ -4,6 +4,8 @@ signs and colours; and `engine.compare`'s arithmetic on its own."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,11 @@ def test_compare_two_real_runs_shows_curves_and_deltas_with_the_right_signs(
             view.table.clearSelection()
             await tasks.wait()
             seen["detail"] = view.detail.toPlainText()
+            # A load run's CSV: each request's sent fields, the answer's label, the failure.
+            for name, run_id in (("a", a_id), ("b", b_id)):
+                out = tmp_path / f"{name}.csv"
+                seen[f"exported_{name}"] = await view.export_run(run_id, "csv", out)
+                seen[f"csv_{name}"] = list(csv.DictReader(io.StringIO(out.read_text())))
         finally:
             await tasks.wait()
             await db.close()
@@ -148,6 +155,13 @@ def test_compare_two_real_runs_shows_curves_and_deltas_with_the_right_signs(
     assert seen["after_deselect"] is None and seen["compare_enabled"] is False
     assert seen["window_visible"] is False
     assert seen["detail"] == ""
+    assert seen["exported_a"] == seen["exported_b"] == 80
+    a_rows, b_rows = seen["csv_a"], seen["csv_b"]
+    assert isinstance(a_rows, list) and isinstance(b_rows, list)
+    assert {r["input.x"] for r in a_rows + b_rows} == {"1"}
+    assert {(r["status"], r["label"]) for r in a_rows} == {("ok", "a")}  # the answer's label
+    failed = [r for r in b_rows if r["status"] == "failed"]
+    assert len(failed) == 10 and all("503" in r["error"] for r in failed), failed[:1]
 
 
 def test_compare_arithmetic_and_colours_of_better_worse_same() -> None:

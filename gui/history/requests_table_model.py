@@ -43,6 +43,7 @@ SORTABLE = {
     "result": ("label", False),
 }
 PAGE = 200
+SCREEN = 50  # rows a new filter shows first (more than a table's height), then the page
 MAX_LIVE = 10_000  # live rows kept on top before the table reloads from the database
 PENDING = ("queued", "running")  # rows the tail re-reads until they have a result
 PENDING_SCAN = 500  # how far down the table the tail looks for pending rows
@@ -241,7 +242,10 @@ class RequestsTableModel(RowTableModel[dict[str, Any]]):
             scan = self._scan
             found = 0
             while found < PAGE and not scan.done:
-                page = await scan.step(PAGE - found)
+                # A new filter's first step asks for a screenful: a rare match (text in
+                # inputs) shows after a quarter of the rows a full page needs examined.
+                want = SCREEN if first and found == 0 else PAGE - found
+                page = await scan.step(want)
                 if generation != self._generation:
                     return  # a newer filter owns the table now
                 found += len(page)

@@ -69,7 +69,7 @@ _FILTER_INDEXES = {
     "client_id": ("idx_requests_client", True),
     "source": ("idx_requests_source", True),
     "run_id": ("idx_requests_run", False),
-    "target": ("idx_requests_target", True),
+    "target": ("idx_requests_target", False),
 }
 # SQLite's name for the index behind `request_id ... UNIQUE` (the table's only UNIQUE column).
 _ID_INDEX = "sqlite_autoindex_requests_1"

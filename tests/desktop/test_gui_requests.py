@@ -334,6 +334,24 @@ def test_rows_another_process_stores_appear_without_a_filter_change(
             await wait_for(lambda: (model._tail_from or 0) >= newest and not model._tailing)
             ids = [model.row(i)["request_id"] for i in range(model.rowCount())]
             result["pushed_once"] = ids.count("pushed-1")
+
+            # A served request acknowledged first (`queued`), its result stored later: the
+            # row on show moves on to its result.
+            row.update(request_id="served-1", source="http", status="queued")
+            with sqlite3.connect(path) as other:
+                other.execute(
+                    f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})",
+                    tuple(row[c] for c in REQUEST_COLUMNS),
+                )
+            await wait_for(lambda: model.row(0)["request_id"] == "served-1")
+            result["served_source"] = model.data(model.index(0, COLUMNS.index("source")))
+            with sqlite3.connect(path) as other:
+                other.execute(
+                    "UPDATE requests SET status = 'ok', latency_us = 1500 "
+                    "WHERE request_id = 'served-1'"
+                )
+            await wait_for(lambda: model.row(0)["status"] == "ok")
             result["resets"] = len(resets)
             assert view.target_box.currentText() == "every target"
         finally:
@@ -346,6 +364,7 @@ def test_rows_another_process_stores_appear_without_a_filter_change(
     assert result["rejected_model"] == "iris"
     assert result["sources"] == ["rows.jsonl:1", "rows.jsonl:2"]
     assert result["pushed_once"] == 1
+    assert result["served_source"] == "serve"
     assert result["resets"] == 0  # no reload, no filter change: the rows came by the tail
 
 

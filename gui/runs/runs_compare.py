@@ -33,6 +33,8 @@ PENS = ("#6c8ebf", "#d79b00")  # A, B
 COLUMNS = ("figure", "A", "B", "change", "change %", "")
 VERDICT_COLOURS = {"better": "#d5e8d4", "worse": "#f8cecc"}
 ROW_HEIGHT = 28
+SETTING_ROW_HEIGHT = 24
+SETTING_ROWS_SHOWN = 12  # a longer list scrolls
 DIFFERS_COLOUR = "#fff2cc"  # a setting the two runs do not share
 
 
@@ -180,9 +182,9 @@ class RunsCompareView(QWidget):
                     font.setBold(True)
                     item.setFont(font)
                 table.setItem(row, column, item)
-            table.setRowHeight(row, ROW_HEIGHT)
-        height = header.sizeHint().height() + ROW_HEIGHT * len(rows) + 4
-        table.setFixedHeight(min(height, header.sizeHint().height() + ROW_HEIGHT * 8 + 4))
+            table.setRowHeight(row, SETTING_ROW_HEIGHT)
+        shown = min(len(rows), SETTING_ROWS_SHOWN)
+        table.setFixedHeight(header.sizeHint().height() + SETTING_ROW_HEIGHT * shown + 4)
         return table
 
     def setting_cells(self) -> list[tuple[str, str, str]]:

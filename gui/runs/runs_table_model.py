@@ -35,14 +35,21 @@ NUMERIC = frozenset({"ok", "rejected+failed", "throughput/s", "p50 ms", "p99 ms"
 LIMIT = 500
 
 
+# Left out of the table's one line (the name already says the target or file; the tooltip,
+# the detail and Compare have them all): what tells runs apart comes first in a narrow column.
+_NOT_IN_LINE = frozenset({"target", "URL", "protocol", "client"})
+
+
 def settings_text(run: queries.RunRow) -> str:
     """A run's settings on one line, file paths by their names (the tooltip has them whole)."""
     parts = []
     for key, value in run_settings(run.kind, run.config).items():
+        if key in _NOT_IN_LINE:
+            continue
         if key in ("file", "files"):
             names = [Path(f).name for f in value.split(", ")]
             value = ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
-        parts.append(value if key == "target" else f"{key} {value}")
+        parts.append(f"{key} {value}")
     return " · ".join(parts)
 
 

@@ -153,7 +153,7 @@ def test_model_lists_runs_newest_first_with_their_numbers(
     clock = seen["clocks"]
     assert isinstance(clock, list)
     assert files["name"] == f"rows.jsonl · {clock[1]}"
-    assert files["settings"] == "local engine · file rows.jsonl · model iris · client files"
+    assert files["settings"] == "file rows.jsonl · model iris"
     assert seen["settings_tip"] == (
         f"target: local engine\nfile: {runs.source}\nmodel: iris\nclient: files"
     )

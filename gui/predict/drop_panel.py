@@ -34,16 +34,15 @@ DETAIL_ROLE = Qt.ItemDataRole.UserRole + 1  # its file, row, field and message i
 
 
 def problem_detail(path: Path, problem: RowProblem) -> str:
-    """A bad row in full, one fact a line (the list shows it on one line, elided)."""
-    lines = [f"file: {path}", f"row: {problem.row}"]
-    if problem.line is not None:
-        lines.append(f"line: {problem.line}")
-    lines.append(f"field: {problem.field or '(the whole row)'}")
-    lines.append(f"message: {problem.message}")
+    """A bad row in full (the list shows it on one line, elided): where, what, and which
+    stored request holds it; three short lines, so the Files area stays small."""
+    where = f"row {problem.row}" + (f" (line {problem.line})" if problem.line is not None else "")
+    field = f"field {problem.field}" if problem.field else "the whole row"
+    lines = [f"{path} · {where} · {field}", problem.message]
     if problem.more:
-        lines.append(f"and {problem.more} more problem(s) in this row")
+        lines[1] += f" (and {problem.more} more problem(s) in this row)"
     if problem.request_id:
-        lines.append(f"request: {problem.request_id} (double-click to open its trace)")
+        lines.append(f"request {problem.request_id}: double-click the row to open its trace")
     return "\n".join(lines)
 
 

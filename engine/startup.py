@@ -7,6 +7,8 @@ hook on the database guard, the service a short queue, the commands nothing at a
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import sys
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -34,7 +36,7 @@ def inference_executor() -> ThreadPoolExecutor:
 
 
 @asynccontextmanager
-async def started_engine(
+async def opened_engine(
     db_path: Path,
     registry: ModelRegistry | None = None,
     config: EngineConfig | None = None,
@@ -42,12 +44,15 @@ async def started_engine(
     on_open: Callable[[Database], None] | None = None,
     fast_thread_switch: bool = True,
 ) -> AsyncIterator[Engine]:
-    """An engine over the database at `db_path`, its models loaded and warm; on exit it drains,
-    the writer's last commit lands, the database closes and the executor (ours now) shuts down.
+    """An engine over the database at `db_path`, not started: requests it accepts wait in its
+    queue until `start_engine` has loaded the models. On exit it drains, the writer's last
+    commit lands, the database closes and the executor (ours now) shuts down.
 
-    `on_open` sees the database before anything is written (the app hooks its guard there);
-    `fast_thread_switch=False` leaves the interpreter's switch interval alone (the app's GUI
-    thread paints, and the headless figure was measured for headless use).
+    The app opens the engine first so that every view over the database is there at the
+    window's first paint, and loads the models after. `on_open` sees the database before
+    anything is written (the app hooks its guard there); `fast_thread_switch=False` leaves the
+    interpreter's switch interval alone (the app's GUI thread paints, and the headless figure
+    was measured for headless use).
     Raises `storage.database.StorageError` when the database cannot be opened.
     """
     if fast_thread_switch:
@@ -60,8 +65,6 @@ async def started_engine(
                 on_open(db)
             engine = Engine(db, registry or ModelRegistry.discover(), pool, config)
             try:
-                await engine.start()  # loads and warms every model
-                freeze_startup_objects()
                 yield engine
             finally:
                 await engine.stop()  # in-flight requests finish and their rows are committed
@@ -69,3 +72,32 @@ async def started_engine(
             await db.close()
     finally:
         pool.shutdown(wait=True)
+
+
+async def start_engine(engine: Engine) -> None:
+    """Load and warm every model, then start taking requests from the queue.
+
+    torch is imported in the executor first: `Engine.start` sets torch's thread count on the
+    calling thread, and an import there held the app's event loop for seconds (measured: a
+    4-5 s stall of the window while torch loaded)."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(engine.executor, importlib.import_module, "torch")
+    await engine.start()
+    freeze_startup_objects()
+
+
+@asynccontextmanager
+async def started_engine(
+    db_path: Path,
+    registry: ModelRegistry | None = None,
+    config: EngineConfig | None = None,
+    executor: Executor | None = None,
+    on_open: Callable[[Database], None] | None = None,
+    fast_thread_switch: bool = True,
+) -> AsyncIterator[Engine]:
+    """`opened_engine` with its models loaded and warm (the commands and the service)."""
+    async with opened_engine(
+        db_path, registry, config, executor, on_open, fast_thread_switch
+    ) as engine:
+        await start_engine(engine)
+        yield engine

@@ -1,7 +1,9 @@
 """`inferdeck` / `inferdeck gui`: the desktop app on a qasync loop.
 
-The window is shown before torch loads (models warm up in the executor meanwhile), closing it
-drains the engine and awaits the writer's last commit, and no traceback ever reaches the user:
+The database opens first and every view over it is built before the window's first paint; the
+models load and warm in the executor after it (a request made meanwhile waits in the engine's
+queue, and the status bar says the models are loading). Closing the window drains the engine
+and awaits the writer's last commit, and no traceback ever reaches the user:
 an excepthook logs it and shows a short message instead.
 """
 
@@ -104,13 +106,14 @@ async def run_app(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The desktop app's public entry point: runs it on the current (qasync) loop until its
     window closes; returns the `--autostart` run's (summary, error). `on_ready` drives the
-    window once the models are ready (the screenshot tool, the GUI benchmark, end-to-end tests)."""
+    window once the models are ready (the screenshot tool, the GUI benchmark, end-to-end tests);
+    the window itself, with every view and menu, is shown before they are."""
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from engine.models import ModelRegistry
     from engine.pipeline import EngineConfig
-    from engine.startup import started_engine
+    from engine.startup import opened_engine
     from engine.tasks import TaskOwner
     from gui.main_window import MainWindow, settings
     from gui.shared.bridge import EngineBridge
@@ -118,8 +121,8 @@ async def run_app(
     from gui.shared.qt_executor import QThreadPoolExecutor
     from gui.shared.theme import Theme
 
-    # The window comes first: manifests are read without torch, which loads in the executor
-    # while the user already sees (and can fill) the form.
+    # The window is built from the manifests (read without torch) and shown once its views
+    # over the database are in; torch and the models load in the executor after that.
     registry = ModelRegistry.discover()
     app = QApplication.instance()
     assert isinstance(app, QApplication)
@@ -127,7 +130,6 @@ async def run_app(
     theme.apply()
     window = MainWindow([registry.models[n] for n in registry.names()], db_path)
     window.use_theme(theme)
-    window.show()
     lag = LoopLagMonitor()
     lag.start()
     bridge = EngineBridge()
@@ -159,7 +161,7 @@ async def run_app(
             QTimer.singleShot(int(autoquit * 1000), window.close)
 
     try:
-        async with started_engine(
+        async with opened_engine(
             db_path,
             registry,
             # Snapshots at 40 Hz (~0.6 ms each): every 30 Hz bridge tick has a fresh one.
@@ -168,19 +170,40 @@ async def run_app(
             on_open=lambda db: db.guard.on_trip.append(window.show_database_failure),
             fast_thread_switch=False,
         ) as engine:
-            ready(engine)
             try:
                 return await _serve_window(
-                    window, engine, bridge, lag, TaskOwner(), closed, on_ready, load, autostart
+                    window,
+                    engine,
+                    bridge,
+                    lag,
+                    TaskOwner(),
+                    closed,
+                    on_ready,
+                    load,
+                    autostart,
+                    ready,
                 )
             finally:
                 lag.stop()
                 bridge.stop()
-                if hasattr(window, "monitor_view"):
-                    window.monitor_view.stop()
+                window.monitor_view.stop()
                 lag_timer.stop()
     finally:
         window.finish_close()
+
+
+async def _load_models(window: MainWindow, engine: Engine) -> bool:
+    """Load and warm the models after the first paint; False (and a plain sentence in the
+    status bar) if that failed."""
+    from engine.startup import start_engine
+
+    try:
+        await start_engine(engine)
+    except Exception as exc:  # the window stays up for what is stored; it says why, once
+        log.error("models did not load: %s", exc, exc_info=True)
+        window.set_models_failed(f"models did not load: {exc}")
+        return False
+    return True
 
 
 async def _serve_window(
@@ -193,8 +216,10 @@ async def _serve_window(
     on_ready: Callable[[MainWindow], Coroutine[Any, Any, None]] | None,
     load: LoadRequest | None = None,
     autostart: bool = False,
+    ready: Callable[[Engine], None] | None = None,
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Wires the views to the running engine, then waits for the window to close."""
+    """Wires the views to the opened engine, shows the window, loads the models, then waits
+    for the window to close."""
     from engine.contracts import PredictRequest
     from engine.pipeline import Origin
     from engine.runs import begin_run, end_run
@@ -227,6 +252,14 @@ async def _serve_window(
     remote_targets = await attach_targets(window, db, tasks, run)
     loads = await attach_load(window, db, tasks, lag, remote_targets.view.store)
     remote_targets.view.sigTargetsChanged.connect(loads.panel.set_targets)
+    # The side pane's choice scopes every view that has one to that target (None: local).
+    for scoped in (
+        remote_targets.remote.use_target,
+        requests_view.set_scope,
+        monitor.set_scope,
+        loads.panel.select_target,
+    ):
+        window.sigScopeChanged.connect(scoped)
 
     async def predict(model: str, payload: dict[str, object]) -> None:
         request = PredictRequest(client_id="gui", model=model, input_payload=payload)
@@ -277,6 +310,15 @@ async def _serve_window(
     window.sigFilesDropped.connect(lambda paths: drop.start(paths, tasks))
     window.drop_panel.sigCancel.connect(drop.cancel)
     tasks.spawn(drop.offer_stored(tasks), "files-resume-offer")  # a job stopped last time
+    window.show()  # every view and menu is in: the first paint shows them all
+    starting = asyncio.ensure_future(_load_models(window, engine))
+    either: set[asyncio.Future[Any]] = {starting, closed}
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if closed.done():
+        await starting  # queued requests need the models to finish before the engine drains
+        on_ready = load = None
+    elif starting.result() and ready is not None:
+        ready(engine)
     if on_ready is not None:  # scripted use (screenshots, benchmarks, end-to-end tests)
         tasks.spawn(on_ready(window), "on-ready")
     if load is not None:  # `inferdeck gui --target URL [... --autostart]`
@@ -290,6 +332,7 @@ async def _serve_window(
             await asyncio.sleep(FIRST_PAINT_S)
             loads.start(load)
     await closed
+    await starting
     drop.interrupt()  # a file job stops and is stored `interrupted` (a later drop resumes it)
     await loads.aclose()  # a running load stops and stores its summary
     await remote_targets.aclose()  # probers stop before the database closes

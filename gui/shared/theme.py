@@ -2,14 +2,15 @@
 
 Qt reports the desktop's scheme through `QStyleHints.colorScheme()` and announces changes;
 the Fusion style draws both palettes the same way on every platform. pyqtgraph draws its own
-backgrounds, so plots are told to follow (`sigThemeChanged`).
+backgrounds, so plots are told to follow (`sigThemeChanged`). A widget with its own style sheet
+(a heading's font, say) keeps the palette it was polished with: each is polished again.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, QSettings, Qt, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 CHOICES = ("system", "light", "dark")
 
@@ -71,5 +72,15 @@ class Theme(QObject):
         else:
             dark = choice == "dark"
         self._app.setPalette(dark_palette() if dark else self._light)
+        self._repolish_styled()
         self.dark = dark
         self.sigThemeChanged.emit(dark)
+
+    def _repolish_styled(self) -> None:
+        """Widgets under a style sheet keep the palette they were polished with (measured:
+        a heading stayed black on the dark window); polishing them again takes the new one."""
+        for widget in self._app.allWidgets():
+            if widget.styleSheet():
+                for each in (widget, *widget.findChildren(QWidget)):
+                    each.style().unpolish(each)  # its own (style-sheet) style
+                    each.style().polish(each)

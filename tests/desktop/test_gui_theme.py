@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
 from gui.monitor.monitor_view import MonitorView
@@ -43,3 +43,24 @@ def test_dark_and_light_palettes_and_plots_follow(
     finally:
         qapp.setPalette(original)
         monitor.stop()
+
+
+def test_a_widget_with_its_own_style_sheet_follows_the_theme(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    # A heading that sets its own font by style sheet was drawn black on the dark window.
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    theme = Theme(qapp, settings)
+    heading = QLabel("setosa")
+    heading.setStyleSheet("font-size: 20px; font-weight: 600;")
+    qtbot.addWidget(heading)
+    heading.show()
+    original = QPalette(qapp.palette())
+    try:
+        theme.choose("light")
+        theme.choose("dark")
+        assert heading.palette().color(QPalette.ColorRole.WindowText).lightness() > 180
+        theme.choose("light")
+        assert heading.palette().color(QPalette.ColorRole.WindowText).lightness() < 80
+    finally:
+        qapp.setPalette(original)

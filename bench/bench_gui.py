@@ -2,7 +2,8 @@
 
 Each repeat starts the real app in a fresh process (under Xvfb when it is installed and no
 display is set, offscreen otherwise) on a new database and measures:
-1. cold start: process spawn to the main window's first paint, and to models ready;
+1. cold start: process spawn to the main window's first paint, and to models ready; and the
+   app's own start-up (`run_app` called) to that first paint, with every view's tab in it;
 2. a 100,000-row JSONL file dropped on the window while the Monitor view is shown (its plots
    redraw from a timer), the Requests table takes the live tail and the status bar updates:
    the files run's throughput and the UI event loop's lag (timer drift) while it ran, both as
@@ -67,8 +68,14 @@ def child(rows_file: Path, db: Path, result_file: Path, t0: float) -> None:
         """Notes the time of the main window's first paint event."""
 
         def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-            if event.type() == QEvent.Type.Paint and isinstance(obj, MainWindow):
-                result.setdefault("window_shown_s", time.time() - t0)
+            if (
+                event.type() == QEvent.Type.Paint
+                and isinstance(obj, MainWindow)
+                and "window_shown_s" not in result
+            ):
+                result["window_shown_s"] = time.time() - t0
+                result["first_paint_ms"] = (time.perf_counter() - app_started) * 1000
+                result["tabs_at_first_paint"] = obj.tabs.count()
             return False
 
     first_paint = FirstPaint()
@@ -96,6 +103,7 @@ def child(rows_file: Path, db: Path, result_file: Path, t0: float) -> None:
         result["panel"] = panel.status.text()
         window.close()
 
+    app_started = time.perf_counter()
     qasync.run(run_app(db, None, drive))
     with sqlite3.connect(db) as conn:
         summary = conn.execute("SELECT summary FROM runs WHERE kind = 'files'").fetchone()[0]
@@ -152,7 +160,9 @@ def main() -> None:
             files = result["files_run"]
             lag = files["ui_loop_lag_ms"]
             print(
-                f"run {i + 1}: start {result['window_shown_s'] * 1000:.0f} ms, "
+                f"run {i + 1}: start {result['window_shown_s'] * 1000:.0f} ms "
+                f"(app {result['first_paint_ms']:.0f} ms, "
+                f"{result['tabs_at_first_paint']} tabs), "
                 f"ready {result['models_ready_s'] * 1000:.0f} ms, "
                 f"{files['throughput_per_s']:,.0f} rows/s, lag p50/p99/max "
                 f"{lag['p50']:.1f}/{lag['p99']:.1f}/{lag['max']:.1f} ms, "
@@ -169,6 +179,7 @@ def main() -> None:
         "repeats": len(runs),
         "rows": args.rows,
         "window_shown_ms": med(lambda r: r["window_shown_s"] * 1000),
+        "first_paint_ms": med(lambda r: r["first_paint_ms"]),
         "models_ready_ms": med(lambda r: r["models_ready_s"] * 1000),
         "drop_rows_per_s": med(lambda r: r["files_run"]["throughput_per_s"]),
         "lag_p50_ms": med(lambda r: r["files_run"]["ui_loop_lag_ms"]["p50"]),
@@ -182,6 +193,7 @@ def main() -> None:
     print(f"\nmedians of {len(runs)} app processes ({figures['platform']}):")
     rows = (
         ("cold start to first paint", f"{figures['window_shown_ms']:.0f} ms", "≤ 1,500 ms"),
+        ("app start to first paint, all tabs", f"{figures['first_paint_ms']:.0f} ms", "≤ 600 ms"),
         ("cold start to models ready", f"{figures['models_ready_ms']:.0f} ms", ""),
         (f"{args.rows:,}-row drop, rows/s", f"{figures['drop_rows_per_s']:,.0f}", "≥ 5,000"),
         ("UI loop lag p50 during the drop", f"{figures['lag_p50_ms']:.2f} ms", ""),

@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import qasync
 from conftest import run_on_qasync
@@ -263,9 +264,10 @@ def test_resume_goes_on_with_a_stopped_job_and_totals_add_up_across_the_resume(
     assert seen["resume_at_start"] is False
     assert "cancelled: Resume goes on from here" in str(seen["stopped_status"])
     assert seen["resume_visible"] is True and seen["resume_paths"] == [src]
-    ((job_id, status, done_before, _total),) = seen["jobs_after_stop"]  # type: ignore[misc]
+    jobs_after_stop = cast(list[tuple[int, str, int, int]], seen["jobs_after_stop"])
+    ((job_id, status, done_before, _total),) = jobs_after_stop
     assert status == "cancelled" and 0 < done_before < total_good + 3
-    paths, text = seen["offered_at_start"]  # type: ignore[misc]
+    paths, text = cast(tuple[list[Path], str], seen["offered_at_start"])
     assert paths == [src] and text == (
         f"big.jsonl was cancelled after {done_before:,} rows: Resume goes on from there"
     )
@@ -358,8 +360,8 @@ def test_double_clicking_a_bad_row_opens_its_stored_request_and_shows_it_in_full
         rect = panel.problems.visualItemRect(item)
         # As a person does it: the press of the first click, then the double-click.
         viewport = panel.problems.viewport()
-        qtbot.mouseClick(viewport, Qt.MouseButton.LeftButton, pos=rect.center())
-        qtbot.mouseDClick(viewport, Qt.MouseButton.LeftButton, pos=rect.center())
+        qtbot.mouseClick(viewport, Qt.MouseButton.LeftButton, pos=rect.center())  # type: ignore[no-untyped-call]
+        qtbot.mouseDClick(viewport, Qt.MouseButton.LeftButton, pos=rect.center())  # type: ignore[no-untyped-call]
         seen["opened"] = opened
         seen["detail"] = panel.problem_detail.text()
         seen["detail_shown"] = panel.problem_detail.isVisible()

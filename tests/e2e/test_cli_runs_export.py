@@ -92,9 +92,7 @@ def test_export_csv_and_jsonl(cli: Cli, finished_run: dict[str, Any]) -> None:
     assert all(isinstance(r["spans"], list) for r in records)
 
 
-def test_export_csv_carries_each_requests_inputs_and_scores(
-    cli: Cli, tmp_path: Path
-) -> None:
+def test_export_csv_carries_each_requests_inputs_and_scores(cli: Cli, tmp_path: Path) -> None:
     """One column per input field and one per label beside the fixed columns; a cell that a
     spreadsheet would run as a formula is quoted out; numbers stay numbers."""
     src = tmp_path / "rows.jsonl"

@@ -13,6 +13,7 @@ import pytest
 
 from storage import open_database
 from storage.database import recover
+from storage.writer import Row
 
 INSERT = "INSERT INTO requests (request_id, source, status, created_us) VALUES (?, 'test', ?, ?)"
 
@@ -151,8 +152,8 @@ def test_a_large_commit_shares_the_loop_while_it_builds_rows_and_calls_back(
         seen_building: list[int] = []  # the ticker's count as each row was built
         seen_calling_back: list[int] = []  # ... and as each row heard its commit
 
-        def build(i: int) -> Callable[[int], list[tuple[object, ...]]]:
-            def rows(_start_ns: int) -> list[tuple[object, ...]]:
+        def build(i: int) -> Callable[[int], list[Row]]:
+            def rows(_start_ns: int) -> list[Row]:
                 busy_ms()
                 seen_building.append(ticks)
                 return [(f"r{i}", "ok", i)]

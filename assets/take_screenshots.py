@@ -28,6 +28,20 @@ from gui.main_window import MainWindow
 
 SIZES = ((1440, 900), (1024, 700))
 THEMES = ("light", "dark")
+VIEWS = (  # each saved as <view>-<theme>-<width>.png, in the order the tour takes them
+    "predict",
+    "monitor-drop",
+    "files",
+    "requests",
+    "trace",
+    "targets",
+    "predict-remote",
+    "trace-remote",
+    "load",
+    "monitor-load",
+    "runs",
+    "compare",
+)
 FILE_ROWS = 30_000  # small: the drop lasts long enough for its shots, and the script stays short
 
 
@@ -81,14 +95,21 @@ def main(out_dir: Path) -> None:
         tmp = Path(tmp_name)
         db_path = tmp / "shots.db"
 
+        saved: list[Path] = []
+
         async def drive(window: MainWindow) -> None:
+            camera = Camera(window, out_dir)
+            camera.saved = saved
             try:
-                await tour(Camera(window, out_dir), tmp, db_path)
+                await tour(camera, tmp, db_path)
             finally:
+                window.drop_panel.sigCancel.emit()  # a failed tour never waits on a file job
                 window.close()
 
         qasync.run(run_app(db_path, None, drive))
     del app
+    if len(saved) != len(VIEWS) * len(THEMES) * len(SIZES):
+        sys.exit(f"screenshots: {len(saved)} saved, not every view (see the error above)")
 
 
 async def tour(camera: Camera, tmp: Path, db_path: Path) -> None:

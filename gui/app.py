@@ -5,6 +5,13 @@ models load and warm in the executor after it (a request made meanwhile waits in
 queue, and the status bar says the models are loading). Closing the window drains the engine
 and awaits the writer's last commit, and no traceback ever reaches the user:
 an excepthook logs it and shows a short message instead.
+
+The first paint pays only for what it shows (≤ 600 ms from `run_app`, bench/bench_gui.py):
+the views' pyqtgraph plots (a dozen, ~30-50 ms each) are built one per loop turn after it
+(`gui.shared.plots.BuildInTurns`; a tab opened sooner builds its own at once); the system
+keyring, whose backend scan and test write take ~100-350 ms, is opened in a worker thread
+while the window is built; the models' loading, the targets' probers and their stored history
+start once the window has painted (`_first_paint`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -23,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.cli.load_args import LoadRequest
     from engine.pipeline import Engine
+    from engine.remote.secrets import TokenStore
     from engine.tasks import TaskOwner
     from gui.main_window import MainWindow
     from gui.shared.bridge import EngineBridge
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FIRST_PAINT_S = 0.5
+NO_PAINT_MS = 1000  # a window that never paints (started minimised) waits no longer than this
 
 _HEADLESS_PLATFORMS = {"offscreen", "minimal", "vnc"}
 
@@ -121,6 +130,9 @@ async def run_app(
     from gui.shared.qt_executor import QThreadPoolExecutor
     from gui.shared.theme import Theme
 
+    # The keyring first, in a thread: its plugin scan (it runs `gcc` to look for macOS's
+    # library, even on Linux) and test write overlap the window's build instead of delaying it.
+    tokens = asyncio.get_running_loop().run_in_executor(None, _open_tokens)
     # The window is built from the manifests (read without torch) and shown once its views
     # over the database are in; torch and the models load in the executor after that.
     registry = ModelRegistry.discover()
@@ -182,6 +194,7 @@ async def run_app(
                     load,
                     autostart,
                     ready,
+                    tokens,
                 )
             finally:
                 lag.stop()
@@ -192,11 +205,48 @@ async def run_app(
         window.finish_close()
 
 
-async def _load_models(window: MainWindow, engine: Engine) -> bool:
-    """Load and warm the models after the first paint; False (and a plain sentence in the
-    status bar) if that failed."""
+def _open_tokens() -> TokenStore:
+    """The system keyring if a usable one answers, else memory (`engine.remote.secrets`); made
+    in a worker thread, then used on the loop's thread only."""
+    from engine.remote.secrets import TokenStore
+
+    return TokenStore()
+
+
+def _first_paint(window: MainWindow) -> asyncio.Future[None]:
+    """Done at `window`'s first paint (or after `NO_PAINT_MS`, for a window that is not painted:
+    started minimised); the work that can wait for it starts then, not ahead of it."""
+    from PySide6.QtCore import QEvent, QObject, QTimer
+
+    painted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    class Watch(QObject):
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+            if event.type() == QEvent.Type.Paint:
+                done()
+            return False
+
+    def done() -> None:
+        window.removeEventFilter(watch)
+        if not painted.done():
+            painted.set_result(None)
+
+    watch = Watch(window)
+    window.installEventFilter(watch)
+    QTimer.singleShot(NO_PAINT_MS, watch, done)
+    return painted
+
+
+async def _load_models(
+    window: MainWindow, engine: Engine, painted: asyncio.Future[None] | None = None
+) -> bool:
+    """Load and warm the models after the first paint (torch's import in the executor holds
+    the interpreter most of the time, and would slow the paint); False (and a plain sentence
+    in the status bar) if that failed."""
     from engine.startup import start_engine
 
+    if painted is not None:
+        await painted
     try:
         await start_engine(engine)
     except Exception as exc:  # the window stays up for what is stored; it says why, once
@@ -217,9 +267,10 @@ async def _serve_window(
     load: LoadRequest | None = None,
     autostart: bool = False,
     ready: Callable[[Engine], None] | None = None,
+    tokens: Awaitable[TokenStore] | None = None,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Wires the views to the opened engine, shows the window, loads the models, then waits
-    for the window to close."""
+    for the window to close. `tokens`: the keyring being opened (`_open_tokens`)."""
     from engine.contracts import PredictRequest
     from engine.pipeline import Origin
     from engine.runs import begin_run, end_run
@@ -229,6 +280,7 @@ async def _serve_window(
     from gui.load.load_host import attach_load
     from gui.predict.drop_runner import DropRunner
     from gui.runs.runs_view import RunsView
+    from gui.shared.plots import BuildInTurns
     from gui.targets.targets_view import attach_targets
     from storage import queries
     from storage.database import DatabaseFilesChangedError
@@ -249,9 +301,14 @@ async def _serve_window(
     runs_view.refresh()
     run = await begin_run(db, "gui", {})
     origin = Origin(run, FutureSink(), "form", "gui")
-    remote_targets = await attach_targets(window, db, tasks, run)
-    loads = await attach_load(window, db, tasks, lag, remote_targets.view.store)
+    remote_targets = await attach_targets(
+        window, db, tasks, run, None if tokens is None else await tokens, start=False
+    )
+    loads = await attach_load(window, db, tasks, lag, remote_targets.view.store, list_targets=False)
     remote_targets.view.sigTargetsChanged.connect(loads.panel.set_targets)
+    # Listed once, before the first paint (the side pane, the Targets table, the Predict and
+    # Load choices show them); probed from just after it.
+    await remote_targets.list_targets()
     # The side pane's choice scopes every view that has one to that target (None: local).
     for scoped in (
         remote_targets.remote.use_target,
@@ -297,9 +354,9 @@ async def _serve_window(
             str((requests_view.selected_row() or {}).get("request_id") or ""), model, payload
         )
     )
-    monitor.sigOpenRequest.connect(
-        lambda request_id: tasks.spawn(open_request(request_id), "open-trace")
-    )
+    for open_signal in (monitor.sigOpenRequest, window.drop_panel.sigOpenRequest):
+        # A slow point in the Monitor, a bad row in the Files area: its stored trace.
+        open_signal.connect(lambda request_id: tasks.spawn(open_request(request_id), "open-trace"))
     drop = DropRunner(
         engine,
         window.drop_panel,
@@ -310,8 +367,19 @@ async def _serve_window(
     window.sigFilesDropped.connect(lambda paths: drop.start(paths, tasks))
     window.drop_panel.sigCancel.connect(drop.cancel)
     tasks.spawn(drop.offer_stored(tasks), "files-resume-offer")  # a job stopped last time
-    window.show()  # every view and menu is in: the first paint shows them all
-    starting = asyncio.ensure_future(_load_models(window, engine))
+    # Every view and menu is in: the first paint shows them all. Their plots, which it does
+    # not show, are built one per loop turn from then on, the Monitor's first.
+    plots = BuildInTurns(window, [monitor, loads.panel.chart, loads.plots])
+    window.show()
+    painted = _first_paint(window)
+
+    async def after_first_paint() -> None:
+        await painted
+        plots.start()
+        await remote_targets.start_probing()
+
+    after_paint = tasks.spawn(after_first_paint(), "after-first-paint")
+    starting = asyncio.ensure_future(_load_models(window, engine, painted))
     either: set[asyncio.Future[Any]] = {starting, closed}
     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if closed.done():
@@ -335,6 +403,7 @@ async def _serve_window(
     await starting
     drop.interrupt()  # a file job stops and is stored `interrupted` (a later drop resumes it)
     await loads.aclose()  # a running load stops and stores its summary
+    await asyncio.gather(after_paint, return_exceptions=True)  # no prober starts after this
     await remote_targets.aclose()  # probers stop before the database closes
     await tasks.wait()
     # If the database stopped taking writes, the window has said so; quitting still works.

@@ -23,8 +23,6 @@ import orjson
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.cli.load_args import LoadRequest, LoadStartError
-from engine.remote.load import LoadError, LoadRunner, LoadSnapshot
-from engine.remote.load.preflight import Health, check_health
 from engine.remote.payloads import PayloadError, PayloadSource
 from engine.remote.target_store import TargetError, TargetStore
 from engine.tasks import TaskOwner
@@ -34,6 +32,8 @@ from storage import Database
 from storage.database import is_live_database
 
 if TYPE_CHECKING:
+    from engine.remote.load import LoadRunner, LoadSnapshot
+    from engine.remote.load.preflight import Health
     from gui.load.load_panel import LoadPanel
     from gui.main_window import MainWindow
 
@@ -131,6 +131,11 @@ class LoadHost(QObject):
 
     async def run(self, request: LoadRequest) -> dict[str, Any] | None:
         """The run's summary, or None when it could not start (`sigFailed` says why)."""
+        # The runner's package (sender, schedule, recorder) is imported by the first run, not
+        # with the window, whose first paint does not need it.
+        from engine.remote.load import LoadError, LoadRunner
+        from engine.remote.load.preflight import check_health
+
         # One round of the target's health probes before any traffic: a target that is down is
         # refused, with why, instead of a run of refused requests. It goes on while the payloads
         # are built and the runner prepares, so it adds no wait of its own.
@@ -284,8 +289,12 @@ async def attach_load(
     tasks: TaskOwner,
     lag: LoopLagMonitor | None,
     store: TargetStore | None = None,
+    *,
+    list_targets: bool = True,
 ) -> LoadWiring:
-    """Add the Load tab and the Monitor's load plots to the window, wired to one `LoadHost`."""
+    """Add the Load tab and the Monitor's load plots to the window, wired to one `LoadHost`;
+    the panel lists the store's targets (unless `list_targets` is False: the caller feeds it
+    the list the Targets view reads, `LoadPanel.set_targets`, rather than read it twice)."""
     from gui.load.load_panel import LoadPanel  # (it imports this module)
 
     panel = LoadPanel()
@@ -296,9 +305,10 @@ async def attach_load(
     window.add_load_view(panel)
     window.monitor_view.add_panel(plots)
     if window.theme is not None:
-        window.theme.sigThemeChanged.connect(plots.set_dark)
-        plots.set_dark(window.theme.dark)
-    if store is not None:
+        for themed in (plots, panel.chart):  # pyqtgraph ignores the palette: told each change
+            window.theme.sigThemeChanged.connect(themed.set_dark)
+            themed.set_dark(window.theme.dark)
+    if store is not None and list_targets:
         try:
             panel.set_targets(await store.list_all())
         except TargetError as exc:

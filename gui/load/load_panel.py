@@ -12,7 +12,7 @@ soon as the field is right again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from PySide6.QtCore import Qt, Signal
@@ -42,14 +42,15 @@ from engine.cli.load_args import (
 )
 from engine.ids import short_id
 from engine.remote.credentials import host_name
-from engine.remote.load import LoadSnapshot
-from engine.remote.load.progress import left_text, progress
 from engine.remote.plan import LoadPlan
 from engine.remote.target_store import StoredTarget
 from engine.remote.targets import PROTOCOLS, Target
 from gui.load.load_live_chart import LoadLiveChart
 from gui.shared.fields import MessageLabel, choice_box, count_box, number_box, text_box
 from gui.shared.file_dialogs import file_dialog
+
+if TYPE_CHECKING:
+    from engine.remote.load import LoadSnapshot
 
 TYPED = "URL below"
 PAYLOADS: tuple[tuple[PayloadKind, str], ...] = (
@@ -446,6 +447,9 @@ class LoadPanel(QWidget):
         self.message.set_message(f"{health}: sending…" if health else "Sending…")
 
     def on_snapshot(self, snap: LoadSnapshot) -> None:
+        # (imported here: its package, the load runner's, is not needed before a run)
+        from engine.remote.load.progress import left_text, progress
+
         if not snap.done:
             self.chart.on_snapshot(snap)
         if self._plan is not None:

@@ -10,23 +10,42 @@ running counts over the time between snapshots.
 
 Time is the wall clock (a run's start plus its elapsed seconds), the Monitor's shared axis
 (`attach_time`); `running` tells the Monitor to put these plots first while a run goes.
+
+Hidden until a run sends its first snapshot, the plots are built on demand, not with the window
+(`LivePlotsWidget.ensure_built`: in the turns after its first paint, or when first shown).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
-from engine.remote.load import LoadSnapshot
 from gui.shared.plots import LivePlotsWidget, Ring, draw_curves, sample_at
+
+if TYPE_CHECKING:
+    from engine.remote.load import LoadSnapshot
 
 ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
 OTHER = "other"  # classes beyond the pens' count are summed under this name
 PLOT_HEIGHT = 170  # the same as the Monitor's own plots (it scrolls)
 STALE_S = 5.0  # a run that sent no snapshot for this long is no longer running (it failed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plots:
+    """The four plots and the fixed curves; `LoadPlots._build` makes them."""
+
+    rate_plot: pg.PlotItem
+    latency_plot: pg.PlotItem
+    error_plot: pg.PlotItem
+    in_flight_plot: pg.PlotItem
+    curves: dict[str, pg.PlotDataItem]
 
 
 class LoadPlots(LivePlotsWidget):
@@ -50,30 +69,64 @@ class LoadPlots(LivePlotsWidget):
         self._run_start = 0.0  # clock time of the run's elapsed 0
         self._last_at = float("-inf")  # time.monotonic() of the newest snapshot
         self._done = True
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.rate_plot = self._plot("Load: throughput (/s)", layout)
-        self.latency_plot = self._plot("Load: latency (ms)", layout)
-        self.error_plot = self._plot("Load: errors by class (/s)", layout)
-        self.in_flight_plot = self._plot("Load: in flight", layout)
-        self.curves = {
-            "ok_s": self.rate_plot.plot(pen="#82b366", name="ok/s"),
-            "errors_s": self.rate_plot.plot(pen="#b85450", name="errors/s"),
-            "p50": self.latency_plot.plot(pen="#6c8ebf", name="p50"),
-            "p99": self.latency_plot.plot(pen="#b85450", name="p99"),
-            "in_flight": self.in_flight_plot.plot(pen="#6c8ebf", name="in flight"),
-        }
+        self._redraw_hz = redraw_hz
+        self._layout = QHBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._parts: _Plots | None = None  # built on demand (`ensure_built`)
         self.error_curves: dict[str, pg.PlotDataItem] = {}
-        self._take_turns(
-            (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue), redraw_hz
-        )
         self.setVisible(False)
         self.set_dark(False)
 
-    def _plot(self, title: str, layout: QHBoxLayout) -> pg.PlotItem:
+    def _build(self) -> Iterator[None]:
+        rate_plot = self._plot("Load: throughput (/s)")
+        yield
+        latency_plot = self._plot("Load: latency (ms)")
+        yield
+        error_plot = self._plot("Load: errors by class (/s)")
+        yield
+        in_flight_plot = self._plot("Load: in flight")
+        curves = {
+            "ok_s": rate_plot.plot(pen="#82b366", name="ok/s"),
+            "errors_s": rate_plot.plot(pen="#b85450", name="errors/s"),
+            "p50": latency_plot.plot(pen="#6c8ebf", name="p50"),
+            "p99": latency_plot.plot(pen="#b85450", name="p99"),
+            "in_flight": in_flight_plot.plot(pen="#6c8ebf", name="in flight"),
+        }
+        self._parts = _Plots(rate_plot, latency_plot, error_plot, in_flight_plot, curves)
+        self._take_turns(
+            (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue),
+            self._redraw_hz,
+        )
+
+    def _plot(self, title: str) -> pg.PlotItem:
         widget, item = self._new_plot(title, min_height=PLOT_HEIGHT, max_height=PLOT_HEIGHT + 80)
-        layout.addWidget(widget)
+        self._layout.addWidget(widget)
         return item
+
+    def _built_parts(self) -> _Plots:
+        self.ensure_built()
+        assert self._parts is not None
+        return self._parts
+
+    @property
+    def rate_plot(self) -> pg.PlotItem:
+        return self._built_parts().rate_plot
+
+    @property
+    def latency_plot(self) -> pg.PlotItem:
+        return self._built_parts().latency_plot
+
+    @property
+    def error_plot(self) -> pg.PlotItem:
+        return self._built_parts().error_plot
+
+    @property
+    def in_flight_plot(self) -> pg.PlotItem:
+        return self._built_parts().in_flight_plot
+
+    @property
+    def curves(self) -> dict[str, pg.PlotDataItem]:
+        return self._built_parts().curves
 
     # -- data -----------------------------------------------------------------------------------
 

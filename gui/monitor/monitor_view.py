@@ -12,13 +12,18 @@ crosshair with a readout, Follow/Pause and a time range; the latency histogram c
 requests of that range (`latency_window.LatencyWindow`). The page scrolls (the wheel over a plot
 scrolls it; Ctrl+wheel zooms time), and its sections come in the order of what is active: a
 running load's plots first, the local engine's folded below while it idles (`set_scope` too).
+
+The view is made without its plots (the window's first paint does not show them); they are
+built on demand (`LivePlotsWidget.ensure_built`: shown, read, or in the turns after the first
+paint), and the snapshots that come before wait in the rings.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,6 +65,21 @@ SECTION_TITLES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class LocalPlots:
+    """The local engine's plots and what is drawn in them; `MonitorView._build` makes them."""
+
+    latency_plot: pg.PlotItem
+    histogram_plot: pg.PlotItem
+    rate_plot: pg.PlotItem
+    queue_plot: pg.PlotItem
+    stage_plot: pg.PlotItem
+    curves: dict[str, pg.PlotDataItem]
+    slow_points: pg.ScatterPlotItem
+    histogram_curve: pg.PlotDataItem
+    stage_curves: list[pg.PlotDataItem]
+
+
 class MonitorView(LivePlotsWidget):
     """The Monitor tab's live plots and panels; `MainWindow` holds it, `gui.app` feeds it."""
 
@@ -76,6 +96,8 @@ class MonitorView(LivePlotsWidget):
         super().__init__(parent)
         self.history = history
         self.clock = clock
+        self._redraw_hz = redraw_hz
+        self._local: LocalPlots | None = None  # built on demand (`ensure_built`)
         self.t = Ring(history)  # clock time of each snapshot
         self.series: dict[str, Ring] = {name: Ring(history) for name in (*SERIES, *STAGES)}
         self.recent_ms = LatencyWindow(recent_seconds)  # ok requests' latencies by second
@@ -114,55 +136,6 @@ class MonitorView(LivePlotsWidget):
         layout = QGridLayout(local)
         layout.setContentsMargins(0, 0, 0, 0)
         self._grid = layout
-        self.latency_plot = self._plot(
-            "Latency (ms); click a point to open its trace", layout, 0, 0
-        )
-        self.histogram_plot = self._plot(
-            "Latency distribution, in the time range", layout, 0, 1, scrolling=False
-        )
-        self.histogram_plot.setLogMode(x=True, y=False)  # the tail and the body both readable
-        self.histogram_plot.setLabel("bottom", "ms")
-        self.histogram_plot.setLabel("left", "requests")
-        self.histogram_plot.setMouseEnabled(x=False, y=False)
-        self.rate_plot = self._plot("Throughput and errors (/s)", layout, 1, 0)
-        self.queue_plot = self._plot("Queue depth and in flight", layout, 1, 1)
-        self.stage_plot = self._plot("Time per stage, stacked (ms)", layout, 2, 0, span=2)
-        self.curves = {
-            "p50": self.latency_plot.plot(pen="#6c8ebf", name="p50"),
-            "p95": self.latency_plot.plot(pen="#d6b656", name="p95"),
-            "p99": self.latency_plot.plot(pen="#b85450", name="p99"),
-            "throughput": self.rate_plot.plot(pen="#82b366", name="ok/s"),
-            "errors": self.rate_plot.plot(pen="#b85450", name="errors/s"),
-            "queue": self.queue_plot.plot(pen="#d6b656", name="queue"),
-            "in_flight": self.queue_plot.plot(pen="#6c8ebf", name="in flight"),
-        }
-        self.slow_points = pg.ScatterPlotItem(
-            size=8, pen=pg.mkPen("#b85450"), brush=pg.mkBrush("#f8cecc"), name="slow requests"
-        )
-        self.slow_points.setToolTip("A slow request: click to open its trace")
-        self.slow_points.sigClicked.connect(self._on_slow_clicked)
-        self.latency_plot.addItem(self.slow_points)
-        self.histogram_curve = self.histogram_plot.plot(
-            stepMode="center", fillLevel=0, brush=pg.mkBrush("#6c8ebf80"), pen="#6c8ebf"
-        )
-        self.stage_curves = [
-            self.stage_plot.plot(pen=pen, fillLevel=0, brush=pg.mkBrush(pen), name=name)
-            for name, pen in zip(STAGES, STAGE_PENS, strict=True)
-        ]
-        # Each curve is the running total up to its stage and fills down to 0, so the lower
-        # stages must be drawn over the higher ones for every band to show its own colour.
-        for z, curve in enumerate(self.stage_curves):
-            curve.setZValue(len(self.stage_curves) - z)
-        self._take_turns(
-            (
-                self._draw_latency,
-                self._draw_histogram,
-                self._draw_rates,
-                self._draw_queue,
-                self._draw_stages,
-            ),
-            redraw_hz,
-        )
         self.local_section = self._add_section("local", local)
         self.attach_time(self.axis)
         self.axis.sigCrosshair.connect(self._on_crosshair)
@@ -173,6 +146,114 @@ class MonitorView(LivePlotsWidget):
         self._arrange_timer.start()
         self._arrange()
         self.set_dark(False)
+
+    def _build(self) -> Iterator[None]:
+        """The local engine's five plots, one a step (see `LivePlotsWidget.ensure_built`)."""
+        layout = self._grid
+        latency_plot = self._plot("Latency (ms); click a point to open its trace", layout, 0, 0)
+        yield
+        histogram_plot = self._plot(
+            "Latency distribution, in the time range", layout, 0, 1, scrolling=False
+        )
+        histogram_plot.setLogMode(x=True, y=False)  # the tail and the body both readable
+        histogram_plot.setLabel("bottom", "ms")
+        histogram_plot.setLabel("left", "requests")
+        histogram_plot.setMouseEnabled(x=False, y=False)
+        yield
+        rate_plot = self._plot("Throughput and errors (/s)", layout, 1, 0)
+        yield
+        queue_plot = self._plot("Queue depth and in flight", layout, 1, 1)
+        yield
+        stage_plot = self._plot("Time per stage, stacked (ms)", layout, 2, 0, span=2)
+        curves = {
+            "p50": latency_plot.plot(pen="#6c8ebf", name="p50"),
+            "p95": latency_plot.plot(pen="#d6b656", name="p95"),
+            "p99": latency_plot.plot(pen="#b85450", name="p99"),
+            "throughput": rate_plot.plot(pen="#82b366", name="ok/s"),
+            "errors": rate_plot.plot(pen="#b85450", name="errors/s"),
+            "queue": queue_plot.plot(pen="#d6b656", name="queue"),
+            "in_flight": queue_plot.plot(pen="#6c8ebf", name="in flight"),
+        }
+        slow_points = pg.ScatterPlotItem(
+            size=8, pen=pg.mkPen("#b85450"), brush=pg.mkBrush("#f8cecc"), name="slow requests"
+        )
+        slow_points.setToolTip("A slow request: click to open its trace")
+        slow_points.sigClicked.connect(self._on_slow_clicked)
+        latency_plot.addItem(slow_points)
+        histogram_curve = histogram_plot.plot(
+            stepMode="center", fillLevel=0, brush=pg.mkBrush("#6c8ebf80"), pen="#6c8ebf"
+        )
+        stage_curves = [
+            stage_plot.plot(pen=pen, fillLevel=0, brush=pg.mkBrush(pen), name=name)
+            for name, pen in zip(STAGES, STAGE_PENS, strict=True)
+        ]
+        # Each curve is the running total up to its stage and fills down to 0, so the lower
+        # stages must be drawn over the higher ones for every band to show its own colour.
+        for z, curve in enumerate(stage_curves):
+            curve.setZValue(len(stage_curves) - z)
+        self._local = LocalPlots(
+            latency_plot,
+            histogram_plot,
+            rate_plot,
+            queue_plot,
+            stage_plot,
+            curves,
+            slow_points,
+            histogram_curve,
+            stage_curves,
+        )
+        self._take_turns(
+            (
+                self._draw_latency,
+                self._draw_histogram,
+                self._draw_rates,
+                self._draw_queue,
+                self._draw_stages,
+            ),
+            self._redraw_hz,
+        )
+
+    def local_plots(self) -> LocalPlots:
+        """The local engine's plots, built now if they were not yet."""
+        self.ensure_built()
+        assert self._local is not None
+        return self._local
+
+    @property
+    def latency_plot(self) -> pg.PlotItem:
+        return self.local_plots().latency_plot
+
+    @property
+    def histogram_plot(self) -> pg.PlotItem:
+        return self.local_plots().histogram_plot
+
+    @property
+    def rate_plot(self) -> pg.PlotItem:
+        return self.local_plots().rate_plot
+
+    @property
+    def queue_plot(self) -> pg.PlotItem:
+        return self.local_plots().queue_plot
+
+    @property
+    def stage_plot(self) -> pg.PlotItem:
+        return self.local_plots().stage_plot
+
+    @property
+    def curves(self) -> dict[str, pg.PlotDataItem]:
+        return self.local_plots().curves
+
+    @property
+    def slow_points(self) -> pg.ScatterPlotItem:
+        return self.local_plots().slow_points
+
+    @property
+    def histogram_curve(self) -> pg.PlotDataItem:
+        return self.local_plots().histogram_curve
+
+    @property
+    def stage_curves(self) -> list[pg.PlotDataItem]:
+        return self.local_plots().stage_curves
 
     # -- layout ---------------------------------------------------------------------------------
 

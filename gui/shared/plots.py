@@ -7,17 +7,24 @@ set with the data rather than auto-ranged (`plot_turns.fit_range`), a GridItem i
 axes' grid, and one stale plot redrawn per timer tick (`plot_turns.PlotTurns`). Samples wait
 in float64 rings (`Ring`) until a plot's turn to redraw comes. Their time plots share the
 Monitor's clock axis (`time_axis.TimeAxis`, `attach_time`): x belongs to it, y to the data.
+
+Making a plot is dear (~30-50 ms each: a PlotWidget, its axes, menus and legend), and the window
+holds a dozen that its first paint never shows (the Monitor's, the load's). So a plots widget is
+made empty and builds its plots on demand (`ensure_built`): when it is first shown, when a caller
+reads one of them, or one plot per event-loop turn once the window has painted
+(`BuildInTurns`). Data that comes before waits in the rings and is drawn once they exist.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
 from gui.shared.plot_turns import PlotTurns, fit_range
@@ -49,7 +56,8 @@ def paint_axes(plot: pg.PlotItem, foreground: str) -> None:
 
 
 class LivePlotsWidget(QWidget):
-    """Base of `MonitorView` and `LoadPlots`: plots made alike, redrawn in turns, themed."""
+    """Base of `MonitorView`, `LoadPlots` and `LoadLiveChart`: plots made alike, on demand
+    (`ensure_built`), redrawn in turns, themed."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -57,10 +65,64 @@ class LivePlotsWidget(QWidget):
         self._plots: list[pg.PlotItem] = []
         self._grids: list[pg.GridItem] = []
         self._time_plots: list[pg.PlotItem] = []
+        self._joined = 0  # how many of `_time_plots` are on `time_axis` (they join as built)
         self.time_axis: TimeAxis | None = None
         self._followed_at = 0.0  # time.monotonic() of the last redraw asked for by the clock
         self._turns = PlotTurns(())
         self._timer = QTimer(self)
+        self._timer.timeout.connect(self.redraw)
+        self._dark = False
+        self._steps: Iterator[None] | None = None  # the build under way, one plot a step
+        self._built = False
+        self._stopped = False
+
+    # -- building on demand -----------------------------------------------------------------
+
+    def _build(self) -> Iterator[None]:
+        """Make the plots (`_new_plot`) and their curves, yielding after each plot (a point
+        where the build may wait for another turn of the event loop); end with `_take_turns`.
+        Subclasses lay them out in layouts made, empty, in their `__init__`."""
+        return iter(())
+
+    @property
+    def built(self) -> bool:
+        return self._built
+
+    def build_step(self) -> bool:
+        """Make the next plot; True once every plot exists."""
+        if self._built:
+            return True
+        if self._steps is None:
+            self._steps = self._build()
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._finish_build()
+            return True
+        return False
+
+    def ensure_built(self) -> None:
+        """Make every plot not made yet, now (the widget is shown, or a caller wants them)."""
+        while not self.build_step():
+            pass
+
+    def _finish_build(self) -> None:
+        self._built = True
+        self._steps = None
+        if self.isVisible():  # added to a shown layout, Qt would show them a turn late
+            for widget in self._widgets:
+                widget.show()
+        self._join_time()
+        self.set_dark(self._dark)  # the theme chosen before the plots existed
+        # Whatever came before the plots is in the rings: every plot draws it.
+        self._turns.data_moved()
+        if not self._stopped:
+            self._timer.start()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        # Shown before the background build reached it: build the rest now, before it paints.
+        self.ensure_built()
+        super().showEvent(event)
 
     def _new_plot(
         self,
@@ -93,16 +155,24 @@ class LivePlotsWidget(QWidget):
         return widget, item
 
     def attach_time(self, axis: TimeAxis) -> None:
-        """Put the time plots on `axis` (the Monitor's clock axis); the others' wheel scrolls
-        the page too."""
+        """Put the time plots on `axis` (the Monitor's clock axis), those built now and those
+        built later; the others' wheel scrolls the page too."""
         self.time_axis = axis
-        for plot in self._time_plots:
-            axis.add(plot)
-        for widget in self._widgets:
-            widget.viewport().installEventFilter(axis.wheel)
         axis.add_readout(self.readout)
         axis.sigUserRange.connect(lambda: self._turns.data_moved())
+        if self._built:
+            self._join_time()
         self._turns.data_moved()
+
+    def _join_time(self) -> None:
+        axis = self.time_axis
+        if axis is None:
+            return
+        for plot in self._time_plots[self._joined :]:
+            axis.add(plot)
+        self._joined = len(self._time_plots)
+        for widget in self._widgets:
+            widget.viewport().installEventFilter(axis.wheel)  # (installed twice: still once)
 
     def readout(self, x: float) -> str | None:
         """What the plots show at clock time `x`, for the crosshair's readout."""
@@ -132,16 +202,15 @@ class LivePlotsWidget(QWidget):
         return slice(first, int(np.searchsorted(t, right, "right")) + 1)
 
     def _take_turns(self, drawers: Sequence[Callable[[], None]], redraw_hz: float) -> None:
-        """Redraw with `drawers`, one a tick, each at most `redraw_hz` times a second."""
+        """Redraw with `drawers`, one a tick, each at most `redraw_hz` times a second (the
+        timer starts once the build is done)."""
         self._turns = PlotTurns(drawers)
         # A tick per plot and `redraw_hz` period; spare ticks cost nothing (nothing is stale).
         self._timer.setInterval(max(int(1000 / redraw_hz / len(self._turns)), 1))
-        self._timer.timeout.connect(self.redraw)
-        self._timer.start()
 
     def redraw(self) -> None:
         """Refresh the next plot that is behind the data (they take turns: `PlotTurns`)."""
-        if self.isVisible():
+        if self._built and self.isVisible():
             if self.time_axis is not None and not self.time_axis.paused:
                 # Following the clock, the range moves without new data: redraw (and so move)
                 # every plot at least once a second.
@@ -153,11 +222,13 @@ class LivePlotsWidget(QWidget):
 
     @property
     def redraws(self) -> int:
-        """How often the least refreshed plot has been redrawn."""
-        return self._turns.least_redrawn
+        """How often the least refreshed plot has been redrawn (0 before they are built)."""
+        return self._turns.least_redrawn if len(self._turns) else 0
 
     def set_dark(self, dark: bool) -> None:
-        """pyqtgraph paints its own background: follow the app's palette."""
+        """pyqtgraph paints its own background: follow the app's palette (plots built later
+        take it when they are made)."""
+        self._dark = dark
         colours = plot_colours(dark)
         for plot in self._plots:
             paint_axes(plot, colours.foreground)
@@ -169,8 +240,46 @@ class LivePlotsWidget(QWidget):
         for grid in self._grids:
             grid.setPen(pg.mkPen(colours.grid))
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self) -> None:
+        self._stopped = True
         self._timer.stop()
+
+
+class BuildInTurns(QObject):
+    """Builds plots widgets one plot per turn of the event loop, once `start`ed (the app: at
+    its window's first paint).
+
+    The first paint then pays only for what it shows, and the plots exist before anyone opens
+    their tab; between two plots the loop runs (input, paints, the asyncio tasks). A widget
+    shown before its turn builds itself at once (`LivePlotsWidget.showEvent`).
+    """
+
+    def __init__(self, parent: QObject, widgets: Sequence[LivePlotsWidget]) -> None:
+        super().__init__(parent)  # the window: it goes with it, and the widgets with it
+        self.pending = list(widgets)
+        self._step_timer = QTimer(self)
+        self._step_timer.setInterval(0)  # a turn of the loop between two plots
+        self._step_timer.timeout.connect(self._step)
+
+    def start(self) -> None:
+        if self.pending:
+            self._step_timer.start()
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def _step(self) -> None:
+        while self.pending and (self.pending[0].built or self.pending[0].stopped):
+            self.pending.pop(0)
+        if not self.pending:
+            self._step_timer.stop()
+            return
+        self.pending[0].build_step()
 
 
 class Ring:

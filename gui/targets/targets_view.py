@@ -13,7 +13,7 @@ target, its secrets and its probe history. The probe interval is a spin box, kep
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Signal
@@ -278,6 +278,25 @@ class TargetsWiring:
     notifier: Notifier
     timeline: StatusTimeline
     remote: RemotePredict
+    targets: list[StoredTarget] = field(default_factory=list)  # as `list_targets` read them
+
+    async def list_targets(self) -> list[StoredTarget]:
+        """Read the stored targets and show them (the table, and whoever listens to
+        `sigTargetsChanged`: the side pane, the Predict and Load choices), not probed yet."""
+        self.targets = await self.view.load(start_probes=False)
+        return self.targets
+
+    async def start_probing(self) -> None:
+        """Probe the listed targets, and draw each one's stored probes in the Monitor's
+        timeline (the app does this after its first paint: a lane is two plots, and the
+        probers' clients and first probes need not hold up the window)."""
+        for stored in self.targets:
+            name = stored.target.name
+            if self.view.table_model.row_of(name) < 0:
+                continue  # removed since it was listed
+            if name not in self.host.probers:  # (one saved since is probed already)
+                await self.host.set_target(stored)
+            self.timeline.set_stored(name, await self.host.stored_history(name))
 
     async def aclose(self) -> None:
         await self.remote.aclose()
@@ -291,9 +310,12 @@ async def attach_targets(
     tasks: TaskOwner,
     run: RunRecorder | None = None,
     tokens: TokenStore | None = None,
+    *,
+    start: bool = True,
 ) -> TargetsWiring:
     """Add the Targets view, the Monitor's status timeline and the Predict view's remote
-    choice to the window, and start probing every stored target."""
+    choice to the window; with `start`, list the stored targets and start probing them (else
+    the caller does, with `list_targets` and `start_probing`)."""
     from gui.main_window import settings
 
     tokens = tokens if tokens is not None else TokenStore()
@@ -314,7 +336,8 @@ async def attach_targets(
     if window.theme is not None:
         window.theme.sigThemeChanged.connect(timeline.set_dark)
         timeline.set_dark(window.theme.dark)
-    for stored in await view.load():
-        name = stored.target.name
-        timeline.set_stored(name, await host.stored_history(name))
-    return TargetsWiring(view, host, notifier, timeline, remote)
+    wiring = TargetsWiring(view, host, notifier, timeline, remote)
+    if start:
+        await wiring.list_targets()
+        await wiring.start_probing()
+    return wiring

@@ -17,7 +17,7 @@ from engine.stats import RunRecorder, StatsSnapshot
 from engine.work import FutureSink, Work
 from gui.load.load_plots import LoadPlots
 from gui.monitor.monitor_view import MonitorView
-from gui.shared.plots import Ring
+from gui.shared.plots import BuildInTurns, Ring
 from gui.targets.status_timeline import StatusTimeline
 from storage.queries import ProbeRow
 
@@ -375,3 +375,51 @@ def test_the_targets_lanes_follow_the_clock_and_hold_while_paused(qtbot: QtBot) 
     view._tick()
     assert _x(lane.plot)[1] == clock.now - 120  # held where it was
     view.stop()
+
+
+# -- plots built on demand, after the window's first paint ----------------------------------------
+
+
+def test_plots_are_built_on_first_show_and_draw_what_came_before(qtbot: QtBot) -> None:
+    """The window's first paint does not pay for the Monitor's plots: the view is made without
+    them, keeps the snapshots and finished requests that come meanwhile, and draws them all
+    once it is shown (or a caller reads a plot)."""
+    view = MonitorView(history=100, redraw_hz=30)
+    qtbot.addWidget(view)
+    view.resize(1024, 700)
+    started = time.monotonic()
+    for i in range(50):
+        view.on_stats(_snap(started - 5 + i * 0.1, float(i)))
+    view.on_finished([_work("slow-early", 400.0)])
+    assert not view.built and view.redraws == 0
+    view.show()  # opened: built before it paints
+    assert view.built
+    qtbot.waitUntil(lambda: view.stage_curves[-1].getData()[1] is not None, timeout=10_000)
+    y = view.curves["p99"].yData
+    assert y is not None and len(y) == 50 and y[-1] == 49.0  # nothing was lost
+    assert [p.data() for p in view.slow_points.points()] == ["slow-early"]
+    assert view.latency_plot in view.axis.plots  # on the shared clock axis, once
+    assert len(view.axis.plots) == len(set(view.axis.plots)) == 4
+    view.stop()
+
+
+def test_plots_are_built_one_per_loop_turn_in_the_background(qtbot: QtBot) -> None:
+    owner = MonitorView(history=10)  # any QObject parent; its own plots are built on demand
+    qtbot.addWidget(owner)
+    monitor = MonitorView(history=100)
+    load = LoadPlots()
+    monitor.add_panel(load)
+    qtbot.addWidget(monitor)
+    monitor.set_dark(True)  # the theme chosen before the plots exist
+    builds = BuildInTurns(owner, [monitor, load])
+    assert not monitor.built and not load.built
+    steps: list[int] = []
+    builds._step_timer.timeout.connect(lambda: steps.append(len(monitor._plots)))
+    builds.start()
+    qtbot.waitUntil(lambda: builds.done, timeout=10_000)
+    assert monitor.built and load.built
+    assert steps[:5] == [1, 2, 3, 4, 5]  # one plot a turn: the loop runs in between
+    assert monitor._widgets[0].backgroundBrush().color().lightness() < 80
+    assert load.rate_plot in monitor.axis.plots  # the hosted panel's plots joined the axis
+    for view in (owner, monitor):
+        view.stop()

@@ -9,6 +9,7 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
+from gui.load.load_live_chart import LoadLiveChart
 from gui.monitor.monitor_view import MonitorView
 from gui.shared.theme import Theme
 
@@ -19,8 +20,10 @@ def test_dark_and_light_palettes_and_plots_follow(
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     theme = Theme(qapp, settings)
     monitor = MonitorView()
-    qtbot.addWidget(monitor)
-    theme.sigThemeChanged.connect(monitor.set_dark)
+    chart = LoadLiveChart()  # the Load tab's own chart follows the theme as the Monitor does
+    for plots in (monitor, chart):
+        qtbot.addWidget(plots)
+        theme.sigThemeChanged.connect(plots.set_dark)
     original = QPalette(qapp.palette())
     light_window = original.color(QPalette.ColorRole.Window)
     try:
@@ -28,13 +31,20 @@ def test_dark_and_light_palettes_and_plots_follow(
             theme.choose("dark")
         assert changed.args == [True]
         assert qapp.palette().color(QPalette.ColorRole.Window).lightness() < 80
-        assert monitor._widgets[0].backgroundBrush().color().lightness() < 80
+        # The plots are built on demand: made after the change, they take the dark colours.
+        assert not monitor.built and not chart.built
+        monitor.ensure_built()
+        chart.show()  # shown, it builds itself
+        assert chart.built
+        for plots in (monitor, chart):
+            assert plots._widgets[0].backgroundBrush().color().lightness() < 80
         assert settings.value("appearance/theme") == "dark"
 
         theme.choose("light")
         assert not theme.dark
         assert qapp.palette().color(QPalette.ColorRole.Window) == light_window
-        assert monitor._widgets[0].backgroundBrush().color().lightness() > 200
+        for plots in (monitor, chart):
+            assert plots._widgets[-1].backgroundBrush().color().lightness() > 200
 
         # "system" follows the platform's reported scheme (offscreen reports none: light).
         theme.choose("system")
@@ -43,6 +53,7 @@ def test_dark_and_light_palettes_and_plots_follow(
     finally:
         qapp.setPalette(original)
         monitor.stop()
+        chart.stop()
 
 
 def test_a_widget_with_its_own_style_sheet_follows_the_theme(

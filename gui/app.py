@@ -387,8 +387,9 @@ async def _serve_window(
         on_ready = load = None
     elif starting.result() and ready is not None:
         ready(engine)
+    script: asyncio.Task[None] | None = None
     if on_ready is not None:  # scripted use (screenshots, benchmarks, end-to-end tests)
-        tasks.spawn(on_ready(window), "on-ready")
+        script = tasks.spawn(_scripted(on_ready, window), "on-ready")
     if load is not None:  # `inferdeck gui --target URL [... --autostart]`
         loads.panel.fill(load)
         if autostart:
@@ -409,4 +410,19 @@ async def _serve_window(
     # If the database stopped taking writes, the window has said so; quitting still works.
     with contextlib.suppress(DatabaseFilesChangedError):
         await end_run(db, run, extra={"ui_loop_lag_ms": lag.summary_ms()})
+    failure = None if script is None or script.cancelled() else script.exception()
+    if failure is not None:
+        raise failure  # the script's failure is its caller's (a test, the screenshot tool)
     return loads.host.last_summary, loads.host.last_error
+
+
+async def _scripted(
+    on_ready: Callable[[MainWindow], Coroutine[Any, Any, None]], window: MainWindow
+) -> None:
+    """Runs a script on the ready window; if it fails, the app closes (as its user would have
+    it close) and `run_app` raises the failure, instead of leaving a window nobody drives."""
+    try:
+        await on_ready(window)
+    except BaseException:
+        window.sigCloseRequested.emit()
+        raise

@@ -136,6 +136,7 @@ class MainWindow(QMainWindow):
         cancel.setWhatsThis("Cancel the running file job")
         cancel.activated.connect(self.drop_panel.sigCancel)
         self.drop_panel.sigActive.connect(self.files_area.job_active)
+        self.drop_panel.sigResumeOffered.connect(self.files_area.resume_offered)
         self.setMinimumSize(960, 600)
         self.theme: Theme | None = None
         self._build_menus()
@@ -516,8 +517,15 @@ class FilesArea(QWidget):
         if active:
             self.show()
             self.toggle.setChecked(True)
-        else:
-            self.toggle.setChecked(False)
+        elif not self.panel.resume_paths:
+            self.toggle.setChecked(False)  # else it stays open on its Resume button
+
+    def resume_offered(self, offered: bool) -> None:
+        """A stopped job can be resumed: the area opens on its Resume button (a collapsed or
+        hidden area would keep the offer out of sight)."""
+        if offered:
+            self.show()
+            self.toggle.setChecked(True)
 
     def set_expanded(self, expanded: bool) -> None:
         self.toggle.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)

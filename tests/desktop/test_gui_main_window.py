@@ -128,6 +128,14 @@ ROW = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_widt
 VIEWS = ["Predict", "Requests", "Trace", "Monitor", "Runs", "Targets", "Load"]
 
 
+def stored_rows(db: Path, client_id: str) -> int:
+    with sqlite3.connect(db) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM requests WHERE client_id = ?", (client_id,)
+        ).fetchone()
+    return int(count)
+
+
 def test_the_app_is_whole_at_first_paint_and_follows_targets_and_file_jobs(
     qapp: QApplication, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,8 +233,23 @@ def test_the_app_is_whole_at_first_paint_and_follows_targets_and_file_jobs(
         assert window.isVisible() and window.drop_panel.job_running
         window.files_area.toggle.click()  # collapsed by the user to its one-line header
         assert not window.drop_panel.isVisible() and window.files_area.isVisible()
+        await wait_for(lambda: stored_rows(db, "files") > 0, 60)  # a job to resume exists
         window.drop_panel.sigCancel.emit()
         await wait_for(lambda: not window.drop_panel.job_running, 30)
+        # The stopped job can be resumed: the area opens on its Resume button, though the
+        # user had collapsed it.
+        await wait_for(window.drop_panel.resume_button.isVisible, 30)
+        assert window.files_area.toggle.isChecked()
+
+        # A bad row's request (here any stored one) opens in the Trace view.
+        with sqlite3.connect(db) as conn:  # the early prediction, stored before its answer
+            (stored_id,) = conn.execute(
+                "SELECT request_id FROM requests WHERE source = 'form'"
+            ).fetchone()
+        window.drop_panel.sigOpenRequest.emit(stored_id)
+        await wait_for(lambda: window.tabs.currentWidget() is window.trace_view)
+        assert window.trace_view.row is not None
+        assert window.trace_view.row["request_id"] == stored_id
         window.close()  # no job: no question
         seen["closed_without_question"] = window.quit_question is None
 
@@ -248,3 +271,17 @@ def test_the_app_is_whole_at_first_paint_and_follows_targets_and_file_jobs(
     with sqlite3.connect(db) as conn:
         form = conn.execute("SELECT status FROM requests WHERE source = 'form'").fetchall()
     assert form == [("ok",)]  # the early prediction waited for the models, then ran
+
+
+def test_a_failing_script_closes_the_app_and_its_failure_reaches_the_caller(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    """`run_app`'s `on_ready` script raises: the window closes and `run_app` raises it, so a
+    failing end-to-end test or screenshot tour fails instead of leaving a window open."""
+
+    async def drive(window: MainWindow) -> None:
+        await asyncio.sleep(0.05)
+        raise LookupError("the script's own failure")
+
+    with pytest.raises(LookupError, match="the script's own failure"):
+        qasync.run(run_app(tmp_path / "app.db", None, drive))

@@ -15,6 +15,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem, QWidget
 
+from engine.remote.prober import plain_error, plain_reason
 from gui.targets.status_timeline import STATE_COLOURS as TARGET_COLOURS
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class SidePane(QListWidget):
         self._icons: dict[str, QIcon] = {}
         # name -> (state, reason); the local engine's entry is keyed by None.
         self.states: dict[str | None, tuple[str, str]] = {None: ("loading", "models loading…")}
+        self._terms: dict[str | None, str] = {}  # the probes' own words for a state, by name
         self._scope: str | None = None
         local = QListWidgetItem(LOCAL)
         local.setData(Qt.ItemDataRole.UserRole, None)
@@ -118,19 +120,25 @@ class SidePane(QListWidget):
 
     def on_snapshots(self, snapshots: dict[str, ProberSnapshot]) -> None:
         for name, snap in snapshots.items():
-            reason = snap.last.detail if snap.last is not None else "not probed yet"
-            self._set_state(name, snap.state, reason)
+            if snap.last is None:
+                self._set_state(name, snap.state, "not probed yet")
+            else:
+                self._set_state(name, snap.state, plain_reason(snap.last), snap.last.detail)
 
     def on_state_changed(self, name: str, _old: str, new: str, detail: str) -> None:
-        self._set_state(name, new, detail)
+        # `detail` is the probes' own terms ("live: connect_refused"); the pane says it in
+        # words, as the Targets table does, and keeps the terms for the tooltip.
+        _kind, _, error = detail.partition(": ")
+        self._set_state(name, new, plain_error(error) if error else detail, detail)
 
     def on_removed(self, name: str) -> None:
         self.states.pop(name, None)
 
-    def _set_state(self, name: str, state: str, reason: str) -> None:
-        if self.states.get(name) == (state, reason):
+    def _set_state(self, name: str, state: str, reason: str, terms: str = "") -> None:
+        if self.states.get(name) == (state, reason) and self._terms.get(name, "") == terms:
             return
         self.states[name] = (state, reason)
+        self._terms[name] = terms
         item = self.item_of(name)
         if item is not None:
             self._paint(item)
@@ -146,7 +154,9 @@ class SidePane(QListWidget):
             short = reason
         # Two lines, each elided to the pane's width by the view; the tooltip has it whole.
         item.setText(f"{title}\n{short}")
-        item.setToolTip(f"{title}: {state}" + (f" ({reason})" if reason else ""))
+        terms = self._terms.get(name, "")
+        tip = f"{title}: {state}" + (f" ({reason})" if reason else "")
+        item.setToolTip(tip + (f"\nprobe: {terms}" if terms and terms != reason else ""))
         colour = STATE_COLOURS.get(state, STATE_COLOURS["unknown"])
         if colour not in self._icons:
             self._icons[colour] = _dot(colour)

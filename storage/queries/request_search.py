@@ -27,7 +27,8 @@ class RequestFilter:
     client_id: str | None = None
     run_id: str | None = None
     # Text that begins a stored request ID finds those requests (by the ID index); any other
-    # text is searched, case-insensitively, in request IDs, inputs, outputs (labels) and errors.
+    # text is searched, case-insensitively, in request IDs, inputs, labels and errors (and in
+    # outputs when it is JSON-shaped).
     text: str | None = None
     # Where the requests went: "local" (the engine in this app or `inferdeck serve`) or a remote
     # target's name: the side pane's scope.
@@ -73,7 +74,7 @@ _FILTER_INDEXES = {
 }
 # SQLite's name for the index behind `request_id ... UNIQUE` (the table's only UNIQUE column).
 _ID_INDEX = "sqlite_autoindex_requests_1"
-_TEXT_COLUMNS = ("request_id", "input", "output", "error")
+_TEXT_COLUMNS = ("request_id", "input", "label", "output", "error")
 
 # Rows ranked by latency from a filter's index alone (no table read): ~70 ns a row measured, so
 # 200,000 take ~15 ms.
@@ -164,11 +165,17 @@ def json_spellings(text: str) -> list[str]:
 
 
 def _text_term(text: str) -> tuple[str, list[str]]:
-    """The SQL that finds `text` (case-insensitively) in a row's ID, input, output or error."""
+    """The SQL that finds `text` (case-insensitively) in a row's ID, input, label or error,
+    and in its whole output when `text` is JSON-shaped (a quote or a colon).
+
+    Plain words look at the label, not the output: every output lists every class's score,
+    so "virginica" would match each classified row instead of the rows labelled virginica."""
     terms = ["request_id LIKE ? ESCAPE '\\'"]
     params = [_like(text)]
+    json_shaped = '"' in text or ":" in text
+    columns = [c for c in _TEXT_COLUMNS[1:] if c != "output" or json_shaped]
     for spelling in json_spellings(text):
-        for column in _TEXT_COLUMNS[1:]:
+        for column in columns:
             terms.append(f"{column} LIKE ? ESCAPE '\\'")
             params.append(_like(spelling))
     return f"({' OR '.join(terms)})", params

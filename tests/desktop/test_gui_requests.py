@@ -387,7 +387,11 @@ def _fill_labelled(path: Path) -> None:
             created_us=1_700_000_000_000_000 + i * 1000,
             latency_us=1000 + (i * 7919) % 5000,
             input=json.dumps(values, separators=(",", ":")),
-            output=json.dumps({"label": labels[i % 3], "scores": {}}, separators=(",", ":")),
+            # Every output scores every class, as the engine writes them.
+            output=json.dumps(
+                {"label": labels[i % 3], "scores": dict.fromkeys(labels, 0.3)},
+                separators=(",", ":"),
+            ),
         )
         if i % 5 == 0:
             row["source"] = "load" if i % 10 else "remote"

@@ -125,7 +125,13 @@ def _fill_with_ties(path: Path) -> list[dict[str, object]]:
             input=f'{{"sepal_length": {i % 50}, "note": "{"50% off_" if i % 13 == 0 else ""}"}}',
             error="sepal_width: Field required" if status == "rejected" else None,
             # Compact, as the engine writes outputs; no model on some old rejections.
-            output=f'{{"label":"{LABELS[i % 3]}","scores":{{}}}}' if status == "ok" else None,
+            # Every output scores every class, as the engine writes them.
+            output=json.dumps(
+                {"label": LABELS[i % 3], "scores": dict.fromkeys(LABELS, 0.3)},
+                separators=(",", ":"),
+            )
+            if status == "ok"
+            else None,
         )
         if status == "rejected" and i % 2:
             row["model"] = None
@@ -159,7 +165,10 @@ def _expected(
                 return str(r["request_id"]).startswith(t)
             if t.lower() in str(r["request_id"]).lower():
                 return True
-            hay = (r["input"] or "", r["output"] or "", r["error"] or "")
+            # Plain words look at the label; JSON-shaped text at the whole output too.
+            json_shaped = '"' in t or ":" in t
+            output = (r["output"] or "") if json_shaped else label(r)
+            hay = (r["input"] or "", output, r["error"] or "")
             spellings = request_search.json_spellings(t)
             return any(s.lower() in str(h).lower() for h in hay for s in spellings)
         return True

@@ -17,8 +17,11 @@ def test_autostart_runs_the_load_in_the_app_and_prints_the_summary(cli: Any, db_
     with TinyServer() as server:
         result = cli(
             "gui", "--db", db_path, "--target", server.url, "--protocol", "json",
-            "--autostart", "--rate", "150", "--duration", "1.5", "--autoquit", "6", "--json",
+            "--autostart", "--rate", "150", "--duration", "1.5", "--autoquit", "10", "--json",
         )  # fmt: skip
+    # --autoquit counts from the models being ready; before its 1.5 s the run also waits for the
+    # Monitor's first paint, its payloads and the target's health check: 10 s leaves a busy
+    # machine room for all of that, and the run must end by itself, every request sent.
     assert result.code == 0, result.stderr
     summary = result.summary
     assert summary["kind"] == "load"

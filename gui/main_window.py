@@ -502,6 +502,7 @@ class FilesArea(QWidget):
         layout.setSpacing(0)
         layout.addLayout(header)
         layout.addWidget(panel)
+        panel.setTitle("")  # the header's toggle says "Files" already
         panel.setMaximumHeight(220)  # a few problem rows; the views keep the rest
         # Collapsed during a job, the header repeats the panel's status line (a QLabel has no
         # change signal; twice a second is plenty for progress read at a glance).

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QMainWindow, QStyle, QSystemTrayIcon
 
-from engine.remote.prober import Prober, ProbeRound, ProberSnapshot, load_history
+from engine.remote.prober import Prober, ProbeRound, ProberSnapshot, load_history, plain_error
 from engine.remote.secrets import TokenStore
 from engine.remote.target_store import StoredTarget
 from engine.remote.targets import Target
@@ -63,7 +63,10 @@ def change_notice(name: str, old: str, new: str, detail: str) -> tuple[str, str]
     """The notification for a state change, or None for a target simply found up at start."""
     if old == "unknown" and new == "up":
         return None
-    text = f"{name} is {new}" + ("" if new == "up" else f" ({detail})")
+    # `detail` is the probes' own terms ("live: connect_refused"); people read the words.
+    _kind, _, error = detail.partition(": ")
+    reason = plain_error(error) if error else detail
+    text = f"{name} is {new}" + ("" if new == "up" else f": {reason}")
     return f"Target {new}", (text if old == "unknown" else f"{text}, was {old}")
 
 

@@ -90,7 +90,9 @@ def test_a_row_flips_up_down_up_with_a_notification_each_time_and_the_timeline_f
     run_on_qasync(qapp, main())
     notifier.close()
     assert len(notifier.sent) == 2, notifier.sent
-    assert notifier.sent[0].startswith("Target down: flaky is down (live: connect_refused")
+    assert notifier.sent[0].startswith(
+        "Target down: flaky is down: nothing is listening at that address (connection refused)"
+    )
     assert notifier.sent[0].endswith(", was up")
     assert notifier.sent[1] == "Target up: flaky is up, was down"
     assert "flaky is down" in str(seen["down_message"])
@@ -163,7 +165,7 @@ def test_segments_merge_runs_and_the_monitor_view_hosts_the_timeline(qtbot: QtBo
     assert change_notice("a", "unknown", "up", "all probes ok") is None
     assert change_notice("a", "unknown", "down", "live: timeout") == (
         "Target down",
-        "a is down (live: timeout)",
+        "a is down: it did not answer in time (timeout)",
     )
     monitor = MonitorView()
     qtbot.addWidget(monitor)

@@ -7,8 +7,6 @@ hook on the database guard, the service a short queue, the commands nothing at a
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import sys
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -75,13 +73,8 @@ async def opened_engine(
 
 
 async def start_engine(engine: Engine) -> None:
-    """Load and warm every model, then start taking requests from the queue.
-
-    torch is imported in the executor first: `Engine.start` sets torch's thread count on the
-    calling thread, and an import there held the app's event loop for seconds (measured: a
-    4-5 s stall of the window while torch loaded)."""
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(engine.executor, importlib.import_module, "torch")
+    """Load and warm every model (torch is first imported there, in the executor, never on the
+    event loop), then start taking requests from the queue."""
     await engine.start()
     freeze_startup_objects()
 

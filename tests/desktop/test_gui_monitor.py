@@ -248,6 +248,11 @@ def test_pause_holds_the_range_and_slow_points_stay_clickable(qtbot: QtBot) -> N
     view.on_stats(_snap(clock.mono(clock.now), 10.0))  # p99 10 ms
     view.on_finished([_work("slow-old", 40.0), *(_work(f"f{i}", 2.0) for i in range(20))])
     qtbot.waitUntil(lambda: len(view.slow_points.points()) == 1, timeout=10_000)
+    # The latency plot follows the clock on its own turn: pause once its range shows now
+    # (the slow point), not while it still shows the range it had before.
+    qtbot.waitUntil(
+        lambda: _x(view.latency_plot)[0] <= clock.now <= _x(view.latency_plot)[1], timeout=10_000
+    )
     view.follow_button.click()  # Pause
     assert view.axis.paused and view.follow_button.text() == "Follow live"
     held = _x(view.latency_plot)

@@ -457,11 +457,13 @@ class MonitorView(LivePlotsWidget):
         visible = self._begin(plot, t)
         top = draw_curves(self.curves, self.series, t, names, visible)
         if plot is self.latency_plot and self.slow:
-            xs, ys, ids = zip(*self.slow, strict=True)
             if not self.axis.paused:  # paused, the points stay put and clickable
+                xs, ys, ids = zip(*self.slow, strict=True)
                 self.slow_points.setData(x=list(xs), y=list(ys), data=list(ids))
+            # Fit to the points as drawn: paused, they may be older than the newest kept.
+            drawn_x, drawn_y = self.slow_points.getData()
             left, right = self.axis.x_range()
-            shown = [y for x, y in zip(xs, ys, strict=True) if left <= x <= right]
+            shown = [float(y) for x, y in zip(drawn_x, drawn_y, strict=True) if left <= x <= right]
             top = max(top, *shown) if shown else top
         self._fit_y(plot, t, top)
 

@@ -266,6 +266,8 @@ def test_pause_holds_the_range_and_slow_points_stay_clickable(qtbot: QtBot) -> N
     assert _x(view.latency_plot) == held  # new data arrived, the axis did not move
     assert "slow-old" not in [s[2] for s in view.slow]  # gone from the newest 300 ...
     assert [p.data() for p in view.slow_points.points()] == ["slow-old"]  # ... yet still drawn
+    bottom, top = view.latency_plot.getViewBox().viewRange()[1]
+    assert bottom <= 40.0 <= top  # ... and inside the plot's height, where it can be clicked
 
     point = view.slow_points.points()[0]
     widget = view._widgets[0]

@@ -1,9 +1,15 @@
-"""Runs a load test from the desktop app: a `LoadRunner` on the qasync loop, watched by a timer.
+"""Runs a load test from the desktop app: a `LoadRunner` on a thread and loop of its own, watched
+by a timer on the GUI thread.
 
-The runner sends and measures on the same loop the window paints on, so the GUI side must stay
-cheap: nothing is emitted per request. A QTimer asks the runner for a `snapshot()` (a quarter
-of a millisecond) at most `poll_hz` times a second and emits it only when something moved; the
-load panel's figures and the Monitor's load plots draw from those.
+Sending, measuring and recording up to 1,000 requests a second would take most of a core; on
+the qasync loop, which is the GUI thread, the window would stutter and the run would fall behind
+its rate. So the whole run (the preflight, the runner's client, its schedule and its recorder,
+and a `Database` of its own on the same SQLite file, closed at its end) goes on an
+`engine.remote.load.threaded.LoopThread`. The GUI thread only reads what the run publishes: a
+QTimer asks `LoadRunner.latest()` (an immutable snapshot, published by the run's loop every
+`1/poll_hz` s) at most `poll_hz` times a second and emits it only when something moved; the
+load panel's figures and the Monitor's load plots draw from those. Everything else crosses by
+the loops' `call_soon_threadsafe`: stop() into the run, its start and its end back out.
 
 Before any traffic the target's health is probed once (`engine.remote.load.preflight`): a
 target that is down is refused with its reason, one that is up is told as such.
@@ -15,6 +21,7 @@ the UI loop lag measured while it ran (`ui_loop_lag_ms`), as a dropped-file run'
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -23,15 +30,18 @@ import orjson
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.cli.load_args import LoadRequest, LoadStartError
+from engine.remote.load.threaded import LoopThread
 from engine.remote.payloads import PayloadError, PayloadSource
 from engine.remote.target_store import TargetError, TargetStore
 from engine.tasks import TaskOwner
 from gui.load.load_plots import LoadPlots
 from gui.shared.loop_lag import LoopLagMonitor
-from storage import Database
-from storage.database import is_live_database
+from storage import Database, open_database
+from storage.database import StorageError, is_live_database
 
 if TYPE_CHECKING:
+    from hdrh.histogram import HdrHistogram
+
     from engine.remote.load import LoadRunner, LoadSnapshot
     from engine.remote.load.preflight import Health
     from gui.load.load_panel import LoadPanel
@@ -40,6 +50,7 @@ if TYPE_CHECKING:
 
 POLL_HZ = 20.0  # snapshots a second, at most (the plots redraw at ≤ 30 Hz)
 TRACE_EVERY = 50  # client phases (connect, send, wait) for 1 request in 50, as the CLI does
+LAG_WAIT_S = 5.0  # how long the run's end waits for the GUI thread to close its lag window
 
 
 async def build_payloads(db: Database | None, request: LoadRequest) -> PayloadSource:
@@ -70,8 +81,18 @@ async def build_payloads(db: Database | None, request: LoadRequest) -> PayloadSo
     return PayloadSource.model_example()
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How a run on the load thread ended: its stored summary and final figures, or why not."""
+
+    summary: dict[str, Any] | None = None
+    final: LoadSnapshot | None = None
+    error: str | None = None
+
+
 class LoadHost(QObject):
-    """One load run at a time on the loop, its snapshots as signals; `attach_load` builds it."""
+    """One load run at a time, on a thread of its own, its snapshots as signals; `attach_load`
+    builds it."""
 
     sigStarted = Signal(str)  # the target is not down (its health, in words); traffic starts
     sigSnapshot = Signal(object)  # LoadSnapshot, at most `poll_hz` a second
@@ -90,12 +111,15 @@ class LoadHost(QObject):
         self.db = db
         self.tasks = tasks
         self.lag = lag
+        # The run's runner once it sends (read here only through its thread-safe `latest()`).
         self.runner: LoadRunner | None = None
         self.task: asyncio.Task[dict[str, Any] | None] | None = None
         self.last_summary: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.health: Health | None = None  # the last run's preflight
-        self._stop_asked = False
+        self.load_thread: LoopThread[_Outcome] | None = None  # the run's thread, from its preflight
+        self._stop_asked = False  # set here, read by the run's thread before it sends
+        self._sending: LoadRunner | None = None  # set and read on the run's thread only
         self._last_key: tuple[int, int, int] | None = None
         self._timer = QTimer(self)
         self._timer.setInterval(max(int(1000 / poll_hz), 34))
@@ -112,6 +136,7 @@ class LoadHost(QObject):
         self.last_summary = None
         self.last_error = None
         self.health = None
+        self.load_thread = None
         self._stop_asked = False
         self.task = self.tasks.spawn(self.run(request), "load-run")
         return True
@@ -119,84 +144,145 @@ class LoadHost(QObject):
     def stop(self) -> None:
         """End the run early; what was recorded stays (the runner stores it as it goes)."""
         self._stop_asked = True  # heard after the preflight, if the run has not begun yet
-        if self.runner is not None:
-            self.runner.stop()
+        if self.load_thread is not None:
+            self.load_thread.call_soon(self._stop_sending)
+
+    def _stop_sending(self) -> None:
+        # On the run's loop, where its runner's events live.
+        if self._sending is not None:
+            self._sending.stop()
 
     async def aclose(self) -> None:
-        """Stop a run and wait for its summary to be stored (before the database closes)."""
+        """Stop a run and wait for its summary to be stored and its thread to end (before the
+        database closes)."""
         self.stop()
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
+        thread = self.load_thread
+        if thread is not None:  # (the task may have been cancelled while the run went on)
+            await asyncio.gather(asyncio.wrap_future(thread.future), return_exceptions=True)
+            await asyncio.to_thread(thread.join)
         self._timer.stop()
 
     async def run(self, request: LoadRequest) -> dict[str, Any] | None:
         """The run's summary, or None when it could not start (`sigFailed` says why)."""
+        try:
+            payloads = await build_payloads(self.db, request)  # (history reads this loop's db)
+        except LoadStartError as exc:
+            self._fail(str(exc))
+            return None
+        lag = self.lag
+        window = lag.open_window() if lag is not None else None
+        gui_loop = asyncio.get_running_loop()
+        thread = LoopThread(lambda: self._run_off_loop(request, payloads, gui_loop, window))
+        self.load_thread = thread
+        try:
+            outcome = await asyncio.wrap_future(thread.start())
+        finally:
+            self._timer.stop()
+            self.runner = None
+            if lag is not None and window is not None:
+                lag.close_window(window)  # (done already if the run stored its summary)
+        if outcome.error is not None or outcome.summary is None:
+            self._fail(outcome.error or "the run ended without a summary")
+            return None
+        if outcome.final is not None:
+            self._emit(outcome.final)  # the final figures, whatever the timer last saw
+        self.last_summary = outcome.summary
+        self.sigFinished.emit(outcome.summary)
+        return outcome.summary
+
+    async def _run_off_loop(
+        self,
+        request: LoadRequest,
+        payloads: PayloadSource,
+        gui_loop: asyncio.AbstractEventLoop,
+        window: HdrHistogram | None,
+    ) -> _Outcome:
+        """The run itself, on its own thread and loop: nothing here touches a Qt object (the
+        GUI side hears of it through `gui_loop.call_soon_threadsafe` and the outcome)."""
         # The runner's package (sender, schedule, recorder) is imported by the first run, not
         # with the window, whose first paint does not need it.
         from engine.remote.load import LoadError, LoadRunner
         from engine.remote.load.preflight import check_health
 
         # One round of the target's health probes before any traffic: a target that is down is
-        # refused, with why, instead of a run of refused requests. It goes on while the payloads
-        # are built and the runner prepares, so it adds no wait of its own.
+        # refused, with why, instead of a run of refused requests. It goes on while the store
+        # opens and the runner prepares, so it adds no wait of its own.
         probing = asyncio.ensure_future(check_health(request.target, request.token))
+        db: Database | None = None
         try:
-            payloads = await build_payloads(self.db, request)
-        except LoadStartError as exc:
-            probing.cancel()
-            await asyncio.gather(probing, return_exceptions=True)
-            self._fail(str(exc))
-            return None
+            if self.db is not None:
+                # The app's Database belongs to the GUI loop (its aiosqlite connections answer
+                # there): the run gets its own on the same file, WAL, closed (flushed) below.
+                try:
+                    db = await open_database(self.db.path)
+                except StorageError as exc:
+                    probing.cancel()
+                    await asyncio.gather(probing, return_exceptions=True)
+                    return _Outcome(error=str(exc))
+            runner = LoadRunner(
+                request.target,
+                request.plan,
+                payloads,
+                db=db,
+                token=request.token,
+                trace_every=TRACE_EVERY,
+                summary_extra=lambda: self._lag_extra(gui_loop, window),
+                publish_every_s=self._timer.interval() / 1000,
+            )
+            health, checked = await asyncio.gather(probing, runner.check(), return_exceptions=True)
+            if isinstance(health, BaseException):
+                raise health  # (the probe judges every failure itself: this is a bug)
+            self.health = health
+            if health.down or isinstance(checked, BaseException):
+                if not isinstance(checked, LoadError):
+                    await runner.aclose()  # (a failed check closed its client itself)
+                    if checked is not None and not health.down:
+                        raise checked
+                return _Outcome(error=health.text() if health.down else str(checked))
+            if self._stop_asked:
+                await runner.aclose()
+                return _Outcome(error="stopped before it began")
+            # From here a stop() reaches the runner (no await between the check and this).
+            self._sending = runner
+            gui_loop.call_soon_threadsafe(self._on_started, runner, health.text())
+            try:
+                result = await runner.run()
+            except Exception as exc:  # the runner stores what it recorded before it gave up
+                return _Outcome(error=f"the run ended with an error: {exc}")
+            finally:
+                self._sending = None
+            return _Outcome(result.summary, runner.latest())
+        finally:
+            if db is not None:
+                await db.close()  # every row handed to its writer is committed first
+
+    async def _lag_extra(
+        self, gui_loop: asyncio.AbstractEventLoop, window: HdrHistogram | None
+    ) -> dict[str, Any]:
+        """`ui_loop_lag_ms` over the run, from the GUI thread's monitor (on the run's loop)."""
         lag = self.lag
-        window = lag.open_window() if lag is not None else None
+        if lag is None or window is None:
+            return {}
+        closed: concurrent.futures.Future[dict[str, float]] = concurrent.futures.Future()
 
-        def lag_extra() -> dict[str, Any]:
-            if lag is None or window is None:
-                return {}
-            return {"ui_loop_lag_ms": lag.close_window(window)}
+        def close() -> None:  # on the GUI loop, which owns the monitor's histograms
+            if closed.set_running_or_notify_cancel():
+                closed.set_result(lag.close_window(window))
 
-        runner = LoadRunner(
-            request.target,
-            request.plan,
-            payloads,
-            db=self.db,
-            token=request.token,
-            trace_every=TRACE_EVERY,
-            summary_extra=lag_extra,
-        )
-        health, checked = await asyncio.gather(probing, runner.check(), return_exceptions=True)
-        if isinstance(health, BaseException):
-            raise health  # (the probe judges every failure itself: this is a bug)
-        self.health = health
-        if health.down or isinstance(checked, BaseException):
-            if not isinstance(checked, LoadError):
-                await runner.aclose()  # (a failed check closed its client itself)
-                if checked is not None and not health.down:
-                    raise checked
-            lag_extra()
-            self._fail(health.text() if health.down else str(checked))
-            return None
-        if self._stop_asked:
-            await runner.aclose()
-            lag_extra()
-            self._fail("stopped before it began")
-            return None
+        try:
+            gui_loop.call_soon_threadsafe(close)
+            lag_ms = await asyncio.wait_for(asyncio.wrap_future(closed), LAG_WAIT_S)
+        except (RuntimeError, TimeoutError):  # the GUI loop has closed, or no longer turns
+            return {}
+        return {"ui_loop_lag_ms": lag_ms}
+
+    def _on_started(self, runner: LoadRunner, text: str) -> None:
         self.runner = runner
         self._last_key = None
         self._timer.start()
-        self.sigStarted.emit(health.text())
-        try:
-            result = await runner.run()
-        except Exception as exc:  # the runner stores what it recorded before it gave up
-            self._fail(f"the run ended with an error: {exc}")
-            return None
-        finally:
-            self._timer.stop()
-            self.runner = None
-        self._emit(runner.snapshot())  # the final figures, whatever the timer last saw
-        self.last_summary = result.summary
-        self.sigFinished.emit(result.summary)
-        return result.summary
+        self.sigStarted.emit(text)
 
     def _fail(self, message: str) -> None:
         self.last_error = message
@@ -205,9 +291,9 @@ class LoadHost(QObject):
 
     def _poll(self) -> None:
         runner = self.runner
-        if runner is None:
+        snap = runner.latest() if runner is not None else None
+        if snap is None:
             return
-        snap = runner.snapshot()
         key = (snap.sent, snap.completed, snap.in_flight)
         if key == self._last_key:
             return  # nothing moved: no signal, no redraw

@@ -8,8 +8,9 @@ database's group-commit writer in chunks, never one transaction or await per row
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,13 +71,14 @@ class Recorder:
         target: Target,
         db: Database | None,
         state: RunState,
-        summary_extra: Callable[[], dict[str, Any]] | None,
+        summary_extra: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None,
     ) -> None:
         self.target = target
         self.db = db
         self._state = state
-        # Called once as the run ends; what it returns joins the stored summary (the desktop
-        # app's `ui_loop_lag_ms` for the run's own window).
+        # Called once as the run ends; what it returns (or, if awaitable, gives) joins the
+        # stored summary: the desktop app's `ui_loop_lag_ms` for the run's own window, which
+        # its GUI thread measures while this runs on a thread of its own.
         self._summary_extra = summary_extra
         self._live = LiveStats(window_s=5)
         self.run: RunRecorder | None = None
@@ -168,7 +170,10 @@ class Recorder:
             "not_sent": state.not_sent,
         }
         if self._summary_extra is not None:
-            summary_extra |= self._summary_extra()
+            extra = self._summary_extra()
+            if inspect.isawaitable(extra):
+                extra = await extra
+            summary_extra |= extra
         if self.db is not None:
             await asyncio.shield(end_run(self.db, run, status, summary_extra))
         else:

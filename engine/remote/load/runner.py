@@ -10,7 +10,7 @@ all sharing one `RunState`. The runner wires them together and is what callers h
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -40,14 +40,20 @@ class LoadRunner:
         token: str | None = None,
         trace_every: int | None = None,
         client: TargetClient | None = None,
-        summary_extra: Callable[[], dict[str, Any]] | None = None,
+        summary_extra: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None = None,
+        publish_every_s: float | None = None,
     ) -> None:
         self.target = target
         self.plan = plan
         self.payloads = payloads
         self._state = RunState()
-        # `summary_extra` is called once as the run ends; its dict joins the stored summary.
+        # `summary_extra` is called (and awaited, if need be) once as the run ends; its dict
+        # joins the stored summary.
         self._recorder = Recorder(target, db, self._state, summary_extra)
+        # Given `publish_every_s`, the run's own loop publishes a snapshot that often, for
+        # `latest()` to hand to another thread (the app's, which polls it from a timer).
+        self._publish_every_s = publish_every_s
+        self._published: LoadSnapshot | None = None
         self._sender: Sender | None = None  # made by prepare()
         # The client given, or one `prepare()` makes with this token and trace sampling.
         self._client = client
@@ -94,7 +100,11 @@ class LoadRunner:
         recorder = self._recorder
         scheduler = Scheduler(self.plan, self.target.timeout_s, self._state, self._sender.one)
         started_ns = await recorder.begin(self._config())
-        flusher = asyncio.get_running_loop().create_task(recorder.flush_often(), name="load-flush")
+        loop = asyncio.get_running_loop()
+        flusher = loop.create_task(recorder.flush_often(), name="load-flush")
+        publisher = None
+        if self._publish_every_s is not None:
+            publisher = loop.create_task(self._publish_often(self._publish_every_s))
         status = "done"
         try:
             await scheduler.run(started_ns)
@@ -105,9 +115,12 @@ class LoadRunner:
         finally:
             self._state.done = True
             flusher.cancel()
+            if publisher is not None:
+                publisher.cancel()
             recorder.flush()
             await self._close_client()
             summary_extra = await recorder.finish(status)
+            self._published = self.snapshot()  # the final figures, done
         return recorder.result(summary_extra)
 
     def stop(self) -> None:
@@ -116,8 +129,20 @@ class LoadRunner:
         self._state.slot_free.set()
 
     def snapshot(self) -> LoadSnapshot:
-        """What a view draws now (`LoadSnapshot`); cheap, callable at any time."""
+        """What a view draws now (`LoadSnapshot`); cheap, callable at any time from the run's
+        own loop (it reads counters the run is changing: another thread calls `latest()`)."""
         return self._recorder.snapshot()
+
+    def latest(self) -> LoadSnapshot | None:
+        """The last snapshot the run published (see `publish_every_s`; the final one once
+        `run()` has ended), None before the first: safe to call from any thread, since a
+        snapshot is immutable and is handed over by one attribute assignment."""
+        return self._published
+
+    async def _publish_often(self, every_s: float) -> None:
+        while True:
+            self._published = self.snapshot()
+            await asyncio.sleep(every_s)
 
     def _config(self) -> dict[str, Any]:
         t = self.target

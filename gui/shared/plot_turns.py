@@ -9,6 +9,7 @@ gain.) The Monitor's own plots and the load plots both run on this.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -49,10 +50,24 @@ class PlotTurns:
         return min(self.redraw_counts)
 
 
+_NICE = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def steady_top(top: float) -> float:
+    """The top of a y range for data that reaches `top`: some headroom, rounded up to a
+    round number, so a value that wobbles leaves the range (and so the axis, its ticks and
+    the grid, which are re-made on every range change) as it is most frames."""
+    wanted = top * 1.08
+    if not wanted > 0.0 or not math.isfinite(wanted):
+        return 1.0
+    scale = 10.0 ** math.floor(math.log10(wanted))
+    return next(m * scale for m in _NICE if m * scale >= wanted)
+
+
 def fit_range(plot: pg.PlotItem, x: np.ndarray, top: float) -> None:
     """Set the view's range with the data. Left to auto-range, a plot finds its new range
     while painting and paints a second time: twice the cost of every frame."""
     if len(x) == 0:
         return
     right = max(float(x[-1]), float(x[0]) + 1.0)
-    plot.setRange(xRange=(float(x[0]), right), yRange=(0.0, top * 1.08 or 1.0), padding=0)
+    plot.setRange(xRange=(float(x[0]), right), yRange=(0.0, steady_top(top)), padding=0)

@@ -27,7 +27,7 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
-from gui.shared.plot_turns import PlotTurns, fit_range
+from gui.shared.plot_turns import PlotTurns, fit_range, steady_top
 from gui.shared.time_axis import TimeAxis
 
 
@@ -148,6 +148,10 @@ class LivePlotsWidget(QWidget):
         # The axes' own grid (showGrid) made each plot ~10 ms slower to paint; a GridItem with
         # an opaque pen draws the same lines in well under 1 ms.
         grid = pg.GridItem(textPen=None)
+        # Two levels of lines (about 10 and 1 across), not three: the finest level was ~100
+        # nearly transparent lines an axis, most of the cost of re-making the grid each time a
+        # range moves.
+        grid.setTickSpacing(x=[None, None], y=[None, None])
         item.addItem(grid)
         self._widgets.append(widget)
         self._plots.append(item)
@@ -183,7 +187,10 @@ class LivePlotsWidget(QWidget):
         if self.time_axis is None:
             fit_range(plot, t, top)
         else:
-            plot.setYRange(0.0, top * 1.08 or 1.0, padding=0)
+            bottom_now, top_now = plot.getViewBox().viewRange()[1]
+            wanted = steady_top(top)
+            if (bottom_now, top_now) != (0.0, wanted):  # unchanged: axis and grid stay as drawn
+                plot.setYRange(0.0, wanted, padding=0)
 
     def _begin(self, plot: pg.PlotItem, t: np.ndarray) -> slice:
         """A drawer's first step: the plot to the followed time range (before `setData`, so

@@ -18,6 +18,7 @@ all the lines (coalesced to ~30 Hz) and emits the time under it for the readout.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import QAbstractScrollArea, QApplication
 
 RANGES = (("Last 1 min", 60.0), ("Last 5 min", 300.0), ("Last 15 min", 900.0), ("Last 1 h", 3600.0))
 DEFAULT_WINDOW_S = 300.0
+STEPS_PER_WINDOW = 600  # the followed range moves in steps of about a pixel (see `x_range`)
 FREE_PER_TICK = 2  # plots not redrawn in turns (a lane: band and line) moved per `follow`
 LEFT_AXIS_PX = 52  # every time plot's left axis alike, so one time sits at one x in a column
 CROSSHAIR_PEN = pg.mkPen("#9aa0a6", width=1, style=Qt.PenStyle.DashLine)
@@ -180,8 +182,12 @@ class TimeAxis(QObject):
         if self.paused and self._master is not None:
             left, right = self._master.viewRange()[0]
             return float(left), float(right)
-        now = self.clock()
-        return now - self.window_s, now
+        # The right edge steps, a window's 1/STEPS_PER_WINDOW at a time (about a pixel), and
+        # is just ahead of now: between steps a plot's range stays put, so its time axis and
+        # grid are not re-made for a shift of a fraction of a pixel on every redraw.
+        step = self.window_s / STEPS_PER_WINDOW
+        right = math.ceil(self.clock() / step) * step
+        return right - self.window_s, right
 
     def data_range(self, now: float | None = None) -> tuple[float, float]:
         """The range whose data the plots summarise (the histogram)."""
@@ -193,6 +199,8 @@ class TimeAxis(QObject):
             self._set_x(view, *self.x_range())
 
     def _set_x(self, view: pg.ViewBox, left: float, right: float) -> None:
+        if view.viewRange()[0] == [left, right]:
+            return  # already there: nothing to re-make or repaint
         self._syncing = True  # one view moved by us: not a change to push to the others
         try:
             view.setXRange(left, right, padding=0)

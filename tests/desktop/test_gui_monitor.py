@@ -17,7 +17,9 @@ from engine.stats import RunRecorder, StatsSnapshot
 from engine.work import FutureSink, Work
 from gui.load.load_plots import LoadPlots
 from gui.monitor.monitor_view import MonitorView
+from gui.shared.plot_turns import steady_top
 from gui.shared.plots import BuildInTurns, Ring
+from gui.shared.time_axis import STEPS_PER_WINDOW
 from gui.targets.status_timeline import StatusTimeline
 from storage.queries import ProbeRow
 
@@ -376,11 +378,13 @@ def test_the_targets_lanes_follow_the_clock_and_hold_while_paused(qtbot: QtBot) 
     lane = timeline.lanes["edge"]
     clock.now += 120
     view._tick()  # one lane (its band and latency line) moves per tick
-    assert _x(lane.band) == _x(lane.plot) == (clock.now - 300, clock.now)
+    left, right = view.axis.x_range()
+    assert _x(lane.band) == _x(lane.plot) == (left, right) == (right - 300, right)
+    assert clock.now <= right < clock.now + 300 / STEPS_PER_WINDOW  # now, to a step
     view.follow_button.click()  # Pause
     clock.now += 120
     view._tick()
-    assert _x(lane.plot)[1] == clock.now - 120  # held where it was
+    assert _x(lane.plot)[1] == right  # held where it was
     view.stop()
 
 
@@ -430,3 +434,39 @@ def test_plots_are_built_one_per_loop_turn_in_the_background(qtbot: QtBot) -> No
     assert load.rate_plot in monitor.axis.plots  # the hosted panel's plots joined the axis
     for view in (owner, monitor):
         view.stop()
+
+
+# -- ranges that stay put between steps (what keeps a followed plot cheap to paint) -----------
+
+
+def test_following_moves_the_range_in_steps_not_on_every_redraw(qtbot: QtBot) -> None:
+    """A shift of a fraction of a pixel re-made the time axis and the grid of every plot on
+    every redraw; the range now moves once per step of the window (about a pixel)."""
+    clock = FakeClock()
+    step = 300 / STEPS_PER_WINDOW
+    clock.now = (int(clock.now / step) + 1) * step + 0.001  # just past a step's edge
+    view = _monitor(qtbot, clock)
+    view.on_stats(_snap(clock.mono(clock.now), 10.0))
+    qtbot.waitUntil(lambda: view.redraws >= 1, timeout=10_000)
+    moves: list[tuple[float, float]] = []
+    view.latency_plot.getViewBox().sigXRangeChanged.connect(lambda _v, r: moves.append(r))
+    for _ in range(8):  # eight redraws of every plot within one step: new data, same range
+        clock.now += step / 10
+        view.on_stats(_snap(clock.mono(clock.now), 10.0 + clock.now % 1))  # p99 wobbles
+        done = view.redraws
+        qtbot.waitUntil(lambda done=done: view.redraws > done, timeout=10_000)
+    assert moves == []
+    assert view.latency_plot.getViewBox().viewRange()[1] == [0.0, 12.0]  # steady: 10.x -> 12
+    clock.now += step  # the next step: it moves, once
+    view.on_stats(_snap(clock.mono(clock.now), 10.0))
+    qtbot.waitUntil(lambda: len(moves) >= 1, timeout=10_000)
+    assert _x(view.latency_plot) == view.axis.x_range()
+    view.stop()
+
+
+def test_a_steady_top_is_a_round_number_above_the_data() -> None:
+    assert steady_top(10.0) == steady_top(10.9) == 12.0  # a wobble keeps the range
+    assert steady_top(0.0) == 1.0 and steady_top(float("nan")) == 1.0
+    assert steady_top(950.0) == 1200.0
+    for top in (0.003, 0.7, 3.3, 41.0, 99.0, 12_345.0):
+        assert top * 1.08 <= steady_top(top) <= top * 1.08 * 1.25

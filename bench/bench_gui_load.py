@@ -8,10 +8,13 @@ set, offscreen otherwise) on a new database, exactly as a script would:
         --autoquit 27 --json
 
 The app shows the Monitor view (engine plots, the targets' timeline and the load plots, redrawn
-from timers) while the load runs on its own event loop. The last stdout line is the run's stored
+from timers) while the load runs on a thread and event loop of its own (`gui.load.load_host`):
+the GUI thread only polls its published snapshots. The last stdout line is the run's stored
 summary: achieved throughput, latency, and the UI loop lag the app measured while the run went
 (`ui_loop_lag_ms`). Medians over `--repeat` processes print as a table and go to
-bench/out/gui_load.json. Goal (issue 6): UI loop lag p99 ≤ 16 ms at 1,000 req/s.
+bench/out/gui_load.json. Goal (issues 6 and 13): UI loop lag p99 ≤ 16 ms and max ≤ 50 ms at
+1,000 req/s, the offered rate achieved. The machine's own ceiling is what `inferdeck load` (one
+process, no window) achieves against the same server: `--cli` measures it first, for comparison.
 """
 
 from __future__ import annotations
@@ -98,17 +101,45 @@ def run_once(url: str, tmp: Path, i: int, rate: float, duration: float) -> dict[
     return {"summary": summary, "stored": stored, "platform": platform}
 
 
+def run_cli(url: str, tmp: Path, i: int, rate: float, duration: float) -> dict[str, Any]:
+    """`inferdeck load` alone, same server and plan: the ceiling of this machine, no window."""
+    command = [
+        sys.executable, "-m", "engine.cli", "load", url, "--protocol", "json",
+        "--rate", f"{rate:g}", "--duration", f"{duration:g}",
+        "--db", str(tmp / f"cli-{i}.db"), "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        command, env=env, cwd=REPO, capture_output=True, text=True, timeout=duration + 120
+    )
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"the CLI failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    summary: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--cli", action="store_true", help="measure `inferdeck load` first")
     args = parser.parse_args()
     port = free_port()
     server = start_server(port)
     runs = []
+    cli_runs = []
     try:
         with tempfile.TemporaryDirectory() as tmp_name:
+            for i in range(args.repeat if args.cli else 0):
+                c = run_cli(f"http://127.0.0.1:{port}", Path(tmp_name), i, args.rate, args.duration)
+                print(
+                    f"cli {i + 1}: {c['throughput_per_s']:,.0f} ok/s ({c['ok']:,} ok, "
+                    f"{c.get('not_sent', 0):,} not sent), latency p50/p99 "
+                    f"{c['latency_ms']['p50']:.2f}/{c['latency_ms']['p99']:.2f} ms",
+                    flush=True,
+                )
+                cli_runs.append(c)
             for i in range(args.repeat):
                 result = run_once(
                     f"http://127.0.0.1:{port}", Path(tmp_name), i, args.rate, args.duration
@@ -143,17 +174,25 @@ def main() -> None:
         "lag_max_ms": med(lambda s: s["ui_loop_lag_ms"]["max"]),
         "runs": runs,
     }
+    if cli_runs:
+        figures["cli_throughput_per_s"] = float(
+            statistics.median(c["throughput_per_s"] for c in cli_runs)
+        )
+        figures["cli_runs"] = cli_runs
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "gui_load.json").write_text(json.dumps(figures, indent=2))
     print(f"\nmedians of {len(runs)} app processes ({figures['platform']}), {args.rate:g} req/s:")
-    rows = (
+    rows: tuple[tuple[str, str, str], ...] = (
         ("achieved throughput", f"{figures['throughput_per_s']:,.0f}/s", f"{args.rate:,.0f}/s"),
         ("request latency p50", f"{figures['latency_p50_ms']:.2f} ms", ""),
         ("request latency p99", f"{figures['latency_p99_ms']:.2f} ms", ""),
         ("UI loop lag p50", f"{figures['lag_p50_ms']:.2f} ms", ""),
         ("UI loop lag p99", f"{figures['lag_p99_ms']:.2f} ms", "≤ 16 ms"),
-        ("UI loop lag max", f"{figures['lag_max_ms']:.2f} ms", ""),
+        ("UI loop lag max", f"{figures['lag_max_ms']:.2f} ms", "≤ 50 ms"),
     )
+    if cli_runs:
+        cli = ("`inferdeck load` alone", f"{figures['cli_throughput_per_s']:,.0f}/s", "ceiling")
+        rows = (rows[0], cli, *rows[1:])
     for name, value, goal in rows:
         print(f"  {name:26} {value:>12}   {goal}")
 

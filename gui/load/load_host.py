@@ -121,8 +121,10 @@ class LoadHost(QObject):
         self._stop_asked = False  # set here, read by the run's thread before it sends
         self._sending: LoadRunner | None = None  # set and read on the run's thread only
         self._last_key: tuple[int, int, int] | None = None
+        interval_ms = max(int(1000 / poll_hz), 34)
+        self._publish_s = interval_ms / 1000  # how often the run publishes what the timer reads
         self._timer = QTimer(self)
-        self._timer.setInterval(max(int(1000 / poll_hz), 34))
+        self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._poll)
 
     @property
@@ -229,7 +231,7 @@ class LoadHost(QObject):
                 token=request.token,
                 trace_every=TRACE_EVERY,
                 summary_extra=lambda: self._lag_extra(gui_loop, window),
-                publish_every_s=self._timer.interval() / 1000,
+                publish_every_s=self._publish_s,
             )
             health, checked = await asyncio.gather(probing, runner.check(), return_exceptions=True)
             if isinstance(health, BaseException):

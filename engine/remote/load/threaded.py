@@ -57,22 +57,17 @@ class LoopThread(Generic[T]):
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        with self._lock:
-            self._loop = loop
-        try:
-            asyncio.set_event_loop(loop)
-            result = loop.run_until_complete(self._main())
-        except BaseException as exc:  # the caller hears every failure through the future
-            self.future.set_exception(exc)
-        else:
-            self.future.set_result(result)
-        finally:
+        # A plain asyncio loop, named outright: the process's policy may make another kind
+        # (the app's, qasync's, makes loops that run on the GUI thread's Qt timers).
+        with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
             with self._lock:
-                self._loop = None
+                self._loop = runner.get_loop()
             try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
+                result = runner.run(self._main())
+            except BaseException as exc:  # the caller hears every failure through the future
+                self.future.set_exception(exc)
+            else:
+                self.future.set_result(result)
             finally:
-                asyncio.set_event_loop(None)
-                loop.close()
+                with self._lock:
+                    self._loop = None

@@ -4,6 +4,11 @@
 run of 422s: the example comes from the model's input schema (`GET /models/{m}` on this
 project's service) or its OIP metadata (`GET /v2/models/{m}`): a number in the middle of its
 range, a tensor of ones of the input's row shape.
+
+A form starts from a real input where the target offers one (`offered_example`): this project's
+service names the model's own example in `GET /models/{m}` (`example`: the first held-out row,
+as the local form starts from), and a JSON schema may carry `examples`. A value made up from the
+schema is the last resort.
 """
 
 from __future__ import annotations
@@ -23,7 +28,26 @@ def example_from_schema(schema: dict[str, Any]) -> Payload:
     return {name: _value(spec) for name, spec in properties.items()}
 
 
+def offered_example(info: Any) -> Payload:
+    """The example a `GET /models/{m}` answer offers, if any: its `example` (the model's own,
+    from this project's service), else the first of its input schema's `examples`; `{}` when
+    it offers none (an older service, or another one)."""
+    if not isinstance(info, dict):
+        return {}
+    own = info.get("example")
+    if isinstance(own, dict) and own:
+        return dict(own)
+    schema = info.get("input_schema")
+    examples = schema.get("examples") if isinstance(schema, dict) else None
+    if isinstance(examples, list) and examples and isinstance(examples[0], dict):
+        return dict(examples[0])
+    return {}
+
+
 def _value(spec: dict[str, Any]) -> Any:
+    examples = spec.get("examples")
+    if isinstance(examples, list) and examples:  # the schema's own example of this field
+        return examples[0]
     if "default" in spec:
         return spec["default"]
     if spec.get("enum"):

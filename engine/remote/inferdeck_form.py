@@ -3,8 +3,10 @@
 This project's service describes each model in `GET /models/{m}`: its input JSON schema (the
 manifest's fields with their types, ranges and choices) and its labels. `form_from_info` turns
 that into the same `RemoteForm` an OIP target's metadata gives (`engine.remote.oip_form`): one
-field per property, validated with the schema's own rules, starting from the example
-`engine.remote.examples` makes from the schema, and the labels that name the answer's scores.
+field per property, validated with the schema's own rules, and the labels that name the
+answer's scores. It starts from the example the service offers (`example`: the model's own, its
+first held-out row, as a local form starts from) and only where it offers none from one
+`engine.remote.examples` makes from the schema (the middle of each range).
 
 A `json` target has no metadata: its form is one JSON text box whose document is sent as the
 payload (`raw_form`), and the form says so.
@@ -16,12 +18,12 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from engine.remote.classify import classify, describe
 from engine.remote.client import TargetClient
 from engine.remote.credentials import redact_url, scrub
-from engine.remote.examples import example_from_schema
+from engine.remote.examples import example_from_schema, offered_example
 from engine.remote.oip_form import FormField, FormKind, RemoteForm, not_bool, number_list
 from engine.remote.protocols import ProtocolError
 
@@ -93,12 +95,6 @@ def form_from_info(target: str, model: str, info: Any) -> RemoteForm:
     config = ConfigDict(extra="forbid", allow_inf_nan=False, title=f"{model} inputs")
     inputs_model: type[BaseModel] = create_model("RemoteInputs", __config__=config, **model_fields)
     labels = info.get("labels") if isinstance(info, dict) else None
-    values = example_from_schema(schema)
-    example = {
-        f.name: values[f.name]
-        for f in fields
-        if f.name in values and f.type != "text"  # (a list's size is not in the schema)
-    }
     return RemoteForm(
         target,
         model,
@@ -106,8 +102,41 @@ def form_from_info(target: str, model: str, info: Any) -> RemoteForm:
         inputs_model,
         (),
         labels=tuple(str(label) for label in labels) if isinstance(labels, list) else (),
-        example=example,
+        example=_start_values(info, schema, fields, inputs_model),
     )
+
+
+def _start_values(
+    info: Any, schema: dict[str, Any], fields: list[FormField], inputs: type[BaseModel]
+) -> dict[str, Any]:
+    """What the form starts from: the example the target offers (`offered_example`: the
+    model's own, as the local form's), field by field; a value made from the schema (the
+    middle of a range, the first choice) only where it offers none, or one the form refuses."""
+    offered = offered_example(info)
+    made = example_from_schema(schema)
+    values: dict[str, Any] = {}
+    for f in fields:
+        if f.name in offered:
+            # A list field is typed as numbers separated by commas: it starts as that text.
+            value = offered[f.name]
+            values[f.name] = _as_text(value) if isinstance(value, list) else value
+        elif f.name in made and f.type != "text":  # (a list's size is not in the schema)
+            values[f.name] = made[f.name]
+    try:
+        inputs.model_validate(values)
+    except ValidationError as exc:
+        refused = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} & set(offered)
+        for f in fields:
+            if f.name in refused:
+                values.pop(f.name, None)
+                if f.name in made and f.type != "text":
+                    values[f.name] = made[f.name]
+    return values
+
+
+def _as_text(values: list[Any]) -> str:
+    """A list of numbers (or of rows of them) as the form's text for it: "0, 1, 11, 16"."""
+    return ", ".join(_as_text(v) if isinstance(v, list) else str(v) for v in values)
 
 
 def _field_rule(prop: dict[str, Any]) -> tuple[FormKind, Any, list[str] | None]:

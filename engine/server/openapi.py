@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
 from engine.contracts import ErrorEnvelope, PredictRequest
 from engine.models import ModelRegistry
+from engine.models.examples import model_example
 from engine.models.runtime import LoadedModel
 from engine.server.errors import documented
 from engine.server.oip.schema import document_infer_body, undescribed
@@ -43,6 +44,12 @@ class ModelInfo(BaseModel):
     labels: list[str]
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
+    # Added later, with a default: an answer without it is still a `ModelInfo`.
+    example: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The model's own example input (its first held-out row, as the app's "
+        "form starts from): a valid `input_payload`",
+    )
 
 
 class ModelList(BaseModel):
@@ -54,7 +61,8 @@ class ModelList(BaseModel):
 
 
 def model_info(model: LoadedModel) -> dict[str, Any]:
-    """`ModelInfo`'s shape: the manifest's input schema, and what `outputs` will hold."""
+    """`ModelInfo`'s shape: the manifest's input schema, what `outputs` will hold, and the
+    model's own example (read once per model: the dataplane keeps the answer)."""
     labels = model.labels
     return {
         "name": model.name,
@@ -76,6 +84,7 @@ def model_info(model: LoadedModel) -> dict[str, Any]:
             },
             "required": ["label", "scores"],
         },
+        "example": model_example(model.manifest, model.folder),
     }
 
 

@@ -15,11 +15,12 @@ import pytest
 from conftest import run_on_qasync
 from fault_server import closed_port
 from live_server import LiveServer
-from PySide6.QtWidgets import QApplication, QLabel, QProgressBar
+from PySide6.QtWidgets import QApplication, QLabel, QLineEdit, QProgressBar
 from pytestqt.qtbot import QtBot
 from qt_helpers import wait_for
 
 from engine.models import ModelRegistry
+from engine.models.examples import model_example
 from engine.remote.inferdeck_form import form_from_info, raw_form
 from engine.remote.oip_form import form_from_oip
 from engine.remote.protocols import OipInput, ProtocolError
@@ -282,6 +283,103 @@ def test_inferdeck_target_builds_a_form_and_shows_labelled_scores(
     assert str(found["refused_message"]).startswith("raw refused it (HTTP 422): client_id:")
     assert found["refused_error"] is True and found["refused_scores"] == 0
     assert found["local_enabled"] is True
+
+
+def test_an_inferdeck_form_starts_from_the_models_own_example(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path, served: LiveServer
+) -> None:
+    """The service offers each model's own example (its first held-out row) in `GET
+    /models/{m}`: the remote form starts from it, as the local form does, not from the middle
+    of each range; an image model's pixels too, as the text its field takes."""
+    view = _view(qtbot)
+    registry = ModelRegistry.discover()
+    own = {
+        name: model_example(registry.models[name].manifest, registry.models[name].folder)
+        for name in ("iris", "digits")
+    }
+    found: dict[str, object] = {}
+
+    def shown() -> dict[str, str]:
+        texts = {}
+        for name, field in view._fields.items():
+            editor = field.editor
+            assert isinstance(editor, QLineEdit)
+            texts[name] = editor.text()
+        return texts
+
+    async def main() -> None:
+        db = await open_database(tmp_path / "app.db")
+        tokens = TokenStore(system_keyring=False)
+        tasks = TaskOwner()
+        remote = RemotePredict(view, db, tokens, tasks)
+        try:
+            store = TargetStore(db, tokens)
+            await store.add(make_target(name="deck", base_url=served.url, model="iris"))
+            await store.add(make_target(name="pixels", base_url=served.url, model="digits"))
+            remote.set_targets(await store.list_all())
+            remote.use_target("deck")
+            await wait_for(lambda: remote.form is not None and remote.form.model == "iris")
+            found["iris"] = shown()
+            found["iris_valid"] = view.validate() is not None
+            view.set_values({"sepal_length": "7"})
+            view.fill_example()  # the Example button: the model's own example again
+            found["iris_again"] = shown()
+            view.submit()  # sent as it starts: the server takes it
+            await wait_for(lambda: remote.answers == 1)
+            found["iris_heading"] = view.label_text.text()
+
+            remote.use_target("pixels")
+            await wait_for(lambda: remote.form is not None and remote.form.model == "digits")
+            found["digits"] = shown()
+            found["digits_valid"] = view.validate() is not None
+            view.submit()
+            await wait_for(lambda: remote.answers == 2)
+            found["digits_heading"] = view.label_text.text()
+            found["digits_error"] = view.status_text.error
+        finally:
+            await tasks.wait()
+            await remote.aclose()
+            await db.close()
+
+    run_on_qasync(qapp, main())
+    iris = own["iris"]
+    assert iris == {
+        "sepal_length": 5.1,
+        "sepal_width": 2.5,
+        "petal_length": 3.0,
+        "petal_width": 1.1,
+    }
+    assert found["iris"] == {name: str(value) for name, value in iris.items()}
+    assert found["iris_again"] == found["iris"] and found["iris_valid"]
+    assert found["iris_heading"] == "versicolor"  # the held-out row's own label
+    pixels = own["digits"]["image"]
+    assert isinstance(pixels, list) and len(pixels) == 64
+    assert found["digits"] == {"image": ", ".join(str(v) for v in pixels)}
+    assert found["digits_valid"] and found["digits_error"] is False
+    assert found["digits_heading"] == "9"
+
+
+def test_a_form_starts_from_what_the_target_offers_else_from_the_schema() -> None:
+    schema = {
+        "properties": {
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "size": {"type": "number", "minimum": 0, "maximum": 10, "examples": [2.5]},
+            "pixels": {"type": "array", "items": {"type": "number"}},
+        },
+        "required": ["age", "size", "pixels"],
+    }
+    # An older service (no `example`): the schema's own examples, else the middle of a range.
+    older = form_from_info("t", "m", {"labels": [], "input_schema": schema})
+    assert older.example == {"age": 60, "size": 2.5}
+    # The model's own example, a list field's as text; a value its schema refuses is not kept.
+    offered = {"age": 130, "size": 1.5, "pixels": [[1, 2], [3, 4]]}
+    own = form_from_info("t", "m", {"input_schema": schema, "example": offered})
+    assert own.example == {"age": 60, "size": 1.5, "pixels": "1, 2, 3, 4"}
+    assert own.inputs.model_validate(own.example)
+    # Another service's schema-level `examples`.
+    listed = {**schema, "examples": [{"age": 33, "size": 4.0, "pixels": [0.5]}]}
+    other = form_from_info("t", "m", {"input_schema": listed})
+    assert other.example == {"age": 33, "size": 4.0, "pixels": "0.5"}
 
 
 def test_form_rules_for_tensor_shapes_and_datatypes() -> None:

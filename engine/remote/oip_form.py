@@ -202,8 +202,11 @@ async def send_prediction(
     *,
     db: Database | None,
     run: RunRecorder | None = None,
+    source: str = SOURCE,
+    metadata: dict[str, Any] | None = None,
 ) -> RemoteAnswer:
-    """Send one payload, store its row (committed before this returns), and say what came back."""
+    """Send one payload, store its row (committed before this returns), and say what came back.
+    `source` and `metadata`: what the row says of where it came from (a run again's)."""
     target = client.target
     sent_id = new_id()
     traceparent = new_traceparent()
@@ -226,7 +229,7 @@ async def send_prediction(
         row = client_row(
             row_id,
             run.run_id if run is not None else None,
-            SOURCE,
+            source,
             target.name,
             target.model,
             CLIENT_ID,
@@ -238,6 +241,7 @@ async def send_prediction(
             traceparent,
             ex,
             spans,
+            metadata=metadata,
         )
         await db.writer.execute(queries.UPSERT_REQUEST, row)
     failure = failure_text(ex)

@@ -71,10 +71,17 @@ def client_row(
     traceparent: str,
     ex: Exchange,
     spans: list[tuple[Any, ...]],
+    *,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[Any, ...]:
     """The stored row of a judged request (`status` "ok" or "failed", as `ex.error` says),
-    under `request_id` (the sent ID plus `CLIENT_ROW_SUFFIX`)."""
-    meta: dict[str, Any] = {"http_status": ex.status, "traceparent": traceparent}
+    under `request_id` (the sent ID plus `CLIENT_ROW_SUFFIX`); `metadata`: more to store with
+    it (a run again's `rerun_of`)."""
+    meta: dict[str, Any] = {
+        **(metadata or {}),
+        "http_status": ex.status,
+        "traceparent": traceparent,
+    }
     if ex.server_request_id is not None:
         meta["server_request_id"] = ex.server_request_id
     error = ex.error

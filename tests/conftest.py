@@ -52,11 +52,30 @@ def run_on_qasync(app: Any, coro: Coroutine[Any, Any, None]) -> None:
         loop.run_until_complete(coro)
     finally:
         loop.close()
-        # A closed qasync loop can still own Qt timers (cancelled sleeps). Freed later by a
-        # collection on some other thread (a test server's, aiosqlite's), its timers fire into
-        # freed memory in the next test: collect it here, on the GUI thread, while Qt is alive.
+        stop_qt_timers(loop)
+        # Collected here, on the GUI thread, when nothing else holds it.
         del loop
         gc.collect()
+
+
+def stop_qt_timers(loop: Any) -> None:
+    """Kill the Qt timers a closed qasync loop still owns, here on the GUI thread.
+
+    qasync arms a Qt timer on one QObject of its loop per `call_later` (every sleep, every
+    `asyncio.timeout`) and a cancelled handle keeps its timer until it fires. The loop can
+    outlive its test (a widget qtbot deletes later holds a view's database, whose events hold
+    the loop): a garbage collection on another thread (aiosqlite's, a worker's) then destroys
+    that QObject where Qt cannot unregister its timers, and they fire into freed memory in a
+    later test's event loop (a segfault in `QTimerInfoList::activateTimers`). Without timers,
+    whoever frees the loop later, and on whichever thread, frees nothing Qt still uses.
+    """
+    from PySide6.QtCore import QAbstractEventDispatcher
+
+    owner = loop._timer  # qasync's `_SimpleTimer`: the one QObject behind its call_later
+    dispatcher = QAbstractEventDispatcher.instance()
+    if dispatcher is not None:
+        for info in dispatcher.registeredTimers(owner):
+            owner.killTimer(info.timerId)
 
 
 def run_cli(args: Sequence[str | os.PathLike[str]], db: Path, timeout: float = 120) -> CliResult:

@@ -232,6 +232,16 @@ class Prober:
     def state(self) -> State:
         return self._state
 
+    @property
+    def running(self) -> bool:
+        """Whether its background task (`start`) is still probing."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def client_closed(self) -> bool:
+        """Whether its HTTP client is closed (`aclose`): no connection of it is left open."""
+        return self._client.is_closed
+
     def _probe_paths(self) -> dict[Kind, str]:
         if self.target.protocol == "json":
             return {"live": ""}

@@ -94,6 +94,7 @@ class ProbeHost(QObject):
         self.notify = notify
         self.probers: dict[str, Prober] = {}
         self._seen: dict[str, int] = {}  # rounds already emitted, per target
+        self._closed = False  # `aclose` began: no prober starts after it
         self.emits = 0
         self._timer = QTimer(self)
         self._timer.setInterval(max(int(1000 / max_hz), 1))
@@ -129,7 +130,9 @@ class ProbeHost(QObject):
             raise ValueError("the probe interval must be positive")
         self.interval_s = interval_s
         for name in list(self.probers):
-            old = self.probers[name]
+            old = self.probers.get(name)
+            if old is None:
+                continue  # removed while an earlier prober stopped
             # Stopped, then replaced under the same name without an await in between: the
             # views (and their snapshots) never find a target missing its prober.
             await old.aclose()
@@ -152,6 +155,10 @@ class ProbeHost(QObject):
     ) -> None:
         """Probe `target` under `name` on the current schedule (any old prober is stopped),
         going on from `resume` (the old prober's snapshot) when given."""
+        if self._closed:
+            # A save or a new interval that finished after `aclose` began: a prober started
+            # now would run on, its client open, on a loop that is closing.
+            return
         prober = Prober(
             target,
             interval_s=self.interval_s,
@@ -172,6 +179,7 @@ class ProbeHost(QObject):
 
     async def aclose(self) -> None:
         """Stop every prober (before the database closes: their last rows go to its writer)."""
+        self._closed = True
         self._timer.stop()
         for name in list(self.probers):
             await self._drop(name)

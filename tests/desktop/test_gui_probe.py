@@ -4,11 +4,17 @@ live rounds and from what an earlier session stored."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
 import time
+import weakref
 from pathlib import Path
+from typing import Any
 
 from conftest import run_on_qasync
 from fault_server import FaultServer, Rule
+from PySide6.QtCore import QAbstractEventDispatcher
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication, QMainWindow
 from pytestqt.qtbot import QtBot
@@ -228,3 +234,105 @@ def test_a_new_probe_interval_keeps_each_targets_changed_time(
     assert seen["cell_after"] == seen["cell_before"]
     assert seen["changes"] == 1  # unknown -> down, once
     assert len(notifier.sent) == 1, notifier.sent  # the first "down", not again
+
+
+def test_probers_restarted_then_stopped_leave_nothing_on_their_closed_loop(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    """A new interval, then the host stops: every prober, old and new, is stopped with its
+    HTTP client closed, and the closed loop owns no Qt timer (each probe's deadline arms one,
+    and a cancelled deadline kept its timer). Freed later on another thread, as a view qtbot
+    deletes late lets happen, the loop then leaves nothing to fire into freed memory in the
+    next loop: the segfault this order of tests once caused."""
+    from live_server import free_port
+
+    kept: dict[str, Any] = {}
+
+    async def main() -> None:
+        db = await open_database(tmp_path / "restart.db")
+        tokens = TokenStore(system_keyring=False)
+        host = ProbeHost(db, tokens, interval_s=30.0)
+        try:
+            closed = f"http://127.0.0.1:{free_port()}"
+            target = make_target(name="gone", base_url=closed, timeout_s=1.0, connect_timeout_s=0.5)
+            await host.set_target(await TargetStore(db, tokens).add(target))
+            before = host.probers["gone"]
+            await wait_for(lambda: before.snapshot().rounds >= 1)
+            await host.set_interval(0.1)
+            after = host.probers["gone"]
+            await wait_for(lambda: after.snapshot().rounds >= 4)  # deadlines armed and cancelled
+            kept["probers"] = [before, after]
+        finally:
+            await host.aclose()
+            await db.close()
+            kept["stopped_at"] = time.monotonic()
+            kept["loop"] = asyncio.get_running_loop()  # held past its close, as a late view does
+
+    run_on_qasync(qapp, main())
+    probers = kept.pop("probers")
+    assert [p.running for p in probers] == [False, False]
+    assert [p.client_closed for p in probers] == [True, True]
+    loop = kept.pop("loop")
+    dispatcher = QAbstractEventDispatcher.instance()
+    assert dispatcher is not None
+    left = [info.interval for info in dispatcher.registeredTimers(loop._timer)]
+    assert left == [], f"the closed loop still owns Qt timers of {left} ms"
+
+    # Freed on another thread now, and a new loop runs past every deadline the probes armed.
+    gone = weakref.ref(loop)
+    del loop, probers
+    collector = threading.Thread(target=gc.collect)
+    collector.start()
+    collector.join()
+    assert gone() is None
+    due = kept["stopped_at"] + 1.5 + 0.5  # timeout_s + connect_timeout_s, and a margin
+
+    async def next_test() -> None:
+        await wait_for(lambda: time.monotonic() > due)
+
+    run_on_qasync(qapp, next_test())
+
+
+def test_a_removal_during_a_new_interval_and_a_save_after_stopping_start_no_prober(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    """A target removed while a new interval restarts the probers is skipped, not a KeyError;
+    a save that ends after the host stopped (the app quitting) starts no prober: one would
+    run on, its HTTP client open, on a loop that is closing."""
+    from live_server import free_port
+
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        db = await open_database(tmp_path / "stopping.db")
+        tokens = TokenStore(system_keyring=False)
+        store = TargetStore(db, tokens)
+        host = ProbeHost(db, tokens, interval_s=30.0)
+        made: list[Prober] = []
+        try:
+            for name in ("a", "b", "late"):
+                url = f"http://127.0.0.1:{free_port()}"
+                await store.add(make_target(name=name, base_url=url, connect_timeout_s=0.5))
+            stored = {s.target.name: s for s in await store.list_all()}
+            await host.start_all([stored["a"], stored["b"]])
+            made += host.probers.values()
+            await wait_for(lambda: all(p.snapshot().rounds >= 1 for p in made))
+            restart = asyncio.ensure_future(host.set_interval(0.5))
+            await asyncio.sleep(0)  # it stops a's prober now; b goes while it waits
+            await host.remove("b")
+            await restart
+            seen["after_restart"] = sorted(host.probers)
+            made += host.probers.values()
+            await host.aclose()
+            await host.set_target(stored["late"])  # a save that finished after the stop
+            made += host.probers.values()
+            seen["after_stop"] = sorted(host.probers)
+            seen["running"] = [p for p in made if p.running or not p.client_closed]
+        finally:
+            await host.aclose()
+            await db.close()
+
+    run_on_qasync(qapp, main())
+    assert seen["after_restart"] == ["a"]
+    assert seen["after_stop"] == []
+    assert seen["running"] == []

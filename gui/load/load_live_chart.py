@@ -62,7 +62,9 @@ class LoadLiveChart(LivePlotsWidget):
             "p99": latency_plot.plot(pen="#b85450", name="p99"),
         }
         self._parts = (rate_plot, latency_plot, curves)
-        self._take_turns((self._draw_rates, self._draw_latency), self._redraw_hz)
+        self._take_turns(
+            (self._draw_rates, self._draw_latency), self._redraw_hz, (rate_plot, latency_plot)
+        )
 
     def _built_parts(self) -> tuple[pg.PlotItem, pg.PlotItem, dict[str, pg.PlotDataItem]]:
         self.ensure_built()

@@ -96,6 +96,7 @@ class LoadPlots(LivePlotsWidget):
         self._take_turns(
             (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue),
             self._redraw_hz,
+            (rate_plot, latency_plot, error_plot, in_flight_plot),
         )
 
     def _plot(self, title: str) -> pg.PlotItem:

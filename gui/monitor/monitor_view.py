@@ -211,6 +211,7 @@ class MonitorView(LivePlotsWidget):
                 self._draw_stages,
             ),
             self._redraw_hz,
+            (latency_plot, histogram_plot, rate_plot, queue_plot, stage_plot),
         )
 
     def local_plots(self) -> LocalPlots:

@@ -19,8 +19,16 @@ import pyqtgraph as pg
 class PlotTurns:
     """Round-robin redraws of the plots whose data moved; `LivePlotsWidget` owns one."""
 
-    def __init__(self, drawers: Sequence[Callable[[], None]]) -> None:
+    def __init__(
+        self,
+        drawers: Sequence[Callable[[], None]],
+        shown: Sequence[Callable[[], bool]] | None = None,
+    ) -> None:
         self._drawers = tuple(drawers)
+        # Whether each drawer's plot is on screen: one scrolled out of the page (or in a hidden
+        # section) stays behind the data and draws when it is back, so the plots no one sees
+        # take no share of the GUI thread.
+        self._shown = tuple(shown) if shown is not None else tuple(_always for _ in drawers)
         self.version = 0  # bumps with new data; a plot is stale until it draws it
         self._drawn = [0] * len(self._drawers)  # the data version each plot shows
         self.redraw_counts = [0] * len(self._drawers)
@@ -37,7 +45,7 @@ class PlotTurns:
         n = len(self._drawers)
         for step in range(n):
             i = (self._next + step) % n
-            if self._drawn[i] < self.version:
+            if self._drawn[i] < self.version and self._shown[i]():
                 self._drawn[i] = self.version
                 self._drawers[i]()
                 self.redraw_counts[i] += 1
@@ -46,8 +54,24 @@ class PlotTurns:
 
     @property
     def least_redrawn(self) -> int:
-        """How often the least refreshed plot has been redrawn."""
-        return min(self.redraw_counts)
+        """How often the least refreshed plot on screen has been redrawn (of them all when
+        none is on screen)."""
+        on_screen = [n for n, shown in zip(self.redraw_counts, self._shown, strict=True) if shown()]
+        return min(on_screen or self.redraw_counts)
+
+
+def _always() -> bool:
+    return True
+
+
+def on_screen(plot: pg.PlotItem) -> Callable[[], bool]:
+    """Whether some of `plot`'s widget is visible now (not scrolled away, not hidden)."""
+
+    def shown() -> bool:
+        widget = plot.getViewWidget()  # (its viewport covers it: ask the viewport)
+        return widget is None or not widget.viewport().visibleRegion().isEmpty()
+
+    return shown
 
 
 _NICE = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)

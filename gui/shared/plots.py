@@ -27,7 +27,7 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
-from gui.shared.plot_turns import PlotTurns, fit_range, steady_top
+from gui.shared.plot_turns import PlotTurns, fit_range, on_screen, steady_top
 from gui.shared.time_axis import TimeAxis
 
 
@@ -208,10 +208,16 @@ class LivePlotsWidget(QWidget):
         first = max(int(np.searchsorted(t, left)) - 1, 0)
         return slice(first, int(np.searchsorted(t, right, "right")) + 1)
 
-    def _take_turns(self, drawers: Sequence[Callable[[], None]], redraw_hz: float) -> None:
+    def _take_turns(
+        self,
+        drawers: Sequence[Callable[[], None]],
+        redraw_hz: float,
+        plots: Sequence[pg.PlotItem],
+    ) -> None:
         """Redraw with `drawers`, one a tick, each at most `redraw_hz` times a second (the
-        timer starts once the build is done)."""
-        self._turns = PlotTurns(drawers)
+        timer starts once the build is done); `plots[i]` is what `drawers[i]` draws, skipped
+        while it is off screen."""
+        self._turns = PlotTurns(drawers, [on_screen(plot) for plot in plots])
         # A tick per plot and `redraw_hz` period; spare ticks cost nothing (nothing is stale).
         self._timer.setInterval(max(int(1000 / redraw_hz / len(self._turns)), 1))
 

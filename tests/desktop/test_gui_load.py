@@ -47,6 +47,7 @@ def _drive(qapp: QApplication, qtbot: QtBot, db_path: Path, scenario: Scenario) 
         monitor = MonitorView()
         plots = LoadPlots(redraw_hz=30)
         monitor.add_panel(plots)
+        monitor.resize(1024, 2400)  # every plot on screen: one scrolled away is not redrawn
         for widget in (panel, monitor):
             qtbot.addWidget(widget)
             widget.show()

@@ -50,6 +50,7 @@ def test_ring_keeps_the_newest_in_order() -> None:
 def test_monitor_plots_snapshots_with_bounded_redraws(qtbot: QtBot) -> None:
     view = MonitorView(history=100, redraw_hz=20)
     qtbot.addWidget(view)
+    view.resize(1024, 2000)  # every plot on screen (one scrolled away is not redrawn)
     view.show()
     started = time.monotonic()
     for i in range(300):  # far more snapshots than the history and than redraws
@@ -470,3 +471,26 @@ def test_a_steady_top_is_a_round_number_above_the_data() -> None:
     assert steady_top(950.0) == 1200.0
     for top in (0.003, 0.7, 3.3, 41.0, 99.0, 12_345.0):
         assert top * 1.08 <= steady_top(top) <= top * 1.08 * 1.25
+
+
+def test_a_plot_scrolled_out_of_sight_waits_and_draws_when_scrolled_back(qtbot: QtBot) -> None:
+    """Plots no one sees take no share of the GUI thread: off screen a plot stays behind the
+    data; scrolled into view it draws everything that came meanwhile."""
+    view = _monitor(qtbot)
+    view.resize(1024, 300)  # the stages plot is below the fold
+    started = time.monotonic()
+    for i in range(50):
+        view.on_stats(_snap(started - 5 + i * 0.1, float(i)))
+    latency = view.curves["p99"]
+    qtbot.waitUntil(lambda: latency.yData is not None and latency.yData[-1] == 49.0, timeout=10_000)
+    stages = view._widgets[-1]
+    assert stages.viewport().visibleRegion().isEmpty()
+    for i in range(50, 53):  # more data, more turns: the plots on screen redraw, not it
+        view.on_stats(_snap(started - 5 + i * 0.1, float(i)))
+        qtbot.waitUntil(lambda i=i: latency.yData is not None and latency.yData[-1] == i)
+    assert view.stage_curves[-1].yData is None
+    view._scroll.ensureWidgetVisible(stages)
+    qtbot.waitUntil(lambda: view.stage_curves[-1].yData is not None, timeout=10_000)
+    top = view.stage_curves[-1].yData
+    assert top is not None and len(top) == 53 and top[-1] == 3.5  # all of it: 1 + 2 + 0.5
+    view.stop()

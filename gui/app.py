@@ -317,6 +317,8 @@ async def _serve_window(
         loads.panel.select_target,
     ):
         window.sigScopeChanged.connect(scoped)
+    # History's target box starts at the scope the window starts in, not "every target".
+    requests_view.set_scope(window.targets.scope)
 
     async def predict(model: str, payload: dict[str, object]) -> None:
         request = PredictRequest(client_id="gui", model=model, input_payload=payload)
@@ -333,12 +335,17 @@ async def _serve_window(
     window.predict_view.sigPredict.connect(
         lambda model, payload: tasks.spawn(predict(model, payload), "form-predict")
     )
-    # Run again: a request of its own (source "rerun") linked to the one it repeats; its answer
-    # opens in the Trace view, not in the Predict form (whose inputs may differ).
+    # Run again: a request of its own (source "rerun") linked to the one it repeats, where that
+    # one went (a remote target's, on that target); its answer opens in the Trace view, not in
+    # the Predict form (whose inputs may differ).
     from gui.history.rerun import Rerunner
 
     rerunner = Rerunner(
-        engine, run, window.open_trace, lambda text: window.statusBar().showMessage(text, 4000)
+        engine,
+        run,
+        window.open_trace,
+        lambda text: window.statusBar().showMessage(text, 8000),
+        remote_targets.view.store,
     )
     window.trace_view.set_lookup(
         lambda request_id: queries.get_request(db.reader, request_id), tasks

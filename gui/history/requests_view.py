@@ -35,6 +35,7 @@ STATUSES = ("any status", "ok", "rejected", "failed", "queued", "interrupted")
 ANY_CLIENT = "any client"
 EVERY_TARGET = "every target"
 LOCAL = "local engine"
+LOCAL_TARGET = "local"  # the stored `target` of the local engine's requests
 TYPING_PAUSE_MS = 150  # the text filter applies this long after the last keystroke
 TAIL_EVERY_MS = 500  # how often the view asks for rows stored since
 
@@ -103,7 +104,9 @@ class RequestsView(QWidget):
         self._tail_timer.setInterval(TAIL_EVERY_MS)
         self._tail_timer.timeout.connect(self._poll_tail)
         self.rerun_button = QPushButton("Run again")
-        self.rerun_button.setToolTip("Send the selected request's input again (Ctrl+R)")
+        self.rerun_button.setToolTip(
+            "Send the selected request's input again, where it was sent (Ctrl+R)"
+        )
         self.rerun_button.setShortcut("Ctrl+R")
         self.rerun_button.clicked.connect(self.rerun_selected)
         self.sort_by, self.descending = "time", True
@@ -260,12 +263,13 @@ class RequestsView(QWidget):
 
     def rerun_selected(self) -> None:
         row = self.selected_row()
-        if row is None or not row.get("model") or not row.get("input"):
-            return
+        remote = row is not None and row.get("target") not in (None, "", LOCAL_TARGET)
+        if row is None or not (row.get("model") or remote) or not row.get("input"):
+            return  # (a remote target's request runs again there, model or not)
         payload = row["input"]
         try:
             values = json.loads(payload) if isinstance(payload, str) else payload
         except ValueError:
             return  # a rejected row's raw text: nothing valid to send again
         if isinstance(values, dict):
-            self.sigRerun.emit(row["model"], values)
+            self.sigRerun.emit(row.get("model") or "", values)

@@ -188,12 +188,14 @@ class TraceView(QWidget):
             "Output" if output is not None or error is None else "Output (error)"
         )
         self.output_text.setPlainText(_pretty(output if output is not None else error))
+        # A remote target's request runs again on that target (a `json` one may name no model).
         self.rerun_button.setEnabled(
-            bool(row.get("model")) and isinstance(decoded(row.get("input")), dict)
+            bool(row.get("model") or where) and isinstance(decoded(row.get("input")), dict)
         )
         self.rerun_button.setToolTip(
-            "Send this input again on the local engine, as a new request linked to this one"
-            + (f" (it is not sent to {where} again)" if where else "")
+            f"Send this input to {where} again, as a new request linked to this one"
+            if where
+            else "Send this input again on the local engine, as a new request linked to this one"
         )
         metadata = decoded(row.get("metadata"))
         metadata = metadata if isinstance(metadata, dict) else {}
@@ -297,8 +299,9 @@ class TraceView(QWidget):
         QGuiApplication.clipboard().setText(self.as_json())
 
     def rerun(self) -> None:
-        if self.row is None or not self.row.get("model"):
+        """Ask for this request to run again, where it ran (`gui.history.rerun`)."""
+        if self.row is None or not self.rerun_button.isEnabled():
             return
         values = decoded(self.row.get("input"))
         if isinstance(values, dict):
-            self.sigRerun.emit(str(self.row["request_id"]), self.row["model"], values)
+            self.sigRerun.emit(str(self.row["request_id"]), self.row.get("model") or "", values)

@@ -8,17 +8,22 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import qasync
 from conftest import run_cli, run_on_qasync
+from live_server import free_port
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 from qt_helpers import wait_for
 
 from engine.contracts import ErrorBody
+from engine.remote.target_store import make_target
 from engine.tasks import TaskOwner
 from engine.work import Work
+from gui.app import run_app
 from gui.history.requests_table_model import COLUMNS, PAGE, RequestsTableModel
 from gui.history.requests_view import RequestsView
+from gui.main_window import MainWindow
 from storage import open_database, queries
 from storage.queries import REQUEST_COLUMNS, RequestFilter, request_search
 
@@ -555,3 +560,70 @@ def test_header_sorts_scope_narrows_and_the_empty_state_is_no_row(
     assert result["file_line"] == "iris.csv:299"
     assert result["empty_rows"] == 0
     assert result["empty_label"] == (True, "No requests match these filters.")
+
+
+def test_the_target_box_starts_at_the_windows_scope_and_follows_the_side_pane(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    """Through the real window: the side pane starts on "Local engine", and so does History's
+    target box (and its filter), not "every target"; choosing in the side pane moves it."""
+    path = tmp_path / "app.db"
+    asyncio.run(_create(path))
+    with sqlite3.connect(path) as conn:
+        for request_id, target in (("here-1", "local"), ("there-1", "web")):
+            row = dict.fromkeys(REQUEST_COLUMNS)
+            row.update(
+                request_id=request_id,
+                source="form" if target == "local" else "remote",
+                target=target,
+                model="iris",
+                client_id="gui",
+                status="ok",
+                created_us=1_700_000_000_000_000,
+                latency_us=1000,
+            )
+            conn.execute(
+                f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})",
+                tuple(row[c] for c in REQUEST_COLUMNS),
+            )
+    seen: dict[str, object] = {}
+
+    async def drive(window: MainWindow) -> None:
+        view = window.requests_view
+        model = view.table_model
+        seen["pane"] = window.targets.scope
+        seen["box"] = view.target_box.currentText()
+        seen["filter"] = model.filter.target
+        window.tabs.setCurrentWidget(view)
+        await wait_for(lambda: not model.loading and model.rowCount() > 0)
+        seen["rows"] = [model.row(i)["request_id"] for i in range(model.rowCount())]
+
+        target = make_target(name="web", base_url=f"http://127.0.0.1:{free_port()}")
+        await window.targets_view.save(target)
+        await wait_for(lambda: window.targets.names() == ["web"])
+        window.targets.select("web")
+        seen["box_web"] = view.target_box.currentText()
+        seen["filter_web"] = model.filter.target
+        await wait_for(
+            lambda: (
+                not model.loading
+                and [model.row(i)["request_id"] for i in range(model.rowCount())] == ["there-1"]
+            )
+        )
+        window.targets.select(None)
+        seen["box_local"] = view.target_box.currentText()
+        seen["filter_local"] = model.filter.target
+        window.close()
+
+    qasync.run(run_app(path, 60, drive))
+    assert seen["pane"] is None
+    assert (seen["box"], seen["filter"]) == ("local engine", "local")
+    assert seen["rows"] == ["here-1"]  # the remote target's row waits for its scope
+    assert (seen["box_web"], seen["filter_web"]) == ("web", "web")
+    assert (seen["box_local"], seen["filter_local"]) == ("local engine", "local")
+
+
+async def _create(path: Path) -> None:
+    db = await open_database(path)
+    await db.close()

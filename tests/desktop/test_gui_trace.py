@@ -17,7 +17,7 @@ from live_server import LiveServer
 from PySide6.QtCore import QPoint
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QLabel, QLineEdit, QTreeWidgetItem
+from PySide6.QtWidgets import QApplication, QLabel, QLineEdit, QMessageBox, QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 from qt_helpers import wait_for
 
@@ -25,7 +25,7 @@ from engine.ids import short_id
 from engine.remote.client import TargetClient
 from engine.remote.oip_form import adapter_for, send_prediction
 from engine.remote.target_store import make_target
-from engine.server import ServerSettings
+from engine.server import ServerSettings, asgi_app
 from engine.tasks import TaskOwner
 from gui.app import run_app
 from gui.history.trace_tree import SpanNode, axis_ticks, build_tree, tick_label
@@ -323,6 +323,128 @@ def test_run_again_is_its_own_request_linked_to_the_original(
             ("rerun", json.dumps({"rerun_of": original_id}, separators=(",", ":")), "ok"),
         ]
     )
+
+
+def test_run_again_of_a_remote_request_goes_to_its_target_again(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    """A request sent to a remote target (a real `inferdeck serve`) runs again on that target,
+    from the Trace and from Requests, with the token from the token store (never from the
+    request); stored as its own request (source `rerun`, `rerun_of`); once the target is
+    removed, Run again says so in words and sends nothing."""
+    token = "s3cret-token"
+    calls: list[tuple[str, str | None]] = []  # (path, Authorization) of each /predict
+    inner = asgi_app(ServerSettings(db_path=tmp_path / "serve.db"))
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/predict":
+            auth = dict(scope["headers"]).get(b"authorization")
+            calls.append((scope["path"], auth.decode() if auth else None))
+        await inner(scope, receive, send)
+
+    served = LiveServer(ServerSettings(db_path=tmp_path / "serve.db"), app=recording)
+    db = tmp_path / "app.db"
+    seen: dict[str, Any] = {}
+
+    async def drive(window: MainWindow) -> None:
+        messages: list[str] = []
+        window.statusBar().messageChanged.connect(messages.append)
+        while "ready" not in window.model_state.text():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await window.targets_view.save(
+            make_target(name="deck", base_url=served.url, model="iris"), token=token
+        )
+        # The original: a prediction sent to the target from the Predict form.
+        window.targets.select("deck")
+        predict = window.predict_view
+        await wait_for(lambda: predict.remote_form is not None, SLOW_S)
+        predict.set_values(INPUT)
+        predict.submit()
+        await wait_for(lambda: any(t == "setosa" for t in _texts(window)), SLOW_S)
+        with sqlite3.connect(db) as conn:
+            (original_id,) = conn.execute(
+                "SELECT request_id FROM requests WHERE source = 'remote'"
+            ).fetchone()
+        seen["original_id"] = original_id
+        sent_before = len(calls)
+
+        # Run again from the Trace: sent to the same target, its trace opens.
+        trace = window.trace_view
+        trace.open_linked(original_id)
+        await wait_for(lambda: trace.row is not None and trace.row["request_id"] == original_id)
+        seen["tooltip"] = trace.rerun_button.toolTip()
+        trace.rerun_button.click()
+        await wait_for(lambda: trace.row is not None and trace.row["source"] == "rerun", SLOW_S)
+        seen["rerun_row"] = dict(trace.row or {})
+        seen["sent_by_rerun"] = calls[sent_before:]
+
+        # Run again from Requests (scoped to the target by the side pane): the same.
+        view = window.requests_view
+        table = view.table_model
+        window.tabs.setCurrentWidget(view)
+        await wait_for(
+            lambda: any(table.row(i)["request_id"] == original_id for i in range(table.rowCount())),
+            SLOW_S,
+        )
+        for i in range(table.rowCount()):
+            if table.row(i)["request_id"] == original_id:
+                view.table.selectRow(i)
+        view.rerun_selected()
+        await wait_for(
+            lambda: (
+                trace.row is not None
+                and trace.row["source"] == "rerun"
+                and trace.row["request_id"] != seen["rerun_row"]["request_id"]
+            ),
+            SLOW_S,
+        )
+        seen["second"] = dict(trace.row or {})
+
+        # The target removed (as the Targets view removes one): Run again says why, in words.
+        targets = window.targets_view
+        window.tabs.setCurrentWidget(targets)
+        targets.remove_target()
+        await wait_for(lambda: targets.confirm is not None and targets.confirm.isVisible())
+        assert targets.confirm is not None
+        targets.confirm.button(QMessageBox.StandardButton.Yes).click()
+        await wait_for(lambda: window.targets.names() == [], SLOW_S)
+        sent_before_gone = len(calls)
+        trace.open_linked(original_id)
+        await wait_for(lambda: trace.row is not None and trace.row["request_id"] == original_id)
+        trace.rerun_button.click()
+        await wait_for(lambda: any("no longer exists" in m for m in messages), SLOW_S)
+        seen["gone"] = next(m for m in messages if "no longer exists" in m)
+        seen["sent_when_gone"] = len(calls) - sent_before_gone
+        seen["trace_after_gone"] = (trace.row or {}).get("request_id")
+        window.close()
+
+    served.start()
+    try:
+        qasync.run(run_app(db, 60, drive))
+    finally:
+        served.stop()
+    original_id = seen["original_id"]
+    assert "to deck again" in seen["tooltip"]
+    assert seen["sent_by_rerun"] == [("/predict", f"Bearer {token}")]
+    for rerun in (seen["rerun_row"], seen["second"]):
+        assert (rerun["source"], rerun["target"], rerun["model"], rerun["status"]) == (
+            "rerun",
+            "deck",
+            "iris",
+            "ok",
+        )
+        meta = json.loads(rerun["metadata"])
+        assert meta["rerun_of"] == original_id and meta["http_status"] == 200
+        assert json.loads(rerun["input"]) == INPUT
+        assert json.loads(rerun["output"])["outputs"]["label"] == "setosa"
+    assert seen["rerun_row"]["request_id"] != seen["second"]["request_id"]
+    assert seen["gone"].endswith("it was sent to target 'deck', which no longer exists")
+    assert seen["sent_when_gone"] == 0 and seen["trace_after_gone"] == original_id
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT source, target FROM requests ORDER BY id").fetchall()
+        everything = conn.execute("SELECT * FROM requests").fetchall()
+    assert stored == [("remote", "deck"), ("rerun", "deck"), ("rerun", "deck")]
+    assert token not in repr(everything)  # the token is never stored with a request
 
 
 def test_axis_ticks_are_round_and_cover_the_request() -> None:

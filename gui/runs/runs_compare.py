@@ -6,6 +6,9 @@ The plot is the usual HDR percentile plot: latency against percentile, the perce
 tail, where runs differ most, is as wide as the body. The table gives p50 / p90 / p99 / max /
 throughput / errors of both runs, the change (absolute and %) from the older run (A) to the
 newer (B), coloured better or worse. The numbers come from `engine.compare` (Qt-free).
+
+pyqtgraph paints its own background and ignores the Qt palette: the window follows the app's
+theme as the Monitor's plots do (`follow_theme`, `set_dark`, colours from `gui.shared.plots`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from PySide6.QtWidgets import (
 from engine.compare import Delta, decode_histogram, deltas, figures, nines, percentile_curve
 from engine.ids import short_id
 from engine.runs import run_name, run_settings
+from gui.shared.plots import paint_axes, plot_colours
+from gui.shared.theme import Theme
 from gui.shared.when import when_text
 from storage.queries import RunRow
 
@@ -91,7 +96,7 @@ class RunsCompareView(QWidget):
         )
 
         self.plot_widget = pg.PlotWidget(title="Latency by percentile")
-        self.plot_widget.setBackground("#ffffff")
+        self.dark = False
         plot = self.plot = self.plot_widget.getPlotItem()
         plot.addLegend(offset=(10, 10))
         plot.setLabel("left", "latency (ms)")
@@ -154,6 +159,23 @@ class RunsCompareView(QWidget):
         layout.addWidget(self.plot_widget, 1)
         layout.addWidget(note)
         layout.addWidget(self.table)
+        self.set_dark(False)
+
+    def follow_theme(self, theme: Theme) -> None:
+        """Take the app's theme now and whenever it changes (`RunsView` hands it over)."""
+        theme.sigThemeChanged.connect(self.set_dark)
+        self.set_dark(theme.dark)
+
+    def set_dark(self, dark: bool) -> None:
+        """Background, axes, title and legend in the theme's plot colours."""
+        self.dark = dark
+        colours = plot_colours(dark)
+        plot = self.plot
+        self.plot_widget.setBackground(colours.background)
+        paint_axes(plot, colours.foreground)  # (their titles too: "latency (ms)", "percentile")
+        plot.titleLabel.setText(plot.titleLabel.text, color=colours.foreground)
+        if plot.legend is not None:
+            plot.legend.setLabelTextColor(colours.foreground)
 
     def _settings_table(self, a: RunRow, b: RunRow) -> QTableWidget:
         """Both runs' settings side by side, above the figures, so two runs can be told apart

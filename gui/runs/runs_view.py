@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelection, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelection, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -30,7 +30,7 @@ from engine import export
 from engine.ids import short_id
 from engine.tasks import TaskOwner
 from gui.runs.run_report import describe_run
-from gui.runs.runs_table_model import RunsTableModel
+from gui.runs.runs_table_model import COLUMNS, NUMERIC, RunsTableModel
 from gui.shared.file_dialogs import file_dialog
 from gui.shared.tables import row_table
 from storage import queries
@@ -42,6 +42,16 @@ NAME_FILTERS = {
     "csv": "CSV (*.csv)",
     "jsonl": "JSON Lines (*.jsonl)",
 }
+
+
+# What a run is and how it went, left to right, before what tells runs apart in detail: these
+# fit the table's width (at 1024 px the figures were scrolled out of sight, behind the
+# settings); the others follow and scroll.
+KEY_COLUMNS = ("name", "status", "ok", "rejected+failed", "throughput/s", "p50 ms", "p99 ms")
+OTHER_WIDTHS = {"settings": 260, "kind": 55, "UI lag p99 ms": 0, "started": 140, "run": 160}
+FIGURE_SAMPLE = "99,999.9"  # as wide as the widest figure the numeric columns usually hold
+NAME_MIN_PX = 150  # a name elided in the middle still shows its kind and its time
+NAME_MAX_PX = 340  # wider, the settings column after the figures moves out of sight
 
 
 def _one_line(exc: BaseException) -> str:
@@ -89,9 +99,8 @@ class RunsView(QWidget):
         # the whole window.
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
-        self.table = row_table(
-            self.table_model, (170, 80, 260, 55, 60, 110, 90, 65, 65, 100, 140, 160)
-        )
+        self.table = row_table(self.table_model, ())
+        self._arrange_columns()
         # Two runs may be selected at once, to compare them (`gui.runs.runs_compare`).
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
@@ -118,6 +127,35 @@ class RunsView(QWidget):
         layout.addWidget(self.status)
 
     # -- the list -----------------------------------------------------------------------------
+
+    def _arrange_columns(self) -> None:
+        """The key columns first and as wide as their text, the others after them; the name
+        column takes the width they leave (`_fit_name`), long names elided in the middle (a
+        run's name ends with its time)."""
+        table, header = self.table, self.table.horizontalHeader()
+        table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        metrics = header.fontMetrics()
+        pad = 2 * header.style().pixelMetric(header.style().PixelMetric.PM_HeaderMargin) + 14
+        for visual, name in enumerate((*KEY_COLUMNS, *OTHER_WIDTHS)):
+            header.moveSection(header.visualIndex(COLUMNS.index(name)), visual)
+        for column, name in enumerate(COLUMNS):
+            width = OTHER_WIDTHS.get(name) or metrics.horizontalAdvance(name) + pad
+            if name in NUMERIC:
+                width = max(width, metrics.horizontalAdvance(FIGURE_SAMPLE) + pad)
+            table.setColumnWidth(column, width)
+        table.viewport().installEventFilter(self)
+        self._fit_name()
+
+    def _fit_name(self) -> None:
+        header = self.table.horizontalHeader()
+        others = sum(header.sectionSize(COLUMNS.index(n)) for n in KEY_COLUMNS[1:])
+        room = self.table.viewport().width() - others
+        self.table.setColumnWidth(COLUMNS.index("name"), max(NAME_MIN_PX, min(NAME_MAX_PX, room)))
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_name()  # the name column stretches with the table
+        return super().eventFilter(watched, event)
 
     def refresh(self) -> None:
         self._tasks.spawn(self.load(), "runs-load")
@@ -196,8 +234,12 @@ class RunsView(QWidget):
             return
         a, b = sorted((self.table_model.run(r.row()) for r in rows), key=lambda r: r.started_us)
         self._close_compare()  # one comparison open at a time
-        self.compare_window = RunsCompareView(a, b, self)
-        self.compare_window.show()
+        self.compare_window = window = RunsCompareView(a, b, self)
+        # Its plot follows the app's theme as the Monitor's do (the main window holds it).
+        theme = getattr(self.window(), "theme", None)
+        if theme is not None:
+            window.follow_theme(theme)
+        window.show()
 
     def _close_compare(self) -> None:
         if self.compare_window is not None:

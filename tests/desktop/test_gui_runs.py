@@ -339,3 +339,59 @@ def test_export_to_an_unwritable_path_fails_in_one_line_and_leaves_no_file(
     assert not missing_dir.parent.exists()
     assert a_folder.is_dir() and not list(a_folder.iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+RUNS_TAB_AT_1024 = (802, 600)  # the Runs tab's size in a 1024×700 window (side pane open)
+KEY_COLUMNS = ("name", "status", "ok", "rejected+failed", "throughput/s", "p50 ms", "p99 ms")
+NAME_MIN_PX = 150
+
+
+def test_at_1024_the_key_columns_fit_without_scrolling(
+    qapp: QApplication, qtbot: QtBot, runs: Runs
+) -> None:
+    """At 1024 px the name, status and figures are all in sight (they were scrolled out of it,
+    behind the settings); the name column takes the width left and elides in the middle."""
+    seen: dict[str, object] = {}
+
+    async def scenario(view: RunsView, _tasks: TaskOwner) -> None:
+        view.resize(*RUNS_TAB_AT_1024)
+        view.show()
+        await view.load()
+        table, header = view.table, view.table.horizontalHeader()
+        qtbot.waitUntil(lambda: table.viewport().width() < RUNS_TAB_AT_1024[0])
+        width = table.viewport().width()
+        seen["width"] = width
+        seen["scrolled"] = table.horizontalScrollBar().value()
+        seen["spans"] = {
+            name: (
+                header.sectionViewportPosition(COLUMNS.index(name)),
+                header.sectionViewportPosition(COLUMNS.index(name))
+                + header.sectionSize(COLUMNS.index(name)),
+            )
+            for name in KEY_COLUMNS
+        }
+        metrics = header.fontMetrics()
+        seen["headers_fit"] = {
+            name: metrics.horizontalAdvance(name) <= header.sectionSize(COLUMNS.index(name))
+            for name in KEY_COLUMNS
+        }
+        seen["name_width"] = header.sectionSize(COLUMNS.index("name"))
+        seen["elide"] = table.textElideMode()
+        # Wider, the name column widens with the table (up to a limit).
+        view.resize(RUNS_TAB_AT_1024[0] + 100, RUNS_TAB_AT_1024[1])
+        qtbot.waitUntil(lambda: table.viewport().width() > width)
+        seen["wider_name"] = header.sectionSize(COLUMNS.index("name"))
+
+    _drive(qapp, qtbot, runs.path, scenario)
+    width = seen["width"]
+    assert isinstance(width, int)
+    assert seen["scrolled"] == 0
+    spans = seen["spans"]
+    assert isinstance(spans, dict)
+    for name, (left, right) in spans.items():
+        assert left >= 0 and right <= width, (name, left, right, width)
+    assert all(seen["headers_fit"].values()), seen["headers_fit"]  # type: ignore[attr-defined]
+    name_width = seen["name_width"]
+    assert isinstance(name_width, int) and name_width >= NAME_MIN_PX
+    assert seen["elide"] == Qt.TextElideMode.ElideMiddle
+    assert isinstance(seen["wider_name"], int) and seen["wider_name"] > name_width

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from conftest import run_on_qasync
 from fault_server import FaultServer, Rule
-from PySide6.QtCore import QItemSelectionModel
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QItemSelectionModel, QSettings
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication, QMainWindow
 from pytestqt.qtbot import QtBot
 from tiny_server import TinyServer, target
 
@@ -25,6 +26,8 @@ from engine.stats import new_histogram
 from engine.tasks import TaskOwner
 from gui.runs.runs_compare import COLUMNS, VERDICT_COLOURS, RunsCompareView
 from gui.runs.runs_view import RunsView
+from gui.shared.plots import plot_colours
+from gui.shared.theme import Theme
 from storage import open_database
 
 
@@ -198,3 +201,59 @@ def test_stored_histograms_decode_into_a_rising_hdr_curve() -> None:
     assert nines(90) == pytest.approx(1) and nines(99.9) == pytest.approx(3)
     assert decode_histogram(None) is None and decode_histogram(b"garbage") is None
     assert decode_histogram(new_histogram().encode()) is None  # nothing recorded
+
+
+def test_the_compare_plot_follows_the_apps_theme(
+    qapp: QApplication, qtbot: QtBot, tmp_path: Path
+) -> None:
+    """pyqtgraph ignores the palette: opened under the dark theme, the compare window's plot is
+    dark, and it turns light with the app (it stayed white in the dark theme)."""
+    path = tmp_path / "runs.db"
+    with TinyServer() as one, TinyServer() as other:
+        a_id, b_id = asyncio.run(_two_runs(path, one.url, other.url))
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    theme = Theme(qapp, settings)
+    original = QPalette(qapp.palette())
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        db = await open_database(path)
+        tasks = TaskOwner()
+        window = QMainWindow()
+        window.theme = theme  # type: ignore[attr-defined]  # (as MainWindow holds it)
+        qtbot.addWidget(window)
+        try:
+            view = RunsView(db, tasks)
+            window.setCentralWidget(view)
+            theme.choose("dark")
+            await view.table_model.load()
+            model = view.table_model
+            flags = (
+                QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+            )
+            for i in range(model.rowCount()):
+                if model.run(i).run_id in (a_id, b_id):
+                    view.table.selectionModel().select(model.index(i, 0), flags)
+            view.compare_button.click()
+            compare = view.compare_window
+            assert isinstance(compare, RunsCompareView)
+            plot = compare.plot
+            seen["dark"] = (
+                compare.plot_widget.backgroundBrush().color().name(),
+                plot.getAxis("left").textPen().color().name(),
+                plot.getAxis("bottom").pen().color().name(),
+            )
+            theme.choose("light")
+            seen["light"] = compare.plot_widget.backgroundBrush().color().name()
+        finally:
+            await tasks.wait()
+            await db.close()
+
+    try:
+        run_on_qasync(qapp, main())
+    finally:
+        theme.choose("light")
+        qapp.setPalette(original)
+    dark = plot_colours(True)
+    assert seen["dark"] == (dark.background, dark.foreground, dark.foreground)
+    assert seen["light"] == plot_colours(False).background

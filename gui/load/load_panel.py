@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QFont, QFontMetrics, QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -61,8 +62,57 @@ PAYLOADS: tuple[tuple[PayloadKind, str], ...] = (
 )
 FIGURES = ("elapsed", "sent", "in flight", "ok", "failed", "throughput", "p50", "p99")
 FIELDS = ("url", "model", "payload")  # the form's fields an error can be shown under
+FIGURE_SCALE = 1.3  # the figures' font against the captions', when there is room
+FIGURE_MIN_PX = 90  # the width a figure asks for, so the columns do not jump as figures grow
 LIVE_TITLE = "This run: live (the last 5 s)"
 FINAL_TITLE = "This run: final (as stored)"
+
+
+class FigureLabel(QLabel):
+    """A big bold figure that is always shown whole: it never lets the layout make it narrower
+    than its text at the captions' size (`minimumSizeHint`), and draws as large as fits, up to
+    `FIGURE_SCALE` times that. (A fixed minimum width let a narrow window, 1024 px, cut
+    "178.18 ms" to "78.18 ms": a right-aligned label loses its first digits.)"""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__(text)
+        self.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self._small = QFont(self.font())
+        self._small.setBold(True)
+        self._large = QFont(self._small)
+        self._large.setPointSizeF(self._small.pointSizeF() * FIGURE_SCALE)
+        self.setFont(self._large)
+
+    def _text_width(self, font: QFont) -> int:
+        margins = self.contentsMargins()
+        extra = margins.left() + margins.right() + 2 * self.margin() + 2
+        return QFontMetrics(font).horizontalAdvance(self.text()) + extra
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(max(FIGURE_MIN_PX, self._text_width(self._large)), hint.height())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(self._text_width(self._small), super().minimumSizeHint().height())
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        """The largest size, from `FIGURE_SCALE` down to the captions', at which it fits."""
+        room = self.contentsRect().width()
+        size = self._large.pointSizeF()
+        font = QFont(self._large)
+        while size > self._small.pointSizeF() and self._text_width(font) > room:
+            size = max(size - 0.5, self._small.pointSizeF())
+            font.setPointSizeF(size)
+        if font != self.font():
+            self.setFont(font)
 
 
 class LoadPanel(QWidget):
@@ -180,13 +230,7 @@ class LoadPanel(QWidget):
         grid = QGridLayout(figures)
         self.figures: dict[str, QLabel] = {}
         for i, name in enumerate(FIGURES):
-            value = QLabel("—")
-            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            value.setMinimumWidth(90)
-            font = value.font()
-            font.setPointSizeF(font.pointSizeF() * 1.3)
-            font.setBold(True)
-            value.setFont(font)
+            value = FigureLabel("—")
             grid.addWidget(QLabel(name), i // 4 * 2, i % 4)
             grid.addWidget(value, i // 4 * 2 + 1, i % 4)
             self.figures[name] = value

@@ -462,3 +462,42 @@ def test_a_steady_run_shows_progress_a_live_rate_at_once_then_the_stored_figures
     assert isinstance(rates, list) and len(rates) >= 3
     assert all(r[2] for r in rates[:-1])
     assert rates[-1] == (stored["throughput_per_s"], stored["latency_ms"]["p99"], False)
+
+
+def test_at_1024_every_big_figure_is_shown_whole(qtbot: QtBot) -> None:
+    """In the Load tab of a 1024 px window the figures' labels were narrower than their text
+    ("178.18 ms" showed as "78.18 ms"): each figure's text now fits its label, and the figures
+    stay big where there is room."""
+    from PySide6.QtGui import QFontMetrics
+
+    panel = LoadPanel()
+    qtbot.addWidget(panel)
+    panel.resize(802, 600)  # the Load tab in a 1024×700 window, side pane open
+    panel.show()
+    summary = {
+        "duration_s": 1234.5,
+        "sent": 1_234_567,
+        "ok": 1_234_560,
+        "failed": 7,
+        "throughput_per_s": 12_345.0,
+        "latency_ms": {"p50": 1_178.18, "p99": 12_178.18},
+    }
+    panel.on_finished(summary)
+
+    def cut() -> dict[str, tuple[int, int]]:
+        found = {}
+        for name, label in panel.figures.items():
+            needed = QFontMetrics(label.font()).horizontalAdvance(label.text())
+            if needed > label.contentsRect().width():
+                found[name] = (needed, label.contentsRect().width())
+        return found
+
+    qtbot.waitUntil(lambda: not cut(), timeout=20_000)
+    assert panel.figures["p99"].text() == "12,178.18 ms"
+    caption = panel.figures_box.font().pointSizeF()
+    assert all(label.font().pointSizeF() >= caption for label in panel.figures.values())
+    assert all(label.font().bold() for label in panel.figures.values())
+    # Wide, the figures are drawn larger than their captions.
+    panel.resize(1400, 600)
+    qtbot.waitUntil(lambda: panel.figures["p99"].font().pointSizeF() > caption, timeout=20_000)
+    assert not cut()

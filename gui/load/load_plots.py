@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QHBoxLayout, QWidget
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import QGridLayout, QWidget
 
 from gui.shared.plots import LivePlotsWidget, Ring, draw_curves, sample_at
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 ERROR_PENS = ("#b85450", "#d79b00", "#9673a6", "#6c8ebf", "#56517e", "#a0522d")
 OTHER = "other"  # classes beyond the pens' count are summed under this name
 PLOT_HEIGHT = 170  # the same as the Monitor's own plots (it scrolls)
+# Below this width the four plots go two by two: four in a row at 1024 px left each ~130 px
+# of data and cut their titles.
+FOUR_IN_A_ROW_PX = 1100
 STALE_S = 5.0  # a run that sent no snapshot for this long is no longer running (it failed)
 
 
@@ -70,8 +74,9 @@ class LoadPlots(LivePlotsWidget):
         self._last_at = float("-inf")  # time.monotonic() of the newest snapshot
         self._done = True
         self._redraw_hz = redraw_hz
-        self._layout = QHBoxLayout(self)
+        self._layout = QGridLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
+        self._columns = 4
         self._parts: _Plots | None = None  # built on demand (`ensure_built`)
         self.error_curves: dict[str, pg.PlotDataItem] = {}
         self.setVisible(False)
@@ -101,8 +106,22 @@ class LoadPlots(LivePlotsWidget):
 
     def _plot(self, title: str) -> pg.PlotItem:
         widget, item = self._new_plot(title, min_height=PLOT_HEIGHT, max_height=PLOT_HEIGHT + 80)
-        self._layout.addWidget(widget)
+        self._place(widget, len(self._widgets) - 1)
         return item
+
+    def _place(self, widget: QWidget, i: int) -> None:
+        self._layout.addWidget(widget, i // self._columns, i % self._columns)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        columns = 4 if event.size().width() >= FOUR_IN_A_ROW_PX else 2
+        if columns != self._columns:
+            self._columns = columns
+            for i, widget in enumerate(self._widgets):
+                self._layout.removeWidget(widget)
+                self._place(widget, i)
+            for column in range(4):  # (the columns a wider layout used stretch no more)
+                self._layout.setColumnStretch(column, 1 if column < columns else 0)
 
     def _built_parts(self) -> _Plots:
         self.ensure_built()

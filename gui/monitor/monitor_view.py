@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
 
 from engine.stats import StatsSnapshot
 from engine.work import Work
+from gui.monitor.latency_axis import LatencyAxis
 from gui.monitor.latency_window import EDGES_MS, LatencyWindow
 from gui.monitor.sections import Section
 from gui.shared.plots import LivePlotsWidget, Ring, draw_curves, plot_colours, sample_at
@@ -153,8 +154,10 @@ class MonitorView(LivePlotsWidget):
         latency_plot = self._plot("Latency (ms); click a point to open its trace", layout, 0, 0)
         yield
         histogram_plot = self._plot(
-            "Latency distribution, in the time range", layout, 0, 1, scrolling=False
+            "Latency of the requests in the time range", layout, 0, 1, scrolling=False
         )
+        # Plain ms labels, only as many as fit (pyqtgraph's own ran into each other).
+        histogram_plot.setAxisItems({"bottom": LatencyAxis(orientation="bottom")})
         histogram_plot.setLogMode(x=True, y=False)  # the tail and the body both readable
         histogram_plot.setLabel("bottom", "ms")
         histogram_plot.setLabel("left", "requests")
@@ -480,9 +483,9 @@ class MonitorView(LivePlotsWidget):
         counts = self.recent_ms.counts(left, right)
         filled = np.flatnonzero(counts)
         total = int(counts.sum())
-        self.histogram_plot.setTitle(
-            f"Latency distribution, {total:,} requests in the time range",
-            color=self._foreground,
+        # (the count first: a narrow plot elides the title's end, `PlotTitles`)
+        self.titles.set_title(
+            self.histogram_plot, f"Latency of {total:,} requests in the time range"
         )
         if not len(filled):
             self.histogram_curve.setData([], [])

@@ -27,6 +27,7 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QWidget
 
+from gui.shared.plot_titles import PlotTitles
 from gui.shared.plot_turns import PlotTurns, fit_range, on_screen, steady_top
 from gui.shared.time_axis import TimeAxis
 
@@ -65,6 +66,7 @@ class LivePlotsWidget(QWidget):
         self._plots: list[pg.PlotItem] = []
         self._grids: list[pg.GridItem] = []
         self._time_plots: list[pg.PlotItem] = []
+        self.titles = PlotTitles(self)  # each elided to its plot's width (`plot_titles`)
         self._joined = 0  # how many of `_time_plots` are on `time_axis` (they join as built)
         self.time_axis: TimeAxis | None = None
         self._followed_at = 0.0  # time.monotonic() of the last redraw asked for by the clock
@@ -133,11 +135,12 @@ class LivePlotsWidget(QWidget):
         scrolling: bool = True,
     ) -> tuple[pg.PlotWidget, pg.PlotItem]:
         """A plot for the subclass to lay out, its range left to `fit_range`."""
-        widget = pg.PlotWidget(title=title)
+        widget = pg.PlotWidget()
         widget.setMinimumHeight(min_height)
         if max_height is not None:
             widget.setMaximumHeight(max_height)
         item = widget.getPlotItem()
+        self.titles.add(widget, item, title)
         item.addLegend(offset=(5, 5))
         if scrolling:  # (clipping would cut a histogram's bins apart)
             item.setClipToView(True)
@@ -245,9 +248,9 @@ class LivePlotsWidget(QWidget):
         colours = plot_colours(dark)
         for plot in self._plots:
             paint_axes(plot, colours.foreground)
-            plot.titleLabel.setText(plot.titleLabel.text, color=colours.foreground)
             if plot.legend is not None:
                 plot.legend.setLabelTextColor(colours.foreground)
+        self.titles.set_colour(colours.foreground)
         for widget in self._widgets:
             widget.setBackground(colours.background)
         for grid in self._grids:

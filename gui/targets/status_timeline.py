@@ -26,8 +26,10 @@ from gui.shared.time_axis import TimeAxis
 from storage.queries import ProbeRow
 
 STATE_COLOURS = {"up": "#2e9e44", "degraded": "#e0a100", "down": "#d03b3b", "unknown": "#9aa0a6"}
-LANE_PX = 96  # band + latency plot of one target
-BAND_PX = 40  # the state band, its title above it
+# One target's lane: at 96 px its latency line had a 20 px plot whose tick labels ran into each
+# other; the line now has room for three labelled ticks and readable ups and downs.
+LANE_PX = 156  # band + latency plot of one target
+BAND_PX = 44  # the state band, its title above it
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ class _Lane:
         # A left axis without labels, as wide as the plots' (`time_axis.LEFT_AXIS_PX`): the
         # band's times then sit right above the latency line's and the Monitor's plots'.
         self.band.getAxis("left").setStyle(showValues=False, tickLength=0)
+        self.band.getAxis("left").setPen(pg.mkPen(None))  # (its line drew a stub under the band)
         self.band.hideAxis("bottom")
         self.band.setMouseEnabled(x=True, y=False)
         self.band.setMinimumHeight(BAND_PX)
@@ -115,6 +118,7 @@ class _Lane:
         self.plot = layout.addPlot(
             row=row + 1, col=0, axisItems={"bottom": pg.DateAxisItem(orientation="bottom")}
         )
+        self.plot.setMinimumHeight(LANE_PX - BAND_PX)
         self.plot.setMaximumHeight(LANE_PX - BAND_PX)
         self.plot.setLabel("left", "ms")
         self.plot.setMouseEnabled(x=True, y=False)
@@ -213,7 +217,12 @@ class StatusTimeline(QWidget):
         count = len(self.lanes)
         self.empty.setVisible(count == 0)
         self.graphics.setVisible(count > 0)
-        self.setMinimumHeight(LANE_PX * max(count, 1) + 8)  # the Monitor scrolls
+        # The lanes' rows, the layout's spacing between them and its margins (the Monitor
+        # scrolls): less, and pyqtgraph squeezed the latency plots below their minimum.
+        grid = self.layout_item.layout
+        _, top, _, bottom = grid.getContentsMargins()
+        between = grid.verticalSpacing() * max(2 * count - 1, 0)
+        self.setMinimumHeight(int(LANE_PX * max(count, 1) + between + top + bottom) + 8)
 
     def attach_time(self, axis: TimeAxis) -> None:
         """Put every lane on the Monitor's clock axis (linked x, crosshair), now and later."""

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QWheelEvent
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt
+from PySide6.QtGui import QImage, QPainter, QWheelEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -471,6 +471,127 @@ def test_a_steady_top_is_a_round_number_above_the_data() -> None:
     assert steady_top(950.0) == 1200.0
     for top in (0.003, 0.7, 3.3, 41.0, 99.0, 12_345.0):
         assert top * 1.08 <= steady_top(top) <= top * 1.08 * 1.25
+
+
+# -- read at 1024 px: tick labels, titles, the targets' lanes ------------------------------------
+
+MONITOR_AT_1024 = (810, 640)  # the Monitor tab's size in a 1024×700 window, side pane open
+MONITOR_AT_1440 = (1220, 820)
+
+
+def _tick_labels(axis: pg.AxisItem) -> list[tuple[str, QRectF]]:
+    """The labels the axis draws and where (the specs its paint uses)."""
+    image = QImage(8, 8, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        _, _, texts = axis.generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    return [(text, rect) for rect, _flags, text in texts if text]
+
+
+def _overlaps(labels: list[tuple[str, QRectF]]) -> list[tuple[str, str]]:
+    return [
+        (a, b) for i, (a, ra) in enumerate(labels) for b, rb in labels[i + 1 :] if ra.intersects(rb)
+    ]
+
+
+def test_the_latency_histograms_tick_labels_never_overlap(qtbot: QtBot) -> None:
+    """Its log axis labelled every 2…9 of a decade as "3·10¹" and the labels ran into each
+    other at 1024 px: now plain ms, as many as fit, apart, at either width."""
+    for size in (MONITOR_AT_1024, MONITOR_AT_1440):
+        view = MonitorView(history=100, redraw_hz=30)
+        qtbot.addWidget(view)
+        view.resize(*size)
+        view.show()
+        latencies = np.geomspace(15.0, 3500.0, 400)  # a body and a long tail
+        view.on_finished([_work(f"r-{i}", ms) for i, ms in enumerate(latencies)])
+        axis = view.histogram_plot.getAxis("bottom")
+
+        def drawn(view: MonitorView = view, axis: pg.AxisItem = axis) -> bool:
+            title = view.titles.title(view.histogram_plot)
+            return "400 requests" in title and len(_tick_labels(axis)) >= 3
+
+        qtbot.waitUntil(drawn, timeout=20_000)
+        labels = _tick_labels(axis)
+        assert not _overlaps(labels), (size, labels)
+        texts = [text for text, _ in labels]
+        assert all(text.replace(",", "").replace(".", "").isdigit() for text in texts), texts
+        assert "100" in texts and "1,000" in texts, texts
+        view.stop()
+
+
+def test_at_1024_every_plot_title_fits_its_plot(qtbot: QtBot) -> None:
+    """A title wider than its plot widened the plot past its widget (four load plots in a row,
+    the histogram's long title): title and plot edge were cut off. Each title is now elided
+    to its plot, whole in its tooltip, and every plot lies within its widget."""
+    view = MonitorView(history=100, redraw_hz=30)
+    qtbot.addWidget(view)
+    load = LoadPlots(redraw_hz=30)
+    view.add_panel(load)
+    # 1024 px wide, tall enough that every plot is on screen (one scrolled away waits to draw)
+    view.resize(MONITOR_AT_1024[0], 2000)
+    view.show()
+    load.on_snapshot(_load_snap(0.5, 300.0))  # a run: the load plots show
+    view.on_finished([_work(f"r-{i}", 3.0) for i in range(12_345)])
+    qtbot.waitUntil(lambda: "12,345" in view.titles.title(view.histogram_plot), timeout=20_000)
+    qtbot.waitUntil(lambda: load.isVisible() and load.built, timeout=20_000)
+
+    def cut() -> list[str]:
+        found = []
+        for owner in (view, load):
+            for widget, plot in zip(owner._widgets, owner._plots, strict=True):
+                title = plot.titleLabel.item.sceneBoundingRect()
+                edge = float(widget.viewport().width())
+                if (
+                    title.left() < 0
+                    or title.right() > edge
+                    or plot.sceneBoundingRect().right() > edge + 1
+                ):
+                    found.append(owner.titles.title(plot))
+        return found
+
+    qtbot.waitUntil(lambda: not cut(), timeout=20_000)
+    for owner in (view, load):
+        for plot in owner._plots:
+            shown, full = plot.titleLabel.text, owner.titles.title(plot)
+            assert shown == full or (shown.endswith("…") and plot.titleLabel.toolTip() == full)
+    assert "12,345 requests" in view.histogram_plot.titleLabel.text  # the count is never elided
+    view.stop()
+
+
+def test_the_targets_lanes_are_tall_enough_to_read(qtbot: QtBot) -> None:
+    """Each target's latency line had a 20 px plot whose tick labels ran into each other."""
+    clock = FakeClock()
+    view = _monitor(qtbot, clock)
+    view.resize(*MONITOR_AT_1024)
+    timeline = StatusTimeline()
+    for n, name in enumerate(("serve", "serve-oip", "staging")):
+        rows = [
+            ProbeRow(
+                name,
+                int((clock.now - 60 + i * 5) * 1e6),
+                "live",
+                200,
+                True,
+                (20 + 100 * n + (i % 4) * 40) * 1000,
+                None,
+                "up",
+            )
+            for i in range(12)
+        ]
+        timeline.set_stored(name, rows)
+    view.add_panel(timeline)
+    view.set_scope("serve")
+
+    def heights() -> list[float]:
+        return [lane.plot.getViewBox().height() for lane in timeline.lanes.values()]
+
+    qtbot.waitUntil(lambda: min(heights()) >= 60, timeout=20_000)
+    for lane in timeline.lanes.values():
+        labels = _tick_labels(lane.plot.getAxis("left"))
+        assert len(labels) >= 3 and not _overlaps(labels), (lane.name, labels)
+    view.stop()
 
 
 def test_a_plot_scrolled_out_of_sight_waits_and_draws_when_scrolled_back(qtbot: QtBot) -> None:

@@ -212,28 +212,33 @@ class LoadHost(QObject):
         # refused, with why, instead of a run of refused requests. It goes on while the store
         # opens and the runner prepares, so it adds no wait of its own.
         probing = asyncio.ensure_future(check_health(request.target, request.token))
+        # The app's Database belongs to the GUI loop (its aiosqlite connections answer there):
+        # the run opens its own on the same file (WAL), meanwhile too, closed (flushed) below.
+        opening = asyncio.ensure_future(_open_store(self.db))
         db: Database | None = None
         try:
-            if self.db is not None:
-                # The app's Database belongs to the GUI loop (its aiosqlite connections answer
-                # there): the run gets its own on the same file, WAL, closed (flushed) below.
-                try:
-                    db = await open_database(self.db.path)
-                except StorageError as exc:
-                    probing.cancel()
-                    await asyncio.gather(probing, return_exceptions=True)
-                    return _Outcome(error=str(exc))
             runner = LoadRunner(
                 request.target,
                 request.plan,
                 payloads,
-                db=db,
+                db=None,  # (given below, once open)
                 token=request.token,
                 trace_every=TRACE_EVERY,
                 summary_extra=lambda: self._lag_extra(gui_loop, window),
                 publish_every_s=self._publish_s,
             )
-            health, checked = await asyncio.gather(probing, runner.check(), return_exceptions=True)
+            health, checked, opened = await asyncio.gather(
+                probing, runner.check(), opening, return_exceptions=True
+            )
+            if isinstance(opened, BaseException):
+                if not isinstance(checked, BaseException):
+                    await runner.aclose()  # (a failed check closed its client itself)
+                if isinstance(opened, StorageError):
+                    return _Outcome(error=str(opened))
+                raise opened  # (a failure that is not the store's: a bug)
+            if opened is not None:
+                db = opened
+                runner.store_in(db)
             if isinstance(health, BaseException):
                 raise health  # (the probe judges every failure itself: this is a bug)
             self.health = health
@@ -305,6 +310,11 @@ class LoadHost(QObject):
     def _emit(self, snap: LoadSnapshot) -> None:
         self._last_key = (snap.sent, snap.completed, snap.in_flight)
         self.sigSnapshot.emit(snap)
+
+
+async def _open_store(app_db: Database | None) -> Database | None:
+    """The run's own Database on the app's file (None without one), on the running loop."""
+    return None if app_db is None else await open_database(app_db.path)
 
 
 # -- the window's side ------------------------------------------------------------------------

@@ -60,6 +60,12 @@ class LoadRunner:
         self._token = token
         self._trace_every = trace_every
 
+    def store_in(self, db: Database) -> None:
+        """Store the run in `db` (made without one, its database opened meanwhile, as the
+        app's load thread does while the run prepares); before `run()` only."""
+        assert self._recorder.run is None, "the run has begun"
+        self._recorder.db = db
+
     async def prepare(self) -> None:
         """Open the client, read what the protocol needs (OIP metadata), build every body.
         Raises `LoadError` when the run cannot start. `run()` calls it if nobody did."""

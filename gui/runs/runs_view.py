@@ -11,7 +11,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QItemSelection, QObject, Qt, Signal
+from PySide6.QtCore import (
+    QEvent,
+    QItemSelection,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+    Signal,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -22,6 +30,8 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSplitter,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
@@ -52,6 +62,17 @@ OTHER_WIDTHS = {"settings": 260, "kind": 55, "UI lag p99 ms": 0, "started": 140,
 FIGURE_SAMPLE = "99,999.9"  # as wide as the widest figure the numeric columns usually hold
 NAME_MIN_PX = 150  # a name elided in the middle still shows its kind and its time
 NAME_MAX_PX = 340  # wider, the settings column after the figures moves out of sight
+
+
+class _ElidesAtItsEnd(QStyledItemDelegate):
+    """The settings column keeps its start (what tells runs apart comes first, see
+    `runs_table_model.settings_text`); the table elides its other columns in the middle."""
+
+    def initStyleOption(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 def _one_line(exc: BaseException) -> str:
@@ -134,6 +155,8 @@ class RunsView(QWidget):
         run's name ends with its time)."""
         table, header = self.table, self.table.horizontalHeader()
         table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self._settings_delegate = _ElidesAtItsEnd(table)
+        table.setItemDelegateForColumn(COLUMNS.index("settings"), self._settings_delegate)
         metrics = header.fontMetrics()
         pad = 2 * header.style().pixelMetric(header.style().PixelMetric.PM_HeaderMargin) + 14
         for visual, name in enumerate((*KEY_COLUMNS, *OTHER_WIDTHS)):

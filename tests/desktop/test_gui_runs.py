@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 from conftest import run_on_qasync
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QFileDialog
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+)
 from pytestqt.qtbot import QtBot
 
 from engine.export import FORMATS
@@ -377,6 +382,13 @@ def test_at_1024_the_key_columns_fit_without_scrolling(
         }
         seen["name_width"] = header.sectionSize(COLUMNS.index("name"))
         seen["elide"] = table.textElideMode()
+        # The settings column keeps its start: what tells runs apart comes first.
+        option = QStyleOptionViewItem()
+        settings = COLUMNS.index("settings")
+        delegate = table.itemDelegateForColumn(settings)
+        assert isinstance(delegate, QStyledItemDelegate)
+        delegate.initStyleOption(option, view.table_model.index(0, settings))
+        seen["settings_elide"] = option.textElideMode
         # Wider, the name column widens with the table (up to a limit).
         view.resize(RUNS_TAB_AT_1024[0] + 100, RUNS_TAB_AT_1024[1])
         qtbot.waitUntil(lambda: table.viewport().width() > width)
@@ -394,4 +406,5 @@ def test_at_1024_the_key_columns_fit_without_scrolling(
     name_width = seen["name_width"]
     assert isinstance(name_width, int) and name_width >= NAME_MIN_PX
     assert seen["elide"] == Qt.TextElideMode.ElideMiddle
+    assert seen["settings_elide"] == Qt.TextElideMode.ElideRight
     assert isinstance(seen["wider_name"], int) and seen["wider_name"] > name_width

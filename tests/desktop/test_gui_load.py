@@ -468,7 +468,7 @@ def test_a_steady_run_shows_progress_a_live_rate_at_once_then_the_stored_figures
 def test_a_run_goes_on_a_thread_of_its_own_and_sends_while_the_gui_thread_is_busy(
     qapp: QApplication, qtbot: QtBot, db_path: Path
 ) -> None:
-    """The runner is not on the GUI loop: with the GUI thread held for half a second (a long
+    """The runner is not on the GUI loop: with the GUI thread held for a second (a long
     paint, a slow slot), requests still leave at the rate asked; the run's requests and its
     summary (with the GUI loop's lag over it) are stored all the same."""
     seen: dict[str, object] = {}

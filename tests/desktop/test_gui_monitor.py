@@ -4,6 +4,7 @@ every plot (crosshair, pause, time range), the sections' order and the wheel."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -452,11 +453,14 @@ def test_following_moves_the_range_in_steps_not_on_every_redraw(qtbot: QtBot) ->
     qtbot.waitUntil(lambda: view.redraws >= 1, timeout=10_000)
     moves: list[tuple[float, float]] = []
     view.latency_plot.getViewBox().sigXRangeChanged.connect(lambda _v, r: moves.append(r))
+
+    def redrawn_past(done: int) -> Callable[[], bool]:
+        return lambda: view.redraws > done
+
     for _ in range(8):  # eight redraws of every plot within one step: new data, same range
         clock.now += step / 10
         view.on_stats(_snap(clock.mono(clock.now), 10.0 + clock.now % 1))  # p99 wobbles
-        done = view.redraws
-        qtbot.waitUntil(lambda done=done: view.redraws > done, timeout=10_000)
+        qtbot.waitUntil(redrawn_past(view.redraws), timeout=10_000)
     assert moves == []
     assert view.latency_plot.getViewBox().viewRange()[1] == [0.0, 12.0]  # steady: 10.x -> 12
     clock.now += step  # the next step: it moves, once
@@ -607,9 +611,13 @@ def test_a_plot_scrolled_out_of_sight_waits_and_draws_when_scrolled_back(qtbot: 
     qtbot.waitUntil(lambda: latency.yData is not None and latency.yData[-1] == 49.0, timeout=10_000)
     stages = view._widgets[-1]
     assert stages.viewport().visibleRegion().isEmpty()
+
+    def drawn_up_to(last: float) -> Callable[[], bool]:
+        return lambda: latency.yData is not None and latency.yData[-1] == last
+
     for i in range(50, 53):  # more data, more turns: the plots on screen redraw, not it
         view.on_stats(_snap(started - 5 + i * 0.1, float(i)))
-        qtbot.waitUntil(lambda i=i: latency.yData is not None and latency.yData[-1] == i)
+        qtbot.waitUntil(drawn_up_to(float(i)))
     assert view.stage_curves[-1].yData is None
     view._scroll.ensureWidgetVisible(stages)
     qtbot.waitUntil(lambda: view.stage_curves[-1].yData is not None, timeout=10_000)

@@ -35,6 +35,7 @@ from engine.pipeline import Engine, EngineConfig, Origin
 from engine.runs import begin_run
 from engine.server import ServerSettings
 from engine.tiers import ClientDirectory
+from engine.work import Work
 from storage import open_database
 from storage.queries import REQUEST_COLUMNS, UPSERT_REQUEST, requests_not_stored
 from storage.writer import RowsRefusedError
@@ -408,12 +409,23 @@ def test_a_request_cancelled_while_the_queue_is_full_frees_its_id(tmp_path: Path
         try:
             run = await begin_run(db, "test", {})
             origin = Origin(run, ListSink(), "test")
+            ids = engine._caller_ids  # an ID is held by its Work once accepted
+
+            async def until(done: Callable[[], bool]) -> None:
+                async with asyncio.timeout(30):
+                    while not done():  # noqa: ASYNC110 (no event to wait on)
+                        await asyncio.sleep(0.01)
+
+            # One at a time, so that the request waiting for space is "again" (started at
+            # once, a woken "queued" could lose its place to "again" and wait in its stead).
             running = asyncio.ensure_future(engine.predict(request("busy"), origin))
+            await until(lambda: isinstance(ids.get("busy"), Work) and len(engine.queue) == 0)
             queued = asyncio.ensure_future(engine.predict(request("queued"), origin))
+            await until(lambda: isinstance(ids.get("queued"), Work) and len(engine.queue) == 1)
             waiting = asyncio.ensure_future(engine.predict(request("again"), origin))
-            async with asyncio.timeout(30):  # until "again" waits for queue space
-                while not engine.queue._space_waiters:  # noqa: ASYNC110 (no event to wait on)
-                    await asyncio.sleep(0.01)
+            await until(
+                lambda: isinstance(ids.get("again"), Work) and bool(engine.queue._space_waiters)
+            )
             waiting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await waiting

@@ -34,13 +34,14 @@ from PySide6.QtWidgets import (
 )
 from pytestqt.qtbot import QtBot
 
-from engine.cli.load_args import LoadRequest, LoadStartError, PayloadChoice
+from engine.cli.load_args import LoadStartError
 from engine.models import ModelRegistry
+from engine.remote.load.child import build_payloads
+from engine.remote.load.process import LoadSpec
 from engine.remote.plan import LoadPlan
 from engine.remote.targets import Target
 from engine.tasks import TaskOwner
 from gui.app import run_app
-from gui.load.load_host import build_payloads
 from gui.main_window import MainWindow
 from gui.predict.predict_view import PredictView
 from gui.runs.runs_view import RunsView
@@ -322,13 +323,14 @@ def test_image_payload_and_export_choices_never_open_the_database(
             image_field = next(n for n, f in fields if isinstance(f.editor, QPushButton))
             view.set_image(image_field, db)
             seen["image"] = view._image_errors.get(image_field)
-            request = LoadRequest(
+            spec = LoadSpec(
                 Target(name="t", base_url="http://127.0.0.1:9"),
                 LoadPlan(rate=1.0, requests=1),
-                PayloadChoice("file", str(db)),
+                payload_kind="file",
+                payload_text=str(db),
             )
             with pytest.raises(LoadStartError) as payload_error:
-                await build_payloads(database, request)
+                await build_payloads(database, spec)
             seen["payload"] = str(payload_error.value)
             runs = RunsView(database, tasks)
             qtbot.addWidget(runs)

@@ -13,7 +13,8 @@ panel's figures and the Monitor's load plots draw from those. The child's start 
 back by the loop's `call_soon_threadsafe`; stop() goes to the child on its stdin.
 
 The run is stored like `inferdeck load`'s (kind "load", every request), and its summary gets
-the UI loop lag measured while it ran (`ui_loop_lag_ms`), as a dropped-file run's does.
+the UI loop lag measured while its traffic went (`ui_loop_lag_ms`, from the first request to
+the summary), as a dropped-file run's does.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class LoadHost(QObject):
         self.last_summary: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.process: LoadProcess | None = None  # the run's process, from its start
+        self._lag_window: HdrHistogram | None = None  # the GUI loop's lag while traffic goes
         self._last_key: tuple[int, int, int] | None = None
         interval_ms = max(int(1000 / poll_hz), 34)
         self._publish_s = interval_ms / 1000  # how often the run publishes what the timer reads
@@ -114,8 +116,6 @@ class LoadHost(QObject):
 
     async def run(self, request: LoadRequest) -> dict[str, Any] | None:
         """The run's summary, or None when it could not start (`sigFailed` says why)."""
-        lag = self.lag
-        window = lag.open_window() if lag is not None else None
         gui_loop = asyncio.get_running_loop()
         spec = LoadSpec(
             request.target,
@@ -134,7 +134,7 @@ class LoadHost(QObject):
         process = LoadProcess(
             spec,
             on_started=started,
-            summary_extra=lambda: self._lag_extra(gui_loop, window),
+            summary_extra=lambda: self._lag_extra(gui_loop),
         )
         self.process = process
         try:
@@ -142,8 +142,7 @@ class LoadHost(QObject):
         finally:
             self._timer.stop()
             self.runner = None
-            if lag is not None and window is not None:
-                lag.close_window(window)  # (done already if the run stored its summary)
+            self._close_lag_window()  # (done already if the run stored its summary)
         if outcome.error is not None or outcome.summary is None:
             self._fail(outcome.error or "the run ended without a summary")
             return None
@@ -153,19 +152,16 @@ class LoadHost(QObject):
         self.sigFinished.emit(outcome.summary)
         return outcome.summary
 
-    def _lag_extra(
-        self, gui_loop: asyncio.AbstractEventLoop, window: HdrHistogram | None
-    ) -> dict[str, Any]:
-        """`ui_loop_lag_ms` over the run, from the GUI thread's monitor (called on the
-        process's reader thread, as the child is about to store its summary)."""
-        lag = self.lag
-        if lag is None or window is None:
+    def _lag_extra(self, gui_loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+        """`ui_loop_lag_ms` over the run's traffic, from the GUI thread's monitor (called on
+        the process's reader thread, as the child is about to store its summary)."""
+        if self.lag is None:
             return {}
-        closed: concurrent.futures.Future[dict[str, float]] = concurrent.futures.Future()
+        closed: concurrent.futures.Future[dict[str, float] | None] = concurrent.futures.Future()
 
         def close() -> None:  # on the GUI loop, which owns the monitor's histograms
             if closed.set_running_or_notify_cancel():
-                closed.set_result(lag.close_window(window))
+                closed.set_result(self._close_lag_window())
 
         try:
             gui_loop.call_soon_threadsafe(close)
@@ -173,9 +169,18 @@ class LoadHost(QObject):
         except (RuntimeError, TimeoutError):  # the GUI loop has closed, or no longer turns
             closed.cancel()
             return {}
-        return {"ui_loop_lag_ms": lag_ms}
+        return {} if lag_ms is None else {"ui_loop_lag_ms": lag_ms}
+
+    def _close_lag_window(self) -> dict[str, float] | None:
+        window, self._lag_window = self._lag_window, None
+        if self.lag is None or window is None:
+            return None
+        return self.lag.close_window(window)
 
     def _on_started(self, process: LoadProcess, text: str) -> None:
+        # The lag window is the traffic's: from the first request to the summary.
+        if self.lag is not None and self._lag_window is None:
+            self._lag_window = self.lag.open_window()
         self.runner = process
         self._last_key = None
         self._timer.start()
@@ -228,6 +233,7 @@ class LoadWiring:
             self.panel.message.setText("A load run is going: stop it first")
             return False
         self.panel.on_preparing(request.target, request.plan)
+        self.plots.on_preparing()
         return True
 
     def connect(self) -> None:
@@ -239,6 +245,7 @@ class LoadWiring:
         host.sigSnapshot.connect(self.plots.on_snapshot)
         host.sigFinished.connect(panel.on_finished)
         host.sigFailed.connect(panel.on_failed)
+        host.sigFailed.connect(self.plots.on_not_started)
         host.sigSnapshot.connect(self._live_rate)
         host.sigFinished.connect(self._final_rate)
         host.sigFailed.connect(self._no_rate)

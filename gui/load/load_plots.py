@@ -73,6 +73,7 @@ class LoadPlots(LivePlotsWidget):
         self._run_start = 0.0  # clock time of the run's elapsed 0
         self._last_at = float("-inf")  # time.monotonic() of the newest snapshot
         self._done = True
+        self._preparing = False  # a run was started and has not sent its first snapshot yet
         self._redraw_hz = redraw_hz
         self._layout = QGridLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
@@ -150,7 +151,19 @@ class LoadPlots(LivePlotsWidget):
 
     # -- data -----------------------------------------------------------------------------------
 
+    def on_preparing(self) -> None:
+        """A run was started (its target is being checked): the Monitor puts these plots first
+        now, so the re-layout that moves them comes at the Start click, not into the traffic."""
+        self._preparing = True
+        if self.isHidden():
+            self.setVisible(True)
+
+    def on_not_started(self, _why: str = "") -> None:
+        """The run ended before it sent (refused or failed): the plots no longer claim the top."""
+        self._preparing = False
+
     def on_snapshot(self, snap: LoadSnapshot) -> None:
+        self._preparing = False
         prev = self._prev
         if prev is not None and snap.elapsed_s < prev.elapsed_s:
             prev = None  # a new run: its clock restarts at 0
@@ -203,7 +216,9 @@ class LoadPlots(LivePlotsWidget):
 
     @property
     def running(self) -> bool:
-        """A run is sending snapshots now (the Monitor shows these plots first)."""
+        """A run is starting or sending snapshots now (the Monitor shows these plots first)."""
+        if self._preparing:
+            return True
         return not self._done and time.monotonic() - self._last_at < STALE_S
 
     def readout(self, x: float) -> str | None:

@@ -315,9 +315,18 @@ def test_a_running_load_comes_first_and_the_scope_reorders(qtbot: QtBot) -> None
     view.add_panel(load)
     view.add_panel(_timeline_with("edge", time.time()))
     assert view.order() == ["local", "targets"]  # no load yet: its plots are not shown
+    # Start clicked, the target still being checked: the load's plots come first already, so
+    # the re-layout is at the click, not in the traffic's first second. A run that is refused
+    # gives the place back.
+    load.on_preparing()
+    view._arrange()  # (what the view's 250 ms timer does)
+    assert load.running and view.order() == ["load", "targets", "local"]
+    load.on_not_started("down")
+    view._arrange()
+    assert not load.running and view.order() == ["local", "load", "targets"]
     for i in range(5):
         load.on_snapshot(_load_snap(i * 0.25, 300.0))
-    view._arrange()  # (what the view's 250 ms timer does)
+    view._arrange()
     assert view.order() == ["load", "targets", "local"]
     assert view.local_section.collapsed  # the idle local engine folds away below
     assert "click to show" in view.local_section.header.text()

@@ -294,7 +294,7 @@ async def _serve_window(
     runs_view = RunsView(db, tasks)
     window.add_views(requests_view, runs_view)
     monitor = window.monitor_view
-    bridge.sigFinished.connect(table.add_live)
+    bridge.sigFinished.connect(requests_view.add_live)
     bridge.sigFinished.connect(monitor.on_finished)
     bridge.sigStats.connect(monitor.on_stats)
     table.set_filter(RequestFilter())

@@ -13,7 +13,7 @@ client list and the source suggestions come from bounded index reads
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QStringListModel, Qt, QTimer, Signal
 from PySide6.QtGui import QHideEvent, QShowEvent
@@ -30,6 +30,9 @@ from gui.history.requests_table_model import COLUMNS, SORTABLE, RequestsTableMod
 from gui.shared.fields import choice_box, text_box
 from gui.shared.tables import row_table
 from storage.queries import RequestFilter
+
+if TYPE_CHECKING:
+    from engine.work import Work
 
 STATUSES = ("any status", "ok", "rejected", "failed", "queued", "interrupted")
 ANY_CLIENT = "any client"
@@ -210,6 +213,13 @@ class RequestsView(QWidget):
     def hideEvent(self, event: QHideEvent) -> None:
         super().hideEvent(event)
         self._tail_timer.stop()  # a hidden view reads nothing; it catches up when shown
+
+    def add_live(self, done: list[Work]) -> None:
+        """Requests this app's engine just finished, on top while the view is shown. A hidden
+        view takes none: during a drop that was thousands of rows a second made for a table
+        nobody saw. When shown, its tail reads everything since from the database."""
+        if self.isVisible():
+            self.table_model.add_live(done)
 
     def _poll_tail(self) -> None:
         # Scrolled down, rows added on top would move what the user is reading: the tail

@@ -70,9 +70,18 @@ def test_dropping_a_file_runs_it_and_stores_every_row(qapp: QApplication, tmp_pa
         seen["progress"] = panel.progress.value()
         await asyncio.sleep(0.3)  # the bridge's last tick and a redraw of every plot
         table = window.requests_view.table_model
-        seen["table_files_rows"] = sum(
+        seen["hidden_table_files_rows"] = sum(
             1 for i in range(table.rowCount()) if table.row(i)["client_id"] == "files"
         )
+        # Shown, the Requests table reads what came meanwhile: the newest rows on top.
+        window.tabs.setCurrentWidget(window.requests_view)
+        for _ in range(400):
+            if not table.loading and table.count == 5001 and table.rowCount():
+                break
+            await asyncio.sleep(0.05)
+        seen["table_count"] = table.count
+        seen["table_top"] = [table.row(i)["client_id"] for i in range(min(50, table.rowCount()))]
+        window.tabs.setCurrentWidget(window.monitor_view)
         monitor = window.monitor_view
         seen["plotted_latencies"] = monitor.recent_ms.count
         # A plot scrolled out of sight (the Files area takes height) is not redrawn: bring the
@@ -100,7 +109,11 @@ def test_dropping_a_file_runs_it_and_stores_every_row(qapp: QApplication, tmp_pa
         "Input should be a valid number, unable to parse string as a number (+3 more in this row)"
     ]
     assert seen["progress"] == 1000
-    assert seen["table_files_rows"] == 5001  # the live tail: every row, the bad one included
+    # The hidden table took none of the rows as they came (thousands a second, for nobody);
+    # once shown it had all of them, the bad one included, the newest on top.
+    assert seen["hidden_table_files_rows"] == 0
+    assert seen["table_count"] == 5001
+    assert seen["table_top"] == ["files"] * 50
     assert seen["plotted_latencies"] == 5000  # each ok request fed the latency histogram
     assert float(seen["peak_throughput"]) > 0  # type: ignore[arg-type]
     assert int(seen["plot_redraws"]) >= 2  # type: ignore[call-overload]

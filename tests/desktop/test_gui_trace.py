@@ -244,6 +244,7 @@ def test_run_again_is_its_own_request_linked_to_the_original(
         while "ready" not in window.model_state.text():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         table = window.requests_view.table_model
+        window.tabs.setCurrentWidget(window.requests_view)  # (a hidden table takes no rows)
         # The original: a prediction from the form.
         window.predict_view.sigPredict.emit("iris", INPUT)
         await wait_for(

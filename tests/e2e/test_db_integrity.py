@@ -98,6 +98,7 @@ def _gui_rows(window: MainWindow) -> int:
 
 async def _predict(window: MainWindow, count: int) -> None:
     await _until(lambda: "ready" in window.model_state.text(), "the models")
+    window.tabs.setCurrentWidget(window.requests_view)  # (a hidden table takes no rows)
     before = _gui_rows(window)
     for _ in range(count):
         window.predict_view.sigPredict.emit("iris", dict(SETOSA))

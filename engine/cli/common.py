@@ -129,18 +129,25 @@ def parse_headers(values: list[str] | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def on_ctrl_c(callback: Callable[[], object]) -> Iterator[None]:
+def on_ctrl_c(
+    callback: Callable[[], object], on_term: Callable[[], object] | None = None
+) -> Iterator[None]:
     """Within the block, Ctrl+C calls `callback` (ending a run with its summary) instead of
-    raising out of the event loop. Where the loop cannot take signal handlers (not the main
-    thread, or no support), Ctrl+C keeps its default."""
+    raising out of the event loop, and so does SIGTERM (`kill`, a service manager, a container
+    stopping), or `on_term` when given: a run stopped that way ends as cleanly, with what it
+    acknowledged stored. Where the loop cannot take signal handlers (not the main thread, or
+    no support), both keep their defaults."""
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, callback)
+    handlers = {signal.SIGINT: callback, signal.SIGTERM: on_term or callback}
+    for signum, handler in handlers.items():
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, handler)
     try:
         yield
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
+        for signum in handlers:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
 
 
 # Every line a command prints goes through `say` or `warn` (and `inferdeck: ...` errors through

@@ -46,6 +46,7 @@ from storage.database import database_files, file_identity, is_database_file
 # Past this many, bad rows are counted but not printed one by one (all are stored).
 PRINT_PROBLEMS = 50
 EXIT_INTERRUPTED = 130  # stopped by Ctrl+C, as a shell reports a command SIGINT ended
+EXIT_TERMINATED = 143  # stopped by SIGTERM, likewise
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -87,18 +88,28 @@ class _Stop:
 
     def __init__(self) -> None:
         self.requested = False
+        self.status = "cancelled"  # how the run and its job end: "interrupted" on SIGTERM
         self.halt = threading.Event()
         self.job: FileJob | None = None
 
     def __call__(self) -> None:
         if self.requested:
             raise KeyboardInterrupt
+        self._stop("stopping after the rows in flight (Ctrl+C again to quit at once)")
+
+    def terminate(self) -> None:
+        """SIGTERM: stop as Ctrl+C does, the run `interrupted` (the next run resumes it)."""
+        if not self.requested:
+            self.status = "interrupted"
+            self._stop("terminated: stopping after the rows in flight")
+
+    def _stop(self, message: str) -> None:
         self.requested = True
         self.halt.set()
         with contextlib.suppress(OSError):
-            warn("inferdeck: stopping after the rows in flight (Ctrl+C again to quit at once)")
+            warn(f"inferdeck: {message}")
         if self.job is not None:
-            self.job.cancel()
+            self.job.cancel(self.status)
 
 
 def _check_out(out: str, files: list[Path], db: Path) -> Path:
@@ -167,11 +178,11 @@ async def run(args: argparse.Namespace) -> int:
             "client_id": args.client_id,
         }
         run_rec = await begin_run(engine.db, "predict", config)
-        with on_ctrl_c(stop):
+        with on_ctrl_c(stop, on_term=stop.terminate):
             reports = await _run_files(engine, args, files, out_path, run_rec, stop, printer)
         outcome = jobs_outcome(
             reports,
-            stopped="cancelled" if stop.requested else None,
+            stopped=stop.status if stop.requested else None,
             unreached=len(files) - len(reports),
         )
         await end_run(engine.db, run_rec, status=outcome["status"], extra=outcome)
@@ -195,7 +206,7 @@ async def run(args: argparse.Namespace) -> int:
             + ended
         )
     if stop.requested:
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if stop.status == "interrupted" else EXIT_INTERRUPTED
     ran_anything = any(r.submitted or r.skipped for r in reports)
     if not ran_anything:
         return EXIT_CANNOT_START
@@ -244,7 +255,7 @@ async def _run_files(
             )
             stop.job = job
             if stop.requested:  # pressed between the check above and here
-                job.cancel()
+                job.cancel(stop.status)
             report = await job.run()
             stop.job = None
             reports.append(report)

@@ -130,6 +130,39 @@ def test_ctrl_c_ends_predict_promptly_with_its_summary_and_a_cancelled_run(
     assert len(out.read_text().splitlines()) == BIG_ROWS
 
 
+def test_sigterm_ends_predict_with_what_it_stored_and_an_interrupted_run_that_resumes(
+    cli: Any, db_path: Path, tmp_path: Path
+) -> None:
+    """`kill`, a service manager or a container stopping: the run ends as Ctrl+C ends it (its
+    summary printed and stored, every committed row kept), marked `interrupted`, and the next
+    run resumes the job. Before, SIGTERM killed the process mid-write."""
+    src = _big_jsonl(tmp_path / "big.jsonl")
+    proc = _popen_cli(["predict", str(src), "--json"], db_path)
+    try:
+        _wait_for_rows(proc, db_path, 200, deadline_s=120)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    res = CliResult(proc.returncode, stdout, stderr)
+    _clean(res)
+    assert res.code == 143
+    assert "inferdeck: terminated: stopping after the rows in flight" in res.stderr
+    summary = res.summary
+    assert summary["status"] == "interrupted"
+    ((run_status,),) = _stored(db_path, "SELECT status FROM runs")
+    ((job_status, rows_done),) = _stored(db_path, "SELECT status, rows_done FROM file_jobs")
+    committed = _rows_stored(db_path)
+    assert run_status == job_status == "interrupted"
+    assert 0 < summary["rows_done"] == rows_done == committed < BIG_ROWS
+    again = cli("predict", src, "--json", timeout=600)
+    _clean(again)
+    assert again.code == 0, again.stderr
+    assert again.summary["rows_done"] == BIG_ROWS and _rows_stored(db_path) == BIG_ROWS
+
+
 # -- files that are not files ------------------------------------------------------------------
 
 

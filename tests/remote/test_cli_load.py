@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from live_server import free_port
 from tiny_server import TinyServer
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_json_summary_and_exit_0(cli: Any, db_path: Path, tmp_path: Path) -> None:
@@ -67,3 +75,46 @@ def test_bad_arguments_and_unreadable_payloads_exit_2(cli: Any, tmp_path: Path) 
     assert bad_url.code == 2 and "http" in bad_url.stderr
     no_model = cli("load", url, "--protocol", "inferdeck", "--concurrency", "1")
     assert no_model.code == 2 and "needs a model" in no_model.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_a_signal_ends_the_run_with_its_summary_and_every_request_stored(
+    db_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl+C, or SIGTERM from `kill` or a service manager: nothing new is sent, what is out
+    gets its grace, and the summary is printed and stored with every request sent."""
+    with TinyServer(delay_s=0.02) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "load", server.url, "--protocol", "json",
+             "--rate", "100", "--duration", "120", "--db", str(db_path), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            # SIGINT at its default, as a person's terminal starts it (see PLATFORM.md).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while server.count < 30:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "no requests arrived in time"
+                time.sleep(0.05)
+            proc.send_signal(signum)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["sent"] >= 29 and summary["duration_s"] < 100
+    with sqlite3.connect(db_path) as conn:
+        (stored,) = conn.execute(
+            "SELECT count(*) FROM requests WHERE run_id = ?", (summary["run_id"],)
+        ).fetchone()
+        (status,) = conn.execute(
+            "SELECT status FROM runs WHERE run_id = ?", (summary["run_id"],)
+        ).fetchone()
+    assert stored == summary["sent"] and status == "done"

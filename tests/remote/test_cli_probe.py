@@ -81,7 +81,10 @@ def test_probe_real_serve_json_summary_and_stored_rows(served: LiveServer, tmp_p
     assert sorted(rows) == sorted([(k, 200, 1, "up") for k in ("live", "ready", "model_ready")] * 3)
 
 
-def test_probe_until_ctrl_c_ends_with_its_summary(served: LiveServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_probe_until_ctrl_c_ends_with_its_summary(
+    served: LiveServer, tmp_path: Path, signum: signal.Signals
+) -> None:
     proc = subprocess.Popen(
         [*CLI, "probe", served.url, "--interval", "0.05", "--json"],
         stdout=subprocess.PIPE,
@@ -92,7 +95,7 @@ def test_probe_until_ctrl_c_ends_with_its_summary(served: LiveServer, tmp_path: 
     )
     assert proc.stdout is not None
     first = [proc.stdout.readline(), proc.stdout.readline()]  # two rounds, then interrupt
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     rest, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err

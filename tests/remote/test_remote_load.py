@@ -333,6 +333,8 @@ def test_replayed_history_sends_stored_inputs(served: ServeProcess) -> None:
 def test_without_a_payload_an_example_from_the_models_schema_is_accepted(
     served: ServeProcess, protocol: str
 ) -> None:
+    sent: list[dict[str, object]] = []
+
     async def main() -> LoadResult:
         runner = LoadRunner(
             target(served.url, protocol=protocol, model="iris"),
@@ -340,10 +342,17 @@ def test_without_a_payload_an_example_from_the_models_schema_is_accepted(
             PayloadSource.model_example(),
             db=None,
         )
-        return await runner.run()
+        result = await runner.run()
+        sent.extend(runner.payloads.payloads)
+        return result
 
     summary = asyncio.run(main()).summary
     assert (summary["ok"], summary["errors"]) == (10, {}), summary
+    if protocol == "inferdeck":
+        # This project's service offers the model's own example (a held-out row): that is
+        # what is sent, not a value made up from the middle of each field's range.
+        offered = httpx.get(f"{served.url}/models/iris", timeout=30).json()["example"]
+        assert offered and sent == [offered]
 
 
 def test_examples_fill_ranges_and_tensor_shapes() -> None:

@@ -20,7 +20,7 @@ from engine.ids import new_id
 from engine.remote.classify import UNREACHABLE, classify, describe
 from engine.remote.client import Exchange, TargetClient, new_traceparent
 from engine.remote.credentials import redact_url, scrub
-from engine.remote.examples import example_from_oip, example_from_schema
+from engine.remote.examples import example_from_oip, example_from_schema, offered_example
 from engine.remote.load.recording import CLIENT_ID, Recorder
 from engine.remote.load.state import RunState
 from engine.remote.outcome import INPUT_CAP, exchange_spans, judge
@@ -104,9 +104,15 @@ async def _example(client: TargetClient, adapter: Adapter) -> dict[str, Any]:
         shown = redact_url(target.url(path))  # the terminal never sees credentials
         raise LoadError(f"cannot read the model's schema at {shown}: {text}") from None
     try:
-        schema = orjson.loads(body)["input_schema"] if status == 200 else None
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        schema = None  # not this project's service
+        info = orjson.loads(body) if status == 200 else None
+    except orjson.JSONDecodeError:
+        info = None  # not this project's service
+    # The model's own example first (a real held-out row: a class it predicts with some
+    # confidence), as the form starts from; else one made up from its input schema.
+    offered = offered_example(info)
+    if offered:
+        return offered
+    schema = info.get("input_schema") if isinstance(info, dict) else None
     if not isinstance(schema, dict):
         return {}  # no schema to go by: the server's answers will say what it wants
     return example_from_schema(schema)

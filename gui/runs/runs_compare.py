@@ -39,7 +39,7 @@ COLUMNS = ("figure", "A", "B", "change", "change %", "")
 VERDICT_COLOURS = {"better": "#d5e8d4", "worse": "#f8cecc"}
 ROW_HEIGHT = 28
 SETTING_ROW_HEIGHT = 24
-SETTING_ROWS_SHOWN = 12  # a longer list scrolls
+SETTING_ROWS_SHOWN = 7  # a longer list scrolls (the differing ones are on top)
 DIFFERS_COLOUR = "#fff2cc"  # a setting the two runs do not share
 
 
@@ -172,15 +172,20 @@ class RunsCompareView(QWidget):
         colours = plot_colours(dark)
         plot = self.plot
         self.plot_widget.setBackground(colours.background)
-        paint_axes(plot, colours.foreground)  # (their titles too: "latency (ms)", "percentile")
+        # (The axes' titles too, "latency (ms)" and "percentile", and the legend's text.)
+        paint_axes(plot, colours.foreground)
         plot.titleLabel.setText(plot.titleLabel.text, color=colours.foreground)
-        if plot.legend is not None:
-            plot.legend.setLabelTextColor(colours.foreground)
+        if plot.legend is not None:  # over the curves: on a veil of the background
+            veil = QColor(colours.background)
+            veil.setAlpha(210)
+            plot.legend.setBrush(veil)
 
     def _settings_table(self, a: RunRow, b: RunRow) -> QTableWidget:
         """Both runs' settings side by side, above the figures, so two runs can be told apart
         by what they were; a row whose values differ is highlighted (and bold)."""
-        rows = settings_rows(a, b)
+        names, *rest = settings_rows(a, b)
+        # What tells the two apart first: the names, then the settings that differ.
+        rows = [names, *(r for r in rest if r[1] != r[2]), *(r for r in rest if r[1] == r[2])]
         table = QTableWidget(len(rows), 3)
         table.setHorizontalHeaderLabels(["setting", "A", "B"])
         table.verticalHeader().setVisible(False)

@@ -50,10 +50,18 @@ def plot_colours(dark: bool) -> PlotColours:
 
 
 def paint_axes(plot: pg.PlotItem, foreground: str) -> None:
+    """The plot's axes, tick labels and legend text in `foreground`."""
     for name in ("left", "bottom"):
         axis = plot.getAxis(name)
         axis.setPen(foreground)
         axis.setTextPen(foreground)
+    legend = plot.legend
+    if legend is not None:
+        legend.setLabelTextColor(foreground)  # (for entries added later)
+        # pyqtgraph only notes the colour on the entries there already; each is drawn again
+        # here, or it keeps the colour it was made with (grey, on white or on near-black).
+        for _sample, label in legend.items:
+            label.setText(label.text, color=foreground)
 
 
 class LivePlotsWidget(QWidget):
@@ -248,8 +256,6 @@ class LivePlotsWidget(QWidget):
         colours = plot_colours(dark)
         for plot in self._plots:
             paint_axes(plot, colours.foreground)
-            if plot.legend is not None:
-                plot.legend.setLabelTextColor(colours.foreground)
         self.titles.set_colour(colours.foreground)
         for widget in self._widgets:
             widget.setBackground(colours.background)

@@ -13,7 +13,7 @@ import pytest
 from conftest import run_on_qasync
 from fault_server import FaultServer, Rule
 from PySide6.QtCore import QItemSelectionModel, QSettings
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QMainWindow
 from pytestqt.qtbot import QtBot
 from tiny_server import TinyServer, target
@@ -99,6 +99,15 @@ def test_compare_two_real_runs_shows_curves_and_deltas_with_the_right_signs(
             first = window.settings.item(0, 0)
             assert first is not None
             seen["settings_above_plot"] = window.settings.y() < window.plot_widget.y()
+            # The legend's text in the theme's colour (pyqtgraph kept it grey), both themes.
+            legend = window.plot.legend
+            assert legend is not None
+            for dark in (True, False):
+                window.set_dark(dark)
+                colour = QColor(plot_colours(dark).foreground).name()
+                seen[f"legend_{dark}"] = all(
+                    colour in label.item.toHtml() for _sample, label in legend.items
+                )
             # Letting go of one of the two runs closes the comparison of them.
             selection.select(
                 model.index(rows[a_id], 0),
@@ -154,6 +163,11 @@ def test_compare_two_real_runs_shows_curves_and_deltas_with_the_right_signs(
     assert settings["payloads"][0] == settings["payloads"][1]
     differing = seen["differing"]
     assert isinstance(differing, list) and "URL" in differing and "rate" not in differing
+    # The names first, then what differs, then what the two share.
+    order = [name for name, _a, _b in seen["settings"]]  # type: ignore[attr-defined]
+    rest = [d for d in differing if d != "name"]
+    assert order[0] == "name" and order[1 : 1 + len(rest)] == rest
+    assert seen["legend_True"] is True and seen["legend_False"] is True
     assert seen["settings_above_plot"] is True
     assert seen["after_deselect"] is None and seen["compare_enabled"] is False
     assert seen["window_visible"] is False

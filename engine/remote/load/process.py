@@ -37,7 +37,7 @@ from typing import IO, Any
 
 import orjson
 
-from engine.remote.load.recording import LoadSnapshot
+from engine.remote.load.snapshot import LoadSnapshot
 from engine.remote.plan import LoadPlan
 from engine.remote.targets import Target
 

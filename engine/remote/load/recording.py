@@ -18,6 +18,7 @@ from hdrh.histogram import HdrHistogram
 
 from engine.ids import new_id
 from engine.remote.client import Exchange
+from engine.remote.load.snapshot import LoadSnapshot
 from engine.remote.load.state import RunState
 from engine.remote.outcome import CLIENT_ROW_SUFFIX, client_row
 from engine.remote.targets import Target
@@ -32,25 +33,6 @@ FLUSH_ROWS = 500  # rows handed to the writer at once (a timer hands over the re
 FLUSH_EVERY_S = 0.05
 
 _now = time.perf_counter_ns
-
-
-@dataclass(frozen=True, slots=True)
-class LoadSnapshot:
-    """What a view draws; cheap to make, plain Python."""
-
-    elapsed_s: float
-    sent: int
-    in_flight: int
-    completed: int
-    ok: int
-    failed: int
-    errors: dict[str, int]
-    throughput_per_s: float  # ok answers per second over the recent window
-    errors_per_s: float
-    p50_ms: float  # over the recent window
-    p99_ms: float
-    stage_ms: dict[str, float]
-    done: bool
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from typing import Any
 
 from engine.remote.classify import UNREACHABLE
 from engine.remote.client import Exchange, TargetClient
-from engine.remote.load.recording import LoadResult, LoadSnapshot, Recorder
+from engine.remote.load.recording import LoadResult, Recorder
 from engine.remote.load.schedule import Scheduler
 from engine.remote.load.sending import LoadError, Sender, make_client, open_sender
+from engine.remote.load.snapshot import LoadSnapshot
 from engine.remote.load.state import RunState
 from engine.remote.payloads import PayloadSource
 from engine.remote.plan import LoadPlan

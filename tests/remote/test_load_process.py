@@ -15,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 from tiny_server import TinyServer, target
 
 from engine.remote.load import LoadSnapshot
+from engine.remote.load import process as load_process
 from engine.remote.load.process import LoadProcess, LoadSpec
 from engine.remote.plan import LoadPlan
 from storage.database import open_database
@@ -163,3 +165,31 @@ def test_a_child_that_dies_is_told_in_words_not_a_hang(tmp_path: Path) -> None:
         process.join(10)
     assert outcome.summary is None
     assert outcome.error == "the load process ended unexpectedly (exit code -9)"
+
+
+NOISY_CHILD = """
+import sys
+import orjson
+sys.stdin.buffer.readline()  # the spec
+out = sys.stdout.buffer
+out.write(b"a library's stray print\\n[1, 2]\\n{not json\\n")
+out.write(orjson.dumps({"event": "started", "health": "up"}) + b"\\n")
+summary = {"run_id": "r", "sent": 0}
+out.write(orjson.dumps({"event": "finished", "summary": summary, "final": None}) + b"\\n")
+out.flush()
+"""
+
+
+def test_lines_that_are_not_events_are_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever else reaches the child's stdout (the child sends its own prints to stderr, but
+    a library writing to the file descriptor would) is not read as an event, nor a failure."""
+    (tmp_path / "noisy_child.py").write_text(NOISY_CHILD)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(load_process, "CHILD_MODULE", "noisy_child")
+    started: list[str] = []
+    spec = LoadSpec(target("http://127.0.0.1:9"), LoadPlan(rate=1, requests=1))
+    outcome = LoadProcess(spec, on_started=started.append).start().result(timeout=60)
+    assert outcome.error is None and outcome.summary == {"run_id": "r", "sent": 0}
+    assert started == ["up"]

@@ -14,10 +14,11 @@ the end of stdin: a parent that quits or dies still gets every request sent stor
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -31,9 +32,25 @@ from engine.tasks import freeze_startup_objects
 from storage.database import Database, StorageError, is_live_database, open_database
 
 
+class _Events:
+    """The events' own copy of stdout. Standard output itself then goes to stderr, so a stray
+    print (ours or a library's) cannot break a line the parent reads."""
+
+    out: BinaryIO = sys.stdout.buffer
+
+    @classmethod
+    def take_stdout(cls) -> None:
+        cls.out = os.fdopen(os.dup(1), "wb")
+        os.dup2(2, 1)
+
+    @classmethod
+    def write(cls, line: bytes) -> None:
+        cls.out.write(line)
+        cls.out.flush()
+
+
 def emit(event: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
-    sys.stdout.buffer.flush()
+    _Events.write(orjson.dumps(event) + b"\n")
 
 
 async def build_payloads(db: Database | None, spec: LoadSpec) -> PayloadSource:
@@ -168,8 +185,7 @@ async def _send(
 async def _publish(runner: LoadRunner, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
-        sys.stdout.buffer.write(snapshot_event(runner.snapshot()))
-        sys.stdout.buffer.flush()
+        _Events.write(snapshot_event(runner.snapshot()))
 
 
 async def _stop_when_asked(runner: LoadRunner, parent: Parent) -> None:
@@ -192,6 +208,7 @@ async def main_async() -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the run, through stdin
+    _Events.take_stdout()
     asyncio.run(main_async())
 
 

@@ -170,7 +170,11 @@ class LoadProcess:
             try:
                 assert proc.stdout is not None
                 for line in proc.stdout:
-                    outcome = self._on_event(orjson.loads(line))
+                    try:
+                        event = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue  # not an event (the child sends its own output to stderr)
+                    outcome = self._on_event(event) if isinstance(event, dict) else None
                     if outcome is not None:
                         break
             finally:

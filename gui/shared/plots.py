@@ -25,7 +25,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QShowEvent
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QGraphicsScene, QWidget
 
 from gui.shared.plot_titles import PlotTitles
 from gui.shared.plot_turns import PlotTurns, fit_range, on_screen, steady_top
@@ -144,6 +144,9 @@ class LivePlotsWidget(QWidget):
     ) -> tuple[pg.PlotWidget, pg.PlotItem]:
         """A plot for the subclass to lay out, its range left to `fit_range`."""
         widget = pg.PlotWidget()
+        # No spatial index over the plot's items: every range step moves all of them, and a
+        # BSP tree re-made for a handful of items at each move costs more than it saves.
+        widget.scene().setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
         widget.setMinimumHeight(min_height)
         if max_height is not None:
             widget.setMaximumHeight(max_height)

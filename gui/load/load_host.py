@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 POLL_HZ = 20.0  # snapshots a second, at most (the plots redraw at ≤ 30 Hz)
 TRACE_EVERY = 50  # client phases (connect, send, wait) for 1 request in 50, as the CLI does
 LAG_WAIT_S = 4.0  # how long the run's end waits for the GUI thread to close its lag window
+# How long closing waits for a stopped run's process: its requests' grace (1 s), the summary
+# and the last rows stored take a few seconds; one that has not ended by then is killed.
+STOP_WAIT_S = 30.0
 
 
 class LoadHost(QObject):
@@ -76,6 +79,7 @@ class LoadHost(QObject):
         self.last_error: str | None = None
         self.process: LoadProcess | None = None  # the run's process, from its start
         self._lag_window: HdrHistogram | None = None  # the GUI loop's lag while traffic goes
+        self._stop_asked = False  # stop() came: a process made from now on starts stopped
         self._last_key: tuple[int, int, int] | None = None
         interval_ms = max(int(1000 / poll_hz), 34)
         self._publish_s = interval_ms / 1000  # how often the run publishes what the timer reads
@@ -94,25 +98,39 @@ class LoadHost(QObject):
         self.last_summary = None
         self.last_error = None
         self.process = None
+        self._stop_asked = False
         self.task = self.tasks.spawn(self.run(request), "load-run")
         return True
 
     def stop(self) -> None:
-        """End the run early; what was recorded stays (the child stores it as it goes)."""
+        """End the run early; what was recorded stays (the child stores it as it goes). Before
+        its process exists, the process is made stopped (the run does not begin)."""
+        self._stop_asked = True
         if self.process is not None:
             self.process.stop()
 
     async def aclose(self) -> None:
         """Stop a run and wait for its summary to be stored and its process to end (before
-        the database closes)."""
+        the database closes); a process that has not ended `STOP_WAIT_S` after the stop is
+        killed, so quitting the app never waits on it for longer."""
         self.stop()
         if self.task is not None:
-            await asyncio.gather(self.task, return_exceptions=True)
+            await self._within_stop_wait(self.task)
         process = self.process
         if process is not None:  # (the task may have been cancelled while the run went on)
-            await asyncio.gather(asyncio.wrap_future(process.future), return_exceptions=True)
+            await self._within_stop_wait(asyncio.wrap_future(process.future))
             await asyncio.to_thread(process.join)
         self._timer.stop()
+
+    async def _within_stop_wait(self, ending: asyncio.Future[Any]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(ending), STOP_WAIT_S)
+        except TimeoutError:
+            if self.process is not None:
+                self.process.kill()
+        except Exception:  # the run's own failure: `run` says it
+            pass
+        await asyncio.gather(ending, return_exceptions=True)
 
     async def run(self, request: LoadRequest) -> dict[str, Any] | None:
         """The run's summary, or None when it could not start (`sigFailed` says why)."""
@@ -137,6 +155,8 @@ class LoadHost(QObject):
             summary_extra=lambda: self._lag_extra(gui_loop),
         )
         self.process = process
+        if self._stop_asked:  # stopped (or the window closed) before there was a process
+            process.stop()
         try:
             outcome: LoadOutcome = await asyncio.wrap_future(process.start())
         finally:

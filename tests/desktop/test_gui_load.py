@@ -23,8 +23,10 @@ from tiny_server import TinyServer
 from engine.cli.load_args import LoadStartError, PayloadChoice
 from engine.ids import short_id
 from engine.remote.load import LoadSnapshot
+from engine.remote.load import process as load_process
 from engine.remote.target_store import StoredTarget, make_target
 from engine.tasks import TaskOwner
+from gui.load import load_host
 from gui.load.load_host import LoadHost, LoadWiring
 from gui.load.load_panel import LoadPanel
 from gui.load.load_plots import LoadPlots
@@ -599,3 +601,73 @@ def test_at_1024_every_big_figure_is_shown_whole(qtbot: QtBot) -> None:
     panel.resize(1400, 600)
     qtbot.waitUntil(lambda: panel.figures["p99"].font().pointSizeF() > caption, timeout=20_000)
     assert not cut()
+
+
+STUCK_CHILD = """
+import sys, time
+import orjson
+sys.stdin.buffer.readline()  # the spec; what comes after (the stop) it never reads
+sys.stdout.buffer.write(orjson.dumps({"event": "started", "health": "up"}) + b"\\n")
+sys.stdout.buffer.flush()
+time.sleep(600)
+"""
+
+
+def test_closing_kills_a_run_process_that_does_not_stop_and_says_so(
+    qapp: QApplication,
+    qtbot: QtBot,
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wedged child (it never reads its stop) must not keep the app from quitting: closing
+    waits `STOP_WAIT_S`, then kills it, and the panel says how the run ended."""
+    (tmp_path / "stuck_child.py").write_text(STUCK_CHILD)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(load_process, "CHILD_MODULE", "stuck_child")
+    monkeypatch.setattr(load_host, "STOP_WAIT_S", 2.0)
+    seen: dict[str, object] = {}
+
+    async def scenario(wiring: LoadWiring) -> None:
+        panel, host = wiring.panel, wiring.host
+        _set_url(panel, "http://127.0.0.1:9")
+        panel.start_button.click()
+        await _until(lambda: host.runner is not None, within=60)
+        process = host.process
+        assert process is not None and process.pid is not None
+        seen["pid"] = process.pid
+        started = time.monotonic()
+        await wiring.aclose()
+        seen["took"] = time.monotonic() - started
+        seen["error"] = host.last_error
+        seen["message"] = panel.message.text()
+
+    _drive(qapp, qtbot, db_path, scenario)
+    assert 1.5 <= float(str(seen["took"])) < 20
+    assert seen["error"] == "the load process ended unexpectedly (exit code -9)"
+    assert "ended unexpectedly" in str(seen["message"])
+    assert not Path(f"/proc/{seen['pid']}").exists()
+
+
+def test_a_stop_before_the_process_exists_keeps_the_run_from_starting(
+    qapp: QApplication, qtbot: QtBot, db_path: Path
+) -> None:
+    seen: dict[str, object] = {}
+    with TinyServer() as server:
+
+        async def scenario(wiring: LoadWiring) -> None:
+            panel, host = wiring.panel, wiring.host
+            _set_url(panel, server.url)
+            panel.start_button.click()
+            host.stop()  # the same turn: the run's task has not made its process yet
+            assert host.process is None
+            await _until(lambda: host.last_error is not None, within=60)
+            seen["error"] = host.last_error
+            seen["sent"] = server.count
+
+        _drive(qapp, qtbot, db_path, scenario)
+    assert seen["error"] == "stopped before it began"
+    # The health probes and the one preflight request may have gone (up to 4), no traffic.
+    assert int(str(seen["sent"])) <= 4
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM runs WHERE kind = 'load'").fetchone() == (0,)

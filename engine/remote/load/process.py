@@ -140,6 +140,15 @@ class LoadProcess:
         self._stop_asked = True
         self._send(STOP_LINE)
 
+    def kill(self) -> None:
+        """End the child at once (SIGKILL): for a child that does not end when told to stop.
+        What it committed stays; its run is marked interrupted when the database is next
+        opened (the recovery of runs whose process died)."""
+        with self._stdin_lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+
     def join(self, timeout: float | None = None) -> None:
         if self._thread.ident is not None:
             self._thread.join(timeout)

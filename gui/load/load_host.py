@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -147,7 +148,8 @@ class LoadHost(QObject):
         )
 
         def started(text: str) -> None:  # on the process's reader thread
-            gui_loop.call_soon_threadsafe(self._on_started, process, text)
+            with contextlib.suppress(RuntimeError):  # the app's loop has closed: nobody to tell
+                gui_loop.call_soon_threadsafe(self._on_started, process, text)
 
         process = LoadProcess(
             spec,

@@ -121,11 +121,13 @@ def test_a_target_that_is_down_or_a_bad_payload_is_refused_with_why_and_sends_no
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
 
 
+@pytest.mark.parametrize("gone", ["stdin", "both pipes"])
 def test_a_parent_that_goes_away_mid_run_still_gets_every_request_sent_stored(
-    tmp_path: Path,
+    tmp_path: Path, gone: str
 ) -> None:
-    """The parent's end of stdin closes (it quit or was killed): the child stops the run, gives
-    what is out its grace and stores every request it sent, then exits."""
+    """The parent's end of stdin closes (it quit), or both its pipes (it was killed, and no
+    one reads the events any more): the child stops the run, gives what is out its grace and
+    stores every request it sent and its summary, then exits."""
     db_path = tmp_path / "t.db"
     with TinyServer(delay_s=0.02) as server:
         spec = LoadSpec(target(server.url), LoadPlan(rate=200, duration_s=60), db_path=str(db_path))
@@ -142,15 +144,34 @@ def test_a_parent_that_goes_away_mid_run_still_gets_every_request_sent_stored(
             events.append(orjson.loads(child.stdout.readline()))
         _until(lambda: server.count >= 40)
         child.stdin.close()  # the parent is gone
-        rest = [orjson.loads(line) for line in child.stdout]
-        assert child.wait(60) == 0
-        child.stdout.close()
-    kinds = [e["event"] for e in rest]
-    assert "ending" in kinds and kinds[-1] == "finished"
-    summary = rest[-1]["summary"]
-    assert summary["sent"] >= 40
-    count, status, _stored_summary = _stored(db_path, summary["run_id"])
-    assert count == summary["sent"] and status == "done"
+        if gone == "both pipes":
+            child.stdout.close()  # (its next event meets a broken pipe)
+            assert child.wait(60) == 0
+            rest: list[dict[str, object]] = []
+        else:
+            rest = [orjson.loads(line) for line in child.stdout]
+            assert child.wait(60) == 0
+            child.stdout.close()
+    with sqlite3.connect(db_path) as conn:
+        ((run_id,),) = conn.execute("SELECT run_id FROM runs").fetchall()
+    count, status, summary = _stored(db_path, str(run_id))
+    assert status == "done" and int(str(summary["sent"])) >= 40
+    assert count == summary["sent"]
+    if gone == "stdin":
+        kinds = [e["event"] for e in rest]
+        assert "ending" in kinds and kinds[-1] == "finished"
+        assert rest[-1]["summary"] == summary
+
+
+def test_a_child_that_cannot_start_is_told_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No interpreter to run it (a venv removed under the app, no memory to fork): the run ends
+    with a sentence, never an exception out of the reader."""
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    spec = LoadSpec(target("http://127.0.0.1:9"), LoadPlan(rate=1, requests=1))
+    outcome = LoadProcess(spec).start().result(timeout=30)
+    assert outcome.summary is None and outcome.error is not None
+    assert outcome.error.startswith("the load process could not run: ")
+    assert "/nonexistent/python3" in outcome.error
 
 
 def test_a_child_that_dies_is_told_in_words_not_a_hang(tmp_path: Path) -> None:

@@ -43,10 +43,18 @@ class _Events:
         cls.out = os.fdopen(os.dup(1), "wb")
         os.dup2(2, 1)
 
+    gone = False  # the parent stopped reading (it quit or died): the run goes on, unheard
+
     @classmethod
     def write(cls, line: bytes) -> None:
-        cls.out.write(line)
-        cls.out.flush()
+        if cls.gone:
+            return
+        try:
+            cls.out.write(line)
+            cls.out.flush()
+        except (OSError, ValueError):
+            # Nobody reads any more: the run still stops (end of stdin) and stores its summary.
+            cls.gone = True
 
 
 def emit(event: dict[str, Any]) -> None:

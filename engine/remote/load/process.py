@@ -25,6 +25,7 @@ for `latest()` (any thread may call it) and ends with the run's `LoadOutcome` in
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import subprocess
 import sys
@@ -116,6 +117,7 @@ class LoadProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stdin_lock = threading.Lock()  # "stop" (any thread) and the extra (reader)
         self._stop_asked = False
+        self._spec_sent = False  # the spec is on the child's stdin: lines may follow it
         self._thread = threading.Thread(target=self._read, name=name, daemon=False)
 
     @property
@@ -156,19 +158,22 @@ class LoadProcess:
     def _send(self, line: bytes) -> None:
         with self._stdin_lock:
             proc = self._proc
-            if proc is None or proc.stdin is None or proc.stdin.closed:
-                return  # not started yet (the spec goes after the flag is read) or gone
+            if proc is None or not self._spec_sent or proc.stdin is None or proc.stdin.closed:
+                return  # the spec is not out yet (the stop flag goes after it) or it is gone
             try:
                 proc.stdin.write(line)
                 proc.stdin.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                pass  # the child has ended; its end is read from stdout
+            except (ValueError, OSError):
+                # The child has ended (its end is read from stdout). The unsent bytes would
+                # make every later flush, the close's too, raise again: drop the pipe now.
+                _close_quietly(proc.stdin)
 
     def _read(self) -> None:
         try:
-            self.future.set_result(self._run_child())
-        except BaseException as exc:  # the caller hears every failure through the future
-            self.future.set_exception(exc)
+            outcome = self._run_child()
+        except Exception as exc:  # a spawn that failed, or a bug: said in words, never raised
+            outcome = LoadOutcome(error=f"the load process could not run: {exc}")
+        self.future.set_result(outcome)
 
     def _run_child(self) -> LoadOutcome:
         # The child's stderr goes to a file, read only if it ends without saying how: a pipe
@@ -177,6 +182,7 @@ class LoadProcess:
             proc = self._spawn(errors)
             outcome: LoadOutcome | None = None
             try:
+                self._send_spec(proc)
                 assert proc.stdout is not None
                 for line in proc.stdout:
                     try:
@@ -189,7 +195,7 @@ class LoadProcess:
             finally:
                 with self._stdin_lock:
                     if proc.stdin is not None:
-                        proc.stdin.close()  # (a child still running reads this as "stop")
+                        _close_quietly(proc.stdin)  # (a child still running reads "stop")
                 code = proc.wait()
                 if proc.stdout is not None:
                     proc.stdout.close()
@@ -201,24 +207,36 @@ class LoadProcess:
     def _spawn(self, errors: IO[bytes]) -> subprocess.Popen[bytes]:
         root = str(Path(__file__).resolve().parents[3])  # the folder holding `engine/`
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, _pythonpath())))}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", CHILD_MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+            # Its own session: a Ctrl+C in the app's terminal reaches the app, which stops
+            # the run through stdin (and stores it), not the child mid-write.
+            start_new_session=True,
+        )
         with self._stdin_lock:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", CHILD_MODULE],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-                env=env,
-                # Its own session: a Ctrl+C in the app's terminal reaches the app, which stops
-                # the run through stdin (and stores it), not the child mid-write.
-                start_new_session=True,
-            )
             self._proc = proc
-            assert proc.stdin is not None
-            proc.stdin.write(self.spec.to_line())
-            if self._stop_asked:  # stop() came before there was a child to tell
-                proc.stdin.write(STOP_LINE)
-            proc.stdin.flush()
         return proc
+
+    def _send_spec(self, proc: subprocess.Popen[bytes]) -> None:
+        """The spec, then "stop" if one was asked: the spec is written without the lock (a
+        large one waits for the child to start reading, and a Stop click must not wait with
+        it); stop() and this each look at the other's flag under the lock, so a stop asked
+        meanwhile is sent once at least."""
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(self.spec.to_line())
+            proc.stdin.flush()
+        except (ValueError, OSError):
+            _close_quietly(proc.stdin)  # it died starting: its end is read from stdout
+            return
+        with self._stdin_lock:
+            self._spec_sent = True
+        if self._stop_asked:
+            self._send(STOP_LINE)
 
     def _on_event(self, event: dict[str, Any]) -> LoadOutcome | None:
         kind = event.get("event")
@@ -238,6 +256,15 @@ class LoadProcess:
         elif kind == "failed":
             return LoadOutcome(error=str(event.get("error") or "the run could not start"))
         return None
+
+
+def _close_quietly(pipe: IO[bytes]) -> None:
+    """Close a pipe to a child that may have gone: bytes it could not take are dropped."""
+    with contextlib.suppress(OSError, ValueError):
+        pipe.close()
+    if not pipe.closed:  # the close's flush failed first: the descriptor is still ours
+        with contextlib.suppress(OSError):
+            os.close(pipe.fileno())
 
 
 def _pythonpath() -> str:

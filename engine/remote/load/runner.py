@@ -42,7 +42,6 @@ class LoadRunner:
         trace_every: int | None = None,
         client: TargetClient | None = None,
         summary_extra: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None = None,
-        publish_every_s: float | None = None,
     ) -> None:
         self.target = target
         self.plan = plan
@@ -51,21 +50,11 @@ class LoadRunner:
         # `summary_extra` is called (and awaited, if need be) once as the run ends; its dict
         # joins the stored summary.
         self._recorder = Recorder(target, db, self._state, summary_extra)
-        # Given `publish_every_s`, the run's own loop publishes a snapshot that often, for
-        # `latest()` to hand to another thread (the app's, which polls it from a timer).
-        self._publish_every_s = publish_every_s
-        self._published: LoadSnapshot | None = None
         self._sender: Sender | None = None  # made by prepare()
         # The client given, or one `prepare()` makes with this token and trace sampling.
         self._client = client
         self._token = token
         self._trace_every = trace_every
-
-    def store_in(self, db: Database) -> None:
-        """Store the run in `db` (made without one, its database opened meanwhile, as the
-        app's load thread does while the run prepares); before `run()` only."""
-        assert self._recorder.run is None, "the run has begun"
-        self._recorder.db = db
 
     async def prepare(self) -> None:
         """Open the client, read what the protocol needs (OIP metadata), build every body.
@@ -109,9 +98,6 @@ class LoadRunner:
         started_ns = await recorder.begin(self._config())
         loop = asyncio.get_running_loop()
         flusher = loop.create_task(recorder.flush_often(), name="load-flush")
-        publisher = None
-        if self._publish_every_s is not None:
-            publisher = loop.create_task(self._publish_often(self._publish_every_s))
         status = "done"
         try:
             await scheduler.run(started_ns)
@@ -122,12 +108,9 @@ class LoadRunner:
         finally:
             self._state.done = True
             flusher.cancel()
-            if publisher is not None:
-                publisher.cancel()
             recorder.flush()
             await self._close_client()
             summary_extra = await recorder.finish(status)
-            self._published = self.snapshot()  # the final figures, done
         return recorder.result(summary_extra)
 
     def stop(self) -> None:
@@ -137,19 +120,9 @@ class LoadRunner:
 
     def snapshot(self) -> LoadSnapshot:
         """What a view draws now (`LoadSnapshot`); cheap, callable at any time from the run's
-        own loop (it reads counters the run is changing: another thread calls `latest()`)."""
+        own loop (it reads counters the run is changing). The app's load process sends these
+        to the app (`engine.remote.load.child`)."""
         return self._recorder.snapshot()
-
-    def latest(self) -> LoadSnapshot | None:
-        """The last snapshot the run published (see `publish_every_s`; the final one once
-        `run()` has ended), None before the first: safe to call from any thread, since a
-        snapshot is immutable and is handed over by one attribute assignment."""
-        return self._published
-
-    async def _publish_often(self, every_s: float) -> None:
-        while True:
-            self._published = self.snapshot()
-            await asyncio.sleep(every_s)
 
     def _config(self) -> dict[str, Any]:
         t = self.target

@@ -5,7 +5,9 @@ judges each by HTTP status alone, 2xx meaning ok: servers disagree on bodies. Th
 
 - `up`: every probe ok;
 - `degraded`: live ok, but ready or model-ready not (loading, draining, model missing);
-- `down`: live failed, or no answer at all (refused, timeout, TLS, reset).
+- `down`: live failed, or any probe could not reach the server (refused, connect timeout, TLS,
+  reset): a server that closes mid-round answers live and refuses ready, and that is a server
+  going down, not one that is loading.
 
 A `json` target has no health contract: one GET of its URL, and any answer below 500 counts.
 
@@ -100,12 +102,20 @@ class ProberSnapshot:
     recent: tuple[ProbeRound, ...]  # oldest first
 
 
+# Failure classes that mean no server answered at that address (an HTTP status or a slow
+# answer still means a server is there).
+_UNREACHABLE = frozenset({"connect_refused", "connect_timeout", "reset", "tls"})
+
+
 def judge(results: tuple[ProbeResult, ...]) -> tuple[State, str]:
     """The state a round's results mean, and a short reason."""
     live = next((r for r in results if r.kind == "live"), None)
     if live is None or not live.ok:
         return "down", f"live: {live.error if live else 'not probed'}"
     failed = [r for r in results if not r.ok]
+    unreachable = [r for r in failed if (r.error or "").split(":")[0] in _UNREACHABLE]
+    if unreachable:
+        return "down", "; ".join(f"{r.kind}: {r.error}" for r in unreachable)
     if failed:
         return "degraded", "; ".join(f"{r.kind}: {r.error}" for r in failed)
     return "up", "all probes ok"

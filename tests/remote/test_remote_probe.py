@@ -16,7 +16,7 @@ from aiohttp import web
 from fault_server import FaultServer, Rule, tls_contexts
 from live_server import free_port
 
-from engine.remote.prober import Prober, ProbeRound, judge
+from engine.remote.prober import Prober, ProbeResult, ProbeRound, judge
 from engine.remote.target_store import make_target
 from engine.remote.targets import Target
 from storage import Database, open_database, queries
@@ -262,6 +262,21 @@ def test_a_failing_listener_does_not_stop_probes() -> None:
 
 def test_judge_needs_live_for_anything_but_down() -> None:
     assert judge(()) == ("down", "live: not probed")
+
+
+def _result(kind: str, error: str | None) -> ProbeResult:
+    return ProbeResult(kind, 0, None if error else 200, error is None, 1000, error)  # type: ignore[arg-type]
+
+
+def test_judge_calls_a_server_that_closed_mid_round_down_not_degraded() -> None:
+    """Live answered, then the listener closed and ready was refused: the server went away."""
+    closing = (_result("live", None), _result("ready", "connect_refused"))
+    assert judge(closing) == ("down", "ready: connect_refused")
+    reset = (_result("live", None), _result("model_ready", "reset"))
+    assert judge(reset)[0] == "down"
+    # An answer that says "not ready", or a slow one, still means a server is there.
+    assert judge((_result("live", None), _result("ready", "http_503")))[0] == "degraded"
+    assert judge((_result("live", None), _result("ready", "timeout")))[0] == "degraded"
 
 
 @pytest.mark.parametrize("interval", [0, -1])

@@ -296,9 +296,10 @@ class GroupCommitWriter:
 
 
 # The writer's own work on the event loop (building a transaction's rows, running its
-# callbacks) is done in slices of at most this long, so a 1,000-row commit never holds the loop
-# (the desktop app's GUI thread) for tens of milliseconds at once.
-_SLICE_S = 0.004
+# callbacks) is done in slices of about this long, so a 1,000-row commit never holds the loop
+# (the desktop app's GUI thread) for more than a millisecond or so at once (the reading's
+# slices in `engine.file_job.job` say why so short).
+_SLICE_S = 0.001
 
 
 async def _in_slices(entries: list[_Entry], step: Callable[[_Entry], None]) -> None:

@@ -36,9 +36,12 @@ from storage import queries
 log = logging.getLogger(__name__)
 
 # Yield to the event loop after this much reading, so other tasks (the batcher, a GUI's paint)
-# run: a quarter of a 60 Hz frame. A count of rows was 30 ms between yields on a slow machine,
-# the whole of the app's loop lag during a drop.
-_SLICE_S = 0.004
+# run. A count of rows was 30 ms between yields on a slow machine, the whole of the app's loop
+# lag during a drop. The lag a GUI timer sees is the queue of turns ahead of it (a plot's
+# paint, a slice of reading, a slice of the writer's), so each slice is short: 1 ms slices
+# here and in the writer took the app's drop lag p99 from ~16 to ~12 ms against 4 ms ones,
+# and `inferdeck predict` ran as fast either way (bench/bench_gui.py, bench/bench_predict.py).
+_SLICE_S = 0.001
 _CHECK_EVERY = 16  # rows between clock reads
 MAX_PROBLEMS_KEPT = 1000
 # After a job stops early, the rest of its file is counted (read, not run) so the job can say how

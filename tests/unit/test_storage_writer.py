@@ -178,7 +178,7 @@ def test_a_large_commit_shares_the_loop_while_it_builds_rows_and_calls_back(
         task.cancel()
         assert db.writer.rows_committed == 300 and db.writer.commits == 1
         # 300 ms of building and 300 ms of callbacks for one transaction: the ticker ran
-        # between their slices (each at most ~4 ms), not only before and after them.
+        # between their slices (each about 1 ms), not only before and after them.
         assert seen_building[-1] - seen_building[0] >= 20, seen_building[-1] - seen_building[0]
         spread = seen_calling_back[-1] - seen_calling_back[0]
         assert spread >= 20, spread

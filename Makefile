@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gui bench-gui-load bench-serve bench-requests bench-load screenshots xvfb models clean
+.PHONY: run test bench bench-gui bench-gui-load bench-plots bench-serve bench-requests bench-load screenshots xvfb models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-gui: $(STAMP) xvfb
 # The app sending 1,000 req/s from `inferdeck gui --autostart` with the Monitor live: UI loop lag.
 bench-gui-load: $(STAMP) xvfb
 	$(BIN)/python bench/bench_gui_load.py
+
+bench-plots: $(STAMP) xvfb
+	$(BIN)/python bench/bench_plots.py
 
 # `inferdeck serve` against a bare FastAPI endpoint, with wrk (a Debian package) as the load.
 bench-serve: $(STAMP)

@@ -47,6 +47,7 @@ from engine.work import Work
 from gui.monitor.latency_axis import LatencyAxis
 from gui.monitor.latency_window import EDGES_MS, LatencyWindow
 from gui.monitor.sections import Section
+from gui.shared.plot_turns import steady_top
 from gui.shared.plots import LivePlotsWidget, Ring, draw_curves, plot_colours, sample_at
 from gui.shared.time_axis import RANGES, TimeAxis
 
@@ -110,6 +111,7 @@ class MonitorView(LivePlotsWidget):
         self._idle_drawn_at = 0.0
         self._local_moved_at = float("-inf")
         self._hist_key: tuple[int, int, int] | None = None
+        self._hist_ranges: tuple[tuple[float, float], tuple[float, float]] | None = None
         self._scope: str | None = None
         self._order: tuple[str, ...] = ()
         self.sections: list[Section] = []
@@ -493,11 +495,13 @@ class MonitorView(LivePlotsWidget):
         lo, hi = int(filled[0]), int(filled[-1]) + 1
         edges = EDGES_MS[lo : hi + 1]
         self.histogram_curve.setData(edges, counts[lo:hi])
-        self.histogram_plot.setRange(
-            xRange=(float(np.log10(edges[0])), float(np.log10(edges[-1]))),
-            yRange=(0.0, float(counts.max()) * 1.08),
-            padding=0.02,
-        )
+        # A round top (`steady_top`): the counts grow with every tick, and a range that moved
+        # each time re-made the axis, its ticks and the grid on every redraw.
+        x_range = (float(np.log10(edges[0])), float(np.log10(edges[-1])))
+        y_range = (0.0, steady_top(float(counts.max())))
+        if (x_range, y_range) != self._hist_ranges:
+            self._hist_ranges = (x_range, y_range)
+            self.histogram_plot.setRange(xRange=x_range, yRange=y_range, padding=0.02)
 
     def _draw_rates(self) -> None:
         self._draw_series(self.rate_plot, ("throughput", "errors"))

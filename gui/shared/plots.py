@@ -213,8 +213,11 @@ class LivePlotsWidget(QWidget):
         few hundred on screen; a pan while paused asks for a redraw: `attach_time`.)"""
         # ~5 samples a pixel (pyqtgraph's default) is 5 times the points to stroke for no
         # visible difference: a min and a max per two pixels (peak mode), one point a pixel.
+        # A filled curve costs by its edges: a min and a max per four pixels (the stacked
+        # stages with five minutes of history painted in ~7 ms instead of ~11).
         for item in plot.listDataItems():
-            item.opts["autoDownsampleFactor"] = 0.5
+            filled = item.opts.get("fillLevel") is not None
+            item.opts["autoDownsampleFactor"] = 0.25 if filled else 0.5
         if self.time_axis is None or not len(t):
             return slice(0, len(t))
         self.time_axis.place(plot.getViewBox())

@@ -9,12 +9,13 @@ set, offscreen otherwise) on a new database, exactly as a script would:
 
 The app shows the Monitor view (engine plots, the targets' timeline and the load plots, redrawn
 from timers) while the load runs in a process of its own (`gui.load.load_host` drives
-`engine.remote.load.child`): the GUI thread only reads the snapshots it sends. The last stdout line is the run's stored
-summary: achieved throughput, latency, and the UI loop lag the app measured while the run went
-(`ui_loop_lag_ms`). Medians over `--repeat` processes print as a table and go to
-bench/out/gui_load.json. Goal (issues 6 and 13): UI loop lag p99 ≤ 16 ms and max ≤ 50 ms at
-1,000 req/s, the offered rate achieved. The machine's own ceiling is what `inferdeck load` (one
-process, no window) achieves against the same server: `--cli` measures it first, for comparison.
+`engine.remote.load.child`): the GUI thread only reads the snapshots it sends. The last stdout
+line is the run's stored summary: achieved throughput, latency, and the UI loop lag the app
+measured while the run went (`ui_loop_lag_ms`). Medians over `--repeat` processes print as a
+table and go to bench/out/gui_load.json. Goal (issues 6 and 13): UI loop lag p99 ≤ 16 ms and max
+≤ 50 ms at 1,000 req/s, the offered rate achieved. The machine's own ceiling is what `inferdeck
+load` (one process, no window) achieves against the same server: `--cli` measures it first, for
+comparison.
 """
 
 from __future__ import annotations

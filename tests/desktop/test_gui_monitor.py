@@ -288,6 +288,32 @@ def test_pause_holds_the_range_and_slow_points_stay_clickable(qtbot: QtBot) -> N
     view.stop()
 
 
+def test_histogram_range_tops_at_a_round_count_and_stays_while_counts_grow(qtbot: QtBot) -> None:
+    """The counts grow every tick; a y range that followed them re-made the axis and grid on
+    every redraw. The top is a round number above the tallest bin, kept until it is outgrown."""
+    clock = FakeClock()
+    view = _monitor(qtbot, clock)
+
+    def tallest() -> int:
+        _, counts = view.histogram_curve.getData()
+        return 0 if counts is None else int(counts.max())
+
+    def top() -> float:
+        return float(view.histogram_plot.getViewBox().viewRange()[1][1])
+
+    view.on_finished([_work(f"a-{i}", 3.0) for i in range(430)])
+    qtbot.waitUntil(lambda: tallest() == 430, timeout=10_000)
+    first_top = top()
+    assert 430 < first_top <= 520  # 430 * 1.08 rounded up to 500, plus the view's padding
+    view.on_finished([_work(f"b-{i}", 3.0) for i in range(20)])
+    qtbot.waitUntil(lambda: tallest() == 450, timeout=10_000)
+    assert top() == first_top  # grown, still under the round top: the range stays
+    view.on_finished([_work(f"c-{i}", 3.0) for i in range(300)])
+    qtbot.waitUntil(lambda: tallest() == 750, timeout=10_000)
+    assert 750 < top() <= 1020  # outgrown: the next round number (810 rounds up to 1,000)
+    view.stop()
+
+
 def test_histogram_counts_only_the_time_range(qtbot: QtBot) -> None:
     clock = FakeClock()
     view = _monitor(qtbot, clock)

@@ -56,33 +56,36 @@ def write_rows(path: Path, n: int, seed: int = 11) -> None:
 # -- the child: one app process -------------------------------------------------------------
 
 
+def busy_snapshot(rng: Any, at: float, completed: int) -> Any:
+    """One `StatsSnapshot` of a busy engine (~7,000 ok/s, a p99 of 20-25 ms, a queue) at `at`
+    (monotonic seconds); `rng` is a numpy Generator. bench_plots.py draws these too."""
+    from engine.stats import StatsSnapshot
+
+    p99 = 20.0 + float(rng.random()) * 5
+    return StatsSnapshot(
+        at=at,
+        throughput_per_s=7000.0 + float(rng.random()) * 500,
+        errors_per_s=float(rng.random()),
+        p50_ms=p99 / 3,
+        p95_ms=p99 / 2,
+        p99_ms=p99,
+        queue_depth=int(rng.integers(0, 300)),
+        in_flight=64,
+        completed=completed,
+        errors=0,
+        stage_ms={"queue_wait": 5.0 + float(rng.random()), "inference": 2.0, "write": 3.0},
+    )
+
+
 def fill_history(monitor: Any, seconds: float) -> None:
     """`seconds` of a busy engine's snapshots (40 a second) ending now, as if a long job had
     just run: the plots' range full of data, which costs more to paint than a fresh app's."""
     import numpy as np
 
-    from engine.stats import StatsSnapshot
-
     rng = np.random.default_rng(5)
     now = time.monotonic()
-    count = int(seconds * 40)
-    for i in range(count):
-        p99 = 20.0 + float(rng.random()) * 5
-        monitor.on_stats(
-            StatsSnapshot(
-                at=now - seconds + i / 40,
-                throughput_per_s=7000.0 + float(rng.random()) * 500,
-                errors_per_s=float(rng.random()),
-                p50_ms=p99 / 3,
-                p95_ms=p99 / 2,
-                p99_ms=p99,
-                queue_depth=int(rng.integers(0, 300)),
-                in_flight=64,
-                completed=i,
-                errors=0,
-                stage_ms={"queue_wait": 5.0 + float(rng.random()), "inference": 2.0, "write": 3.0},
-            )
-        )
+    for i in range(int(seconds * 40)):
+        monitor.on_stats(busy_snapshot(rng, now - seconds + i / 40, i))
 
 
 def child(rows_file: Path, db: Path, result_file: Path, t0: float, history_s: float) -> None:

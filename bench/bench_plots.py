@@ -34,7 +34,7 @@ def child(seconds: float, rounds: int, result_file: Path) -> None:
     import numpy as np
     from PySide6.QtWidgets import QApplication
 
-    from engine.stats import StatsSnapshot
+    from bench.bench_gui import busy_snapshot  # (the child runs with the repository on its path)
     from gui.monitor.monitor_view import MonitorView
 
     app = QApplication(sys.argv[:1])
@@ -46,32 +46,16 @@ def child(seconds: float, rounds: int, result_file: Path) -> None:
         app.processEvents()
     rng = np.random.default_rng(7)
 
-    def busy(at: float) -> StatsSnapshot:
-        p99 = 20.0 + float(rng.random()) * 5
-        return StatsSnapshot(
-            at=at,
-            throughput_per_s=7000.0 + float(rng.random()) * 500,
-            errors_per_s=float(rng.random()),
-            p50_ms=p99 / 3,
-            p95_ms=p99 / 2,
-            p99_ms=p99,
-            queue_depth=int(rng.integers(0, 300)),
-            in_flight=64,
-            completed=1,
-            errors=0,
-            stage_ms={"queue_wait": 5.0 + float(rng.random()), "inference": 2.0, "write": 3.0},
-        )
-
     count = int(seconds * SNAPSHOTS_PER_S)
     now = time.monotonic()
     for i in range(count):
-        view.on_stats(busy(now - seconds + i / SNAPSHOTS_PER_S))
+        view.on_stats(busy_snapshot(rng, now - seconds + i / SNAPSHOTS_PER_S, i))
     turns = view._turns
     names = [getattr(d, "__name__", str(d)).lstrip("_") for d in turns._drawers]
     draw_ms: dict[str, list[float]] = {n: [] for n in names}
     paint_ms: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(rounds):
-        view.on_stats(busy(time.monotonic()))
+        view.on_stats(busy_snapshot(rng, time.monotonic(), count))
         # (the histogram's own feed, as `on_finished` gives it: a tick's ok latencies)
         view.recent_ms.add(time.time(), 5.0 + rng.gamma(2.0, 4.0, 250))
         for i, name in enumerate(names):

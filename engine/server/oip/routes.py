@@ -18,16 +18,20 @@ from starlette.responses import Response
 from engine.models.runtime import LoadedModel
 from engine.server.dataplane import DataPlane, max_batch_size
 from engine.server.errors import RETRY_AFTER_S, Refusal, json_response
+from engine.server.oip.binary import HEADER, binary_response, with_binary_inputs
 from engine.server.oip.schema import (
     OIP_ERRORS,
     OipInferenceResponse,
     OipModelMetadata,
+    model_config,
     model_metadata,
 )
 from engine.server.oip.tensors import response_body
 from engine.server.state import Running
 from engine.server.tracing import server_timing
 
+# The protocol's extensions that are served whole (Triton's names).
+EXTENSIONS = ["model_configuration"]
 MODEL_PATH = "/v2/models/{model_name}"
 VERSION_PATH = "/v2/models/{model_name}/versions/{model_version}"
 
@@ -107,7 +111,7 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
     @app.get("/v2", tags=["oip"])
     async def server_metadata() -> Response:
         """OIP server metadata."""
-        return json_response({"name": "inferdeck", "version": version, "extensions": []})
+        return json_response({"name": "inferdeck", "version": version, "extensions": EXTENSIONS})
 
     @app.get("/v2/health/live", tags=["oip"])
     async def server_live() -> Response:
@@ -127,21 +131,40 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
         live, model = lookup(request, model_name, model_version)
         return json_response(model_metadata(model, max_batch_size(live.engine)))
 
+    async def config(request: Request, model_name: str, model_version: str | None) -> Response:
+        live, model = lookup(request, model_name, model_version)
+        return json_response(model_config(model, max_batch_size(live.engine)))
+
+    @app.post("/v2/repository/index", tags=["oip"])
+    async def repository_index() -> Response:
+        """The models served, each with its version and state (read-only: models are added
+        in the models folder the service starts with, not through it). Every model listed is loaded
+        and ready; a folder that failed its checks is not served."""
+        registry = plane.live().engine.registry
+        models = [registry.models[name] for name in registry.names()]
+        return json_response(
+            [{"name": m.name, "version": m.version, "state": "READY"} for m in models]
+        )
+
     async def ready(request: Request, model_name: str, model_version: str | None) -> Response:
         _live, model = lookup(request, model_name, model_version)
         return json_response({"name": model.name, "ready": True})
 
     async def infer(request: Request, model_name: str, model_version: str | None) -> Response:
         live, model = lookup(request, model_name, model_version)
-        if request.headers.get("inference-header-content-length") is not None:
-            raise Refusal("invalid", "binary tensor data is not supported; send JSON", 400)
         body = await plane.read_body(request.receive)
+        body = with_binary_inputs(body, request.headers.get(HEADER))
         state = request.state
         parsed, done = await plane.infer(live, model, body, state.request_id, state.caller_chose_id)
         # Server-Timing as /predict gives it, from the slowest row: the answer waited for it.
         slowest = max(done, key=lambda work: work.latency_us or 0)
-        timing = {"server-timing": server_timing(slowest.spans)}
-        return json_response(response_body(model, parsed, done), 200, timing)
+        headers = {"server-timing": server_timing(slowest.spans)}
+        answer = response_body(model, parsed, done)
+        wanted = parsed.binary_outputs([output["name"] for output in answer["outputs"]])
+        if not wanted:
+            return json_response(answer, 200, headers)
+        content, binary_headers = binary_response(answer, wanted)
+        return Response(content, 200, headers | binary_headers)
 
     _add_model_routes(
         app,
@@ -154,6 +177,18 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
             "OIP model metadata for one version.",
         ),
         metadata_docs,
+    )
+    _add_model_routes(
+        app,
+        "GET",
+        "/config",
+        config,
+        ("model_config", "model_version_config"),
+        (
+            "OIP model configuration (Triton's shape): batch limit, input and output tensors.",
+            "OIP model configuration for one version.",
+        ),
+        lookup_docs,
     )
     _add_model_routes(
         app,

@@ -8,7 +8,7 @@ refusal is an `OipError` whose message names the tensor, row or field a caller m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -56,6 +56,12 @@ class InferRequest:
     id: str | None
     inputs: list[Tensor]
     outputs: list[str] | None
+    binary_default: bool = False  # the request's `binary_data_output`
+    output_binary: dict[str, bool] = field(default_factory=dict)  # an output's `binary_data`
+
+    def binary_outputs(self, names: list[str]) -> set[str]:
+        """Which of the answer's outputs `names` go as binary data."""
+        return {n for n in names if self.output_binary.get(n, self.binary_default)}
 
 
 def _flatten(value: list[Any]) -> list[Any]:
@@ -74,13 +80,19 @@ def _flatten(value: list[Any]) -> list[Any]:
     return flat
 
 
-def _no_binary(parameters: Any, where: str) -> None:
+def _parameters(parameters: Any, where: str) -> dict[str, Any]:
     if parameters is None:
-        return
+        return {}
     if not isinstance(parameters, dict):
         raise OipError(f"{where}: parameters must be an object")
-    if "binary_data_size" in parameters or parameters.get("binary_data") is True:
-        raise OipError(f"{where}: binary tensor data is not supported; send JSON data")
+    return parameters
+
+
+def _wants_binary(parameters: dict[str, Any], key: str, where: str) -> bool | None:
+    value = parameters.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise OipError(f"{where}: {key} must be true or false")
+    return value
 
 
 def _check_values(tensor: Tensor) -> None:
@@ -148,9 +160,13 @@ def _tensor(raw: Any, index: int) -> Tensor:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise OipError(f"input {name!r}: shape must be a list of non-negative integers")
+    if "binary_data_size" in _parameters(raw.get("parameters"), f"input {name!r}"):
+        # (`binary.with_binary_inputs` takes it out when the header says where the bytes are)
+        raise OipError(
+            f"input {name!r}: binary_data_size needs the Inference-Header-Content-Length header"
+        )
     if not isinstance(data, list):
         raise OipError(f"input {name!r}: data must be a list (flat or nested)")
-    _no_binary(raw.get("parameters"), f"input {name!r}")
     flat = _flatten(data)
     count = _element_count(shape, len(flat))
     if count != len(flat):
@@ -174,15 +190,15 @@ def parse_request(body: bytes) -> InferRequest:
     request_id = value.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise OipError("id must be a string")
-    _no_binary(value.get("parameters"), "request")
-    if (value.get("parameters") or {}).get("binary_data_output") is True:
-        raise OipError("binary output data is not supported")
+    parameters = _parameters(value.get("parameters"), "request")
+    binary_default = _wants_binary(parameters, "binary_data_output", "request") or False
     raw_inputs = value.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise OipError("inputs must be a non-empty list")
     inputs = [_tensor(raw, i) for i, raw in enumerate(raw_inputs)]
     raw_outputs = value.get("outputs")
     outputs: list[str] | None = None
+    output_binary: dict[str, bool] = {}
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
             raise OipError("outputs must be a list")
@@ -190,9 +206,12 @@ def parse_request(body: bytes) -> InferRequest:
         for i, raw in enumerate(raw_outputs):
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise OipError(f"outputs[{i}] must be an object with a name")
-            _no_binary(raw.get("parameters"), f"output {raw['name']!r}")
+            where = f"output {raw['name']!r}"
+            wanted = _wants_binary(_parameters(raw.get("parameters"), where), "binary_data", where)
+            if wanted is not None:
+                output_binary[raw["name"]] = wanted
             outputs.append(raw["name"])
-    return InferRequest(request_id, inputs, outputs)
+    return InferRequest(request_id, inputs, outputs, binary_default, output_binary)
 
 
 # -- tensors to rows and back ----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from engine.server.dataplane import DataPlane
 from engine.server.edge import Edge
 from engine.server.errors import Refusal, answer, is_oip_path, json_response
 from engine.server.oip.routes import add_oip_routes
+from engine.server.oip.statistics import ModelStatistics
 from engine.server.openapi import ERROR_RESPONSES, InferDeckAPI, ModelInfo, ModelList
 from engine.server.predict_route import predict_response
 from engine.server.state import Running
@@ -70,7 +71,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
             _app.openapi_schema = None
             run = await begin_run(engine.db, "serve", {"models": registry.names()})
             origin = Origin(run, FutureSink(), "http", "http")
-            plane.running = Running(engine, engine.db, run, origin)
+            statistics = ModelStatistics()
+            engine.on_finished(statistics.record)
+            plane.running = Running(engine, engine.db, run, origin, statistics)
             log.info("ready: models %s, database %s", registry.names(), settings.db_path)
             try:
                 yield

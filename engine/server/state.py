@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.pipeline import Engine, Origin
+from engine.server.oip.statistics import ModelStatistics
 from engine.stats import RunRecorder
 from storage.database import Database
 
@@ -26,3 +27,4 @@ class Running:
     db: Database
     run: RunRecorder
     origin: Origin
+    statistics: ModelStatistics  # the OIP statistics extension's figures

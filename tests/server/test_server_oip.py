@@ -76,7 +76,7 @@ def test_server_metadata_and_health(client: httpx.Client) -> None:
     body = meta.json()
     assert body["name"] == "inferdeck"
     assert isinstance(body["version"], str) and body["version"]
-    assert body["extensions"] == ["model_configuration"]
+    assert body["extensions"] == ["model_configuration", "statistics"]
 
     live = client.get("/v2/health/live")
     assert (live.status_code, live.json()) == (200, {"live": True})

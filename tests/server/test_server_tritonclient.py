@@ -266,3 +266,40 @@ def test_json_body_with_the_header_equal_to_its_length_is_plain_json(server: Liv
     assert response.status_code == 200, response.text
     label = next(o for o in response.json()["outputs"] if o["name"] == "label")
     assert label["data"] == ["setosa"]
+
+
+def test_statistics_count_what_ran_per_stage_and_per_batch_size(
+    client: triton.InferenceServerClient,
+) -> None:
+    def stats() -> dict[str, object]:
+        found = client.get_inference_statistics("iris")["model_stats"]
+        assert [m["name"] for m in found] == ["iris"]
+        return dict(found[0])
+
+    before = stats()
+    client.infer("iris", iris_inputs(IRIS_ROWS, True))
+    after = stats()
+    inference = after["inference_stats"]
+    assert isinstance(inference, dict)
+    old = before["inference_stats"]
+    assert isinstance(old, dict)
+    assert after["inference_count"] == int(before["inference_count"]) + 3  # type: ignore[call-overload]
+    runs = int(after["execution_count"]) - int(before["execution_count"])  # type: ignore[call-overload]
+    assert 1 <= runs <= 3  # the three rows ran in one batch or more
+    for stage in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+        assert inference[stage]["count"] == old[stage]["count"] + 3, stage
+        assert inference[stage]["ns"] > old[stage]["ns"], stage
+    assert inference["fail"] == old["fail"]
+    batches = after["batch_stats"]
+    assert isinstance(batches, list) and batches
+    assert sum(b["compute_infer"]["count"] for b in batches) == after["execution_count"]
+    # A row the model's schema refuses (stored as rejected) counts as a failure of the model.
+    out_of_range = IRIS_ROWS[:1].copy()
+    out_of_range[0, 0] = 99.0  # sepal_length: at most 30 cm
+    with pytest.raises(InferenceServerException, match="sepal_length"):
+        client.infer("iris", iris_inputs(out_of_range, True))
+    assert stats()["inference_stats"]["fail"]["count"] > old["fail"]["count"]  # type: ignore[index]
+    every = client.get_inference_statistics()["model_stats"]
+    assert sorted(m["name"] for m in every) == ["digits", "iris"]
+    with pytest.raises(InferenceServerException, match="nope"):
+        client.get_inference_statistics("nope")

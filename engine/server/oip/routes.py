@@ -31,7 +31,7 @@ from engine.server.state import Running
 from engine.server.tracing import server_timing
 
 # The protocol's extensions that are served whole (Triton's names).
-EXTENSIONS = ["model_configuration"]
+EXTENSIONS = ["model_configuration", "statistics"]
 MODEL_PATH = "/v2/models/{model_name}"
 VERSION_PATH = "/v2/models/{model_name}/versions/{model_version}"
 
@@ -131,6 +131,22 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
         live, model = lookup(request, model_name, model_version)
         return json_response(model_metadata(model, max_batch_size(live.engine)))
 
+    # Before the model's own path: `/v2/models/stats` is not a model called "stats".
+    @app.get("/v2/models/stats", tags=["oip"])
+    async def all_statistics() -> Response:
+        """The statistics extension for every model served (`statistics.ModelStatistics`)."""
+        live = plane.live()
+        registry = live.engine.registry
+        models = [registry.models[name] for name in registry.names()]
+        stats = [live.statistics.model_json(m.name, m.version) for m in models]
+        return json_response({"model_stats": stats})
+
+    async def statistics(request: Request, model_name: str, model_version: str | None) -> Response:
+        live, model = lookup(request, model_name, model_version)
+        return json_response(
+            {"model_stats": [live.statistics.model_json(model.name, model.version)]}
+        )
+
     async def config(request: Request, model_name: str, model_version: str | None) -> Response:
         live, model = lookup(request, model_name, model_version)
         return json_response(model_config(model, max_batch_size(live.engine)))
@@ -166,6 +182,7 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
         content, binary_headers = binary_response(answer, wanted)
         return Response(content, 200, headers | binary_headers)
 
+    # The stats route for all models is declared above, so it comes before this one.
     _add_model_routes(
         app,
         "GET",
@@ -177,6 +194,18 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
             "OIP model metadata for one version.",
         ),
         metadata_docs,
+    )
+    _add_model_routes(
+        app,
+        "GET",
+        "/stats",
+        statistics,
+        ("model_statistics", "model_version_statistics"),
+        (
+            "OIP statistics (Triton's shape): counts and times per stage, per batch size.",
+            "OIP statistics for one version.",
+        ),
+        lookup_docs,
     )
     _add_model_routes(
         app,

@@ -99,7 +99,7 @@ def test_model_metadata_iris(client: httpx.Client) -> None:
     for name in FIELDS:
         assert inputs[name] == {"name": name, "datatype": "FP32", "shape": [-1, 1]}
     # Exactly the inputs a request sends (a generic client sends every one listed); the
-    # combined `input` tensor is still taken, and the model configuration lists it as optional.
+    # combined `input` tensor is still taken instead (below).
     assert list(inputs) == FIELDS
     assert meta["outputs"] == [
         {"name": "label", "datatype": "BYTES", "shape": [-1, 1]},

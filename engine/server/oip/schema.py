@@ -227,8 +227,7 @@ def output_specs(model: LoadedModel) -> dict[str, TensorSpec]:
 def required_inputs(model: LoadedModel) -> list[TensorSpec]:
     """The tensors every request sends: one per input field. A generic client (Triton's
     perf_analyzer) sends every input the metadata lists, so the metadata lists only these; the
-    combined `input` tensor is still taken instead, and the model configuration lists it as
-    optional."""
+    combined `input` tensor is still taken instead of them."""
     return [_field_tensor(spec) for spec in model.manifest.inputs]
 
 
@@ -245,32 +244,26 @@ def model_metadata(model: LoadedModel, max_batch_size: int) -> dict[str, Any]:
     }
 
 
-def _config_tensor(spec: TensorSpec, *, optional: bool = False) -> dict[str, Any]:
+def _config_tensor(spec: TensorSpec) -> dict[str, Any]:
     # Triton's configuration names BYTES `TYPE_STRING`, and its dims leave out the batch
     # dimension when the model batches (`max_batch_size` > 0).
     datatype = "STRING" if spec.datatype == "BYTES" else spec.datatype
-    entry: dict[str, Any] = {"name": spec.name, "data_type": f"TYPE_{datatype}"}
-    entry["dims"] = list(spec.shape[1:])
-    if optional:
-        entry["optional"] = True
-    return entry
+    return {"name": spec.name, "data_type": f"TYPE_{datatype}", "dims": list(spec.shape[1:])}
 
 
 def model_config(model: LoadedModel, max_batch_size: int) -> dict[str, Any]:
     """The model configuration extension's answer, in the shape Triton's clients read
-    (`GET /v2/models/{m}/config`): the batch limit, the inputs a request must send (and the
-    combined `input` as optional), the outputs. The engine batches rows from many requests
-    together, which Triton calls dynamic batching."""
-    required = required_inputs(model)
-    names = {spec.name for spec in required}
-    optional = [spec for name, spec in input_specs(model).items() if name not in names]
+    (`GET /v2/models/{m}/config`): the batch limit, the inputs a request sends, the outputs.
+    The combined `input` tensor, still taken instead of the per-field ones, is in neither this
+    nor the metadata: perf_analyzer refuses a configuration input the metadata does not list
+    ("no metadata found for input tensor input"), and sends every input the metadata lists.
+    The engine batches rows from many requests together, which Triton calls dynamic batching."""
     return {
         "name": model.name,
         "platform": PLATFORM,
         "backend": "inferdeck",
         "max_batch_size": max_batch_size,
-        "input": [_config_tensor(spec) for spec in required]
-        + [_config_tensor(spec, optional=True) for spec in optional],
+        "input": [_config_tensor(spec) for spec in required_inputs(model)],
         "output": [_config_tensor(spec) for spec in output_specs(model).values()],
         "dynamic_batching": {},
     }

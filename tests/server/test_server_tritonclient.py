@@ -218,32 +218,16 @@ def test_bad_binary_bodies_are_refused_with_a_message(
 def test_bytes_elements_cut_short_or_not_text_are_refused(server: LiveServer) -> None:
     """A BYTES tensor (the label output's type; an enum field's input) whose length prefix
     runs past its data, or whose bytes are not UTF-8."""
-    for raw, word in ((struct.pack("<I", 50) + b"abc", "longer"), (b"\x02\0", "cut off")):
-        head = _header(
-            [
-                {
-                    "name": "x",
-                    "datatype": "BYTES",
-                    "shape": [1],
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ]
-        )
+    cases = (
+        (struct.pack("<I", 50) + b"abc", "longer"),
+        (b"\x02\0", "cut off"),
+        (struct.pack("<I", 2) + b"\xff\xfe", "UTF-8"),
+    )
+    for raw, word in cases:
+        tensor = {"name": "x", "datatype": "BYTES", "shape": [1]}
+        head = _header([tensor | {"parameters": {"binary_data_size": len(raw)}}])
         response = _post(server, head + raw, str(len(head)))
         assert response.status_code == 400 and word in response.json()["error"], response.text
-    bad = struct.pack("<I", 2) + b"\xff\xfe"
-    head = _header(
-        [
-            {
-                "name": "x",
-                "datatype": "BYTES",
-                "shape": [1],
-                "parameters": {"binary_data_size": len(bad)},
-            }
-        ]
-    )
-    response = _post(server, head + bad, str(len(head)))
-    assert response.status_code == 400 and "UTF-8" in response.json()["error"]
 
 
 def test_json_body_with_the_header_equal_to_its_length_is_plain_json(server: LiveServer) -> None:

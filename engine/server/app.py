@@ -71,7 +71,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             _app.openapi_schema = None
             run = await begin_run(engine.db, "serve", {"models": registry.names()})
             origin = Origin(run, FutureSink(), "http", "http")
-            statistics = ModelStatistics()
+            statistics = ModelStatistics(registry.names())
             engine.on_finished(statistics.record)
             plane.running = Running(engine, engine.db, run, origin, statistics)
             log.info("ready: models %s, database %s", registry.names(), settings.db_path)

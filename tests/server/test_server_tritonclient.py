@@ -183,6 +183,11 @@ def _one_row_inputs(sizes: dict[str, int]) -> list[dict[str, object]]:
         ("size not a whole value", "whole number"),
         ("shape and size disagree", "holds 1 elements"),
         ("size without the header", "needs the Inference-Header-Content-Length"),
+        # From an attack on this code: each was a 500 or stalled the server.
+        ("header with a sign", "not a number"),
+        ("JSON nested too deeply", "nested too deeply"),
+        ("a shape of huge dimensions", "holds more than 1 elements"),
+        ("NaN in the data", "NaN"),
     ],
 )
 def test_bad_binary_bodies_are_refused_with_a_message(
@@ -206,6 +211,18 @@ def test_bad_binary_bodies_are_refused_with_a_message(
     elif case == "shape and size disagree":
         head = _header(_one_row_inputs({"sepal_length": 8, "sepal_width": 0}))
         body, length = head + values, str(len(head))
+    elif case == "header with a sign":
+        length = "+" + length
+    elif case == "JSON nested too deeply":
+        head = _header(_one_row_inputs({}))[:-1] + b',"x":' + b"[" * 300 + b"]" * 300 + b"}"
+        body, length = head + values, str(len(head))
+    elif case == "a shape of huge dimensions":
+        tensors = _one_row_inputs({})
+        tensors[0]["shape"] = [(1 << 63) - 1] * 3000 + [1]  # the product alone took seconds
+        head = _header(tensors)
+        body, length = head + values, str(len(head))
+    elif case == "NaN in the data":
+        body = head + struct.pack("<4f", float("nan"), 3.5, 1.4, 0.2)
     elif case == "size without the header":
         response = httpx.post(f"{server.url}/v2/models/iris/infer", content=head)
         assert response.status_code == 400 and word in response.json()["error"], response.text
@@ -283,3 +300,21 @@ def test_statistics_count_what_ran_per_stage_and_per_batch_size(
     assert sorted(m["name"] for m in every) == ["digits", "iris"]
     with pytest.raises(InferenceServerException, match="nope"):
         client.get_inference_statistics("nope")
+
+
+def test_an_output_asked_for_twice_is_refused_not_a_500(server: LiveServer) -> None:
+    """Asked twice, once as binary: the answer held one output object twice, and moving its
+    data out the second time raised."""
+    import orjson
+
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": n, "datatype": "FP32", "shape": [1, 1], "data": [v]}
+                for n, v in zip(FIELDS, IRIS_ROWS[0].tolist(), strict=True)
+            ],
+            "outputs": [{"name": "label", "parameters": {"binary_data": True}}, {"name": "label"}],
+        }
+    )
+    response = httpx.post(f"{server.url}/v2/models/iris/infer", content=body)
+    assert response.status_code == 400 and "twice" in response.json()["error"], response.text

@@ -14,7 +14,6 @@ JSON in the same way. Everything else stays JSON, as before.
 
 from __future__ import annotations
 
-import math
 import struct
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import orjson
 
 from engine.server.errors import Refusal
+from engine.server.oip.tensors import element_count, shown
 
 HEADER = "inference-header-content-length"
 # Element types of fixed size, little-endian as the extension specifies.
@@ -50,12 +50,10 @@ class BinaryError(Refusal):
 
 
 def _header_length(value: str, body_length: int) -> int:
-    try:
-        length = int(value)
-    except ValueError:
-        raise BinaryError(
-            f"Inference-Header-Content-Length {value[:20]!r} is not a number"
-        ) from None
+    # Digits only: `int()` would also take " 13", "+13", "1_3" and other scripts' digits.
+    if not (value.isascii() and value.isdigit()):
+        raise BinaryError(f"Inference-Header-Content-Length {shown(value)} is not a number")
+    length = int(value)
     if not 0 < length <= body_length:
         raise BinaryError(
             f"Inference-Header-Content-Length {length} is outside the body ({body_length} bytes)"
@@ -90,12 +88,22 @@ def _decode(raw: bytes, datatype: Any, shape: Any, where: str) -> list[Any]:
         raise BinaryError(f"{where}: datatype {str(datatype)[:20]!r} cannot be sent as binary")
     if len(raw) % dtype.itemsize:
         raise BinaryError(f"{where}: {len(raw)} bytes is not a whole number of {datatype} values")
-    values: list[Any] = np.frombuffer(raw, dtype=dtype).tolist()
-    if isinstance(shape, list) and all(isinstance(d, int) for d in shape):
-        expected = math.prod(shape)
+    array = np.frombuffer(raw, dtype=dtype)
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        # (JSON has no NaN or infinity either; no field of a model takes them)
+        raise BinaryError(f"{where}: NaN and infinite values are not accepted")
+    values: list[Any] = array.tolist()
+    if isinstance(shape, list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        # Counted with an early stop: a product of hundreds of huge dimensions is slow to
+        # make and too long to print.
+        expected = element_count(shape, len(values))
         if expected != len(values):
+            holds = f"more than {len(values)}" if expected is None else str(expected)
             raise BinaryError(
-                f"{where}: shape {shape} holds {expected} elements, the binary data {len(values)}"
+                f"{where}: shape {shown(shape)} holds {holds} elements, "
+                f"the binary data {len(values)}"
             )
     return values
 
@@ -128,7 +136,10 @@ def with_binary_inputs(body: bytes, header: str | None) -> bytes:
         at += size
     if at != len(body):
         raise BinaryError(f"{len(body) - at} bytes after the JSON belong to no input")
-    return orjson.dumps(value)
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # (orjson reads deeper nesting than it writes)
+        raise BinaryError("the JSON before the binary data is nested too deeply") from None
 
 
 def _encode(output: dict[str, Any]) -> bytes:

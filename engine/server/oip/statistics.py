@@ -62,6 +62,10 @@ class _ModelStats:
     batches: dict[int, _BatchStats] = field(default_factory=lambda: defaultdict(_BatchStats))
 
 
+def _has_span(work: Work, name: str) -> bool:
+    return any(span[0] == name for span in work.spans)
+
+
 def _span_ns(work: Work, names: frozenset[str]) -> int:
     total: int = sum(int(span[2]) for span in work.spans if span[0] in names)
     return total * 1000
@@ -71,15 +75,19 @@ class ModelStatistics:
     """Per-model counters of finished requests; `serve`'s lifespan subscribes `record` to the
     engine (`Engine.on_finished`) and the OIP routes read `model_json`."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: list[str]) -> None:
+        # Only the models served: a rejected request may name any model, and each name kept
+        # would be memory a caller could grow at will.
+        self._served = frozenset(models)
         self._models: dict[str, _ModelStats] = defaultdict(_ModelStats)
 
     def record(self, group: list[Work]) -> None:
         """A group the engine finished: one batch's rows, or rejections."""
-        executed = [w for w in group if w.model is not None and _span_ns(w, _INFER) > 0]
+        # Rows the model ran (a rejection written again under a new ID keeps its spans).
+        executed = [w for w in group if w.status != "rejected" and _has_span(w, "inference")]
         for work in group:
             name = work.model_name
-            if name is None:
+            if name not in self._served:
                 continue
             stats = self._models[name]
             total_ns = work.latency_us * 1000
@@ -93,9 +101,10 @@ class ModelStatistics:
             stats.stages["compute_output"].add(_span_ns(work, _WRITE))
             stats.inference_count += 1
             stats.last_inference_ms = time.time_ns() // 1_000_000
-        if executed and executed[0].model is not None:
+        executed_model = executed[0].model_name if executed else None
+        if executed_model in self._served:
             # One `Committer.write` per batch the model ran: one execution of len(group) rows.
-            stats = self._models[executed[0].model.name]
+            stats = self._models[executed_model]
             stats.execution_count += 1
             batch = stats.batches[len(executed)]
             batch.compute_input.add(sum(_span_ns(w, _INPUT_SPANS) for w in executed))

@@ -120,13 +120,13 @@ def _check_values(tensor: Tensor) -> None:
                 raise OipError(f"{where}: BYTES data must be strings, got {value!r}")
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A caller's value for an error message: its repr, cut short (it may be any JSON)."""
     text = repr(value)
     return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
 
 
-def _element_count(shape: list[int], most: int) -> int | None:
+def element_count(shape: list[int], most: int) -> int | None:
     """The number of elements `shape` holds, or None when it is over `most`.
 
     Multiplied step by step with an early stop: the full product of a long list of 64-bit
@@ -151,7 +151,7 @@ def _tensor(raw: Any, index: int) -> Tensor:
     # `isinstance` first: an object or a list is not hashable, so `in` would raise.
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise OipError(
-            f"input {name!r}: datatype {_shown(datatype)} is not one of "
+            f"input {name!r}: datatype {shown(datatype)} is not one of "
             f"{', '.join(sorted(DATATYPES))}"
         )
     if (
@@ -168,12 +168,11 @@ def _tensor(raw: Any, index: int) -> Tensor:
     if not isinstance(data, list):
         raise OipError(f"input {name!r}: data must be a list (flat or nested)")
     flat = _flatten(data)
-    count = _element_count(shape, len(flat))
+    count = element_count(shape, len(flat))
     if count != len(flat):
         holds = f"more than {len(flat)}" if count is None else str(count)
         raise OipError(
-            f"input {name!r}: shape {_shown(shape)} holds {holds} elements, "
-            f"but data has {len(flat)}"
+            f"input {name!r}: shape {shown(shape)} holds {holds} elements, but data has {len(flat)}"
         )
     tensor = Tensor(name, datatype, shape, flat)
     _check_values(tensor)
@@ -207,6 +206,8 @@ def parse_request(body: bytes) -> InferRequest:
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise OipError(f"outputs[{i}] must be an object with a name")
             where = f"output {raw['name']!r}"
+            if raw["name"] in outputs:
+                raise OipError(f"{where} is asked for twice")
             wanted = _wants_binary(_parameters(raw.get("parameters"), where), "binary_data", where)
             if wanted is not None:
                 output_binary[raw["name"]] = wanted
@@ -253,7 +254,7 @@ def rows_from(
             )
         if not _fits(tensor, spec):
             raise OipError(
-                f"input {tensor.name!r}: shape {_shown(tensor.shape)} does not match "
+                f"input {tensor.name!r}: shape {shown(tensor.shape)} does not match "
                 f"{list(spec.shape)}"
             )
         by_name[tensor.name] = tensor

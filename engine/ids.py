@@ -7,6 +7,7 @@ seeded by the OS at import).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -14,6 +15,8 @@ import time
 _lock = threading.Lock()
 # IDs need uniqueness, not secrecy: a seeded PRNG is ~20x cheaper than os.urandom per call here.
 _random = random.Random()
+# A forked worker (`serve --workers N`) would otherwise repeat its parent's sequence.
+os.register_at_fork(after_in_child=_random.seed)
 _last_ms = 0
 _counter = 0
 

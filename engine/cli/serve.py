@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from engine.cli.common import (
     EXIT_CANNOT_START,
@@ -31,6 +34,12 @@ from engine.cli.common import (
 # past either the connection is closed (see engine.server.protocol).
 HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
+# On SIGTERM the service stops accepting and gives requests in flight this long to finish
+# (a Kubernetes pod's terminationGracePeriodSeconds must be longer).
+DRAIN_TIMEOUT_S = 30
+# prometheus-client's multiprocess folder; read when it is first imported, so it is set here,
+# not imported from engine.server.metrics (which imports prometheus-client).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -54,6 +63,9 @@ def add_parser(sub: SubParsers) -> None:
         default=BODY_TIMEOUT_S,
         metavar="S",
         help=f"seconds a client has to send a request's body (default {BODY_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--no-metrics", action="store_true", help="do not count requests for GET /metrics"
     )
     p.set_defaults(run=run, sync=True)
 
@@ -109,18 +121,19 @@ def _check_database(path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     sock = _listen(args.host, args.port)  # first: before the imports that bring torch in
+    metrics_dir = _shared_metrics_dir() if args.workers > 1 else None
     try:
         # The service's packages come with the `serve` install group: without it, one line
         # that names the group, not a traceback.
         with needs_extras("`inferdeck serve`"):
             import uvicorn
-            from uvicorn.supervisors import Multiprocess
 
             from engine.server.main import (
                 ENV_BODY_TIMEOUT,
                 ENV_DB,
                 ENV_HEADER_TIMEOUT,
                 ENV_MAX_BODY,
+                ENV_METRICS,
                 ENV_MODELS,
             )
 
@@ -130,37 +143,72 @@ def run(args: argparse.Namespace) -> int:
         os.environ[ENV_MAX_BODY] = str(args.max_body)
         os.environ[ENV_HEADER_TIMEOUT] = repr(args.header_timeout)
         os.environ[ENV_BODY_TIMEOUT] = repr(args.body_timeout)
+        os.environ[ENV_METRICS] = "0" if args.no_metrics else "1"
         if args.models_dir:
             os.environ[ENV_MODELS] = str(Path(args.models_dir).resolve())
-        config = uvicorn.Config(
-            "engine.server.main:app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
+        options: dict[str, Any] = {
+            "host": args.host,
+            "port": args.port,
             # uvicorn's h11 protocol with a header and a body deadline, and room kept for
             # new clients while slow ones hold many sockets.
-            http="engine.server.protocol:DeadlineProtocol",
-            access_log=False,  # our own line per request carries the request ID
-            log_config=_log_config(),
-            timeout_graceful_shutdown=30,
+            "http": "engine.server.protocol:DeadlineProtocol",
+            "access_log": False,  # our own line per request carries the request ID
+            "log_config": _log_config(),
+            "timeout_graceful_shutdown": DRAIN_TIMEOUT_S,
+        }
+        if args.workers > 1:
+            return _run_workers(args.workers, sock, options)
+        server = uvicorn.Server(
+            uvicorn.Config("engine.server.main:app_from_env", factory=True, **options)
         )
-        server = uvicorn.Server(config)
         try:
-            if args.workers > 1:
-                Multiprocess(config, sockets=[sock]).run()
-            else:
-                server.run(sockets=[sock])
+            server.run(sockets=[sock])
         except SystemExit as exc:
             # uvicorn exits 3 when the application's start-up fails; it has logged why.
             return EXIT_CANNOT_START if exc.code else EXIT_OK
         except KeyboardInterrupt:
             pass
-        if args.workers == 1 and not server.started:
-            return EXIT_CANNOT_START
-        return EXIT_OK
+        return EXIT_OK if server.started else EXIT_CANNOT_START
     finally:
         sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _shared_metrics_dir() -> Path | None:
+    """Point prometheus-client's multiprocess mode at an empty folder, before anything imports
+    it: every worker writes its values there and a scrape of any worker reads them all. Returns
+    the folder made here (removed on exit), or None when the caller chose one (then emptied of
+    an earlier run's values)."""
+    chosen = os.environ.get(MULTIPROC_ENV)
+    if chosen:
+        folder = Path(chosen)
+        if not folder.is_dir():
+            raise CommandError(f"{MULTIPROC_ENV}={chosen}: not a folder")
+        for old in folder.glob("*.db"):
+            old.unlink()
+        return None
+    made = Path(tempfile.mkdtemp(prefix="inferdeck-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(made)
+    return made
+
+
+def _run_workers(workers: int, sock: socket.socket, options: dict[str, Any]) -> int:
+    """Load the models once here, then fork the workers (see engine.server.prefork)."""
+    import uvicorn
+    from prometheus_client import multiprocess
+
+    from engine.server.main import preloaded_app
+    from engine.server.prefork import Supervisor
+
+    try:
+        app = preloaded_app()
+    except Exception as exc:  # a model folder or the torch runtime, before any worker exists
+        raise CommandError(f"cannot load the models: {type(exc).__name__}: {exc}") from exc
+    config = uvicorn.Config(app, **options)
+    config.load()  # in the parent too: the workers inherit it loaded
+    status = Supervisor(config, sock, workers, multiprocess.mark_process_dead).run()
+    return EXIT_CANNOT_START if status else EXIT_OK
 
 
 def _log_config() -> dict[str, object]:

@@ -10,6 +10,7 @@ model registry (see `openapi`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,9 +27,10 @@ from engine.contracts import ErrorEnvelope, PredictRequest, PredictResponse
 from engine.models import ModelRegistry
 from engine.pipeline import EngineConfig, Origin
 from engine.runs import begin_run, end_run
-from engine.server.dataplane import DataPlane
+from engine.server.dataplane import NOT_READY, DataPlane
 from engine.server.edge import Edge
 from engine.server.errors import Refusal, answer, is_oip_path, json_response
+from engine.server.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from engine.server.oip.routes import add_oip_routes
 from engine.server.oip.statistics import ModelStatistics
 from engine.server.openapi import ERROR_RESPONSES, InferDeckAPI, ModelInfo, ModelList
@@ -49,6 +51,7 @@ class ServerSettings:
     db_path: Path
     models_dirs: tuple[Path, ...] = ()
     max_body_bytes: int = 1 << 20
+    metrics: bool = True  # `GET /metrics` (Prometheus); `serve --no-metrics` turns it off
     # A short queue: a network caller would rather hear "503, retry" than wait behind
     # thousands of requests (4096 is the engine's default, sized for file jobs).
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(queue_capacity=512))
@@ -66,6 +69,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # The models load and warm before /ready says yes; on the way out in-flight requests
         # finish and their rows are committed before the database closes.
+        # Made here, in the worker (see engine.server.prefork): a parent's gauges would count
+        # as a live process of its own.
+        metrics = plane.metrics = ServiceMetrics(registry.names()) if settings.metrics else None
         async with started_engine(settings.db_path, registry, settings.engine) as engine:
             # A model that failed to load has left the registry: document the ones that serve.
             _app.openapi_schema = None
@@ -73,12 +79,22 @@ def create_app(settings: ServerSettings) -> FastAPI:
             origin = Origin(run, FutureSink(), "http", "http")
             statistics = ModelStatistics(registry.names())
             engine.on_finished(statistics.record)
+            refresher = None
+            if metrics is not None:
+                engine.on_finished(metrics.record)
+                metrics.set_ready(registry.names(), True)
+                refresher = asyncio.create_task(
+                    metrics.refresh_forever(lambda: len(engine.queue) + engine.in_flight)
+                )
             plane.running = Running(engine, engine.db, run, origin, statistics)
             log.info("ready: models %s, database %s", registry.names(), settings.db_path)
             try:
                 yield
             finally:
                 plane.running = None
+                if metrics is not None and refresher is not None:
+                    metrics.set_ready(registry.names(), False)
+                    refresher.cancel()
                 await engine.stop()  # drained first, so the run's summary counts every row
                 await end_run(engine.db, run)
 
@@ -90,6 +106,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.dataplane = plane
+    app.state.registry = registry
 
     @app.post(
         "/predict",
@@ -171,6 +188,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
         log.exception("request %s failed", request.state.request_id)
         refusal = Refusal("internal", "internal error")
         return answer(request.url.path, refusal, request.state.request_id)
+
+    if settings.metrics:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            """Prometheus' text format: every worker's figures (see `metrics`)."""
+            metrics = plane.metrics
+            if metrics is None:
+                raise Refusal("not_ready", NOT_READY)
+            return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     add_oip_routes(app, plane)
     return app

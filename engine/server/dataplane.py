@@ -28,6 +28,7 @@ from engine.ids import new_id
 from engine.models.runtime import LoadedModel
 from engine.pipeline import Engine
 from engine.server.errors import Refusal
+from engine.server.metrics import ServiceMetrics
 from engine.server.oip.schema import output_specs
 from engine.server.oip.tensors import (
     InferRequest,
@@ -55,6 +56,7 @@ class DataPlane:
     def __init__(self, max_body_bytes: int) -> None:
         self.max_body_bytes = max_body_bytes
         self.running: Running | None = None  # set once models are warm and the database open
+        self.metrics: ServiceMetrics | None = None  # set as the lifespan starts (`GET /metrics`)
         # Each model's description, made once: `GET /models/{name}` is a remote prober's
         # "model ready" check, asked every few seconds.
         self._described: dict[str, dict[str, Any]] = {}

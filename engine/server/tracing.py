@@ -6,6 +6,7 @@ A caller's `X-Request-ID` is kept when it is a valid ID, or one is made; a calle
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from typing import Any
@@ -15,6 +16,8 @@ from engine.ids import new_id
 
 _ID = re.compile(IDENT_PATTERN)
 _random = random.Random()
+# A forked worker (`serve --workers N`) would otherwise repeat its parent's sequence.
+os.register_at_fork(after_in_child=_random.seed)
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 

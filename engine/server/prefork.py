@@ -1,0 +1,155 @@
+"""`inferdeck serve --workers N`: load the models once, then fork the workers.
+
+The parent builds the app and loads every model before it forks, so the workers share the
+loaded weights and the imported libraries page for page (copy-on-write), as gunicorn's
+`--preload` does: four workers cost far less than four times one. Each worker then runs its own
+uvicorn server, engine, executor and database connection on the one listening socket.
+
+torch across fork: the parent runs torch with one intra-op thread, so no thread pool exists to
+be copied half-alive into a child; each worker starts its own threads on first use.
+
+Signals: SIGTERM or SIGINT to the parent sends SIGTERM to every worker once; each drains
+(stops accepting, lets requests in flight finish, commits) and exits, and the parent exits when
+all have. A worker that dies on its own is replaced from the parent's loaded models; one that
+cannot start (its lifespan failed) stops the service with uvicorn's start-up failure status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+EXIT_STARTUP_FAILED = 3  # uvicorn's own status when an application's start-up fails
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_WATCHED = {*_STOP_SIGNALS, signal.SIGCHLD}
+_PR_SET_PDEATHSIG = 1
+
+
+class _WorkerServer(uvicorn.Server):
+    """uvicorn's server in a forked worker: a stop signal always means a graceful drain (uvicorn
+    turns a second SIGINT into a forced exit, and Ctrl+C at a terminal reaches the workers as
+    well as the parent, which then sends SIGTERM), and is not raised again on the way out."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit = True
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM if the parent dies (even by SIGKILL): an orphaned
+    worker would keep the port and the database file."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the worker outlives a killed parent
+        pass
+
+
+def _run_worker(config: uvicorn.Config, sock: socket.socket) -> int:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for sig in _WATCHED:
+        signal.signal(sig, signal.SIG_DFL)
+    _die_with_parent()
+    server = _WorkerServer(config)
+    try:
+        server.run(sockets=[sock])
+    except BaseException:
+        log.exception("worker %d stopped on an error", os.getpid())
+        return 1
+    return 0 if server.started else EXIT_STARTUP_FAILED
+
+
+class Supervisor:
+    """The parent of `--workers N`: forks the workers, replaces one that dies, and stops them
+    all on SIGTERM or SIGINT."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        sock: socket.socket,
+        workers: int,
+        on_worker_exit: Callable[[int], None] = lambda pid: None,
+    ) -> None:
+        """`on_worker_exit(pid)` runs in the parent after each worker is reaped (the metrics
+        drop a dead worker's live gauges there)."""
+        self.config = config
+        self.sock = sock
+        self.workers = workers
+        self.on_worker_exit = on_worker_exit
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_STARTUP_FAILED
+            try:
+                code = _run_worker(self.config, self.sock)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children.add(pid)
+
+    def _stop_all(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _reap(self) -> int | None:
+        """Collect exited workers; the service's exit status once one could not start."""
+        failed: int | None = None
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                break
+            if pid == 0:
+                break
+            self.children.discard(pid)
+            self.on_worker_exit(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                continue
+            if code == EXIT_STARTUP_FAILED:
+                failed = code
+                self._stop_all()
+            else:
+                log.warning("worker %d exited (status %d); starting another", pid, code)
+                time.sleep(0.1)  # a worker that dies at once must not become a fork loop
+                self._spawn()
+        return failed
+
+    def run(self) -> int:
+        """Fork the workers and wait until all have stopped; 0, or 3 when one could not start."""
+        # Blocked here and waited for below: no handler runs in the middle of a fork.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+        gc.collect()
+        gc.freeze()  # the collector would otherwise write to every shared page it walks
+        for _ in range(self.workers):
+            self._spawn()
+        status = 0
+        while self.children:
+            info = signal.sigwaitinfo(_WATCHED)
+            if info.si_signo in _STOP_SIGNALS:
+                log.info("stopping %d workers (signal %d)", len(self.children), info.si_signo)
+                self._stop_all()
+            failed = self._reap()
+            if failed is not None:
+                status = failed
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
+        return status

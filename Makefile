@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gui bench-gui-load bench-plots bench-serve bench-requests bench-load screenshots xvfb models clean
+.PHONY: run test bench bench-gui bench-gui-load bench-plots bench-serve bench-mlserver bench-requests bench-load screenshots xvfb models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,21 @@ bench-serve: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/bench_serve.py
 
+MLSERVER_VENV := .venv-mlserver
+
+# MLServer in its own environment (its pins clash with ours); torch first and pinned, as above.
+# uvloop<0.22: with 0.22+ MLServer 1.7.1's inference workers die at start (SeldonIO/MLServer#2286).
+$(MLSERVER_VENV)/bin/mlserver:
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet --upgrade pip
+	$(MLSERVER_VENV)/bin/pip install --quiet torch==2.13.0
+	$(MLSERVER_VENV)/bin/pip install --quiet mlserver==1.7.1 "uvloop<0.22"
+
+# `inferdeck serve` against MLServer serving the same iris model.pt2 (bench/mlserver_runtime), wrk.
+bench-mlserver: $(STAMP) $(MLSERVER_VENV)/bin/mlserver
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/bench_mlserver.py
+
 bench-requests: $(STAMP)
 	$(BIN)/python bench/bench_requests.py
 
@@ -72,4 +87,4 @@ models: $(STAMP)
 	$(BIN)/python assets/train_models.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MLSERVER_VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -36,6 +36,7 @@ from engine.server.oip.statistics import ModelStatistics
 from engine.server.openapi import ERROR_RESPONSES, InferDeckAPI, ModelInfo, ModelList
 from engine.server.predict_route import predict_response
 from engine.server.state import Running
+from engine.server.telemetry import tracing_from_env
 from engine.startup import started_engine
 from engine.work import FutureSink
 
@@ -72,6 +73,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         # Made here, in the worker (see engine.server.prefork): a parent's gauges would count
         # as a live process of its own.
         metrics = plane.metrics = ServiceMetrics(registry.names()) if settings.metrics else None
+        tracing = plane.tracing = tracing_from_env()
         async with started_engine(settings.db_path, registry, settings.engine) as engine:
             # A model that failed to load has left the registry: document the ones that serve.
             _app.openapi_schema = None
@@ -95,6 +97,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 if metrics is not None and refresher is not None:
                     metrics.set_ready(registry.names(), False)
                     refresher.cancel()
+                if tracing is not None:
+                    plane.tracing = None
+                    await asyncio.to_thread(tracing.shutdown)  # the last spans go out
                 await engine.stop()  # drained first, so the run's summary counts every row
                 await end_run(engine.db, run)
 
@@ -123,6 +128,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         state = request.state
         work = await plane.predict(request.receive, state.request_id, state.caller_chose_id)
         state.model = work.model_name
+        state.works = [work]
         return predict_response(work)
 
     @app.get("/health")

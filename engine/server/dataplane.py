@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive
 
@@ -43,6 +43,9 @@ from engine.server.state import Running
 from engine.validation import Validated
 from engine.work import Work
 
+if TYPE_CHECKING:  # imported only when tracing is on (see telemetry)
+    from engine.server.otlp import Tracing
+
 log = logging.getLogger(__name__)
 
 NOT_READY = "models are still loading"
@@ -57,6 +60,7 @@ class DataPlane:
         self.max_body_bytes = max_body_bytes
         self.running: Running | None = None  # set once models are warm and the database open
         self.metrics: ServiceMetrics | None = None  # set as the lifespan starts (`GET /metrics`)
+        self.tracing: Tracing | None = None  # set as the lifespan starts, when OTEL_* asks
         # Each model's description, made once: `GET /models/{name}` is a remote prober's
         # "model ready" check, asked every few seconds.
         self._described: dict[str, dict[str, Any]] = {}

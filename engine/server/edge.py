@@ -21,6 +21,8 @@ from engine.server.tracing import continue_trace, request_id_from
 
 # The only request headers this layer reads; the rest are left for the routes, undecoded.
 _WANTED = frozenset({b"x-request-id", b"traceparent", b"content-length"})
+# Probes and scrapes, asked every few seconds by an orchestrator: no trace each.
+_UNTRACED = frozenset({"/health", "/ready", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 class Edge:
@@ -41,10 +43,10 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
         request_id, chosen = request_id_from(headers.get(b"x-request-id"))
-        traceparent = continue_trace(headers.get(b"traceparent"))
+        traceparent, parent_span = continue_trace(headers.get(b"traceparent"))
         state: dict[str, Any] = scope.setdefault("state", {})
         state.update(
             request_id=request_id, caller_chose_id=chosen, traceparent=traceparent, model=None
@@ -79,6 +81,29 @@ class Edge:
         finally:
             if state.get(CLIENT_TIMEOUT):
                 status = 408  # the protocol answered (or closed): the body was not sent in time
+            ended = time.perf_counter_ns()
+            tracing = self.plane.tracing if self.plane is not None else None
+            if tracing is not None and scope["path"] not in _UNTRACED:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or (
+                    "/predict" if scope["path"] == "/predict" else None
+                )
+                tracing.record(
+                    traceparent,
+                    parent_span,
+                    f"{scope['method']} {template}" if template else scope["method"],
+                    started,
+                    ended,
+                    {
+                        "http.request.method": scope["method"],
+                        "url.path": scope["path"],
+                        "http.route": template or "",
+                        "inferdeck.request_id": request_id,
+                        "inferdeck.model": state.get("model") or "",
+                    },
+                    status,
+                    state.get("works") or [],
+                )
             if self.access_log.enabled():
                 self.access_log.write(
                     {
@@ -86,7 +111,7 @@ class Edge:
                         "method": scope["method"],
                         "route": scope["path"],
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round((ended - started) / 1e6, 3),
                         "model": state.get("model"),
                         "trace_id": traceparent[3:35],
                     }

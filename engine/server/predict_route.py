@@ -67,6 +67,7 @@ async def serve_predict(
     model: str | None = None
     try:
         work = await plane.predict(receive, request_id, chosen)
+        scope["state"]["works"] = [work]  # for the request's trace (see telemetry)
         model = work.model_name
         response = predict_response(work)
     except Refusal as refusal:

@@ -28,15 +28,17 @@ def request_id_from(header: str | None) -> tuple[str, bool]:
     return new_id(), False
 
 
-def continue_trace(header: str | None) -> str:
-    """This server's `traceparent`: the caller's trace ID and flags, a new span ID."""
+def continue_trace(header: str | None) -> tuple[str, str | None]:
+    """This server's `traceparent` (the caller's trace ID and flags, a new span ID), and the
+    caller's span ID when it sent a valid one (the parent of this server's span)."""
     match = _TRACEPARENT.match(header.strip().lower()) if header else None
+    parent: str | None = None
     if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
-        trace_id, flags = match.group(1), match.group(3)
+        trace_id, parent, flags = match.group(1), match.group(2), match.group(3)
     else:
         trace_id, flags = f"{_random.getrandbits(128):032x}", "01"
     # Trace and span IDs need to be unique, not secret: no system call per request.
-    return f"00-{trace_id}-{_random.getrandbits(64):016x}-{flags}"
+    return f"00-{trace_id}-{_random.getrandbits(64):016x}-{flags}", parent
 
 
 def server_timing(spans: list[tuple[Any, ...]]) -> str:

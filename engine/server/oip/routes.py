@@ -172,6 +172,7 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
         body = with_binary_inputs(body, request.headers.get(HEADER))
         state = request.state
         parsed, done = await plane.infer(live, model, body, state.request_id, state.caller_chose_id)
+        state.works = done  # for the request's trace (see telemetry)
         # Server-Timing as /predict gives it, from the slowest row: the answer waited for it.
         slowest = max(done, key=lambda work: work.latency_us or 0)
         headers = {"server-timing": server_timing(slowest.spans)}

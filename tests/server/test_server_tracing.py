@@ -62,6 +62,22 @@ def _attributes(items: Any) -> dict[str, Any]:
     return out
 
 
+def _decoded(span: Any, resource: dict[str, Any], scope: str) -> dict[str, Any]:
+    return {
+        "name": span.name,
+        "trace_id": span.trace_id.hex(),
+        "span_id": span.span_id.hex(),
+        "parent": span.parent_span_id.hex(),
+        "kind": span.kind,
+        "start": span.start_time_unix_nano,
+        "end": span.end_time_unix_nano,
+        "attributes": _attributes(span.attributes),
+        "status": span.status.code,
+        "resource": resource,
+        "scope": scope,
+    }
+
+
 class _Receiver(http.server.ThreadingHTTPServer):
     received: Received
     stall_s: float = 0.0
@@ -77,26 +93,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         time.sleep(self.server.stall_s)
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
-        decoded = []
-        for resource_spans in request.resource_spans:
-            resource = _attributes(resource_spans.resource.attributes)
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    decoded.append(
-                        {
-                            "name": span.name,
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent": span.parent_span_id.hex(),
-                            "kind": span.kind,
-                            "start": span.start_time_unix_nano,
-                            "end": span.end_time_unix_nano,
-                            "attributes": _attributes(span.attributes),
-                            "status": span.status.code,
-                            "resource": resource,
-                            "scope": scope_spans.scope.name,
-                        }
-                    )
+        decoded = [
+            _decoded(span, _attributes(resource_spans.resource.attributes), scope_spans.scope.name)
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
         with self.server.received.lock:
             self.server.received.spans.extend(decoded)
             self.server.received.posts += 1

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine.server.access_log import AccessLog
 from engine.server.dataplane import DataPlane
 from engine.server.errors import Refusal, answer
+from engine.server.oip.infer_route import INFER_PATH, serve_infer
 from engine.server.predict_route import serve_predict
 from engine.server.state import CLIENT_TIMEOUT
 from engine.server.tracing import continue_trace, request_id_from
@@ -72,11 +73,17 @@ class Edge:
                 await answer(scope["path"], refusal, request_id)(scope, receive, send_with_ids)
                 return
             plane = self.plane
-            if plane is not None and scope["path"] == "/predict" and scope["method"] == "POST":
-                state["model"] = await serve_predict(
-                    plane, scope, receive, send_with_ids, request_id, chosen
-                )
-                return
+            if plane is not None and scope["method"] == "POST":
+                path = scope["path"]
+                if path == "/predict":
+                    state["model"] = await serve_predict(
+                        plane, scope, receive, send_with_ids, request_id, chosen
+                    )
+                    return
+                infer = INFER_PATH.match(path)
+                if infer is not None:
+                    await serve_infer(plane, scope, receive, send_with_ids, infer)
+                    return
             await self.app(scope, receive, send_with_ids)
         finally:
             if state.get(CLIENT_TIMEOUT):
@@ -85,9 +92,7 @@ class Edge:
             tracing = self.plane.tracing if self.plane is not None else None
             if tracing is not None and scope["path"] not in _UNTRACED:
                 route = scope.get("route")
-                template = getattr(route, "path", None) or (
-                    "/predict" if scope["path"] == "/predict" else None
-                )
+                template = getattr(route, "path", None) or _fast_route(scope["path"])
                 tracing.record(
                     traceparent,
                     parent_span,
@@ -116,6 +121,18 @@ class Edge:
                         "trace_id": traceparent[3:35],
                     }
                 )
+
+
+def _fast_route(path: str) -> str | None:
+    """The route template of a request the edge answered itself (FastAPI's router names the
+    others)."""
+    if path == "/predict":
+        return path
+    infer = INFER_PATH.match(path)
+    if infer is None:
+        return None
+    versioned = "/versions/{model_version}" if infer.group(2) is not None else ""
+    return "/v2/models/{model_name}" + versioned + "/infer"
 
 
 def _one_line_failures(send: Send) -> Send:

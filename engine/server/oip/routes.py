@@ -18,7 +18,9 @@ from starlette.responses import Response
 from engine.models.runtime import LoadedModel
 from engine.server.dataplane import DataPlane, max_batch_size
 from engine.server.errors import RETRY_AFTER_S, Refusal, json_response
-from engine.server.oip.binary import HEADER, binary_response, with_binary_inputs
+from engine.server.oip.binary import HEADER
+from engine.server.oip.infer_route import lookup as find_model
+from engine.server.oip.infer_route import run_infer
 from engine.server.oip.schema import (
     OIP_ERRORS,
     OipInferenceResponse,
@@ -26,9 +28,7 @@ from engine.server.oip.schema import (
     model_config,
     model_metadata,
 )
-from engine.server.oip.tensors import response_body
 from engine.server.state import Running
-from engine.server.tracing import server_timing
 
 # The protocol's extensions that are served whole (Triton's names).
 EXTENSIONS = ["model_configuration", "statistics"]
@@ -100,11 +100,7 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
     def lookup(
         request: Request, name: str, model_version: str | None
     ) -> tuple[Running, LoadedModel]:
-        live, model = plane.model(name)
-        if model is None:
-            raise Refusal("unknown_model", f"unknown model {name!r}")
-        if model_version is not None and model_version != model.version:
-            raise Refusal("not_found", f"model {name!r} has no version {model_version!r}")
+        live, model = find_model(plane, name, model_version)
         request.state.model = model.name
         return live, model
 
@@ -168,20 +164,8 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
 
     async def infer(request: Request, model_name: str, model_version: str | None) -> Response:
         live, model = lookup(request, model_name, model_version)
-        body = await plane.read_body(request.receive)
-        body = with_binary_inputs(body, request.headers.get(HEADER))
-        state = request.state
-        parsed, done = await plane.infer(live, model, body, state.request_id, state.caller_chose_id)
-        state.works = done  # for the request's trace (see telemetry)
-        # Server-Timing as /predict gives it, from the slowest row: the answer waited for it.
-        slowest = max(done, key=lambda work: work.latency_us or 0)
-        headers = {"server-timing": server_timing(slowest.spans)}
-        answer = response_body(model, parsed, done)
-        wanted = parsed.binary_outputs([output["name"] for output in answer["outputs"]])
-        if not wanted:
-            return json_response(answer, 200, headers)
-        content, binary_headers = binary_response(answer, wanted)
-        return Response(content, 200, headers | binary_headers)
+        binary = request.headers.get(HEADER)
+        return await run_infer(plane, live, model, request.receive, binary, request.scope["state"])
 
     # The stats route for all models is declared above, so it comes before this one.
     _add_model_routes(

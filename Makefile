@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gui bench-gui-load bench-plots bench-serve bench-mlserver bench-requests bench-load screenshots xvfb models clean
+.PHONY: run test bench bench-gui bench-gui-load bench-plots bench-serve bench-serve-ops bench-mlserver bench-requests bench-load screenshots xvfb models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ $(MLSERVER_VENV)/bin/mlserver:
 bench-mlserver: $(STAMP) $(MLSERVER_VENV)/bin/mlserver
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/bench_mlserver.py
+
+# What production costs: metrics and tracing against neither, PSS of 1 and 4 workers, RSS.
+bench-serve-ops: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/bench_serve_ops.py
 
 bench-requests: $(STAMP)
 	$(BIN)/python bench/bench_requests.py

@@ -48,6 +48,9 @@ class Edge:
         headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
         request_id, chosen = request_id_from(headers.get(b"x-request-id"))
         traceparent, parent_span = continue_trace(headers.get(b"traceparent"))
+        tracing = self.plane.tracing if self.plane is not None else None
+        if tracing is not None:
+            traceparent = tracing.sample(traceparent, parent_span)
         state: dict[str, Any] = scope.setdefault("state", {})
         state.update(
             request_id=request_id, caller_chose_id=chosen, traceparent=traceparent, model=None
@@ -89,7 +92,6 @@ class Edge:
             if state.get(CLIENT_TIMEOUT):
                 status = 408  # the protocol answered (or closed): the body was not sent in time
             ended = time.perf_counter_ns()
-            tracing = self.plane.tracing if self.plane is not None else None
             if tracing is not None and scope["path"] not in _UNTRACED:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or _fast_route(scope["path"])

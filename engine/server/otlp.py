@@ -6,6 +6,8 @@ Imported only when tracing is on (`telemetry.tracing_from_env`).
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Mapping
 from importlib import metadata
@@ -16,19 +18,63 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    Decision,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from engine.work import Work
 
+log = logging.getLogger(__name__)
+
 _ERROR = Status(StatusCode.ERROR)
 _UNSET = Status(StatusCode.UNSET)
+_FIXED: dict[str, Sampler] = {
+    "always_on": ALWAYS_ON,
+    "always_off": ALWAYS_OFF,
+    "parentbased_always_on": DEFAULT_ON,
+    "parentbased_always_off": DEFAULT_OFF,
+}
+_RATIO = {"traceidratio": TraceIdRatioBased, "parentbased_traceidratio": ParentBasedTraceIdRatio}
+
+
+def sampler_from_env(environ: Mapping[str, str]) -> Sampler:
+    """The sampler `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name, as the SDK reads
+    them (default: `parentbased_always_on`, every request the caller did not opt out of)."""
+    name = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    if name in _FIXED:
+        return _FIXED[name]
+    if name in _RATIO:
+        try:
+            ratio = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+        except ValueError:
+            ratio = 1.0
+        return _RATIO[name](min(max(ratio, 0.0), 1.0))
+    log.warning("OTEL_TRACES_SAMPLER=%r is not known: sampling every request", name)
+    return DEFAULT_ON
 
 
 class Tracing:
     """Turns a finished request into OpenTelemetry spans and queues them for export."""
 
-    def __init__(self) -> None:
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        self.sampler = sampler_from_env(environ)
         resource = Resource.create()
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: "inferdeck"}))
@@ -40,6 +86,20 @@ class Tracing:
         self.scope = InstrumentationScope("inferdeck.server", version)
         self.processor = BatchSpanProcessor(OTLPSpanExporter())
         self._ids = RandomIdGenerator()
+
+    def sample(self, traceparent: str, parent_span: str | None) -> str:
+        """`traceparent` with its sampled flag as the sampler decides, from the caller's span
+        (when it sent one) and the trace ID. Decided as the request arrives, so the answer's
+        `traceparent` says whether this request is traced."""
+        trace_id = int(traceparent[3:35], 16)
+        parent = None
+        if parent_span is not None:
+            flags = TraceFlags(int(traceparent[53:55], 16))
+            caller = SpanContext(trace_id, int(parent_span, 16), True, flags)
+            parent = set_span_in_context(NonRecordingSpan(caller))
+        decision = self.sampler.should_sample(parent, trace_id, "request", SpanKind.SERVER)
+        sampled = "01" if decision.decision is Decision.RECORD_AND_SAMPLE else "00"
+        return traceparent[:53] + sampled
 
     def record(
         self,
@@ -91,7 +151,7 @@ class Tracing:
                         child,
                         server,
                         self.resource,
-                        {"inferdeck.request_id": work.request_id, **_scalars(extra)},
+                        _scalars(extra),  # the request's ID is on its parent, once
                         kind=SpanKind.INTERNAL,
                         start_time=stage_start,
                         end_time=stage_start + int(stage[2]) * 1000,

@@ -25,6 +25,7 @@ from conftest import REPO
 from live_server import BODY, ServeProcess, free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from engine.server.otlp import Tracing
 from engine.server.telemetry import tracing_wanted
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -270,3 +271,36 @@ def test_without_otel_environment_the_sdk_is_never_imported(tmp_path: Path) -> N
         timeout=180,
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sampler", "arg", "caller_flags", "sampled"),
+    [
+        (None, None, None, True),  # the default: parentbased_always_on
+        (None, None, "00", False),  # ...which follows a caller that opted out
+        ("traceidratio", "0", None, False),
+        ("traceidratio", "1", None, True),
+        ("parentbased_traceidratio", "0", "01", True),  # the caller's decision wins
+        ("parentbased_traceidratio", "0", None, False),
+        ("always_off", None, "01", False),
+        ("always_on", None, "00", True),
+        ("no-such-sampler", None, None, True),  # unknown: the default, and a warning
+    ],
+)
+def test_the_standard_sampler_environment_decides_the_answered_flag(
+    sampler: str | None, arg: str | None, caller_flags: str | None, sampled: bool
+) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    if sampler is not None:
+        env["OTEL_TRACES_SAMPLER"] = sampler
+    if arg is not None:
+        env["OTEL_TRACES_SAMPLER_ARG"] = arg
+    tracing = Tracing(env)
+    try:
+        flags = caller_flags or "01"
+        ours = f"00-{CALLER_TRACE}-{'1' * 16}-{flags}"
+        decided = tracing.sample(ours, CALLER_SPAN if caller_flags else None)
+    finally:
+        tracing.shutdown()
+    assert decided[:53] == ours[:53]
+    assert decided[53:] == ("01" if sampled else "00")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -40,6 +41,7 @@ DRAIN_TIMEOUT_S = 30
 # prometheus-client's multiprocess folder; read when it is first imported, so it is set here,
 # not imported from engine.server.metrics (which imports prometheus-client).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_METRIC_FILE = re.compile(r"(counter|gauge_[a-z]+|histogram|summary)_\d+\.db")
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -185,8 +187,11 @@ def _shared_metrics_dir() -> Path | None:
         folder = Path(chosen)
         if not folder.is_dir():
             raise CommandError(f"{MULTIPROC_ENV}={chosen}: not a folder")
-        for old in folder.glob("*.db"):
-            old.unlink()
+        # Only prometheus-client's own files (`counter_1234.db`, `gauge_livesum_1234.db`, ...):
+        # the folder may hold anything else, databases included.
+        for old in folder.iterdir():
+            if _METRIC_FILE.fullmatch(old.name) and old.is_file():
+                old.unlink()
         return None
     made = Path(tempfile.mkdtemp(prefix="inferdeck-metrics-"))
     os.environ[MULTIPROC_ENV] = str(made)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gui bench-gui-load bench-plots bench-serve bench-serve-ops bench-mlserver bench-requests bench-load screenshots xvfb models clean
+.PHONY: run test bench bench-gui bench-gui-load bench-plots bench-serve bench-serve-ops bench-mlserver bench-requests bench-load screenshots xvfb prometheus models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 run: $(STAMP)
 	$(BIN)/inferdeck
 
-test: $(STAMP)
+test: $(STAMP) prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -78,6 +78,11 @@ bench-load: $(STAMP)
 # Screenshots of every view from the real app in a real (virtual) X display.
 screenshots: $(STAMP) xvfb
 	xvfb-run -a -s "-screen 0 1440x900x24" $(BIN)/python assets/take_screenshots.py assets/screenshots
+
+# Prometheus (a Debian package) for tests/e2e/test_prometheus_scrape.py, which starts its own.
+prometheus:
+	@test -x /usr/bin/prometheus || \
+		(apt-get update -q && apt-get install -y -q --no-install-recommends prometheus)
 
 # Xvfb and the X libraries Qt's xcb platform loads (Debian packages; see shared/PLATFORM.md).
 XVFB_PACKAGES := xvfb libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \

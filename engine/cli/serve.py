@@ -123,7 +123,13 @@ def _check_database(path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     sock = _listen(args.host, args.port)  # first: before the imports that bring torch in
-    metrics_dir = _shared_metrics_dir() if args.workers > 1 else None
+    if args.workers > 1:
+        metrics_dir = _shared_metrics_dir()
+    else:
+        # One process keeps its metrics in memory; a folder inherited from the environment
+        # would mix in an earlier process's values (and a dead one's "not ready").
+        metrics_dir = None
+        os.environ.pop(MULTIPROC_ENV, None)
     try:
         # The service's packages come with the `serve` install group: without it, one line
         # that names the group, not a traceback.
@@ -187,11 +193,17 @@ def _shared_metrics_dir() -> Path | None:
         folder = Path(chosen)
         if not folder.is_dir():
             raise CommandError(f"{MULTIPROC_ENV}={chosen}: not a folder")
-        # Only prometheus-client's own files (`counter_1234.db`, `gauge_livesum_1234.db`, ...):
-        # the folder may hold anything else, databases included.
-        for old in folder.iterdir():
-            if _METRIC_FILE.fullmatch(old.name) and old.is_file():
-                old.unlink()
+        # Every `*.db` there is read at each scrape as a metrics file: anything else would
+        # break every scrape, and is not ours to delete.
+        files = [path for path in folder.glob("*.db") if path.is_file()]
+        foreign = [path.name for path in files if not _METRIC_FILE.fullmatch(path.name)]
+        if foreign:
+            raise CommandError(
+                f"{MULTIPROC_ENV}={chosen} holds {', '.join(sorted(foreign)[:3])}, which "
+                "prometheus-client would read as metrics: give it a folder of its own"
+            )
+        for old in files:  # an earlier run's values
+            old.unlink()
         return None
     made = Path(tempfile.mkdtemp(prefix="inferdeck-metrics-"))
     os.environ[MULTIPROC_ENV] = str(made)

@@ -37,6 +37,8 @@ from engine.work import Work
 __all__ = ["CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "ServiceMetrics", "multiprocess"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The `model` label of requests that named no model served (unknown names, unreadable bodies).
+OTHER_MODEL = "_other"
 # No `_created` series: a timestamp per series per scrape that no dashboard here reads.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -164,7 +166,9 @@ class ServiceMetrics:
         for work in group:
             name = work.model_name
             if name not in self._served:
-                continue  # a rejected request may name anything: no series per stranger
+                # A rejected request may name anything: one series for all strangers.
+                self.requests.labels(OTHER_MODEL, work.status).inc()
+                continue
             assert name is not None
             if work.status != "ok":
                 self.requests.labels(name, work.status).inc()

@@ -131,9 +131,12 @@ def _run_commands() -> list[str]:
 
 
 def _makefile_torch_install() -> str:
-    """The Makefile's torch install line, without its `$(BIN)/` prefix."""
+    """The Makefile's torch install line for the project's own environment, without its
+    `$(BIN)/` prefix (the MLServer benchmark's environment has its own)."""
     lines = [
-        line.strip() for line in (ROOT / "Makefile").read_text().splitlines() if "torch==" in line
+        line.strip()
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if "torch==" in line and line.strip().startswith("$(BIN)/")
     ]
     assert len(lines) == 1, f"expected one torch install in the Makefile, got {lines}"
     return lines[0].removeprefix("$(BIN)/")

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         options: dict[str, Any] = {
             "host": args.host,
             "port": args.port,
-            # uvicorn's h11 protocol with a header and a body deadline, and room kept for
+            # uvicorn's httptools protocol with a header and a body deadline, and room kept for
             # new clients while slow ones hold many sockets.
             "http": "engine.server.protocol:DeadlineProtocol",
             "access_log": False,  # our own line per request carries the request ID

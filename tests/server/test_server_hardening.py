@@ -338,3 +338,41 @@ def test_the_bound_socket_gives_connections_tcp_nodelay() -> None:
         return value
 
     assert asyncio.run(accepted_nodelay()) == 1
+
+
+@pytest.mark.slow
+def test_a_head_past_the_bound_is_431_and_a_large_body_is_not_mistaken_for_one(
+    tmp_path: Path,
+) -> None:
+    server = ServeProcess(tmp_path / "head.log", db=tmp_path / "head.db")
+    try:
+        _head_and_body(server)
+    finally:
+        _, stderr = server.stop()
+    assert "Traceback" not in stderr
+
+
+def _head_and_body(server: ServeProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        # Headers sent in pieces that never end the head: refused once past the bound, not
+        # buffered for as long as the client keeps sending.
+        header = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+        answer = _read_until_closed(sock, 30, header)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    assert len(answer) < 1000
+    # A body far larger than the bound, arriving with its head in the same reads, is a body.
+    rows = [{"name": "input", "shape": [8000, 4], "datatype": "FP32", "data": SETOSA * 8000}]
+    big = json.dumps({"inputs": rows}).encode()
+    assert len(big) > 100_000
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(big)
+            + big
+        )
+        answer = _read_until_closed(sock, 60, b"")
+    # 8,000 rows is past the queue (512): refused by the service for that reason, not the head.
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"512" in answer
+    assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200

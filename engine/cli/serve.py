@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
 import re
 import shutil
@@ -41,6 +42,8 @@ DRAIN_TIMEOUT_S = 30
 # prometheus-client's multiprocess folder; read when it is first imported, so it is set here,
 # not imported from engine.server.metrics (which imports prometheus-client).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LOCK_FILE = "inferdeck-serve.lock"
+_HELD: list[int] = []
 _METRIC_FILE = re.compile(r"(counter|gauge_[a-z]+|histogram|summary)_\d+\.db")
 
 
@@ -193,6 +196,7 @@ def _shared_metrics_dir() -> Path | None:
         folder = Path(chosen)
         if not folder.is_dir():
             raise CommandError(f"{MULTIPROC_ENV}={chosen}: not a folder")
+        _hold_folder(folder)
         # Every `*.db` there is read at each scrape as a metrics file: anything else would
         # break every scrape, and is not ours to delete.
         files = [path for path in folder.glob("*.db") if path.is_file()]
@@ -210,14 +214,29 @@ def _shared_metrics_dir() -> Path | None:
     return made
 
 
+def _hold_folder(folder: Path) -> None:
+    """Lock the metrics folder for this service's life (its workers inherit the lock): a second
+    service clearing it would silently cut the first one's figures off."""
+    lock = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock)
+        raise CommandError(
+            f"{MULTIPROC_ENV}={folder} is in use by another `inferdeck serve`: give each its own"
+        ) from None
+    _HELD.append(lock)  # open until the process exits
+
+
 def _run_workers(workers: int, sock: socket.socket, options: dict[str, Any]) -> int:
     """Load the models once here, then fork the workers (see engine.server.prefork)."""
     import uvicorn
     from prometheus_client import multiprocess
 
     from engine.server.main import preloaded_app
-    from engine.server.prefork import Supervisor
+    from engine.server.prefork import Supervisor, block_signals
 
+    block_signals()  # a stop asked for while the models load is read by the supervisor
     try:
         app = preloaded_app()
     except Exception as exc:  # a model folder or the torch runtime, before any worker exists

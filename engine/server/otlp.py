@@ -7,6 +7,7 @@ Imported only when tracing is on (`telemetry.tracing_from_env`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -64,6 +65,8 @@ def sampler_from_env(environ: Mapping[str, str]) -> Sampler:
         try:
             ratio = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
         except ValueError:
+            ratio = 1.0
+        if not math.isfinite(ratio):  # NaN passes min() and max() untouched
             ratio = 1.0
         return _RATIO[name](min(max(ratio, 0.0), 1.0))
     log.warning("OTEL_TRACES_SAMPLER=%r is not known: sampling every request", name)

@@ -8,10 +8,11 @@ uvicorn server, engine, executor and database connection on the one listening so
 torch across fork: the parent runs torch with one intra-op thread, so no thread pool exists to
 be copied half-alive into a child; each worker starts its own threads on first use.
 
-Signals: SIGTERM or SIGINT to the parent sends SIGTERM to every worker once; each drains
-(stops accepting, lets requests in flight finish, commits) and exits, and the parent exits when
-all have. A worker that dies on its own is replaced from the parent's loaded models; one that
-cannot start (its lifespan failed) stops the service with uvicorn's start-up failure status.
+Signals: SIGTERM, SIGINT or SIGHUP to the parent sends SIGTERM to every worker once; each
+drains (stops accepting, lets requests in flight finish, commits) and exits, and the parent
+exits when all have. A worker that dies on its own is replaced from the parent's loaded models;
+one that cannot start (its lifespan failed), or workers that keep dying (`CRASH_LIMIT` within
+`CRASH_WINDOW_S`), stop the service with uvicorn's start-up failure status.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ import uvicorn
 log = logging.getLogger(__name__)
 
 EXIT_STARTUP_FAILED = 3  # uvicorn's own status when an application's start-up fails
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+# SIGHUP too: a closed terminal or session must drain the workers, not orphan them.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_STOP_SIGNALS = STOP_SIGNALS
 _WATCHED = {*_STOP_SIGNALS, signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1
+# Workers that die this many times within this many seconds are not replaced again: something
+# in their start-up or environment fails every time, and forking on would only spin.
+CRASH_LIMIT = 5
+CRASH_WINDOW_S = 30.0
 
 
 class _WorkerServer(uvicorn.Server):
@@ -64,10 +71,23 @@ def _run_worker(config: uvicorn.Config, sock: socket.socket) -> int:
     server = _WorkerServer(config)
     try:
         server.run(sockets=[sock])
+    except SystemExit:
+        pass  # uvicorn's way out of a failed start-up (it has logged why): judged below
     except BaseException:
         log.exception("worker %d stopped on an error", os.getpid())
-        return 1
+        return 1 if server.started else EXIT_STARTUP_FAILED
     return 0 if server.started else EXIT_STARTUP_FAILED
+
+
+def block_signals() -> None:
+    """Hold stop signals until the supervisor reads them: call before loading the models, so
+    a SIGTERM during loading still stops the service through its cleanup."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal arrived while signals were blocked (before any worker exists)."""
+    return bool(signal.sigpending() & _STOP_SIGNALS)
 
 
 class Supervisor:
@@ -89,6 +109,7 @@ class Supervisor:
         self.on_worker_exit = on_worker_exit
         self.children: set[int] = set()
         self.stopping = False
+        self.crashes: list[float] = []  # when workers died on their own, recently
 
     def _spawn(self) -> None:
         pid = os.fork()
@@ -110,7 +131,9 @@ class Supervisor:
                 os.kill(pid, signal.SIGTERM)
 
     def _reap(self) -> int | None:
-        """Collect exited workers; the service's exit status once one could not start."""
+        """Collect exited workers and replace the ones that crashed; the service's exit
+        status once it must stop (a worker could not start, or workers keep crashing)."""
+        crashed = 0
         failed: int | None = None
         while self.children:
             try:
@@ -127,19 +150,35 @@ class Supervisor:
                 continue
             if code == EXIT_STARTUP_FAILED:
                 failed = code
-                self._stop_all()
             else:
-                log.warning("worker %d exited (status %d); starting another", pid, code)
-                time.sleep(0.1)  # a worker that dies at once must not become a fork loop
-                self._spawn()
-        return failed
+                log.warning("worker %d exited (status %d)", pid, code)
+                crashed += 1
+        now = time.monotonic()
+        self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW_S] + [now] * crashed
+        if failed is None and len(self.crashes) >= CRASH_LIMIT:
+            log.error("%d workers crashed within %g s: stopping", len(self.crashes), CRASH_WINDOW_S)
+            failed = EXIT_STARTUP_FAILED
+        if failed is not None:
+            self._stop_all()
+            return failed
+        # Replaced only now, and not once a stop was asked for: the loop above never forks,
+        # so a signal waiting to be read is read first.
+        for _ in range(crashed):
+            if signal.sigpending() & _STOP_SIGNALS:
+                break
+            self._spawn()
+        return None
 
     def run(self) -> int:
-        """Fork the workers and wait until all have stopped; 0, or 3 when one could not start."""
-        # Blocked here and waited for below: no handler runs in the middle of a fork.
+        """Fork the workers and wait until all have stopped; 0, or 3 when one could not start
+        (or they kept crashing). Stop signals should already be blocked (`block_signals`), so
+        that one sent while the models loaded is read here, not lost."""
+        # Blocked and waited for below: no handler runs in the middle of a fork.
         signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
         gc.collect()
         gc.freeze()  # the collector would otherwise write to every shared page it walks
+        if stop_requested():
+            return 0  # asked to stop while the models loaded: no worker was started
         for _ in range(self.workers):
             self._spawn()
         status = 0

@@ -53,4 +53,8 @@ def tracing_from_env(environ: Mapping[str, str] = os.environ) -> Tracing | None:
         return None
     from engine.server.otlp import Tracing
 
-    return Tracing()
+    try:
+        return Tracing(environ)
+    except ValueError as exc:  # e.g. OTEL_BSP_MAX_QUEUE_SIZE=0: the SDK refuses its settings
+        log.error("OpenTelemetry settings refused (%s): no traces", exc)
+        return None

@@ -26,7 +26,7 @@ from live_server import BODY, ServeProcess, free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from engine.server.otlp import Tracing
-from engine.server.telemetry import tracing_wanted
+from engine.server.telemetry import tracing_from_env, tracing_wanted
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -304,3 +304,37 @@ def test_the_standard_sampler_environment_decides_the_answered_flag(
         tracing.shutdown()
     assert decided[:53] == ours[:53]
     assert decided[53:] == ("01" if sampled else "00")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"OTEL_BSP_MAX_QUEUE_SIZE": "0"},
+        {"OTEL_BSP_SCHEDULE_DELAY": "-1"},
+        {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5000"},  # above the queue's 2048
+    ],
+)
+def test_settings_the_sdk_refuses_turn_tracing_off_with_one_error_not_a_failed_start(
+    bad: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, value in bad.items():
+        monkeypatch.setenv(name, value)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", **bad}
+    with caplog.at_level("ERROR"):
+        assert tracing_from_env(env) is None
+    assert any("OpenTelemetry settings refused" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("ratio", ["nan", "inf", "-inf", "x", "2", "-1"])
+def test_a_ratio_that_is_no_share_is_clamped_not_a_crash(ratio: str) -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_TRACES_SAMPLER": "traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": ratio,
+    }
+    tracing = Tracing(env)
+    try:
+        decided = tracing.sample(f"00-{CALLER_TRACE}-{'1' * 16}-01", None)
+    finally:
+        tracing.shutdown()
+    assert decided[53:] in ("00", "01")

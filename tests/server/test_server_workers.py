@@ -87,7 +87,11 @@ def test_workers_share_the_parents_loaded_models_and_stop_together(tmp_path: Pat
 def test_a_killed_worker_is_replaced_and_a_killed_parent_takes_its_workers(
     tmp_path: Path,
 ) -> None:
-    serve = ServeProcess(tmp_path / "serve.log", "--workers", "2")
+    # A parent killed by SIGKILL cannot remove the metrics folder it made: one of the test's.
+    folder = tmp_path / "multiproc"
+    folder.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    serve = ServeProcess(tmp_path / "serve.log", "--workers", "2", env=env)
     workers = _children(serve.proc.pid)
     try:
         os.kill(workers[0], signal.SIGKILL)
@@ -145,3 +149,23 @@ def test_workers_refuse_a_metrics_folder_holding_other_files(
     assert result.code == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "mine.db" in result.stderr, result.stderr
     assert mine.read_bytes() == b"the user's own file"
+
+
+@pytest.mark.slow
+def test_two_services_cannot_share_one_chosen_metrics_folder(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second would clear the first one's values and its figures would silently stop."""
+    folder = tmp_path / "multiproc"
+    folder.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    first = ServeProcess(tmp_path / "first.log", "--workers", "2")
+    try:
+        first.predict()
+        second = cli("serve", "--port", str(free_port()), "--workers", "2", timeout=90)
+        assert second.code == 2, second.stderr
+        assert second.stderr.count("\n") == 1 and "in use" in second.stderr, second.stderr
+        assert scrape(first.url).value("inferdeck_requests_total", model="iris", outcome="ok") == 1
+    finally:
+        code, log = first.stop()
+    assert code == 0, log

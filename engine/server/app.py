@@ -30,7 +30,7 @@ from engine.runs import begin_run, end_run
 from engine.server.dataplane import NOT_READY, DataPlane
 from engine.server.edge import Edge
 from engine.server.errors import Refusal, answer, is_oip_path, json_response
-from engine.server.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from engine.server.metrics import CONTENT_TYPE_LATEST, ServiceMetrics, resident_bytes
 from engine.server.oip.routes import add_oip_routes
 from engine.server.oip.statistics import ModelStatistics
 from engine.server.openapi import ERROR_RESPONSES, InferDeckAPI, ModelInfo, ModelList
@@ -89,7 +89,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
                     metrics.refresh_forever(lambda: len(engine.queue) + engine.in_flight)
                 )
             plane.running = Running(engine, engine.db, run, origin, statistics)
-            log.info("ready: models %s, database %s", registry.names(), settings.db_path)
+            log.info(
+                "ready: models %s, database %s, resident memory %d MB",
+                registry.names(),
+                settings.db_path,
+                resident_bytes() >> 20,
+            )
             try:
                 yield
             finally:

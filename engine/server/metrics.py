@@ -34,7 +34,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from engine.work import Work
 
-__all__ = ["CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "ServiceMetrics", "multiprocess"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "MULTIPROC_ENV",
+    "OTHER_MODEL",
+    "ServiceMetrics",
+    "multiprocess",
+    "resident_bytes",
+]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The `model` label of requests that named no model served (unknown names, unreadable bodies).
@@ -64,7 +71,7 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-def _rss_bytes() -> int:
+def resident_bytes() -> int:
     """This process's resident set now (`/proc/self/statm`), or its peak where there is none."""
     try:
         with open("/proc/self/statm", "rb") as statm:
@@ -190,7 +197,7 @@ class ServiceMetrics:
         """Keep this worker's pending-requests and memory gauges current until cancelled."""
         while True:
             self.pending.set(pending())
-            self.memory.set(_rss_bytes())
+            self.memory.set(resident_bytes())
             await asyncio.sleep(_REFRESH_S)
 
     def exposition(self) -> bytes:

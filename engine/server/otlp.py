@@ -1,24 +1,32 @@
-"""The OpenTelemetry side of `telemetry`: spans of answered requests, built from what the
-edge layer and the engine measured, and queued on the SDK's batch processor for OTLP/HTTP.
+"""The OpenTelemetry side of `telemetry`, in the service's process: the sampling decision as a
+request arrives, and each answered request's timings handed to the exporter process.
+
+Building spans and encoding them for OTLP costs the SDK about 30 µs of the interpreter per
+span (six per request): on the service's event loop, or on a thread that shares its GIL, that
+took a third of its throughput. So the service only appends one tuple per traced request and
+sends them in batches, through a bounded queue, to a process of its own (`otlp_export`), where
+the SDK builds the spans and its batch processor and OTLP/HTTP exporter send them. A queue
+that is full (a collector far behind) drops batches rather than ever making a request wait.
 
 Imported only when tracing is on (`telemetry.tracing_from_env`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -29,23 +37,26 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
     SpanKind,
-    Status,
-    StatusCode,
     TraceFlags,
     set_span_in_context,
 )
 
+from engine.server.otlp_export import Record
 from engine.work import Work
 
 log = logging.getLogger(__name__)
 
-_ERROR = Status(StatusCode.ERROR)
-_UNSET = Status(StatusCode.UNSET)
+# Traced requests per batch sent to the exporter process, and how long one waits to fill.
+BATCH = 256
+BATCH_WAIT_S = 0.05
+# Batches the queue holds: past this the collector is far behind and new batches are dropped.
+QUEUE_BATCHES = 64
+# On the way out: how long the exporter process may take to send what it holds.
+STOP_TIMEOUT_S = 20.0
 _FIXED: dict[str, Sampler] = {
     "always_on": ALWAYS_ON,
     "always_off": ALWAYS_OFF,
@@ -74,21 +85,47 @@ def sampler_from_env(environ: Mapping[str, str]) -> Sampler:
 
 
 class Tracing:
-    """Turns a finished request into OpenTelemetry spans and queues them for export."""
+    """The service's tracing: `sample` as a request arrives, `record` once it is answered,
+    `start` and `shutdown` around the exporter process (see the module's note)."""
 
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        self.environ = dict(environ)
         self.sampler = sampler_from_env(environ)
-        resource = Resource.create()
-        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-            resource = resource.merge(Resource({SERVICE_NAME: "inferdeck"}))
-        self.resource = resource
-        try:
-            version = metadata.version("inferdeck")
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-        self.scope = InstrumentationScope("inferdeck.server", version)
-        self.processor = BatchSpanProcessor(OTLPSpanExporter())
-        self._ids = RandomIdGenerator()
+        self.dropped = 0  # traced requests whose spans the full queue had no room for
+        self._pending: list[Record] = []
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._queue: queue.Queue[list[Record] | None] = queue.Queue(QUEUE_BATCHES)
+        self._feeder: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the exporter process (`python -m engine.server.otlp_export`: a fork of this
+        one would copy torch and the engine's threads for nothing) and the thread that feeds
+        it."""
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "engine.server.otlp_export"],
+            stdin=subprocess.PIPE,
+            env={**os.environ, **self.environ},
+        )
+        self._queue = queue.Queue(QUEUE_BATCHES)
+        self._feeder = threading.Thread(target=self._feed, name="otlp-feeder", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        """Write each batch to the exporter's stdin, length first (on this thread: a pipe the
+        exporter is slow to read blocks here, never on the event loop)."""
+        assert self._process is not None and self._process.stdin is not None
+        pipe = self._process.stdin
+        while (batch := self._queue.get()) is not None:
+            data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                pipe.write(len(data).to_bytes(4, "big") + data)
+                pipe.flush()
+            except OSError:  # the exporter is gone: nothing more can be sent
+                log.warning("the OTLP exporter process stopped: no more traces")
+                break
+        with contextlib.suppress(OSError):
+            pipe.close()
 
     def sample(self, traceparent: str, parent_span: str | None) -> str:
         """`traceparent` with its sampled flag as the sampler decides, from the caller's span
@@ -115,58 +152,69 @@ class Tracing:
         status_code: int,
         works: list[Work],
     ) -> None:
-        """Queue the spans of one answered request. `traceparent` is the one the service
-        answered with; `parent_span` the caller's span ID, when it sent one; `start_ns` and
-        `end_ns` are `time.perf_counter_ns()` readings, as the engine's spans are."""
-        flags = TraceFlags(int(traceparent[53:55], 16))
-        if not flags.sampled:
-            return  # the caller decided not to trace this request
-        trace_id = int(traceparent[3:35], 16)
-        server = SpanContext(trace_id, int(traceparent[36:52], 16), False, flags)
-        parent = SpanContext(trace_id, int(parent_span, 16), True, flags) if parent_span else None
+        """Keep one answered request's timings for the exporter. `traceparent` is the one the
+        service answered with; `parent_span` the caller's span ID, when it sent one; `start_ns`
+        and `end_ns` are `time.perf_counter_ns()` readings, as the engine's spans are."""
+        if traceparent[53:55] == "00":
+            return  # not sampled
         # The engine and the edge measure on the monotonic clock; spans carry wall-clock time.
         to_wall = time.time_ns() - time.perf_counter_ns()
-        spans = [
-            ReadableSpan(
-                name,
-                server,
-                parent,
-                self.resource,
-                {**attributes, "http.response.status_code": status_code},
-                kind=SpanKind.SERVER,
-                status=_ERROR if status_code >= 500 else _UNSET,
-                start_time=start_ns + to_wall,
-                end_time=end_ns + to_wall,
-                instrumentation_scope=self.scope,
-            )
-        ]
+        stages: list[tuple[str, int, int, dict[str, Any]]] = []
         if works:
             # A batch's rows share their batch's stages: the slowest row's (as Server-Timing).
             work = max(works, key=lambda w: w.latency_us)
-            base_ns = work.accepted_ns + to_wall
+            base = work.accepted_ns + to_wall
             for stage in work.spans:
-                child = SpanContext(trace_id, self._ids.generate_span_id(), False, flags)
-                stage_start = base_ns + int(stage[1]) * 1000
-                extra = stage[3] if len(stage) > 3 else {}
-                spans.append(
-                    ReadableSpan(
-                        str(stage[0]),
-                        child,
-                        server,
-                        self.resource,
-                        _scalars(extra),  # the request's ID is on its parent, once
-                        kind=SpanKind.INTERNAL,
-                        start_time=stage_start,
-                        end_time=stage_start + int(stage[2]) * 1000,
-                        instrumentation_scope=self.scope,
-                    )
-                )
-        for span in spans:
-            self.processor.on_end(span)
+                begin = base + int(stage[1]) * 1000
+                extra = _scalars(stage[3]) if len(stage) > 3 else {}
+                stages.append((str(stage[0]), begin, begin + int(stage[2]) * 1000, extra))
+        self._pending.append(
+            (
+                traceparent,
+                parent_span,
+                name,
+                start_ns + to_wall,
+                end_ns + to_wall,
+                {**attributes, "http.response.status_code": status_code},
+                status_code,
+                stages,
+            )
+        )
+        if len(self._pending) >= BATCH:
+            self.flush()
+        elif self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(BATCH_WAIT_S, self.flush)
+
+    def flush(self) -> None:
+        """Hand what is pending to the exporter process, or drop it when its queue is full."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        batch, self._pending = self._pending, []
+        if not batch or self._feeder is None:
+            return
+        try:
+            self._queue.put_nowait(batch)
+        except queue.Full:
+            if not self.dropped:
+                log.warning("the OTLP exporter is behind: dropping spans")
+            self.dropped += len(batch)
 
     def shutdown(self) -> None:
-        """Export what is queued (bounded by the exporter's timeout), then stop."""
-        self.processor.shutdown()  # type: ignore[no-untyped-call]
+        """Send what is pending, let the exporter process export it, and stop it (blocking:
+        call it off the event loop)."""
+        self.flush()
+        process, self._process = self._process, None
+        if process is None or self._feeder is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=STOP_TIMEOUT_S)
+        self._feeder.join(STOP_TIMEOUT_S)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _scalars(attributes: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,8 @@ one child per engine stage (validate, queue_wait, inference, write, ...), placed
 spans the engine already measured. The span's trace and span IDs are the ones in the
 `traceparent` the service answers with, so a caller can find its request's trace; a caller's
 `traceparent` is continued (its span is the parent) and its "not sampled" flag is honoured.
-Spans are built after the answer from what was measured, and handed to the SDK's batch
-processor, which exports them from its own thread.
+Spans are built after the answer from what was measured, in an exporter process of their own
+(`otlp`, `otlp_export`), where the SDK's batch processor and exporter send them.
 """
 
 from __future__ import annotations
@@ -53,8 +53,31 @@ def tracing_from_env(environ: Mapping[str, str] = os.environ) -> Tracing | None:
         return None
     from engine.server.otlp import Tracing
 
-    try:
-        return Tracing(environ)
-    except ValueError as exc:  # e.g. OTEL_BSP_MAX_QUEUE_SIZE=0: the SDK refuses its settings
-        log.error("OpenTelemetry settings refused (%s): no traces", exc)
+    problem = settings_problem(environ)
+    if problem is not None:
+        log.error("OpenTelemetry settings refused (%s): no traces", problem)
         return None
+    tracing = Tracing(environ)
+    tracing.start()
+    return tracing
+
+
+def settings_problem(environ: Mapping[str, str]) -> str | None:
+    """Why the SDK would refuse these settings (e.g. OTEL_BSP_MAX_QUEUE_SIZE=0), checked here
+    because the exporter process that reads them has no one to tell: None when they are good."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class _Nowhere(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    saved = dict(os.environ)
+    os.environ.update(environ)
+    try:
+        BatchSpanProcessor(_Nowhere()).shutdown()  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        return str(exc)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return None

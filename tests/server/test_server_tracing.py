@@ -338,3 +338,29 @@ def test_a_ratio_that_is_no_share_is_clamped_not_a_crash(ratio: str) -> None:
     finally:
         tracing.shutdown()
     assert decided[53:] in ("00", "01")
+
+
+@pytest.mark.slow
+def test_spans_are_built_in_a_process_of_their_own_whose_death_costs_no_answer(
+    tmp_path: Path, receiver: _Receiver
+) -> None:
+    endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
+    serve = ServeProcess(tmp_path / "serve.log", env=_otel_env(endpoint))
+    try:
+        children = Path(f"/proc/{serve.proc.pid}/task/{serve.proc.pid}/children")
+        exporters = [
+            int(pid)
+            for pid in children.read_text().split()
+            if b"otlp_export" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(exporters) == 1, children.read_text()
+        first = httpx.post(f"{serve.url}/predict", json=BODY, timeout=30)
+        receiver.received.wait_for(first.headers["traceparent"].split("-")[1], 1 + len(STAGES))
+        os.kill(exporters[0], signal.SIGKILL)
+        with httpx.Client(base_url=serve.url, timeout=30) as client:
+            answers = [client.post("/predict", json=BODY) for _ in range(300)]
+        assert all(a.status_code == 200 for a in answers)
+    finally:
+        code, log = serve.stop()
+    assert code in (0, -signal.SIGTERM), log
+    assert "Traceback" not in log

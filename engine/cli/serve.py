@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         with needs_extras("`inferdeck serve`"):
             import uvicorn
 
+            from engine.server.draining import DrainingServer
             from engine.server.main import (
                 ENV_BODY_TIMEOUT,
                 ENV_DB,
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         }
         if args.workers > 1:
             return _run_workers(args.workers, sock, options)
-        server = uvicorn.Server(
+        server = DrainingServer(
             uvicorn.Config("engine.server.main:app_from_env", factory=True, **options)
         )
         try:

@@ -26,31 +26,22 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from types import FrameType
 
 import uvicorn
+
+from engine.server.draining import DrainingServer
 
 log = logging.getLogger(__name__)
 
 EXIT_STARTUP_FAILED = 3  # uvicorn's own status when an application's start-up fails
 # SIGHUP too: a closed terminal or session must drain the workers, not orphan them.
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-_STOP_SIGNALS = STOP_SIGNALS
-_WATCHED = {*_STOP_SIGNALS, signal.SIGCHLD}
+_WATCHED = {*STOP_SIGNALS, signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1
 # Workers that die this many times within this many seconds are not replaced again: something
 # in their start-up or environment fails every time, and forking on would only spin.
 CRASH_LIMIT = 5
 CRASH_WINDOW_S = 30.0
-
-
-class _WorkerServer(uvicorn.Server):
-    """uvicorn's server in a forked worker: a stop signal always means a graceful drain (uvicorn
-    turns a second SIGINT into a forced exit, and Ctrl+C at a terminal reaches the workers as
-    well as the parent, which then sends SIGTERM), and is not raised again on the way out."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.should_exit = True
 
 
 def _die_with_parent() -> None:
@@ -68,7 +59,7 @@ def _run_worker(config: uvicorn.Config, sock: socket.socket) -> int:
     for sig in _WATCHED:
         signal.signal(sig, signal.SIG_DFL)
     _die_with_parent()
-    server = _WorkerServer(config)
+    server = DrainingServer(config, force_on_second_sigint=False)
     try:
         server.run(sockets=[sock])
     except SystemExit:
@@ -87,7 +78,7 @@ def block_signals() -> None:
 
 def stop_requested() -> bool:
     """Whether a stop signal arrived while signals were blocked (before any worker exists)."""
-    return bool(signal.sigpending() & _STOP_SIGNALS)
+    return bool(signal.sigpending() & STOP_SIGNALS)
 
 
 class Supervisor:
@@ -164,7 +155,7 @@ class Supervisor:
         # Replaced only now, and not once a stop was asked for: the loop above never forks,
         # so a signal waiting to be read is read first.
         for _ in range(crashed):
-            if signal.sigpending() & _STOP_SIGNALS:
+            if signal.sigpending() & STOP_SIGNALS:
                 break
             self._spawn()
         return None
@@ -184,7 +175,7 @@ class Supervisor:
         status = 0
         while self.children:
             info = signal.sigwaitinfo(_WATCHED)
-            if info.si_signo in _STOP_SIGNALS:
+            if info.si_signo in STOP_SIGNALS:
                 log.info("stopping %d workers (signal %d)", len(self.children), info.si_signo)
                 self._stop_all()
             failed = self._reap()

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import httpx
 import jsonschema_rs
 import pytest
 from conftest import REPO
-from live_server import BODY, ROW, LiveServer, free_port
+from live_server import BODY, ROW, LiveServer, ServeProcess, free_port
 
 from engine.contracts import PredictResponse
 from engine.models import ModelRegistry
@@ -276,6 +277,40 @@ def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
         (run_status,) = conn.execute("SELECT status FROM runs WHERE kind = 'serve'").fetchone()
     assert {r.json()["request_id"] for r in answered} <= ok  # every answer was committed
     assert run_status == "done"  # the lifespan closed its run: the writer was flushed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_drains_a_request_in_flight_and_exits_0(tmp_path: Path, sig: int) -> None:
+    """A closed terminal (SIGHUP) drains as SIGTERM does: the request whose body is still
+    arriving is answered and committed, and serve ends in exit 0, not by the signal."""
+    served = ServeProcess(tmp_path / "serve.log")
+    body = json.dumps({**BODY, "request_id": "in-flight-1"}).encode()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        sock.sendall(head + body[:10])
+        time.sleep(0.3)  # the request is in the service when the signal comes
+        served.proc.send_signal(sig)
+        time.sleep(0.3)
+        assert served.proc.poll() is None, "a stop signal must not kill the service at once"
+        sock.sendall(body[10:])
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    code, log = served.stop()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert code == 0, log
+    assert "Traceback" not in log
+    with sqlite3.connect(served.db) as conn:
+        (status,) = conn.execute(
+            "SELECT status FROM requests WHERE request_id = 'in-flight-1'"
+        ).fetchone()
+    assert status == "ok"
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import signal
 import socket
 import sqlite3
 import time
@@ -181,8 +180,7 @@ def test_slow_heads_and_endless_bodies_neither_hold_sockets_nor_keep_clients_out
         for sock, _ in attackers:
             sock.close()
         _, stderr = served.stop()
-    # SIGTERM: uvicorn stops gracefully, then ends by the signal it caught.
-    assert served.proc.returncode in (0, -signal.SIGTERM), stderr
+    assert served.proc.returncode == 0, stderr  # SIGTERM: a graceful drain, exit 0
     assert "Traceback" not in stderr
 
 

@@ -193,7 +193,7 @@ def test_each_request_is_a_server_span_with_a_child_per_stage_in_the_callers_tra
         receiver.received.wait_for(last.headers["traceparent"].split("-")[1], 1 + len(STAGES))
     finally:
         code, log = serve.stop()
-    assert code in (0, -signal.SIGTERM), log  # uvicorn ends by re-raising the signal
+    assert code == 0, log
     assert receiver.received.by_trace(unsampled) == []
     names = {s["name"] for s in receiver.received.spans}
     assert not any("health" in name for name in names), names
@@ -221,7 +221,7 @@ def test_a_receiver_that_is_down_or_stalls_never_slows_an_answer_or_the_stop(
             stopping = time.monotonic()
             code, log = serve.stop()
             stop_s = time.monotonic() - stopping
-        assert code in (0, -signal.SIGTERM), log
+        assert code == 0, log
         assert stop_s < 45, stop_s  # the last export is bounded by its timeout
         assert "Traceback" not in log, log
 
@@ -362,5 +362,5 @@ def test_spans_are_built_in_a_process_of_their_own_whose_death_costs_no_answer(
         assert all(a.status_code == 200 for a in answers)
     finally:
         code, log = serve.stop()
-    assert code in (0, -signal.SIGTERM), log
+    assert code == 0, log
     assert "Traceback" not in log

@@ -239,12 +239,14 @@ def _run_workers(workers: int, sock: socket.socket, options: dict[str, Any]) -> 
 
     block_signals()  # a stop asked for while the models load is read by the supervisor
     try:
-        app = preloaded_app()
+        app = preloaded_app(workers)
     except Exception as exc:  # a model folder or the torch runtime, before any worker exists
         raise CommandError(f"cannot load the models: {type(exc).__name__}: {exc}") from exc
     config = uvicorn.Config(app, **options)
     config.load()  # in the parent too: the workers inherit it loaded
-    status = Supervisor(config, sock, workers, multiprocess.mark_process_dead).run()
+    table = app.app.state.statistics_table  # type: ignore[attr-defined]
+    supervisor = Supervisor(config, sock, workers, multiprocess.mark_process_dead, table.claim)
+    status = supervisor.run()
     return EXIT_CANNOT_START if status else EXIT_OK
 
 

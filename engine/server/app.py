@@ -79,7 +79,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
             _app.openapi_schema = None
             run = await begin_run(engine.db, "serve", {"models": registry.names()})
             origin = Origin(run, FutureSink(), "http", "http")
-            statistics = ModelStatistics(registry.names())
+            # `serve --workers N`: the table the parent shared before forking (see prefork).
+            table = getattr(_app.state, "statistics_table", None)
+            statistics = ModelStatistics(registry.names(), settings.engine.max_batch, table)
             engine.on_finished(statistics.record)
             refresher = None
             if metrics is not None:

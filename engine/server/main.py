@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from engine.models import ModelRegistry
 from engine.models.runtime import set_torch_threads
 from engine.server.app import ServerSettings, asgi_app
 from engine.server.edge import Edge
+from engine.server.oip.statistics import StatisticsTable
 from engine.server.protocol import ENV_BODY_TIMEOUT, ENV_HEADER_TIMEOUT
 
 __all__ = [
@@ -44,13 +46,18 @@ def app_from_env() -> Edge:
     return asgi_app(settings_from_env())
 
 
-def preloaded_app() -> Edge:
-    """The app with every model already loaded and warm, for the parent of forked workers
-    (`serve --workers N`): the workers share those pages instead of each loading its own."""
+def preloaded_app(workers: int) -> Edge:
+    """The app with every model already loaded and warm, for the parent of `workers` forked
+    workers (`serve --workers N`): they share those pages instead of each loading its own, and
+    one OIP statistics table (`app.app.state.statistics_table`; each worker claims a block)."""
     settings = settings_from_env()
     app = asgi_app(settings)
-    registry: ModelRegistry = app.app.state.registry  # type: ignore[attr-defined]
+    fastapi_app: Any = app.app
+    registry: ModelRegistry = fastapi_app.state.registry
     if settings.engine.torch_threads is not None:
         set_torch_threads(settings.engine.torch_threads)  # before any op: no pool to fork
     registry.load_all()
+    fastapi_app.state.statistics_table = StatisticsTable(
+        registry.names(), settings.engine.max_batch, workers
+    )
     return app

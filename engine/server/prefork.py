@@ -91,27 +91,32 @@ class Supervisor:
         sock: socket.socket,
         workers: int,
         on_worker_exit: Callable[[int], None] = lambda pid: None,
+        on_worker_start: Callable[[int], None] = lambda slot: None,
     ) -> None:
         """`on_worker_exit(pid)` runs in the parent after each worker is reaped (the metrics
-        drop a dead worker's live gauges there)."""
+        drop a dead worker's live gauges there); `on_worker_start(slot)` in each new worker
+        just after the fork, with its slot: 0..workers-1, a replacement taking the slot of the
+        worker it replaces (the OIP statistics table's block, see oip.statistics)."""
         self.config = config
         self.sock = sock
         self.workers = workers
         self.on_worker_exit = on_worker_exit
-        self.children: set[int] = set()
+        self.on_worker_start = on_worker_start
+        self.children: dict[int, int] = {}  # pid: slot
         self.stopping = False
         self.crashes: list[float] = []  # when workers died on their own, recently
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> None:
         pid = os.fork()
         if pid == 0:
             code = EXIT_STARTUP_FAILED
             try:
+                self.on_worker_start(slot)
                 code = _run_worker(self.config, self.sock)
             finally:
                 logging.shutdown()
                 os._exit(code)
-        self.children.add(pid)
+        self.children[pid] = slot
 
     def _stop_all(self) -> None:
         if self.stopping:
@@ -124,7 +129,7 @@ class Supervisor:
     def _reap(self) -> int | None:
         """Collect exited workers and replace the ones that crashed; the service's exit
         status once it must stop (a worker could not start, or workers keep crashing)."""
-        crashed = 0
+        crashed: list[int] = []  # the slots of workers that died on their own
         failed: int | None = None
         while self.children:
             try:
@@ -134,7 +139,7 @@ class Supervisor:
                 break
             if pid == 0:
                 break
-            self.children.discard(pid)
+            slot = self.children.pop(pid, None)
             self.on_worker_exit(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
@@ -143,9 +148,11 @@ class Supervisor:
                 failed = code
             else:
                 log.warning("worker %d exited (status %d)", pid, code)
-                crashed += 1
+                if slot is not None:
+                    crashed.append(slot)
         now = time.monotonic()
-        self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW_S] + [now] * crashed
+        self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW_S]
+        self.crashes += [now] * len(crashed)
         if failed is None and len(self.crashes) >= CRASH_LIMIT:
             log.error("%d workers crashed within %g s: stopping", len(self.crashes), CRASH_WINDOW_S)
             failed = EXIT_STARTUP_FAILED
@@ -154,10 +161,10 @@ class Supervisor:
             return failed
         # Replaced only now, and not once a stop was asked for: the loop above never forks,
         # so a signal waiting to be read is read first.
-        for _ in range(crashed):
+        for slot in crashed:
             if signal.sigpending() & STOP_SIGNALS:
                 break
-            self._spawn()
+            self._spawn(slot)
         return None
 
     def run(self) -> int:
@@ -170,8 +177,8 @@ class Supervisor:
         gc.freeze()  # the collector would otherwise write to every shared page it walks
         if stop_requested():
             return 0  # asked to stop while the models loaded: no worker was started
-        for _ in range(self.workers):
-            self._spawn()
+        for slot in range(self.workers):
+            self._spawn(slot)
         status = 0
         while self.children:
             info = signal.sigwaitinfo(_WATCHED)

@@ -49,6 +49,21 @@ def _wait(condition: object, within_s: float, what: str) -> None:
     raise AssertionError(what)
 
 
+def _predict_anew(url: str) -> str:
+    """One /predict on a connection of its own, so the kernel may hand it to either worker."""
+    response = httpx.post(f"{url}/predict", json=BODY, headers={"Connection": "close"}, timeout=30)
+    assert response.status_code == 200, response.text
+    request_id: str = response.json()["request_id"]
+    return request_id
+
+
+def _iris_inferences(url: str) -> int:
+    """`inference_count` of the OIP statistics, asked on a connection of its own."""
+    response = httpx.get(f"{url}/v2/models/iris/stats", headers={"Connection": "close"}, timeout=30)
+    count: int = response.json()["model_stats"][0]["inference_count"]
+    return count
+
+
 @pytest.mark.slow
 def test_workers_share_the_parents_loaded_models_and_stop_together(tmp_path: Path) -> None:
     serve = ServeProcess(tmp_path / "serve.log", "--workers", "2")
@@ -62,8 +77,9 @@ def test_workers_share_the_parents_loaded_models_and_stop_together(tmp_path: Pat
             smaps = _smaps_kib(pid)
             private = smaps["Private_Clean"] + smaps["Private_Dirty"]
             assert private < 0.5 * smaps["Rss"], smaps
-        with httpx.Client(base_url=serve.url, timeout=30) as client:
-            ids = [client.post("/predict", json=BODY).json()["request_id"] for _ in range(20)]
+        ids = [_predict_anew(serve.url) for _ in range(20)]
+        # Whichever worker answers, the OIP statistics are the whole service's.
+        assert {_iris_inferences(serve.url) for _ in range(8)} == {20}
         # One thread in the parent: nothing half-alive was copied into the workers.
         assert len(list(Path(f"/proc/{serve.proc.pid}/task").iterdir())) == 1
     finally:
@@ -79,7 +95,11 @@ def test_workers_share_the_parents_loaded_models_and_stop_together(tmp_path: Pat
         runs = conn.execute(
             "SELECT count(*), min(status) FROM runs WHERE kind = 'serve'"
         ).fetchone()
+        answered_by = conn.execute(
+            "SELECT count(DISTINCT run_id) FROM requests WHERE status = 'ok'"
+        ).fetchone()[0]
     assert stored == 20
+    assert answered_by == 2  # both workers took requests: the figures above were summed
     assert runs == (2, "done")  # each worker drained and closed its run
 
 
@@ -94,6 +114,10 @@ def test_a_killed_worker_is_replaced_and_a_killed_parent_takes_its_workers(
     serve = ServeProcess(tmp_path / "serve.log", "--workers", "2", env=env)
     workers = _children(serve.proc.pid)
     try:
+        for _ in range(10):
+            _predict_anew(serve.url)
+        before = _iris_inferences(serve.url)
+        assert before == 10
         os.kill(workers[0], signal.SIGKILL)
         _wait(
             lambda: (
@@ -105,8 +129,10 @@ def test_a_killed_worker_is_replaced_and_a_killed_parent_takes_its_workers(
         )
         _wait(serve.ready, 120, "not ready again after a worker died")
         replaced = _children(serve.proc.pid)
-        with httpx.Client(base_url=serve.url, timeout=30) as client:
-            assert all(client.post("/predict", json=BODY).status_code == 200 for _ in range(10))
+        for _ in range(10):
+            _predict_anew(serve.url)
+        # The replacement took over the dead worker's block: counts never go back.
+        assert {_iris_inferences(serve.url) for _ in range(8)} == {before + 10}
     finally:
         # SIGKILL: the parent cannot forward anything; each worker hears of it from Linux.
         serve.proc.kill()

@@ -3,9 +3,12 @@ one group per batch the model ran, rejections in groups of their own."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from engine.server.oip.statistics import ModelStatistics
+import pytest
+
+from engine.server.oip.statistics import ModelStatistics, StatisticsTable
 from engine.stats import RunRecorder
 from engine.work import FutureSink, Work
 
@@ -72,5 +75,43 @@ def test_models_that_are_not_served_are_not_kept() -> None:
     stats = ModelStatistics(["iris"])
     for i in range(1000):
         stats.record([_work("rejected", model=None, named=f"no-such-model-{i}")])
-    assert list(stats._models) == []
+    assert stats.table.cells.shape[:2] == (1, 1)  # one worker, one model: no more
     assert stats.model_json("iris", "1")["inference_stats"]["fail"]["count"] == 0
+
+
+def test_forked_workers_add_to_one_shared_table_and_any_of_them_reads_the_sum() -> None:
+    """`serve --workers N`: the parent's table is shared across fork; each worker writes its
+    own block, and a read in any process (here the parent) sums them."""
+    table = StatisticsTable(["iris"], max_batch=8, workers=3)
+    children = []
+    for slot, rows in ((0, 1), (1, 2), (2, 3)):
+        pid = os.fork()
+        if pid == 0:  # a worker: claims its block, records `rows` executions of 2 rows
+            try:
+                table.claim(slot)
+                stats = ModelStatistics(["iris"], 8, table)
+                for _ in range(rows):
+                    stats.record([_work("ok"), _work("ok")])
+                stats.record([_work("failed")])
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    found = ModelStatistics(["iris"], 8, table).model_json("iris", "1")
+    # A failed row went through the model: an execution of one.
+    assert (found["inference_count"], found["execution_count"]) == (12, 9)
+    assert found["inference_stats"]["fail"]["count"] == 3
+    assert found["inference_stats"]["success"] == {"count": 12, "ns": 12 * 600_000}
+    assert [b["batch_size"] for b in found["batch_stats"]] == [1, 2]
+    assert found["batch_stats"][1]["compute_infer"] == {"count": 6, "ns": 6 * 400_000}
+    assert found["last_inference"] > 0
+    with pytest.raises(ValueError, match="slot 3"):
+        table.claim(3)
+
+
+def test_a_batch_larger_than_the_table_counts_its_rows_but_no_batch_entry() -> None:
+    stats = ModelStatistics(["iris"], max_batch=1)
+    stats.record([_work("ok"), _work("ok")])
+    found = stats.model_json("iris", "1")
+    assert found["inference_count"] == 2 and found["batch_stats"] == []

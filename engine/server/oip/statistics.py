@@ -12,16 +12,21 @@ Triton's names as follows:
 - `compute_output`: `write` (the result committed to the database, before the answer goes);
 - `success` / `fail`: the whole request, accepted to committed, by how it ended.
 
-Each worker process of `serve --workers N` keeps its own figures: a caller sees the worker
-that answered.
+The figures live in a `StatisticsTable`: one block of counters per worker. With `serve
+--workers N` the parent makes the table in shared memory before it forks, each worker adds to
+its own block only (no locks: one writer per block), and a read sums every block, so any worker
+answers for the whole service. A worker that replaces a dead one takes over its block, so no
+count ever goes back.
 """
 
 from __future__ import annotations
 
+import mmap
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from engine.work import Work
 
@@ -30,108 +35,134 @@ _INFER = frozenset({"inference"})
 _QUEUE = frozenset({"queue_wait"})
 _WRITE = frozenset({"write"})
 
-
-@dataclass(slots=True)
-class Duration:
-    """A count and a total in nanoseconds (Triton's `StatisticDuration`)."""
-
-    count: int = 0
-    ns: int = 0
-
-    def add(self, ns: int, count: int = 1) -> None:
-        self.count += count
-        self.ns += ns
-
-    def as_json(self) -> dict[str, int]:
-        return {"count": self.count, "ns": self.ns}
+# One model's counters in a block, as columns: (count, ns) per stage, then the totals, then
+# (count, ns) of compute input, infer and output for each batch size 1..max_batch.
+STAGES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+_SUCCESS, _FAIL, _QUEUE_AT, _INPUT_AT, _INFER_AT, _OUTPUT_AT = (2 * i for i in range(6))
+_INFERENCES = 2 * len(STAGES)
+_EXECUTIONS = _INFERENCES + 1
+_LAST_MS = _INFERENCES + 2
+_BATCHES = _INFERENCES + 3
+_PER_BATCH = 6
 
 
-@dataclass(slots=True)
-class _BatchStats:
-    compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
-    compute_output: Duration = field(default_factory=Duration)
+def _span_us(work: Work, names: frozenset[str]) -> int:
+    return sum(int(span[2]) for span in work.spans if span[0] in names)
 
 
-@dataclass(slots=True)
-class _ModelStats:
-    last_inference_ms: int = 0
-    inference_count: int = 0
-    execution_count: int = 0
-    stages: dict[str, Duration] = field(default_factory=lambda: defaultdict(Duration))
-    batches: dict[int, _BatchStats] = field(default_factory=lambda: defaultdict(_BatchStats))
+class StatisticsTable:
+    """Every worker's counters: int64 cells shaped `[workers, models, columns]`, in memory
+    shared across `fork` when there is more than one worker. `slot` is the block this process
+    writes (the supervisor gives each worker its own with `claim`)."""
 
+    def __init__(self, models: Sequence[str], max_batch: int, workers: int = 1) -> None:
+        self.models = {name: index for index, name in enumerate(models)}
+        self.max_batch = max_batch
+        shape = (workers, len(self.models), _BATCHES + _PER_BATCH * max_batch)
+        cells = int(np.prod(shape))
+        if workers > 1:
+            # Anonymous and MAP_SHARED: the forked workers write into these very pages.
+            self._shared: mmap.mmap | None = mmap.mmap(-1, max(cells, 1) * 8)
+            self.cells = np.frombuffer(self._shared, np.int64, count=cells).reshape(shape)
+        else:
+            self._shared = None
+            self.cells = np.zeros(shape, np.int64)
+        self.slot = 0
 
-def _has_span(work: Work, name: str) -> bool:
-    return any(span[0] == name for span in work.spans)
-
-
-def _span_ns(work: Work, names: frozenset[str]) -> int:
-    total: int = sum(int(span[2]) for span in work.spans if span[0] in names)
-    return total * 1000
+    def claim(self, slot: int) -> None:
+        """Write into block `slot` from now on (called in a worker just after the fork)."""
+        if not 0 <= slot < self.cells.shape[0]:
+            raise ValueError(f"slot {slot} of a table for {self.cells.shape[0]} workers")
+        self.slot = slot
 
 
 class ModelStatistics:
     """Per-model counters of finished requests; `serve`'s lifespan subscribes `record` to the
     engine (`Engine.on_finished`) and the OIP routes read `model_json`."""
 
-    def __init__(self, models: list[str]) -> None:
-        # Only the models served: a rejected request may name any model, and each name kept
-        # would be memory a caller could grow at will.
-        self._served = frozenset(models)
-        self._models: dict[str, _ModelStats] = defaultdict(_ModelStats)
+    def __init__(
+        self, models: Sequence[str], max_batch: int = 256, table: StatisticsTable | None = None
+    ) -> None:
+        """`table`: the service's shared table (`serve --workers N`); a table of this process
+        alone otherwise. Only the models served are counted: a rejected request may name any
+        model, and each name kept would be memory a caller could grow at will."""
+        self.table = table or StatisticsTable(models, max_batch)
+        known = self.table.models
+        self._index: dict[str | None, int] = {m: known[m] for m in models if m in known}
 
     def record(self, group: list[Work]) -> None:
         """A group the engine finished: one batch's rows, or rejections."""
+        own = self.table.cells[self.table.slot]
         # Rows the model ran (a rejection written again under a new ID keeps its spans).
-        executed = [w for w in group if w.status != "rejected" and _has_span(w, "inference")]
+        executed = [
+            w for w in group if w.status != "rejected" and any(s[0] == "inference" for s in w.spans)
+        ]
         for work in group:
-            name = work.model_name
-            if name not in self._served:
+            index = self._index.get(work.model_name)
+            if index is None:
                 continue
-            stats = self._models[name]
+            row = own[index]
             total_ns = work.latency_us * 1000
             if work.status != "ok":
-                stats.stages["fail"].add(total_ns)
+                row[_FAIL] += 1
+                row[_FAIL + 1] += total_ns
                 continue
-            stats.stages["success"].add(total_ns)
-            stats.stages["queue"].add(_span_ns(work, _QUEUE))
-            stats.stages["compute_input"].add(_span_ns(work, _INPUT_SPANS))
-            stats.stages["compute_infer"].add(_span_ns(work, _INFER))
-            stats.stages["compute_output"].add(_span_ns(work, _WRITE))
-            stats.inference_count += 1
-            stats.last_inference_ms = time.time_ns() // 1_000_000
-        executed_model = executed[0].model_name if executed else None
-        if executed_model in self._served:
-            # One `Committer.write` per batch the model ran: one execution of len(group) rows.
-            stats = self._models[executed_model]
-            stats.execution_count += 1
-            batch = stats.batches[len(executed)]
-            batch.compute_input.add(sum(_span_ns(w, _INPUT_SPANS) for w in executed))
-            batch.compute_infer.add(_span_ns(executed[0], _INFER))
-            batch.compute_output.add(max(_span_ns(w, _WRITE) for w in executed))
+            for at, names in (
+                (_QUEUE_AT, _QUEUE),
+                (_INPUT_AT, _INPUT_SPANS),
+                (_INFER_AT, _INFER),
+                (_OUTPUT_AT, _WRITE),
+            ):
+                row[at] += 1
+                row[at + 1] += _span_us(work, names) * 1000
+            row[_SUCCESS] += 1
+            row[_SUCCESS + 1] += total_ns
+            row[_INFERENCES] += 1
+            row[_LAST_MS] = time.time_ns() // 1_000_000
+        index = self._index.get(executed[0].model_name) if executed else None
+        if index is None or len(executed) > self.table.max_batch:
+            return
+        # One `Committer.write` per batch the model ran: one execution of len(executed) rows.
+        row = own[index]
+        row[_EXECUTIONS] += 1
+        at = _BATCHES + _PER_BATCH * (len(executed) - 1)
+        row[at : at + _PER_BATCH : 2] += 1
+        row[at + 1] += sum(_span_us(w, _INPUT_SPANS) for w in executed) * 1000
+        row[at + 3] += _span_us(executed[0], _INFER) * 1000
+        row[at + 5] += max(_span_us(w, _WRITE) for w in executed) * 1000
 
     def model_json(self, name: str, version: str) -> dict[str, Any]:
-        """One model's entry of `model_stats`, as Triton writes it."""
-        stats = self._models.get(name) or _ModelStats()
-        stages = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
-        inference = {stage: stats.stages.get(stage, Duration()).as_json() for stage in stages}
-        inference["cache_hit"] = inference["cache_miss"] = Duration().as_json()
+        """One model's entry of `model_stats`, as Triton writes it: every worker's blocks."""
+        index = self._index.get(name)
+        if index is None:
+            row = np.zeros(self.table.cells.shape[2], np.int64)
+            last_ms = 0
+        else:
+            blocks = self.table.cells[:, index]
+            row, last_ms = blocks.sum(axis=0), int(blocks[:, _LAST_MS].max())
+
+        def duration(at: int) -> dict[str, int]:
+            return {"count": int(row[at]), "ns": int(row[at + 1])}
+
+        inference = {stage: duration(2 * i) for i, stage in enumerate(STAGES)}
+        inference["cache_hit"] = inference["cache_miss"] = {"count": 0, "ns": 0}
+        batches = row[_BATCHES:].reshape(-1, _PER_BATCH)
         return {
             "name": name,
             "version": version,
-            "last_inference": stats.last_inference_ms,
-            "inference_count": stats.inference_count,
-            "execution_count": stats.execution_count,
+            "last_inference": last_ms,
+            "inference_count": int(row[_INFERENCES]),
+            "execution_count": int(row[_EXECUTIONS]),
             "inference_stats": inference,
             "batch_stats": [
                 {
-                    "batch_size": size,
-                    "compute_input": batch.compute_input.as_json(),
-                    "compute_infer": batch.compute_infer.as_json(),
-                    "compute_output": batch.compute_output.as_json(),
+                    "batch_size": size + 1,
+                    "compute_input": {"count": int(cells[0]), "ns": int(cells[1])},
+                    "compute_infer": {"count": int(cells[2]), "ns": int(cells[3])},
+                    "compute_output": {"count": int(cells[4]), "ns": int(cells[5])},
                 }
-                for size, batch in sorted(stats.batches.items())
+                for size, cells in enumerate(batches)
+                if cells[0]
             ],
             "memory_usage": [],
         }

@@ -1,0 +1,52 @@
+"""The exported graph as a plain function (`engine.models.lean`): used for the built-in models,
+exactly equal to the exported module, and refused for graphs it does not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.models import ModelRegistry
+from engine.models.lean import lean_forward
+
+
+@pytest.mark.parametrize("name", ["iris", "digits"])
+def test_the_builtin_models_run_the_lean_graph_with_the_exported_results(name: str) -> None:
+    registry = ModelRegistry.discover()
+    model = registry.get(name)
+    assert model is not None
+    model.load()
+    assert not isinstance(model._module, torch.nn.Module)  # the bound forward, not the module
+    program = torch.export.load(str(model.folder / model.manifest.artifact))
+    exported = program.module()
+    batch = torch.from_numpy(
+        np.random.default_rng(7).normal(size=(17, model.manifest.feature_count))
+    ).float()
+    with torch.inference_mode():
+        assert model._module is not None
+        assert torch.equal(model._module(batch), exported(batch))
+    # The guard call is gone from the copy; the exported module keeps its own.
+    lean = lean_forward(exported)
+    assert lean is not None
+    assert "_guards_fn" not in lean.__self__.code  # type: ignore[attr-defined]
+
+
+class _TwoOut(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + 1, x * 2
+
+
+class _TwoIn(torch.nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
+
+
+def test_graphs_with_other_than_one_tensor_in_and_one_out_are_left_alone(tmp_path: Path) -> None:
+    x = torch.zeros(2, 3)
+    two_out = torch.export.export(_TwoOut(), (x,)).module()
+    two_in = torch.export.export(_TwoIn(), (x, x)).module()
+    assert lean_forward(two_out) is None
+    assert lean_forward(two_in) is None

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from process_cpu import tree_cpu_s
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -141,6 +142,7 @@ class Server:
 def wrk(server: Server, args: argparse.Namespace, seconds: float, script: Path) -> dict[str, Any]:
     """One checked round of wrk against `server`: figures, or a BenchError on any failure."""
     offset = server.log_size()
+    cpu_before = tree_cpu_s(server.proc.pid)
     command = [
         "wrk",
         f"-t{args.threads}",
@@ -152,6 +154,7 @@ def wrk(server: Server, args: argparse.Namespace, seconds: float, script: Path) 
         server.url + INFER,
     ]
     run = subprocess.run(command, capture_output=True, text=True, check=False)
+    cpu_s = tree_cpu_s(server.proc.pid) - cpu_before
     found = re.search(r"^WRK_DONE (\{.*\})$", run.stdout, re.MULTILINE)
     if run.returncode != 0 or found is None:
         raise BenchError(f"wrk failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
@@ -174,6 +177,8 @@ def wrk(server: Server, args: argparse.Namespace, seconds: float, script: Path) 
         "logged_200": logged.get("200", 0),
         "p50_ms": done["p50_us"] / 1000,
         "p99_ms": done["p99_us"] / 1000,
+        # The server's processes' CPU time per answer: steadier than req/s on a shared machine.
+        "cpu_us": cpu_s / done["requests"] * 1e6,
     }
 
 
@@ -317,7 +322,8 @@ def main() -> None:
                     runs.append({"round": i + 1, "server": name} | r)
                     print(
                         f"round {i + 1} {name:9} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:6.2f} "
-                        f"p99 {r['p99_ms']:6.2f} ms  {r['requests']:,} requests, all 200",
+                        f"p99 {r['p99_ms']:6.2f} ms  {r['cpu_us']:5,.0f} CPU µs/req  "
+                        f"{r['requests']:,} requests, all 200",
                         flush=True,
                     )
         except BenchError as exc:
@@ -333,13 +339,9 @@ def main() -> None:
     def med(name: str, key: str) -> float:
         return float(statistics.median(r[key] for r in runs if r["server"] == name))
 
-    medians = {
-        name: {key: med(name, key) for key in ("rps", "p50_ms", "p99_ms")} for name in SERVERS
-    }
-    ratio = {
-        key: medians["inferdeck"][key] / medians["mlserver"][key]
-        for key in ("rps", "p50_ms", "p99_ms")
-    }
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_us")
+    medians = {name: {key: med(name, key) for key in keys} for name in SERVERS}
+    ratio = {key: medians["inferdeck"][key] / medians["mlserver"][key] for key in keys}
     summary = {
         "bench": "mlserver",
         "model": MODEL,
@@ -360,6 +362,9 @@ def main() -> None:
         "ratio_rps": ratio["rps"],
         "ratio_p50": ratio["p50_ms"],
         "ratio_p99": ratio["p99_ms"],
+        "inferdeck_cpu_us_per_request": medians["inferdeck"]["cpu_us"],
+        "mlserver_cpu_us_per_request": medians["mlserver"]["cpu_us"],
+        "ratio_cpu_per_request": ratio["cpu_us"],
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "mlserver.json").write_text(
@@ -369,13 +374,16 @@ def main() -> None:
         f"\nmedians of {args.repeat} rounds of {args.duration:g} s, {args.connections} "
         f"connections, MLServer {facts['version']} with parallel_workers={workers}:"
     )
-    print(f"  {'':24} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"  {'':24} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}")
     for name in SERVERS:
         m = medians[name]
-        print(f"  {name:24} {m['rps']:>10,.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}")
+        print(
+            f"  {name:24} {m['rps']:>10,.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f} "
+            f"{m['cpu_us']:>11,.0f}"
+        )
     print(
         f"  {'InferDeck / MLServer':24} {ratio['rps']:>9.2f}× {ratio['p50_ms']:>7.2f}× "
-        f"{ratio['p99_ms']:>7.2f}×"
+        f"{ratio['p99_ms']:>7.2f}× {ratio['cpu_us']:>10.2f}×"
     )
     print(json.dumps(summary), flush=True)
 

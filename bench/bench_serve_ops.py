@@ -8,7 +8,8 @@ for the built-in `iris` model:
    the share `--trace-ratio` asks for, through the standard sampler variables) over OTLP/HTTP
    to a receiver in this script (it reads each export and answers 200). Prometheus' scrape is
    included: this script scrapes `/metrics` once a second during each round. Rounds alternate
-   the three, medians of `--repeat`; the ratios to "off" are the cost.
+   the three, medians of `--repeat`; the ratios to "off" are the cost, in requests per second
+   and in CPU time per request of the service's processes (its span exporter included).
 2. Memory: the total proportional set size (PSS, from `/proc/PID/smaps_rollup`: shared pages
    divided among the processes that share them) of `--workers 1` and of `--workers 4`, parent
    included, after start and a short load; and one worker's resident set (RSS) after start and
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from process_cpu import tree_cpu_s
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -211,13 +213,20 @@ def observability(args: argparse.Namespace, tmp: Path, script: Path) -> dict[str
                         target=_scrape_while, args=(server.url, stop, scrapes), daemon=True
                     )
                     scraper.start()
+                cpu_before = tree_cpu_s(server.proc.pid)
                 figures = wrk(server.url, args.connections, args.duration, script)
+                # The service's processes (its span exporter included) per request.
+                cpu_s = tree_cpu_s(server.proc.pid) - cpu_before
+                figures["cpu_us"] = cpu_s / figures["requests"] * 1e6
                 stop.set()
                 if scraper is not None:
                     scraper.join()
                 figures["scrapes"] = len(scrapes)
                 rounds[name].append(figures)
-                print(f"  {name:16} {figures['rps']:8.0f} req/s", flush=True)
+                print(
+                    f"  {name:16} {figures['rps']:8.0f} req/s {figures['cpu_us']:6.0f} CPU µs/req",
+                    flush=True,
+                )
     finally:
         for server in servers.values():
             server.stop()
@@ -226,7 +235,8 @@ def observability(args: argparse.Namespace, tmp: Path, script: Path) -> dict[str
         raise BenchError("tracing was on but nothing reached the OTLP receiver")
     medians = {
         name: {
-            k: statistics.median(r[k] for r in rounds[name]) for k in ("rps", "p50_ms", "p99_ms")
+            k: statistics.median(r[k] for r in rounds[name])
+            for k in ("rps", "p50_ms", "p99_ms", "cpu_us")
         }
         for name in CONFIGS
     }
@@ -237,6 +247,9 @@ def observability(args: argparse.Namespace, tmp: Path, script: Path) -> dict[str
         "repeat": args.repeat,
         "medians": medians,
         "ratio_to_off": {name: medians[name]["rps"] / off for name in CONFIGS},
+        "cpu_ratio_to_off": {
+            name: medians[name]["cpu_us"] / medians["off"]["cpu_us"] for name in CONFIGS
+        },
         "otlp_exports": sink.exports,
         "otlp_bytes": sink.bytes_in,
         "rounds": rounds,
@@ -306,11 +319,17 @@ def main() -> None:
     (OUT / "serve_ops.json").write_text(json.dumps(result, indent=2))
     if "observability" in result:
         obs = result["observability"]
-        print(f"\n{'config':18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ratio':>8}")
+        print(
+            f"\n{'config':18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ratio':>8}"
+            f"{'CPU µs/req':>12}{'ratio':>8}"
+        )
         for name in CONFIGS:
             m = obs["medians"][name]
-            ratio = obs["ratio_to_off"][name]
-            print(f"{name:18}{m['rps']:10.0f}{m['p50_ms']:10.2f}{m['p99_ms']:10.2f}{ratio:8.3f}")
+            ratio, cpu_ratio = obs["ratio_to_off"][name], obs["cpu_ratio_to_off"][name]
+            print(
+                f"{name:18}{m['rps']:10.0f}{m['p50_ms']:10.2f}{m['p99_ms']:10.2f}{ratio:8.3f}"
+                f"{m['cpu_us']:12.0f}{cpu_ratio:8.3f}"
+            )
     if "memory" in result:
         mem = result["memory"]
         print(

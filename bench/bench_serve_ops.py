@@ -22,6 +22,7 @@ are saved to bench/out/serve_ops.json, with one JSON line at the end.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.server
 import json
 import os
@@ -256,6 +257,101 @@ def observability(args: argparse.Namespace, tmp: Path, script: Path) -> dict[str
     }
 
 
+def _finished_group(size: int) -> list[Any]:
+    """A batch of `size` answered iris requests with the engine's spans, as `Engine.on_finished`
+    hands them to the metrics and the statistics."""
+    from engine.stats import RunRecorder
+    from engine.work import FutureSink, Work
+
+    spans: list[Any] = [
+        ("validate", 0, 3),
+        ("metadata", 3, 1),
+        ("queue_wait", 4, 60),
+        ("inference", 64, 700, {"batch_size": size}),
+        ("write", 764, 400),
+    ]
+    return [
+        Work(
+            request_id=f"r{i}",
+            run=RunRecorder("run", "bench"),
+            sink=FutureSink(),
+            source="http",
+            client_id="oip",
+            model=None,
+            features=None,
+            priority=0,
+            input_json=None,
+            accepted_ns=time.perf_counter_ns(),
+            created_us=0,
+            spans=list(spans),
+            status="ok",
+            latency_us=1200,
+            named_model="iris",
+        )
+        for i in range(size)
+    ]
+
+
+def in_process(args: argparse.Namespace) -> dict[str, float]:
+    """The service process's own CPU time per request for the metrics (`ServiceMetrics.record`)
+    and for tracing (`Tracing.record` and the thread that hands batches to the exporter
+    process), measured here on `args.calls` synthetic requests in groups of 4, with a real
+    exporter process sending to a receiver in this script. Unlike req/s, this does not move
+    with the machine's other load."""
+    from engine.server.metrics import ServiceMetrics
+    from engine.server.otlp import Tracing
+
+    sink = _Sink(("127.0.0.1", 0), _SinkHandler)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    groups = [_finished_group(4) for _ in range(args.calls // 4)]
+    requests = 4 * len(groups)
+    metrics = ServiceMetrics(["iris"])
+    start = time.process_time()
+    for group in groups:
+        metrics.record(group)
+    metrics_us = (time.process_time() - start) / requests * 1e6
+
+    tracing = Tracing(
+        {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+        }
+    )
+    traceparent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    attributes = {"http.request.method": "POST", "url.path": INFER}
+
+    async def paced(record: bool) -> float:
+        """CPU seconds of this process for the requests, recorded or not (the pacing's own
+        cost, measured without recording, is taken off)."""
+        begin = time.process_time()
+        for group in groups:
+            if record:
+                for _ in group:
+                    now = time.perf_counter_ns()
+                    tracing.record(
+                        traceparent, None, "POST", now - 1000, now, attributes, 200, group
+                    )
+            # About 1,000 requests a second, as the service answers them: as fast as the loop
+            # could go, the exporter's bounded queues would drop spans.
+            await asyncio.sleep(0.004)
+        if record:
+            # Until the feeder thread has sent every batch and the exporter has exported them
+            # (waiting on the exporter costs this process nothing).
+            tracing.shutdown()
+        return time.process_time() - begin
+
+    try:
+        pacing_s = asyncio.run(paced(record=False))
+        tracing.start()
+        tracing_us = (asyncio.run(paced(record=True)) - pacing_s) / requests * 1e6
+    finally:
+        tracing.shutdown()
+        sink.shutdown()
+    if tracing.dropped or sink.exports == 0:
+        raise BenchError(f"tracing dropped {tracing.dropped} spans, {sink.exports} exports")
+    return {"requests": requests, "metrics_us": metrics_us, "tracing_us": tracing_us}
+
+
 def memory(args: argparse.Namespace, tmp: Path, script: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))}
     pss: dict[str, float] = {}
@@ -292,7 +388,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--requests", type=int, default=100_000, help="for the RSS figure")
-    parser.add_argument("--only", choices=("observability", "memory"))
+    parser.add_argument("--only", choices=("observability", "in-process", "memory"))
+    parser.add_argument("--calls", type=int, default=10_000, help="for the in-process figures")
     parser.add_argument(
         "--trace-ratio",
         type=float,
@@ -310,6 +407,9 @@ def main() -> None:
             if args.only in (None, "observability"):
                 print("observability: off / metrics / metrics+tracing", flush=True)
                 result["observability"] = observability(args, tmp, script)
+            if args.only in (None, "in-process"):
+                print("in-process CPU per request: metrics, tracing", flush=True)
+                result["in_process"] = in_process(args)
             if args.only in (None, "memory"):
                 print("memory: PSS of 1 and 4 workers, RSS after requests", flush=True)
                 result["memory"] = memory(args, tmp, script)
@@ -330,6 +430,12 @@ def main() -> None:
                 f"{name:18}{m['rps']:10.0f}{m['p50_ms']:10.2f}{m['p99_ms']:10.2f}{ratio:8.3f}"
                 f"{m['cpu_us']:12.0f}{cpu_ratio:8.3f}"
             )
+    if "in_process" in result:
+        cost = result["in_process"]
+        print(
+            f"\nin the service's process, per request ({cost['requests']:,} requests): "
+            f"metrics {cost['metrics_us']:.1f} µs, tracing {cost['tracing_us']:.1f} µs"
+        )
     if "memory" in result:
         mem = result["memory"]
         print(
@@ -339,7 +445,15 @@ def main() -> None:
             f"{mem['rss_mb_after_requests']:.0f} MB after {mem['requests']:,} requests"
         )
     summary = {k: v for k, v in result.get("observability", {}).items() if k != "rounds"}
-    print(json.dumps({"observability": summary, "memory": result.get("memory")}))
+    print(
+        json.dumps(
+            {
+                "observability": summary,
+                "in_process": result.get("in_process"),
+                "memory": result.get("memory"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ spans out, over OTLP/HTTP with opentelemetry-sdk's batch processor and exporter.
 Started by `otlp.Tracing.start` (one per worker) as `python -m engine.server.otlp_export`
 and fed batches of `Record` on its stdin, each a pickle after its length (4 bytes, big-endian);
 the end of stdin asks it to export what it holds and stop. The SDK reads its configuration from
-the standard `OTEL_*` environment. It ignores Ctrl+C (the terminal sends it to the whole
+the standard `OTEL_*` environment. It runs at a lower CPU priority than the service, ignores
+Ctrl+C (the terminal sends it to the whole
 process group; the service's own stop ends it through stdin, so the last spans are not lost)
 and asks Linux to stop it if its worker dies.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import pickle
 import signal
 import sys
@@ -27,6 +29,7 @@ Record = tuple[
 ]
 
 _PR_SET_PDEATHSIG = 1
+NICENESS = 10  # added to the service's own
 
 
 def export_forever(stream: BinaryIO) -> None:
@@ -37,6 +40,12 @@ def export_forever(stream: BinaryIO) -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     with contextlib.suppress(OSError, AttributeError):  # not Linux: no such call
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    # Encoding spans is most of this process's work (about 40 µs a span in the SDK's
+    # encoder) and none of it is urgent: batches wait seconds anyway. At a lower priority it
+    # takes the CPU time the service leaves, rather than competing with the requests it
+    # traces; if that is not enough, its bounded queues drop spans, never slow an answer.
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     spans = SpanBuilder()
     try:
         while len(head := stream.read(4)) == 4:

@@ -26,6 +26,7 @@ from live_server import BODY, ServeProcess, free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from engine.server.otlp import Tracing
+from engine.server.otlp_export import NICENESS
 from engine.server.telemetry import tracing_from_env, tracing_wanted
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -356,6 +357,9 @@ def test_spans_are_built_in_a_process_of_their_own_whose_death_costs_no_answer(
         assert len(exporters) == 1, children.read_text()
         first = httpx.post(f"{serve.url}/predict", json=BODY, timeout=30)
         receiver.received.wait_for(first.headers["traceparent"].split("-")[1], 1 + len(STAGES))
+        # It encodes at a lower CPU priority than the service it traces.
+        service_nice = os.getpriority(os.PRIO_PROCESS, serve.proc.pid)
+        assert os.getpriority(os.PRIO_PROCESS, exporters[0]) == service_nice + NICENESS
         os.kill(exporters[0], signal.SIGKILL)
         with httpx.Client(base_url=serve.url, timeout=30) as client:
             answers = [client.post("/predict", json=BODY) for _ in range(300)]

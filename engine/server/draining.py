@@ -3,7 +3,8 @@
 uvicorn listens for SIGINT and SIGTERM only, and after its drain raises the signal it caught
 again, so a clean stop ended as "killed by SIGTERM" (exit 143). A closed terminal or SSH
 session sends SIGHUP, which killed the service at once: requests in flight got a reset. Here
-SIGHUP drains as SIGTERM does, and a drained service exits 0.
+SIGHUP drains as SIGTERM does (unless it was ignored, as `nohup` does), and a drained service
+exits 0.
 """
 
 from __future__ import annotations
@@ -32,12 +33,18 @@ class DrainingServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield  # signals reach the main thread only; whoever runs this one stops it
             return
-        previous = signal.signal(signal.SIGHUP, self.handle_exit)
+        hangup = getattr(signal, "SIGHUP", None)  # none on Windows
+        # `nohup inferdeck serve` ignores SIGHUP on purpose: left so.
+        if hangup is None or signal.getsignal(hangup) is signal.SIG_IGN:
+            with super().capture_signals():
+                yield
+            return
+        previous = signal.signal(hangup, self.handle_exit)
         try:
             with super().capture_signals():
                 yield
         finally:
-            signal.signal(signal.SIGHUP, previous)
+            signal.signal(hangup, previous)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded in `_captured_signals`: uvicorn would raise it again after the drain.

@@ -28,10 +28,25 @@ def test_the_builtin_models_run_the_lean_graph_with_the_exported_results(name: s
     with torch.inference_mode():
         assert model._module is not None
         assert torch.equal(model._module(batch), exported(batch))
-    # The guard call is gone from the copy; the exported module keeps its own.
+    # The copy keeps the export's guard on the input's shape.
     lean = lean_forward(exported)
     assert lean is not None
-    assert "_guards_fn" not in lean.__self__.code  # type: ignore[attr-defined]
+    assert "_guards_fn" in lean.__self__.code  # type: ignore[attr-defined]
+
+
+class _FixedBatch(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - x.mean(0) + x.shape[0]  # the batch size is baked into the graph
+
+
+def test_a_graph_exported_for_one_batch_size_still_refuses_the_others() -> None:
+    """Without the guard, a program exported for 3 rows returned wrong numbers for 5 rows."""
+    exported = torch.export.export(_FixedBatch(), (torch.zeros(3, 2),)).module()
+    lean = lean_forward(exported)
+    assert lean is not None
+    assert torch.equal(lean(torch.ones(3, 2)), exported(torch.ones(3, 2)))
+    with pytest.raises(Exception, match=r"(?i)guard"):
+        lean(torch.ones(5, 2))
 
 
 class _TwoOut(torch.nn.Module):

@@ -107,6 +107,9 @@ class ServeProcess:
         environment["INFERDECK_DB"] = str(self.db)
 
         def limit_fds() -> None:
+            # As from a terminal: a runner started under `nohup` would hand down an ignored
+            # SIGHUP, which serve rightly keeps ignoring.
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
             if fd_limit is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
 

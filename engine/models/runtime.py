@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from engine.models.lean import lean_forward
+from engine.models.lean import batch_range, lean_forward
 from engine.models.manifest import Manifest, input_model
 
 FeatureRow = Sequence[float]
@@ -38,6 +38,9 @@ class LoadedModel:
     folder: Path
     inputs: type[BaseModel]
     _module: Callable[..., Any] | None = field(default=None, repr=False)
+    # The exported module as loaded, and the batch sizes `_module` takes unchecked (see lean).
+    _exported: Callable[..., Any] | None = field(default=None, repr=False)
+    _rows: tuple[int, int] | None = field(default=None, repr=False)
     _mean: np.ndarray | None = field(default=None, repr=False)
     _std: np.ndarray | None = field(default=None, repr=False)
     _getter: Callable[[BaseModel], Any] | None = field(default=None, repr=False)
@@ -98,8 +101,9 @@ class LoadedModel:
 
         program = torch.export.load(str(self.folder / self.manifest.artifact))
         exported = program.module()
-        self._module = exported
-        lean = lean_forward(exported)
+        self._module = self._exported = exported
+        rows = batch_range(program, exported)
+        lean = lean_forward(exported, keep_guard=rows is None)
         if lean is not None:
             # Kept only if it computes exactly what the exported module does.
             probe = torch.from_numpy(
@@ -111,7 +115,7 @@ class LoadedModel:
             except Exception:  # a graph the copy cannot run, or not one tensor out
                 agrees = False
             if agrees:
-                self._module = lean
+                self._module, self._rows = lean, rows
         warm = self.predict_batch([[0.0] * self.manifest.feature_count])
         if warm.shape != (1, len(self.labels)):
             self._module = None
@@ -127,8 +131,12 @@ class LoadedModel:
         x = np.asarray(rows, dtype=np.float32)
         if self._mean is not None and self._std is not None:
             x = (x - self._mean) / self._std
+        module = self._module
+        if self._rows is not None and not self._rows[0] <= len(x) <= self._rows[1]:
+            assert self._exported is not None
+            module = self._exported  # its guard refuses the batch, naming the bound
         with torch.inference_mode():
-            logits = self._module(torch.from_numpy(x))
+            logits = module(torch.from_numpy(x))
             probs = torch.softmax(logits, dim=1)
         result: np.ndarray = probs.numpy()
         return result

@@ -19,14 +19,19 @@ def _server() -> DrainingServer:
 
 
 def test_sighup_drains_while_serving_and_its_handler_is_put_back() -> None:
-    before = signal.getsignal(signal.SIGHUP)
-    server = _server()
-    with server.capture_signals():
-        handler = signal.getsignal(signal.SIGHUP)
-        assert callable(handler) and handler != before
-        signal.raise_signal(signal.SIGHUP)
-    assert server.should_exit and not server.force_exit
-    assert signal.getsignal(signal.SIGHUP) == before  # and it was not raised again on the way out
+    # As from a terminal, whatever this test runner inherited (a `nohup` ignores SIGHUP).
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        server = _server()
+        with server.capture_signals():
+            handler = signal.getsignal(signal.SIGHUP)
+            assert handler not in (signal.SIG_DFL, signal.SIG_IGN, None)
+            signal.raise_signal(signal.SIGHUP)
+        assert server.should_exit and not server.force_exit
+        # Put back, and not raised again on the way out (this process would have ended).
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, inherited)
 
 
 def test_a_sighup_ignored_by_nohup_stays_ignored() -> None:

@@ -3,13 +3,15 @@ exactly equal to the exported module, and refused for graphs it does not fit."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from engine.models import ModelRegistry
+from engine.models import ModelRegistry, builtin_models_dir
 from engine.models.lean import lean_forward
 
 
@@ -28,10 +30,35 @@ def test_the_builtin_models_run_the_lean_graph_with_the_exported_results(name: s
     with torch.inference_mode():
         assert model._module is not None
         assert torch.equal(model._module(batch), exported(batch))
-    # The copy keeps the export's guard on the input's shape.
-    lean = lean_forward(exported)
-    assert lean is not None
-    assert "_guards_fn" in lean.__self__.code  # type: ignore[attr-defined]
+    # Exported for 1..65,536 rows: the guard call is dropped, the bounds checked in Python.
+    assert model._rows == (1, 65536)
+    assert "_guards_fn" not in model._module.__self__.code  # type: ignore[attr-defined]
+    guarded = lean_forward(exported)
+    assert guarded is not None
+    assert "_guards_fn" in guarded.__self__.code  # type: ignore[attr-defined]
+
+
+def test_a_batch_outside_the_exported_bounds_is_refused_by_the_exports_guard(
+    tmp_path: Path,
+) -> None:
+    """A program exported for at most 8 rows: 5 run on the lean graph, 20 reach the exported
+    module, whose guard refuses them (without it, the graph would just run them)."""
+    folder = tmp_path / "small-iris"
+    shutil.copytree(builtin_models_dir() / "iris", folder)
+    manifest = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    (folder / "model.json").write_text(json.dumps({**manifest, "name": "small-iris"}))
+    batch = torch.export.Dim("batch", min=1, max=8)
+    program = torch.export.export(
+        torch.nn.Linear(4, 3), (torch.zeros(2, 4),), dynamic_shapes=({0: batch},)
+    )
+    torch.export.save(program, str(folder / "model.pt2"))
+    model = ModelRegistry.discover(tmp_path).get("small-iris")
+    assert model is not None
+    model.load()
+    assert model._rows == (1, 8)
+    assert model.predict_batch([[5.0, 3.0, 1.5, 0.2]] * 5).shape == (5, 3)
+    with pytest.raises(Exception, match=r"(?i)guard"):
+        model.predict_batch([[5.0, 3.0, 1.5, 0.2]] * 20)
 
 
 class _FixedBatch(torch.nn.Module):

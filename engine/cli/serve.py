@@ -1,7 +1,8 @@
 """`inferdeck serve`: the HTTP service over the engine, run by uvicorn.
 
-Binds 127.0.0.1 unless told otherwise. One JSON line per request goes to stderr; SIGTERM or
-Ctrl+C stops accepting, lets requests in flight finish and flushes the writer.
+Binds 127.0.0.1 unless told otherwise. One JSON line per request goes to stderr; SIGTERM,
+Ctrl+C or SIGHUP stops accepting, lets requests in flight finish, flushes the writer and exits
+0 (see engine.server.draining).
 
 Whatever can stop the service from starting is found here, before a model is loaded and before
 any worker starts: the arguments, the port (bound here and handed to uvicorn, so a port in use

@@ -5,9 +5,8 @@ Started by `otlp.Tracing.start` (one per worker) as `python -m engine.server.otl
 and fed batches of `Record` on its stdin, each a pickle after its length (4 bytes, big-endian);
 the end of stdin asks it to export what it holds and stop. The SDK reads its configuration from
 the standard `OTEL_*` environment. It runs at a lower CPU priority than the service, ignores
-Ctrl+C (the terminal sends it to the whole
-process group; the service's own stop ends it through stdin, so the last spans are not lost)
-and asks Linux to stop it if its worker dies.
+Ctrl+C (the terminal sends it to the whole process group; the service's own stop ends it
+through stdin, so the last spans are not lost) and asks Linux to stop it if its worker dies.
 """
 
 from __future__ import annotations

@@ -24,7 +24,13 @@ FIGURES: tuple[tuple[str, bool], ...] = (
     ("max ms", True),
     ("throughput/s", False),
     ("errors", True),
+    # The server's own figures (`server` in a load run's summary), where a source gave them.
+    ("server queue ms", True),
+    ("server compute ms", True),
+    ("server pending max", True),
+    ("server batch size", False),
 )
+SERVER_FIGURES = frozenset(name for name, _ in FIGURES if name.startswith("server "))
 # Within this fraction of each other, a change is noise, neither better nor worse.
 SAME_WITHIN = 0.02
 CURVE_STEP = 0.05  # in nines: 20 points per decade of the tail
@@ -95,6 +101,11 @@ def figures(
         "throughput/s": _num(summary.get("throughput_per_s")),
         "errors": errors,
     }
+    server = summary.get("server") or {}
+    values["server queue ms"] = _num(server.get("queue_ms"))
+    values["server compute ms"] = _num(server.get("compute_ms"))
+    values["server pending max"] = _num(server.get("pending_max"))
+    values["server batch size"] = _num(server.get("batch_size_mean"))
     return RunFigures(run_id, label, values)
 
 
@@ -119,6 +130,8 @@ def deltas(base: RunFigures, other: RunFigures) -> list[Delta]:
     out = []
     for name, lower_is_better in FIGURES:
         a, b = base.values.get(name), other.values.get(name)
+        if a is None and b is None and name in SERVER_FIGURES:
+            continue  # neither run saw the server's own figures: no rows of dashes
         if a is None or b is None:
             out.append(Delta(name, a, b, None, None, ""))
             continue

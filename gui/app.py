@@ -347,8 +347,13 @@ async def _serve_window(
         lambda text: window.statusBar().showMessage(text, 8000),
         remote_targets.view.store,
     )
+
+    async def run_summary(run_id: str) -> dict[str, Any] | None:
+        found = await queries.get_run(db.reader, run_id)
+        return None if found is None else found.summary
+
     window.trace_view.set_lookup(
-        lambda request_id: queries.get_request(db.reader, request_id), tasks
+        lambda request_id: queries.get_request(db.reader, request_id), tasks, run_summary
     )
 
     def rerun(original_id: str, model: str, payload: dict[str, Any]) -> None:

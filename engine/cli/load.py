@@ -21,11 +21,13 @@ from engine.cli.common import (
     say,
 )
 from engine.cli.load_args import DEFAULT_DURATION_S, TOKEN_ENV, plan_from_args
+from engine.cli.targets import add_server_stats_options, server_stats_fields
 from engine.remote.credentials import host_name, redact_url
 from engine.remote.load import LoadError, LoadRunner
+from engine.remote.load.server_view import server_line
 from engine.remote.payloads import PayloadError, PayloadSource
 from engine.remote.plan import LoadPlan
-from engine.remote.targets import PROTOCOLS, Target
+from engine.remote.targets import PROTOCOLS, Target, describe_validation
 from engine.tasks import freeze_startup_objects
 from storage.database import Database, StorageError, open_database
 
@@ -69,6 +71,7 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--db", help="database file (default: $INFERDECK_DB or the user data folder)")
     p.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    add_server_stats_options(p)
     p.set_defaults(run=run)
 
 
@@ -82,11 +85,10 @@ def _target(args: argparse.Namespace) -> Target:
             headers=parse_headers(args.header),
             timeout_s=args.timeout,
             verify_tls=not args.insecure,
+            **server_stats_fields(args),
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "target"
-        raise CommandError(f"{redact_url(args.url)}: {where}: {first['msg']}") from None
+        raise CommandError(f"{redact_url(args.url)}: {describe_validation(exc)}") from None
 
 
 def _plan(args: argparse.Namespace) -> LoadPlan:
@@ -166,7 +168,9 @@ async def _load(
         result = await runner.run()
     summary = result.summary
     if args.json:
-        emit_json(summary)
+        # Every interval of the server's series is stored with the run; the line printed keeps
+        # to the run's figures and the `server` object.
+        emit_json({k: v for k, v in summary.items() if k != "server_series"})
     else:
         _say_summary(summary)
     return EXIT_PARTIAL if summary["failed"] or summary["rejected"] else EXIT_OK
@@ -185,6 +189,8 @@ def _say_summary(summary: dict[str, Any]) -> None:
     )
     if not_sent := summary.get("not_sent"):
         say(f"not sent: {not_sent:,} (due before the end but not sent by then; never sent late)")
+    if (server := summary.get("server")) is not None:
+        say(server_line(server))
     errors = summary.get("errors") or {}
     if errors:
         ranked = sorted(errors.items(), key=lambda kv: -kv[1])

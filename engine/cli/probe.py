@@ -27,6 +27,7 @@ from engine.cli.common import (
 )
 from engine.cli.targets import add_target_options, target_fields
 from engine.remote.credentials import host_name
+from engine.remote.load.server_side import ServerSide
 from engine.remote.prober import KINDS, Prober, ProbeResult, ProbeRound, StateChange
 from engine.remote.secrets import TokenStore
 from engine.remote.target_store import TargetError, TargetStore, make_target
@@ -89,6 +90,37 @@ def round_line(done: ProbeRound) -> str:
     return line if done.state == "up" else f"{line}  - {done.detail}"
 
 
+def server_text(interval: dict[str, Any] | None) -> str:
+    """The server's own figures over the last round, appended to its line ('' without)."""
+    if interval is None:
+        return ""
+    parts = [f"{interval['throughput_per_s']:,.1f} req/s"]
+    for key, name in (("queue_ms", "queue"), ("compute_ms", "compute")):
+        if interval.get(key) is not None:
+            parts.append(f"{name} {interval[key]:.2f}ms")
+    if interval.get("pending") is not None:
+        parts.append(f"pending {interval['pending']:g}")
+    return "  server: " + " ".join(parts)
+
+
+def round_details(
+    rounds: list[ProbeRound], server: list[dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    """Each round: when, its state, each probe's status and latency, the server's figures."""
+    return [
+        {
+            "at_us": done.at_us,
+            "state": done.state,
+            "probes": {
+                r.kind: {"status": r.status_code, "latency_ms": _ms(r.latency_us)}
+                for r in done.results
+            },
+            "server": figures,
+        }
+        for done, figures in zip(rounds, server, strict=True)
+    ]
+
+
 def _pick(values: list[int], q: float) -> float:
     """Nearest-rank percentile of microseconds, in milliseconds."""
     ordered = sorted(values)
@@ -138,20 +170,47 @@ async def run(args: argparse.Namespace) -> int:
         except TargetError as exc:
             raise CommandError(str(exc)) from exc
         rounds: list[ProbeRound] = []
+        server_figures: list[dict[str, Any] | None] = []
+        side = ServerSide(target, token)
 
-        def on_round(done: ProbeRound) -> None:
-            rounds.append(done)
-            say(round_line(done))
+        async def probe_rounds(prober: Prober) -> None:
+            # The server's own figures are read after each round, off the probes' schedule:
+            # a slow metrics endpoint delays its line, never the next round.
+            async def on_round_server(done: ProbeRound) -> None:
+                interval = await side.poll()
+                rounds.append(done)
+                server_figures.append(interval)
+                say(round_line(done) + server_text(interval))
 
-        async with Prober(target, interval_s=interval, db=db, token=token) as prober:
-            task = asyncio.get_running_loop().create_task(prober.run(count, on_round))
-            # Ctrl+C ends an open-ended run with its summary instead of a traceback.
-            with on_ctrl_c(task.cancel):
-                await asyncio.wait([task])
-            if not task.cancelled() and (error := task.exception()) is not None:
-                raise error
-            changes = prober.snapshot().changes
+            pending: set[asyncio.Task[None]] = set()
+
+            def on_round(done: ProbeRound) -> None:
+                task = asyncio.get_running_loop().create_task(on_round_server(done))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+            try:
+                await prober.run(count, on_round)
+            finally:
+                if pending:
+                    await asyncio.wait(pending)
+
+        await side.start(periodic=False)
+        try:
+            async with Prober(target, interval_s=interval, db=db, token=token) as prober:
+                task = asyncio.get_running_loop().create_task(probe_rounds(prober))
+                # Ctrl+C ends an open-ended run with its summary instead of a traceback.
+                with on_ctrl_c(task.cancel):
+                    await asyncio.wait([task])
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
+                changes = prober.snapshot().changes
+        finally:
+            server = await asyncio.shield(side.stop())
     if args.json:
-        emit_json(summary(target, rounds, changes))
+        emit_json(
+            summary(target, rounds, changes)
+            | {"server": server["server"], "round_details": round_details(rounds, server_figures)}
+        )
     all_up = bool(rounds) and all(r.state == "up" for r in rounds)
     return EXIT_OK if all_up else EXIT_PARTIAL

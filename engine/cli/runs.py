@@ -10,6 +10,7 @@ import aiosqlite
 
 from engine.cli.common import EXIT_OK, CommandError, SubParsers, database, db_path, emit_json, say
 from engine.ids import SHORT_ID_CHARS
+from engine.remote.load.server_view import server_line
 from storage import queries
 
 # How many of the runs an ambiguous prefix matches are listed.
@@ -120,6 +121,8 @@ async def run(args: argparse.Namespace) -> int:
                 f"p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
                 f"p99.9 {lat['p999']:.2f}  max {lat['max']:.2f}"
             )
+            if (server := row.summary.get("server")) is not None:
+                say("  " + server_line(server))
         for j in jobs:
             total = "?" if j.rows_total is None else f"{j.rows_total}"  # unknown: not counted
             say(

@@ -33,7 +33,7 @@ from engine.remote.target_store import (
     TargetStore,
     make_target,
 )
-from engine.remote.targets import PROTOCOLS
+from engine.remote.targets import PROTOCOLS, Target
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,48 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, metavar="S", help="request timeout in seconds")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--db", help="database file")
+    add_server_stats_options(p)
+
+
+def add_server_stats_options(p: argparse.ArgumentParser) -> None:
+    """Where the server's own statistics come from (`targets add|edit`, `probe`, `load`)."""
+    p.add_argument(
+        "--metrics-url",
+        metavar="URL",
+        help="the server's Prometheus metrics endpoint (Triton :8002/metrics, MLServer "
+        ":8082/metrics); '' forgets a saved one",
+    )
+    p.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="a Prometheus server that scrapes the target's replicas (with --selector)",
+    )
+    p.add_argument(
+        "--selector",
+        metavar="SELECTOR",
+        help='the label selector of the replicas in that Prometheus, e.g. {job="inferdeck"}',
+    )
+    p.add_argument(
+        "--no-server-stats",
+        action="store_true",
+        help="do not look for the server's statistics (OIP statistics, /metrics) on its own",
+    )
+
+
+def server_stats_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The server-statistics fields of a target, only those given."""
+    fields: dict[str, Any] = {}
+    if args.metrics_url is not None:
+        fields["metrics_url"] = args.metrics_url or None
+    if args.prometheus is not None:
+        fields["prometheus_url"] = args.prometheus or None
+    if args.selector is not None:
+        fields["prometheus_selector"] = args.selector or None
+    if args.no_server_stats:
+        fields["server_stats"] = False
+    elif getattr(args, "server_stats", False):
+        fields["server_stats"] = True
+    return fields
 
 
 def target_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,7 +106,7 @@ def target_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["verify_tls"] = False
     if getattr(args, "body_template", None) is not None:
         fields["body_template"] = args.body_template
-    return fields
+    return fields | server_stats_fields(args)
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -80,6 +122,11 @@ def add_parser(sub: SubParsers) -> None:
     edit.add_argument("--url", help="a new base URL")
     edit.add_argument("--verify-tls", action="store_true", help="verify TLS certificates again")
     edit.add_argument("--clear-token", action="store_true", help="forget the bearer token")
+    edit.add_argument(
+        "--server-stats",
+        action="store_true",
+        help="look for the server's statistics on its own again (after --no-server-stats)",
+    )
     for sp in (add, edit):
         add_target_options(sp)
         sp.add_argument(
@@ -138,6 +185,18 @@ def _warn_plaintext(found: StoredTarget, tokens: TokenStore) -> None:
 def _url_names(found: StoredTarget) -> list[str]:
     """The missing secrets that are the URL's (`?token`), not headers."""
     return [k for k in found.missing_secrets if k.startswith("?")]
+
+
+def server_stats_text(t: Target) -> str:
+    """Where the target's server-side statistics come from, in words."""
+    parts = []
+    if t.server_stats:
+        parts.append("OIP statistics and /metrics when offered")
+    if t.metrics_url:
+        parts.append(f"metrics {t.metrics_url}")
+    if t.prometheus_url:
+        parts.append(f"Prometheus {t.prometheus_url} {t.prometheus_selector}")
+    return "; ".join(parts) or "off"
 
 
 def _when(us: int) -> str:
@@ -217,6 +276,7 @@ async def _run(args: argparse.Namespace, store: TargetStore, tokens: TokenStore)
         for key, value in detail["headers"].items():
             say(f"  header    {key}: {value}")
         say(f"  token     {'*** (' + tokens.where() + ')' if found.has_token else 'none'}")
+        say(f"  server    {server_stats_text(t)}")
         if found.missing_secrets:
             warn(
                 "inferdeck: secrets not available in this process: "

@@ -50,6 +50,14 @@ class Target(BaseModel):
     verify_tls: bool = True
     # `json` protocol only: the request body, with `{{payload}}` standing for the payload's JSON.
     body_template: str | None = None
+    # The server's own statistics (`engine.remote.server_stats`): a Prometheus exposition
+    # endpoint of the server (`--metrics-url`), a Prometheus server in front of a fleet and the
+    # label selector of its replicas (`--prometheus`, `--selector`), and whether the sources
+    # found on their own (the OIP statistics extension, `/metrics` beside the API) are used.
+    metrics_url: str | None = None
+    prometheus_url: str | None = None
+    prometheus_selector: str | None = Field(default=None, max_length=1000)
+    server_stats: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -79,6 +87,42 @@ class Target(BaseModel):
             raise ValueError("must be an http:// or https:// URL with a host")
         # A trailing slash goes from the path only: a query's value may end in one.
         return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), parts.query, ""))
+
+    @field_validator("metrics_url", "prometheus_url")
+    @classmethod
+    def _stats_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        text = value.strip()
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        # These URLs are stored and shown as they are: a credential in one would be in clear.
+        if "@" in parts.netloc or redact_url(text) != text:
+            raise ValueError(
+                "must not carry credentials (user:password or a token parameter); "
+                "InferDeck reads statistics without them"
+            )
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), parts.query, ""))
+
+    @field_validator("prometheus_selector")
+    @classmethod
+    def _selector(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        text = value.strip()
+        if not (text.startswith("{") and text.endswith("}")) or "\n" in text:
+            raise ValueError('must be a label selector in braces, such as {job="inferdeck"}')
+        return text
+
+    @model_validator(mode="after")
+    def _prometheus_pair(self) -> Target:
+        if (self.prometheus_url is None) != (self.prometheus_selector is None):
+            raise ValueError(
+                "a Prometheus server needs both its URL (--prometheus) and a selector "
+                '(--selector, such as {job="inferdeck"})'
+            )
+        return self
 
     @field_validator("headers")
     @classmethod

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.ids import short_id
+from engine.remote.load.server_view import interval_at, interval_text
 from engine.tasks import TaskOwner
 from gui.history.trace_tree import (
     SpanNode,
@@ -42,6 +43,8 @@ from gui.history.trace_tree import (
 from gui.history.trace_waterfall import SpanTreeView
 
 Lookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+# A run's stored summary by its ID (the server's series of a load run is in it).
+RunLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 RERUN_KEY = "rerun_of"  # the metadata key a run-again request names its original by
 
 
@@ -98,6 +101,7 @@ class TraceView(QWidget):
         self.row: dict[str, Any] | None = None
         self.root: SpanNode | None = None
         self._lookup: Lookup | None = None
+        self._run_lookup: RunLookup | None = None
         self._tasks: TaskOwner | None = None
         self._shown = 0  # bumped per request shown: a late lookup for an older one is dropped
         self.title = QLabel("Select a request in Requests (Enter opens it here).")
@@ -107,6 +111,12 @@ class TraceView(QWidget):
         self.link.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.link.linkActivated.connect(self.open_linked)
         self.link.setVisible(False)
+        # A load run's request whose server sent no stages: what the server's own statistics
+        # said over the second around it (queue, compute, pending).
+        self.server_interval = QLabel()
+        self.server_interval.setWordWrap(True)
+        self.server_interval.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.server_interval.setVisible(False)
         self.copy_button = QPushButton("Copy as JSON")
         self.copy_button.setToolTip("The whole request, spans included, to the clipboard")
         self.copy_button.clicked.connect(self.copy_json)
@@ -142,6 +152,7 @@ class TraceView(QWidget):
         heading = QVBoxLayout()
         heading.addWidget(self.title)
         heading.addWidget(self.link)
+        heading.addWidget(self.server_interval)
         bar = QHBoxLayout()
         bar.addLayout(heading, 1)
         bar.addWidget(self.copy_button)
@@ -163,9 +174,12 @@ class TraceView(QWidget):
         layout.addLayout(bar)
         layout.addWidget(body, 1)
 
-    def set_lookup(self, lookup: Lookup, tasks: TaskOwner) -> None:
-        """How to read another stored request by its ID (async, on the reader connection)."""
-        self._lookup, self._tasks = lookup, tasks
+    def set_lookup(
+        self, lookup: Lookup, tasks: TaskOwner, run_lookup: RunLookup | None = None
+    ) -> None:
+        """How to read another stored request by its ID (async, on the reader connection), and
+        a run's summary by its ID."""
+        self._lookup, self._tasks, self._run_lookup = lookup, tasks, run_lookup
 
     # -- showing a request -------------------------------------------------------------------------
 
@@ -181,6 +195,7 @@ class TraceView(QWidget):
         )
         self.root = build_tree(row)
         self.waterfall.set_root(self.root)
+        self.server_interval.setVisible(False)
         self.input_text.setPlainText(_pretty(decoded(row.get("input"))))
         output = decoded(row.get("output"))
         error = decoded(row.get("error"))
@@ -208,6 +223,10 @@ class TraceView(QWidget):
         server_id = metadata.get("server_request_id")
         if server_id and row.get("source") != "rerun":
             self._spawn(self._nest_server_row(str(server_id), self._shown), "trace-server")
+        has_stages = any(n.side == "server" for n in self.root.walk())
+        run_id, ended = row.get("run_id"), row.get("ended_us")
+        if self._run_lookup is not None and run_id and isinstance(ended, int) and not has_stages:
+            self._spawn(self._show_server_interval(str(run_id), ended, self._shown), "trace-run")
 
     def _set_link(self, original: str | None, verdict: str | None) -> None:
         if original is None:
@@ -259,6 +278,21 @@ class TraceView(QWidget):
             return
         if use_server_row(self.root, server_row):
             self.waterfall.set_root(self.root)
+
+    async def _show_server_interval(self, run_id: str, ended_us: int, shown: int) -> None:
+        assert self._run_lookup is not None
+        summary = await self._run_lookup(run_id)
+        if shown != self._shown or not summary:
+            return
+        series = summary.get("server_series")
+        interval = interval_at(series, ended_us) if isinstance(series, list) else None
+        if interval is None:
+            return
+        source = ", ".join((summary.get("server") or {}).get("in_use") or []) or "its statistics"
+        self.server_interval.setText(
+            f"The server's own figures for that second (from {source}): " + interval_text(interval)
+        )
+        self.server_interval.setVisible(True)
 
     def open_linked(self, request_id: str) -> None:
         """The link to a run-again's original was clicked: show that request here."""

@@ -43,6 +43,7 @@ from engine.cli.load_args import (
 )
 from engine.ids import short_id
 from engine.remote.credentials import host_name
+from engine.remote.load.server_view import interval_text, server_line
 from engine.remote.plan import LoadPlan
 from engine.remote.target_store import StoredTarget
 from engine.remote.targets import PROTOCOLS, Target
@@ -237,6 +238,11 @@ class LoadPanel(QWidget):
         self.errors_label = QLabel("errors: none")
         self.errors_label.setWordWrap(True)
         grid.addWidget(self.errors_label, 4, 0, 1, 4)
+        # The server's own figures (its statistics or metrics), when the target offers them.
+        self.server_label = QLabel("")
+        self.server_label.setWordWrap(True)
+        self.server_label.setVisible(False)
+        grid.addWidget(self.server_label, 5, 0, 1, 4)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
@@ -480,6 +486,7 @@ class LoadPanel(QWidget):
         for value in self.figures.values():
             value.setText("—")
         self.errors_label.setText("errors: none")
+        self._show_server("")
         self.figures_box.setTitle(LIVE_TITLE)
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("starting…")
@@ -511,6 +518,13 @@ class LoadPanel(QWidget):
         values["p50"].setText(f"{snap.p50_ms:,.2f} ms")
         values["p99"].setText(f"{snap.p99_ms:,.2f} ms")
         self.errors_label.setText(error_text(snap.errors))
+        interval = (snap.server or {}).get("interval")
+        if interval:
+            self._show_server("server: " + interval_text(interval))
+
+    def _show_server(self, text: str) -> None:
+        self.server_label.setText(text)
+        self.server_label.setVisible(bool(text))
 
     def on_finished(self, summary: dict[str, Any]) -> None:
         """The run is stored: every figure is now the stored summary's (one set of numbers,
@@ -528,6 +542,8 @@ class LoadPanel(QWidget):
         values["p50"].setText(f"{lat.get('p50', 0):,.2f} ms")
         values["p99"].setText(f"{lat.get('p99', 0):,.2f} ms")
         self.errors_label.setText(error_text(summary.get("errors") or {}))
+        server = summary.get("server")
+        self._show_server("" if server is None else server_line(server))
         self.figures_box.setTitle(FINAL_TITLE)
         if self._plan is not None and not summary.get("not_sent"):
             finished = summary.get("sent", 0) >= (self._plan.requests or 0)

@@ -1,5 +1,9 @@
 """Live plots of a load run for the Monitor view: throughput, latency p50/p99, errors by class,
-requests in flight — drawn from the load host's snapshots.
+requests in flight — drawn from the load host's snapshots — and, where the target offers them,
+the server's own figures beside the client's (`engine.remote.server_stats`): its throughput on
+the throughput plot, its queue and compute time per request on the latency plot, its pending
+requests (its queue depth) beside the client's in-flight count; a line under the plots names the
+sources, what is missing, and whether the two views agree (Little's law).
 
 The same rules as the Monitor's own plots (`gui.monitor.monitor_view`): samples go into float64 ring
 buffers as snapshots arrive (≤ 20 a second), and a timer redraws one stale plot per tick, so a
@@ -24,9 +28,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QGridLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
+from engine.remote.load.server_view import server_status, server_values
 from gui.shared.plots import LivePlotsWidget, Ring, draw_curves, sample_at
 
 if TYPE_CHECKING:
@@ -39,6 +45,21 @@ PLOT_HEIGHT = 170  # the same as the Monitor's own plots (it scrolls)
 # of data and cut their titles.
 FOUR_IN_A_ROW_PX = 1100
 STALE_S = 5.0  # a run that sent no snapshot for this long is no longer running (it failed)
+CLIENT_SERIES = ("ok_s", "errors_s", "p50", "p99", "in_flight")
+# The server's own figures (NaN while it has none: the curves leave a gap).
+SERVER_SERIES = ("server_s", "server_queue", "server_compute", "server_pending")
+SERVER_PENS = {
+    "server_s": "#9673a6",
+    "server_queue": "#d6b656",
+    "server_compute": "#82b366",
+    "server_pending": "#d79b00",
+}
+SERVER_NAMES = {
+    "server_s": "server/s",
+    "server_queue": "server queue",
+    "server_compute": "server compute",
+    "server_pending": "server pending",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +85,7 @@ class LoadPlots(LivePlotsWidget):
         # 36,000 samples: half an hour of a run at the host's <= 20 snapshots a second, so
         # the longer time ranges still show the whole of a run.
         self.t = Ring(history)
-        self.series = {
-            name: Ring(history) for name in ("ok_s", "errors_s", "p50", "p99", "in_flight")
-        }
+        self.series = {name: Ring(history) for name in (*CLIENT_SERIES, *SERVER_SERIES)}
         self.error_rates: dict[str, Ring] = {}  # class -> errors/s
         self._history = history
         self._prev: LoadSnapshot | None = None
@@ -75,8 +94,15 @@ class LoadPlots(LivePlotsWidget):
         self._done = True
         self._preparing = False  # a run was started and has not sent its first snapshot yet
         self._redraw_hz = redraw_hz
-        self._layout = QGridLayout(self)
-        self._layout.setContentsMargins(0, 0, 0, 0)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self._layout = QGridLayout()
+        outer.addLayout(self._layout)
+        # The server's sources, what is missing and whether its view agrees with the client's.
+        self.server_label = QLabel("")
+        self.server_label.setWordWrap(True)
+        self.server_label.setVisible(False)
+        outer.addWidget(self.server_label)
         self._columns = 4
         self._parts: _Plots | None = None  # built on demand (`ensure_built`)
         self.error_curves: dict[str, pg.PlotDataItem] = {}
@@ -98,6 +124,14 @@ class LoadPlots(LivePlotsWidget):
             "p99": latency_plot.plot(pen="#b85450", name="p99"),
             "in_flight": in_flight_plot.plot(pen="#6c8ebf", name="in flight"),
         }
+        for name, plot in (
+            ("server_s", rate_plot),
+            ("server_queue", latency_plot),
+            ("server_compute", latency_plot),
+            ("server_pending", in_flight_plot),
+        ):
+            pen = pg.mkPen(SERVER_PENS[name], style=Qt.PenStyle.DashLine)
+            curves[name] = plot.plot(pen=pen, name=SERVER_NAMES[name])
         self._parts = _Plots(rate_plot, latency_plot, error_plot, in_flight_plot, curves)
         self._take_turns(
             (self._draw_rates, self._draw_latency, self._draw_errors, self._draw_queue),
@@ -179,9 +213,14 @@ class LoadPlots(LivePlotsWidget):
             "p50": snap.p50_ms,
             "p99": snap.p99_ms,
             "in_flight": float(snap.in_flight),
+            **server_values(snap.server),
         }
         for name, ring in self.series.items():
             ring.push(values[name])
+        text = server_status(snap)
+        if text != self.server_label.text():
+            self.server_label.setText(text)
+            self.server_label.setVisible(bool(text))
         self._push_error_rates(prev, snap)
         self._turns.data_moved()
         if self.isHidden():
@@ -226,10 +265,15 @@ class LoadPlots(LivePlotsWidget):
         if i is None:
             return None
         v = {name: float(ring.view()[i]) for name, ring in self.series.items()}
-        return (
+        text = (
             f"load {v['ok_s']:.0f} ok/s, {v['errors_s']:.1f} err/s, p99 {v['p99']:.1f} ms, "
             f"in flight {v['in_flight']:.0f}"
         )
+        if np.isfinite(v["server_s"]):
+            text += f"; server {v['server_s']:.0f}/s"
+            if np.isfinite(v["server_pending"]):
+                text += f", pending {v['server_pending']:.0f}"
+        return text
 
     # -- drawing --------------------------------------------------------------------------------
 
@@ -239,13 +283,13 @@ class LoadPlots(LivePlotsWidget):
         self._fit_y(plot, t, draw_curves(self.curves, self.series, t, names, visible))
 
     def _draw_rates(self) -> None:
-        self._draw(self.rate_plot, ("ok_s", "errors_s"))
+        self._draw(self.rate_plot, ("ok_s", "errors_s", "server_s"))
 
     def _draw_latency(self) -> None:
-        self._draw(self.latency_plot, ("p50", "p99"))
+        self._draw(self.latency_plot, ("p50", "p99", "server_queue", "server_compute"))
 
     def _draw_queue(self) -> None:
-        self._draw(self.in_flight_plot, ("in_flight",))
+        self._draw(self.in_flight_plot, ("in_flight", "server_pending"))
 
     def _draw_errors(self) -> None:
         t = self.t.view()

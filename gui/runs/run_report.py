@@ -17,6 +17,33 @@ def ms_text(value: Any) -> str:
     return MISSING if value is None else f"{value:.2f}"
 
 
+def server_lines(server: dict[str, Any]) -> list[str]:
+    """The server's own figures over a load run, total and per replica, or what was missing."""
+    if server.get("source") is None:
+        missing = "; ".join(server.get("missing") or []) or "no source answered"
+        return [f"server: no statistics ({missing})"]
+    lines = [f"server, from {', '.join(server.get('in_use') or [server['source']])}:"]
+
+    def figures(f: dict[str, Any]) -> str:
+        batch = f.get("batch_size_mean")
+        pending = f.get("pending_max")
+        return (
+            f"{f.get('requests') or 0:,} requests · queue {ms_text(f.get('queue_ms'))} ms · "
+            f"compute {ms_text(f.get('compute_ms'))} ms · pending max "
+            f"{MISSING if pending is None else f'{pending:g}'} · batch "
+            f"{MISSING if batch is None else f'{batch:.2f}'}"
+        )
+
+    lines.append("  " + figures(server))
+    lines.extend(
+        f"  {replica.get('instance', '?')}: " + figures(replica)
+        for replica in server.get("replicas") or []
+    )
+    if server.get("missing"):
+        lines.append("  missing: " + "; ".join(server["missing"]))
+    return lines
+
+
 def describe_run(detail: queries.RunDetail) -> str:
     """The detail pane's text: everything stored about one run, as plain lines."""
     run, counts, jobs = detail.run, detail.status_counts, detail.file_jobs
@@ -59,6 +86,9 @@ def describe_run(detail: queries.RunDetail) -> str:
             f"p99 {ms_text(lat.get('p99'))}  p99.9 {ms_text(lat.get('p999'))}  "
             f"max {ms_text(lat.get('max'))}"
         )
+        server = summary.get("server")
+        if server:
+            lines.extend(server_lines(server))
         lag = summary.get("ui_loop_lag_ms")
         if lag:
             lines.append(

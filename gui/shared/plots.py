@@ -353,7 +353,9 @@ def draw_curves(
     for name in names:
         values = series[name].view()[shown]
         curves[name].setData(t[shown], values)
-        top = max(top, float(values.max()) if len(values) else 0.0)
+        # A series may have gaps (NaN: the server's figures before its first interval).
+        finite = values[np.isfinite(values)]
+        top = max(top, float(finite.max()) if len(finite) else 0.0)
     return top
 
 

@@ -49,6 +49,10 @@ LABELS = {
     "verify_tls": "Verify TLS",
     "body_template": "Body template",
     "token": "Bearer token",
+    "server_stats": "Server statistics",
+    "metrics_url": "Metrics URL",
+    "prometheus_url": "Prometheus",
+    "prometheus_selector": "Selector",
 }
 WHERE_TEXT = {"keyring": "stored in keyring", "memory": "kept in memory for this session"}
 _ERROR_STYLE = "border: 1px solid #d9534f;"
@@ -108,6 +112,14 @@ class TargetDialog(QDialog):
         self.template_edit = QPlainTextEdit()
         self.template_edit.setPlaceholderText('{"data": {{payload}}}')
         self.template_edit.setFixedHeight(56)
+        # Where the server's own statistics come from (engine.remote.server_stats).
+        self.server_stats_box = QCheckBox("Use the OIP statistics and /metrics the server offers")
+        self.server_stats_box.setChecked(True)
+        self.metrics_edit = text_box(
+            "the server's Prometheus metrics, e.g. http://host:8002/metrics"
+        )
+        self.prometheus_edit = text_box("a Prometheus server scraping the replicas (a fleet)")
+        self.selector_edit = text_box('its label selector, e.g. {job="inferdeck"}')
         self.token_edit = QLineEdit()
         self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
         self.token_where = QLabel("")
@@ -126,6 +138,10 @@ class TargetDialog(QDialog):
             "verify_tls": self.verify_box,
             "body_template": self.template_edit,
             "token": self.token_edit,
+            "server_stats": self.server_stats_box,
+            "metrics_url": self.metrics_edit,
+            "prometheus_url": self.prometheus_edit,
+            "prometheus_selector": self.selector_edit,
         }
         form = QFormLayout()
         for key in ("name", "base_url", "protocol", "model", "headers"):
@@ -137,6 +153,9 @@ class TargetDialog(QDialog):
         form.addRow(LABELS["token"], self.token_edit)
         form.addRow("", self.token_where)
         form.addRow("", self.forget_token)
+        form.addRow(LABELS["server_stats"], self.server_stats_box)
+        for key in ("metrics_url", "prometheus_url", "prometheus_selector"):
+            form.addRow(LABELS[key], self.editors[key])
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
         )
@@ -174,6 +193,10 @@ class TargetDialog(QDialog):
         self.connect_spin.setValue(t.connect_timeout_s)
         self.verify_box.setChecked(t.verify_tls)
         self.template_edit.setPlainText(t.body_template or "")
+        self.server_stats_box.setChecked(t.server_stats)
+        self.metrics_edit.setText(t.metrics_url or "")
+        self.prometheus_edit.setText(t.prometheus_url or "")
+        self.selector_edit.setText(t.prometheus_selector or "")
         self._protocol_changed(t.protocol)
 
     def _protocol_changed(self, protocol: str) -> None:
@@ -232,6 +255,10 @@ class TargetDialog(QDialog):
             "connect_timeout_s": self.connect_spin.value(),
             "verify_tls": self.verify_box.isChecked(),
             "body_template": template if fields_protocol == "json" and template else None,
+            "server_stats": self.server_stats_box.isChecked(),
+            "metrics_url": self.metrics_edit.text().strip() or None,
+            "prometheus_url": self.prometheus_edit.text().strip() or None,
+            "prometheus_selector": self.selector_edit.text().strip() or None,
         }
         if fields["protocol"] == "oip" and not fields["model"]:
             problems.append(("model", "an OIP target needs a model"))
@@ -240,7 +267,9 @@ class TargetDialog(QDialog):
             target = Target(**fields)
         except ValidationError as exc:
             for err in exc.errors():
-                key = str(err["loc"][0]) if err["loc"] else "name"
+                # A check of two fields together (the Prometheus URL and its selector) has no
+                # location: it belongs to the second.
+                key = str(err["loc"][0]) if err["loc"] else _whole_target_field(err)
                 message = str(err["msg"]).removeprefix("Value error, ")
                 problems.append((key, message))
         if problems or target is None:
@@ -284,6 +313,11 @@ class TargetDialog(QDialog):
         self.finished.connect(done)
         self.open()
         return future
+
+
+def _whole_target_field(err: Any) -> str:
+    """The field a whole-target check's message is about (the form marks it)."""
+    return "prometheus_selector" if "Prometheus" in str(err.get("msg", "")) else "name"
 
 
 def _seconds(value: float) -> QDoubleSpinBox:

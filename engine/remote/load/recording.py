@@ -141,8 +141,9 @@ class Recorder:
             await asyncio.sleep(FLUSH_EVERY_S)
             self.flush()
 
-    async def finish(self, status: str) -> dict[str, Any]:
-        """End the run as `status`, stored with its summary; what joins the summary returned."""
+    async def finish(self, status: str, server: dict[str, Any] | None = None) -> dict[str, Any]:
+        """End the run as `status`, stored with its summary (joined by `server`: the server's
+        own figures, `engine.remote.load.server_side`); what joins the summary returned."""
         run = self.run
         assert run is not None
         state = self._state
@@ -150,6 +151,7 @@ class Recorder:
             "errors": dict(state.errors),
             "sent": state.sent,
             "not_sent": state.not_sent,
+            **(server or {}),
         }
         if self._summary_extra is not None:
             extra = self._summary_extra()
@@ -169,8 +171,9 @@ class Recorder:
         summary = run.summary().model_dump() | summary_extra
         return LoadResult(run.run_id, summary, run.histogram)
 
-    def snapshot(self) -> LoadSnapshot:
-        """The run's figures now, over the live window for rates and percentiles."""
+    def snapshot(self, server: dict[str, Any] | None = None) -> LoadSnapshot:
+        """The run's figures now, over the live window for rates and percentiles; `server`:
+        the server's own latest interval (`engine.remote.load.server_side.ServerSide.live`)."""
         state = self._state
         live = self._live.snapshot(
             queue_depth=0, in_flight=state.in_flight, since=self._started_mono
@@ -191,4 +194,5 @@ class Recorder:
             p99_ms=live.p99_ms,
             stage_ms=live.stage_ms,
             done=state.done,
+            server=server,
         )

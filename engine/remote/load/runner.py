@@ -19,6 +19,7 @@ from engine.remote.client import Exchange, TargetClient
 from engine.remote.load.recording import LoadResult, Recorder
 from engine.remote.load.schedule import Scheduler
 from engine.remote.load.sending import LoadError, Sender, make_client, open_sender
+from engine.remote.load.server_side import ServerSide
 from engine.remote.load.snapshot import LoadSnapshot
 from engine.remote.load.state import RunState
 from engine.remote.payloads import PayloadSource
@@ -55,6 +56,8 @@ class LoadRunner:
         self._client = client
         self._token = token
         self._trace_every = trace_every
+        # The server's own statistics over the run (a task of its own, never on the send path).
+        self._server = ServerSide(target, token)
 
     async def prepare(self) -> None:
         """Open the client, read what the protocol needs (OIP metadata), build every body.
@@ -95,6 +98,8 @@ class LoadRunner:
         assert self._sender is not None
         recorder = self._recorder
         scheduler = Scheduler(self.plan, self.target.timeout_s, self._state, self._sender.one)
+        # Its first snapshot is taken just before the first request, its last after the last.
+        await self._server.start()
         started_ns = await recorder.begin(self._config())
         loop = asyncio.get_running_loop()
         flusher = loop.create_task(recorder.flush_often(), name="load-flush")
@@ -110,7 +115,8 @@ class LoadRunner:
             flusher.cancel()
             recorder.flush()
             await self._close_client()
-            summary_extra = await recorder.finish(status)
+            server = await asyncio.shield(self._server.stop())
+            summary_extra = await recorder.finish(status, server)
         return recorder.result(summary_extra)
 
     def stop(self) -> None:
@@ -122,7 +128,7 @@ class LoadRunner:
         """What a view draws now (`LoadSnapshot`); cheap, callable at any time from the run's
         own loop (it reads counters the run is changing). The app's load process sends these
         to the app (`engine.remote.load.child`)."""
-        return self._recorder.snapshot()
+        return self._recorder.snapshot(self._server.live())
 
     def _config(self) -> dict[str, Any]:
         t = self.target

@@ -7,6 +7,7 @@ the desktop app, reads it without importing the HTTP client, the histograms and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +27,6 @@ class LoadSnapshot:
     p99_ms: float
     stage_ms: dict[str, float]
     done: bool
+    # The server's own view (`engine.remote.load.server_side.ServerSide.live`): its latest
+    # interval, the sources in use and what is missing; None when no source is on.
+    server: dict[str, Any] | None = None

@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# MLServer's own environment: a peer in `make test` (tests/e2e/test_mlserver_server_stats.py)
+# and in `make bench-mlserver`.
+MLSERVER_VENV := .venv-mlserver
 
 .PHONY: run test bench bench-gui bench-gui-load bench-plots bench-serve bench-serve-ops bench-mlserver bench-requests bench-load screenshots xvfb prometheus models clean
 
@@ -19,7 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 run: $(STAMP)
 	$(BIN)/inferdeck
 
-test: $(STAMP) prometheus
+test: $(STAMP) prometheus $(MLSERVER_VENV)/bin/mlserver
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -44,8 +47,6 @@ bench-plots: $(STAMP) xvfb
 bench-serve: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/bench_serve.py
-
-MLSERVER_VENV := .venv-mlserver
 
 # MLServer in its own environment (its pins clash with ours); torch first and pinned, as above.
 # uvloop<0.22: with 0.22+ MLServer 1.7.1's inference workers die at start (SeldonIO/MLServer#2286).

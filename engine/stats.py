@@ -89,7 +89,10 @@ class RunRecorder:
             self.failed += 1
 
     def finish(self) -> None:
-        self.ended_ns = time.perf_counter_ns()
+        """Mark the run's end; the first mark holds (a load run marks it when traffic ends,
+        before the server's last statistics poll, which is not the run's time)."""
+        if self.ended_ns is None:
+            self.ended_ns = time.perf_counter_ns()
 
     def summary(self) -> RunSummary:
         end = self.ended_ns if self.ended_ns is not None else time.perf_counter_ns()

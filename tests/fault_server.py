@@ -13,8 +13,11 @@ Use it from a test (the loop runs in a daemon thread, so the code under test kee
         ... run a load against server.url ...
 
 Rules match by request index (0-based, in arrival order); the first match wins, otherwise the
-answer is the fixed JSON after `delay_s`. `stall(...)` freezes every answer for S seconds once a
-chosen request arrives, the way a GC pause or a blocked worker freezes a real server.
+answer is the fixed JSON after `delay_s`. The server offers no statistics: `/metrics` and the
+OIP statistics paths get a 404 at once and are not counted in the index, unless the server is
+made with `statistics_faults=True` to play a hostile metrics endpoint. `stall(...)` freezes
+every answer for S seconds once a chosen request arrives, the way a GC pause or a blocked
+worker freezes a real server.
 
 Run it as a process for the benchmark: `python tests/fault_server.py --port P --delay-ms 20
 [--stall-at N --stall-s 1]`; it prints `listening PORT` when ready and its own latency figures
@@ -101,6 +104,16 @@ def closed_port() -> int:
     return port
 
 
+_NOT_OFFERED = Rule("status", status=404)
+
+
+def _is_statistics(path: str) -> bool:
+    """A server-statistics path (`/metrics`, the OIP statistics extension), which the client
+    looks for on its own before a load or probe."""
+    bare = path.partition("?")[0]
+    return bare == "/metrics" or (bare.startswith("/v2/models") and bare.endswith("/stats"))
+
+
 def _answer(method: str, path: str, request_id: str) -> dict[str, Any]:
     """A plausible body for the protocol the path belongs to."""
     if path.startswith("/v2/models/") and path.endswith("/infer"):
@@ -130,9 +143,18 @@ def _answer(method: str, path: str, request_id: str) -> dict[str, Any]:
 class FaultServer:
     """`start()`/`stop()` or a `with` block; `url`, `port`; faults switch at any time."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        port: int = 0,
+        statistics_faults: bool = False,
+    ) -> None:
         self.ssl_context = ssl_context
         self.port = port
+        # True: the statistics paths are ordinary requests, counted and faulted by the rules
+        # (a hostile metrics endpoint); False: 404 at once, outside the index.
+        self.statistics_faults = statistics_faults
         self.delay_s = 0.0  # every answer waits this long (before any rule's own delay)
         self.requests_seen = 0
         self.server_delays_s: list[
@@ -262,6 +284,10 @@ class FaultServer:
                 length = int(headers.get("content-length", "0"))
                 if length:
                     await reader.readexactly(length)
+                if not self.statistics_faults and _is_statistics(path):
+                    # Not offered (as by most JSON APIs), and outside the index the rules count.
+                    await self._respond(writer, _NOT_OFFERED, method, path, "-", arrived, "")
+                    continue
                 with self._lock:
                     index = self.requests_seen
                     self.requests_seen += 1

@@ -182,9 +182,10 @@ def test_saved_target_credentials_reach_the_server_and_nothing_else(
     _assert_no_secret("the database", _db_bytes(db))
     _assert_received(recorder)
     assert "secrets kept in the system keyring" in outputs["add"].stdout
-    # The probes went to the health paths, the query kept after them.
+    # The probes went to the health paths, the query kept after them; the server-statistics
+    # discovery asked the same server (with the same credentials, checked above) and nowhere else.
     paths = {p.partition("?")[0] for _m, p, _h in recorder.seen}
-    assert paths == {"/health", "/ready"}
+    assert {"/health", "/ready"} <= paths <= {"/health", "/ready", "/v2/models/stats", "/metrics"}
     shown = json.loads(outputs["show --json"].stdout)
     assert shown["base_url"] == f"http://127.0.0.1:{recorder.port}?token=***&api_key=***&team=ml"
     assert shown["headers"] == {

@@ -81,7 +81,7 @@ def test_load_summary_counts_what_the_server_counted(
 def test_a_bad_metrics_endpoint_never_disturbs_the_run(
     fault: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with FaultServer() as target, FaultServer() as metrics:
+    with FaultServer() as target, FaultServer(statistics_faults=True) as metrics:
         if fault == "stall":
             metrics.add(Rule("delay", delay_s=30.0))
         else:

@@ -287,7 +287,7 @@ def test_hostile_metrics_endpoint(fake: TritonFake, fault: str) -> None:
         "endless": Rule("endless"),
         "garbage": Rule("garbage"),
     }[fault]
-    with FaultServer() as server:
+    with FaultServer(statistics_faults=True) as server:
         server.add(rule)
         asyncio.run(run(f"{server.url}/metrics"))
 

@@ -114,6 +114,7 @@ class LoadRunner:
             self._state.done = True
             flusher.cancel()
             recorder.flush()
+            recorder.traffic_ended()
             await self._close_client()
             server = await asyncio.shield(self._server.stop())
             summary_extra = await recorder.finish(status, server)

@@ -14,7 +14,23 @@ Fidelity, with tests/fault_server.py as a process on core 0 and `inferdeck load 
   - the same with a single 1 s stall in the middle: the p99 must show the stall (latency counts
     from the intended send time; a closed-loop tool would have sent nothing while stalled).
 
-Medians of `--repeat` runs print as a table and are saved to bench/out/load.json.
+CPU per request (`--only cpu`), nginx as above on core 0 and `inferdeck load --protocol json` on
+core 1, at `--rate 1000` and at `--concurrency 8`: the load process's user plus system CPU time
+(the whole process, start-up included, from `getrusage(RUSAGE_CHILDREN)` around it) over the
+requests it stored. Goal: ≤ 0.2 ms a request at both. A run of one request measures the start-up
+alone, shown beside (what the loop itself spends is the rest). CPU time is the steady figure on
+a shared machine: requests per second move with a neighbour's load, this process's instructions
+do not.
+
+Against a third-party OIP client (`--only perf_analyzer`): `inferdeck serve` on core 0 serving
+the iris model, and on core 1, alternating and back to back, `inferdeck load --protocol oip
+--model iris --concurrency C` and Triton's perf_analyzer (`/work/shared/tools/perf-analyzer`,
+`--input-data zero`, 4 s windows, 20 % stability) at C = 1 and 8. Goals: inferdeck's throughput
+≥ 0.9× perf_analyzer's and its p50 within 15 % of perf_analyzer's. The server's own CPU per
+request is shown too: both clients must cost the server the same for the comparison to be fair.
+
+Medians of `--repeat` runs print as a table and are saved to bench/out/load.json (each part
+run, under its own key; `--only` runs some parts and keeps the others' last figures there).
 """
 
 from __future__ import annotations
@@ -24,15 +40,20 @@ import csv
 import json
 import os
 import re
+import resource
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+from process_cpu import tree_cpu_s
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -111,20 +132,38 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
-def inferdeck_load(url: str, tmp: Path, extra: list[str], tag: str) -> dict[str, Any]:
-    """One `inferdeck load` run on core 1 with a fresh database; its `--json` summary."""
+def inferdeck_load(
+    url: str, tmp: Path, extra: list[str], tag: str, *, protocol: list[str] | None = None
+) -> dict[str, Any]:
+    """One `inferdeck load` run on core 1 with a fresh database; its `--json` summary, with
+    `cpu_s`: the process's user plus system CPU time, start-up included (`cpu_s` is not a
+    summary key of inferdeck's own: the benchmark adds it). `protocol`: the arguments that
+    say what to send (default: `--protocol json` with the benchmark's body)."""
     db = tmp / f"{tag}.db"
-    payload = tmp / "payload.json"
-    command = [sys.executable, "-m", "engine.cli", "load", url, "--protocol", "json"]
-    command += [*extra, "--payload", str(payload), "--db", str(db), "--json"]
+    if protocol is None:
+        protocol = ["--protocol", "json", "--payload", str(tmp / "payload.json")]
+    command = [sys.executable, "-m", "engine.cli", "load", url, *protocol]
+    command += [*extra, "--db", str(db), "--json"]
+    # The children's CPU time before and after: this script reaps no other child meanwhile
+    # (the servers it starts are reaped only when stopped), so the difference is this run's.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         pinned(1, command), cwd=REPO, capture_output=True, text=True, timeout=600, check=False
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode not in (0, 1) or not lines:
         raise RuntimeError(f"inferdeck load failed ({proc.returncode}): {proc.stderr[-2000:]}")
     summary: dict[str, Any] = json.loads(lines[-1])
+    summary["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return summary
+
+
+def stored_rows(db: Path) -> int:
+    """How many request rows a run's database holds (every request must be stored)."""
+    with sqlite3.connect(db) as conn:
+        count: int = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+        return count
 
 
 def locust(url: str, tmp: Path, users: int, seconds: int, tag: str) -> dict[str, float]:
@@ -203,79 +242,63 @@ def median(runs: list[dict[str, Any]], *keys: str) -> float:
     return float(statistics.median(get(r) for r in runs))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rate", type=int, default=200, help="fidelity runs, requests/s")
-    parser.add_argument("--fidelity-seconds", type=int, default=5)
-    parser.add_argument("--stall-s", type=float, default=1.0)
-    args = parser.parse_args()
-    nginx_bin = nginx_binary()
-    if nginx_bin is None:
-        sys.exit("bench_load: nginx is not installed (make bench-load installs it)")
-    if not (BIN / "locust").exists():
-        sys.exit("bench_load: locust is not installed (make bench-load installs the bench extra)")
-    has_wrk = shutil.which("wrk") is not None
-    c, secs = args.concurrency, args.seconds
-    throughput: list[dict[str, Any]] = []
-    fidelity: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="inferdeck-bench-load-") as tmp_name:
-        tmp = Path(tmp_name)
-        (tmp / "payload.json").write_text(json.dumps(BODY))
-        script = tmp / "post.lua"
-        script.write_text(
-            f"wrk.method = 'POST'\nwrk.body = '{json.dumps(BODY)}'\n"
-            "wrk.headers['Content-Type'] = 'application/json'\n"
-        )
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port, answer=ANSWER))
-        nginx = subprocess.Popen(
-            pinned(0, [nginx_bin, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", "stderr"]),
+PARTS = ("throughput", "fidelity", "cpu", "perf_analyzer")
+PERF_ANALYZER = Path("/work/shared/tools/perf-analyzer")
+
+
+class Nginx:
+    """nginx returning `ANSWER` to anything, one worker on core 0, for as long as it is open."""
+
+    def __init__(self, tmp: Path, nginx_bin: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=self.port, answer=ANSWER))
+        self._proc = subprocess.Popen(
+            pinned(0, [nginx_bin, "-p", str(tmp), "-c", str(conf), "-e", "stderr"]),
             stdout=subprocess.DEVNULL,
         )
         try:
-            wait_port(port, nginx, "nginx")
-            for i in range(args.repeat):
-                extra = ["--concurrency", str(c), "--duration", str(secs)]
-                s = inferdeck_load(url, tmp, extra, f"load-{i}")
-                lo = locust(url, tmp, c, secs, f"locust-{i}")
-                w = wrk(url, script, c, secs) if has_wrk else None
-                run = {
-                    "inferdeck": s,
-                    "locust": lo,
-                    "wrk": w,
-                    "ratio": s["throughput_per_s"] / lo["rps"],
-                }
-                throughput.append(run)
-                print(
-                    f"run {i + 1}: inferdeck {s['throughput_per_s']:,.0f}/s "
-                    f"(p50 {s['latency_ms']['p50']:.2f} ms, {s['failed']} failed) | "
-                    f"locust {lo['rps']:,.0f}/s (p50 {lo['p50_ms']:.0f} ms) | "
-                    + (f"wrk {w['rps']:,.0f}/s" if w else "wrk not installed"),
-                    flush=True,
-                )
-        finally:
-            stop(nginx)
-        stall_at = int(args.rate * args.fidelity_seconds * 0.4)  # 40 % into the run
-        for i in range(args.repeat):
-            steady = fidelity_run(tmp, args.rate, args.fidelity_seconds, None, f"steady-{i}")
-            stalled = fidelity_run(
-                tmp, args.rate, args.fidelity_seconds, (stall_at, args.stall_s), f"stall-{i}"
-            )
-            fidelity.append({"steady": steady, "stall": stalled})
-            sl, tl = steady["summary"]["latency_ms"], stalled["summary"]["latency_ms"]
-            print(
-                f"fidelity {i + 1}: 20 ms server p50 {sl['p50']:.2f} ms (server's own "
-                f"{steady['server']['server_delay_p50_ms']:.2f}) | {args.stall_s:g} s stall: "
-                f"p50 {tl['p50']:.1f} p99 {tl['p99']:.1f} max {tl['max']:.1f} ms",
-                flush=True,
-            )
+            wait_port(self.port, self._proc, "nginx")
+        except BaseException:
+            stop(self._proc)
+            raise
 
-    p50 = median(fidelity, "steady", "summary", "latency_ms", "p50")
-    figures: dict[str, Any] = {
+    def __enter__(self) -> Nginx:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        stop(self._proc)
+
+
+def throughput_part(args: argparse.Namespace, tmp: Path, nginx: Nginx) -> dict[str, Any]:
+    """inferdeck load against Locust (and wrk) at `--concurrency` against nginx."""
+    if not (BIN / "locust").exists():
+        sys.exit("bench_load: locust is not installed (make bench-load installs the bench extra)")
+    has_wrk = shutil.which("wrk") is not None
+    script = tmp / "post.lua"
+    script.write_text(
+        f"wrk.method = 'POST'\nwrk.body = '{json.dumps(BODY)}'\n"
+        "wrk.headers['Content-Type'] = 'application/json'\n"
+    )
+    c, secs, url = args.concurrency, args.seconds, nginx.url
+    throughput: list[dict[str, Any]] = []
+    for i in range(args.repeat):
+        extra = ["--concurrency", str(c), "--duration", str(secs)]
+        s = inferdeck_load(url, tmp, extra, f"load-{i}")
+        lo = locust(url, tmp, c, secs, f"locust-{i}")
+        w = wrk(url, script, c, secs) if has_wrk else None
+        run = {"inferdeck": s, "locust": lo, "wrk": w, "ratio": s["throughput_per_s"] / lo["rps"]}
+        throughput.append(run)
+        print(
+            f"run {i + 1}: inferdeck {s['throughput_per_s']:,.0f}/s "
+            f"(p50 {s['latency_ms']['p50']:.2f} ms, {s['failed']} failed, "
+            f"{s['cpu_s'] / max(s['accepted'], 1) * 1e6:.0f} µs CPU a request) | "
+            f"locust {lo['rps']:,.0f}/s (p50 {lo['p50_ms']:.0f} ms) | "
+            + (f"wrk {w['rps']:,.0f}/s" if w else "wrk not installed"),
+            flush=True,
+        )
+    return {
         "concurrency": c,
         "seconds": secs,
         "inferdeck_rps": median(throughput, "inferdeck", "throughput_per_s"),
@@ -284,51 +307,328 @@ def main() -> None:
         "locust_rps": median(throughput, "locust", "rps"),
         "ratio_inferdeck_locust": median(throughput, "ratio"),
         "wrk_rps": median(throughput, "wrk", "rps") if has_wrk else None,
-        "fidelity": {
-            "rate": args.rate,
-            "seconds": args.fidelity_seconds,
-            "delay_p50_ms": p50,
-            "delay_p50_error": abs(p50 - 20.0) / 20.0,
-            "server_own_p50_ms": median(fidelity, "steady", "server", "server_delay_p50_ms"),
-            "stall_s": args.stall_s,
-            "stall_p50_ms": median(fidelity, "stall", "summary", "latency_ms", "p50"),
-            "stall_p99_ms": median(fidelity, "stall", "summary", "latency_ms", "p99"),
-            "stall_max_ms": median(fidelity, "stall", "summary", "latency_ms", "max"),
-        },
         "runs": throughput,
-        "fidelity_runs": fidelity,
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "load.json").write_text(json.dumps(figures, indent=2))
 
-    f = figures["fidelity"]
-    print(
-        f"\nmedians of {args.repeat} runs; nginx on core 0, each client on core 1, {c} connections:"
+
+def cpu_part(args: argparse.Namespace, tmp: Path, nginx: Nginx) -> dict[str, Any]:
+    """CPU time per request of `inferdeck load` at `--cpu-rate` and at `--cpu-concurrency`."""
+    secs = args.seconds
+    modes = {
+        f"rate {args.cpu_rate}": ["--rate", str(args.cpu_rate)],
+        f"concurrency {args.cpu_concurrency}": ["--concurrency", str(args.cpu_concurrency)],
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
+    startup: list[float] = []
+    for i in range(args.repeat):
+        # Start-up alone (imports, the database, the preflight): one request.
+        one = inferdeck_load(nginx.url, tmp, ["--concurrency", "1", "--requests", "1"], f"one-{i}")
+        startup.append(one["cpu_s"])
+        for name, mode in modes.items():
+            tag = f"cpu-{name.replace(' ', '-')}-{i}"
+            s = inferdeck_load(nginx.url, tmp, [*mode, "--duration", str(secs)], tag)
+            rows = stored_rows(tmp / f"{tag}.db")
+            n = max(s["accepted"], 1)
+            run = {
+                "cpu_s": s["cpu_s"],
+                "requests": s["accepted"],
+                "stored": rows,
+                "failed": s["failed"],
+                "not_sent": s.get("not_sent", 0),
+                "rps": s["throughput_per_s"],
+                "p50_ms": s["latency_ms"]["p50"],
+                "p99_ms": s["latency_ms"]["p99"],
+                "cpu_us_per_request": s["cpu_s"] / n * 1e6,
+                "loop_cpu_us_per_request": (s["cpu_s"] - one["cpu_s"]) / n * 1e6,
+            }
+            runs[name].append(run)
+            print(
+                f"cpu {i + 1}, {name}: {run['cpu_us_per_request']:.0f} µs CPU a request "
+                f"({run['loop_cpu_us_per_request']:.0f} without start-up's "
+                f"{one['cpu_s']:.2f} s), {run['rps']:,.0f}/s, {rows:,} of "
+                f"{s['accepted']:,} stored, p50 {run['p50_ms']:.2f} ms",
+                flush=True,
+            )
+    figures: dict[str, Any] = {"seconds": secs, "startup_cpu_s": statistics.median(startup)}
+    for name, each in runs.items():
+        figures[name] = {
+            key: median(each, key)
+            for key in ("cpu_us_per_request", "loop_cpu_us_per_request", "rps", "p50_ms")
+        } | {"all_stored": all(r["stored"] == r["requests"] for r in each), "runs": each}
+    return figures
+
+
+def fidelity_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The 20 ms server at `--rate`, steady and with one stall."""
+    (tmp / "payload.json").write_text(json.dumps(BODY))
+    fidelity: list[dict[str, Any]] = []
+    stall_at = int(args.rate * args.fidelity_seconds * 0.4)  # 40 % into the run
+    for i in range(args.repeat):
+        steady = fidelity_run(tmp, args.rate, args.fidelity_seconds, None, f"steady-{i}")
+        stalled = fidelity_run(
+            tmp, args.rate, args.fidelity_seconds, (stall_at, args.stall_s), f"stall-{i}"
+        )
+        fidelity.append({"steady": steady, "stall": stalled})
+        sl, tl = steady["summary"]["latency_ms"], stalled["summary"]["latency_ms"]
+        print(
+            f"fidelity {i + 1}: 20 ms server p50 {sl['p50']:.2f} ms (server's own "
+            f"{steady['server']['server_delay_p50_ms']:.2f}) | {args.stall_s:g} s stall: "
+            f"p50 {tl['p50']:.1f} p99 {tl['p99']:.1f} max {tl['max']:.1f} ms",
+            flush=True,
+        )
+    p50 = median(fidelity, "steady", "summary", "latency_ms", "p50")
+    return {
+        "rate": args.rate,
+        "seconds": args.fidelity_seconds,
+        "delay_p50_ms": p50,
+        "delay_p50_error": abs(p50 - 20.0) / 20.0,
+        "server_own_p50_ms": median(fidelity, "steady", "server", "server_delay_p50_ms"),
+        "stall_s": args.stall_s,
+        "stall_p50_ms": median(fidelity, "stall", "summary", "latency_ms", "p50"),
+        "stall_p99_ms": median(fidelity, "stall", "summary", "latency_ms", "p99"),
+        "stall_max_ms": median(fidelity, "stall", "summary", "latency_ms", "max"),
+        "runs": fidelity,
+    }
+
+
+def perf_analyzer(port: int, concurrency: int) -> dict[str, float]:
+    """One perf_analyzer measurement on core 1 (it stops once 3 windows agree)."""
+    command = [str(PERF_ANALYZER), "-u", f"127.0.0.1:{port}", "-m", "iris"]
+    command += ["--input-data", "zero", "--concurrency-range", f"{concurrency}:{concurrency}"]
+    command += ["--measurement-interval", "4000", "--stability-percentage", "20"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(pinned(1, command), capture_output=True, text=True, timeout=600)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = proc.stdout
+    found = re.search(r"Throughput: ([\d.]+) infer/sec", out)
+    p50 = re.search(r"p50 latency: (\d+) usec", out)
+    count = re.search(r"Server: \s*Inference count: (\d+)", out)
+    if proc.returncode != 0 or not found or not p50:
+        raise RuntimeError(f"perf_analyzer failed ({proc.returncode}): {out[-1500:]}")
+    return {
+        "rps": float(found.group(1)),
+        "p50_ms": int(p50.group(1)) / 1000,
+        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "server_count": float(count.group(1)) if count else 0.0,
+    }
+
+
+def serve(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`inferdeck serve` on core 0 with its own database, once GET /ready answers 200."""
+    port = free_port()
+    command = [str(BIN / "inferdeck"), "serve", "--port", str(port), "--db", str(tmp / "serve.db")]
+    # Its log (a line for every slow request) would bury the figures: it goes to a file.
+    with open(tmp / "serve.log", "wb") as log:
+        proc = subprocess.Popen(pinned(0, command), cwd=REPO, stdout=log, stderr=log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"inferdeck serve exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as answer:
+                if answer.status == 200:
+                    return proc, port
+        except OSError:
+            time.sleep(0.2)
+    stop(proc)
+    raise RuntimeError("inferdeck serve did not get ready")
+
+
+def perf_analyzer_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """inferdeck load and perf_analyzer, alternating, against one `inferdeck serve`."""
+    if not PERF_ANALYZER.exists():
+        sys.exit(f"bench_load: {PERF_ANALYZER} is missing")
+    proc, port = serve(tmp)
+    url = f"http://127.0.0.1:{port}"
+    figures: dict[str, Any] = {"seconds": args.pa_seconds}
+    try:
+        for c in (1, 8):
+            runs: list[dict[str, Any]] = []
+            for i in range(args.repeat):
+                server_before = tree_cpu_s(proc.pid)
+                s = inferdeck_load(
+                    url,
+                    tmp,
+                    ["--concurrency", str(c), "--duration", str(args.pa_seconds)],
+                    f"pa-inferdeck-{c}-{i}",
+                    protocol=["--protocol", "oip", "--model", "iris"],
+                )
+                server_mid = tree_cpu_s(proc.pid)
+                pa = perf_analyzer(port, c)
+                server_after = tree_cpu_s(proc.pid)
+                n = max(s["accepted"], 1)
+                ours = {
+                    "rps": s["throughput_per_s"],
+                    "p50_ms": s["latency_ms"]["p50"],
+                    "p99_ms": s["latency_ms"]["p99"],
+                    "failed": s["failed"],
+                    "cpu_us_per_request": s["cpu_s"] / n * 1e6,
+                    "server_cpu_us_per_request": (server_mid - server_before) / n * 1e6,
+                }
+                # perf_analyzer's warm-up and unstable windows count too: the server's own
+                # count of what it answered is the right divisor, not the last window's.
+                pa_n = max(pa["server_count"], 1.0)
+                theirs = {
+                    "rps": pa["rps"],
+                    "p50_ms": pa["p50_ms"],
+                    "server_cpu_us_per_request": (server_after - server_mid) / pa_n * 1e6,
+                    "cpu_s": pa["cpu_s"],
+                }
+                run = {
+                    "inferdeck": ours,
+                    "perf_analyzer": theirs,
+                    "rps_ratio": ours["rps"] / theirs["rps"],
+                    "p50_ratio": ours["p50_ms"] / theirs["p50_ms"],
+                }
+                runs.append(run)
+                print(
+                    f"c={c} run {i + 1}: inferdeck {ours['rps']:,.0f}/s p50 "
+                    f"{ours['p50_ms']:.3f} ms ({ours['cpu_us_per_request']:.0f} µs CPU, server "
+                    f"{ours['server_cpu_us_per_request']:.0f} µs) | perf_analyzer "
+                    f"{theirs['rps']:,.0f}/s p50 {theirs['p50_ms']:.3f} ms (server "
+                    f"{theirs['server_cpu_us_per_request']:.0f} µs) | ratio "
+                    f"{run['rps_ratio']:.2f}× rps, {run['p50_ratio']:.2f}× p50",
+                    flush=True,
+                )
+            figures[f"c{c}"] = {
+                "inferdeck_rps": median(runs, "inferdeck", "rps"),
+                "inferdeck_p50_ms": median(runs, "inferdeck", "p50_ms"),
+                "inferdeck_cpu_us_per_request": median(runs, "inferdeck", "cpu_us_per_request"),
+                "perf_analyzer_rps": median(runs, "perf_analyzer", "rps"),
+                "perf_analyzer_p50_ms": median(runs, "perf_analyzer", "p50_ms"),
+                "rps_ratio": median(runs, "rps_ratio"),
+                "p50_ratio": median(runs, "p50_ratio"),
+                "server_cpu_us_inferdeck": median(runs, "inferdeck", "server_cpu_us_per_request"),
+                "server_cpu_us_perf_analyzer": median(
+                    runs, "perf_analyzer", "server_cpu_us_per_request"
+                ),
+                "runs": runs,
+            }
+    finally:
+        stop(proc)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rate", type=int, default=200, help="fidelity runs, requests/s")
+    parser.add_argument("--fidelity-seconds", type=int, default=5)
+    parser.add_argument("--stall-s", type=float, default=1.0)
+    parser.add_argument("--cpu-rate", type=int, default=1000, help="CPU part, requests/s")
+    parser.add_argument("--cpu-concurrency", type=int, default=8, help="CPU part, users")
+    parser.add_argument("--pa-seconds", type=int, default=10, help="inferdeck's runs there")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: all)",
     )
-    rows = (
-        ("inferdeck load, req/s", f"{figures['inferdeck_rps']:,.0f}", "≥ 2,000"),
-        (
-            "  its p50 / p99",
-            f"{figures['inferdeck_p50_ms']:.2f} / {figures['inferdeck_p99_ms']:.2f} ms",
-            "",
-        ),
-        ("Locust HttpUser, req/s", f"{figures['locust_rps']:,.0f}", ""),
-        ("inferdeck / Locust", f"{figures['ratio_inferdeck_locust']:.2f}×", "≥ 1.2×"),
-        ("wrk (ceiling), req/s", f"{figures['wrk_rps']:,.0f}" if has_wrk else "not installed", ""),
-        (
-            f"20 ms server at {args.rate}/s, p50",
-            f"{f['delay_p50_ms']:.2f} ms ({f['delay_p50_error']:.1%} off)",
-            "within 5 %",
-        ),
-        ("  the server's own delay, p50", f"{f['server_own_p50_ms']:.2f} ms", ""),
-        (
-            f"one {args.stall_s:g} s stall, p50 / p99",
-            f"{f['stall_p50_ms']:.1f} / {f['stall_p99_ms']:.1f} ms",
-            "p99 shows the stall",
-        ),
-    )
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
+    nginx_bin = nginx_binary()
+    if nginx_bin is None and {"throughput", "cpu"} & set(parts):
+        sys.exit("bench_load: nginx is not installed (make bench-load installs it)")
+    # Parts not run this time keep their last figures.
+    out = OUT / "load.json"
+    figures: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="inferdeck-bench-load-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "payload.json").write_text(json.dumps(BODY))
+        if {"throughput", "cpu"} & set(parts):
+            assert nginx_bin is not None
+            with Nginx(tmp, nginx_bin) as nginx:
+                if "throughput" in parts:
+                    figures |= throughput_part(args, tmp, nginx)
+                if "cpu" in parts:
+                    figures["cpu"] = cpu_part(args, tmp, nginx)
+        if "fidelity" in parts:
+            figures["fidelity"] = fidelity_part(args, tmp)
+            figures["fidelity_runs"] = figures["fidelity"].pop("runs")
+        if "perf_analyzer" in parts:
+            figures["perf_analyzer"] = perf_analyzer_part(args, tmp)
+    OUT.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    report(args, parts, figures)
+
+
+def report(args: argparse.Namespace, parts: list[str], figures: dict[str, Any]) -> None:
+    """The medians as a table, with each goal beside its figure."""
+    rows: list[tuple[str, str, str]] = []
+    if "throughput" in parts:
+        wrk_rps = figures["wrk_rps"]
+        rows += [
+            ("inferdeck load, req/s", f"{figures['inferdeck_rps']:,.0f}", "≥ 2,000"),
+            (
+                "  its p50 / p99",
+                f"{figures['inferdeck_p50_ms']:.2f} / {figures['inferdeck_p99_ms']:.2f} ms",
+                "",
+            ),
+            ("Locust HttpUser, req/s", f"{figures['locust_rps']:,.0f}", ""),
+            ("inferdeck / Locust", f"{figures['ratio_inferdeck_locust']:.2f}×", "≥ 1.2×"),
+            ("wrk (ceiling), req/s", f"{wrk_rps:,.0f}" if wrk_rps else "not installed", ""),
+        ]
+    if "cpu" in parts:
+        cpu = figures["cpu"]
+        for name in (f"rate {args.cpu_rate}", f"concurrency {args.cpu_concurrency}"):
+            each = cpu[name]
+            rows += [
+                (
+                    f"CPU a request, {name}",
+                    f"{each['cpu_us_per_request']:.0f} µs at {each['rps']:,.0f}/s",
+                    "≤ 200 µs",
+                ),
+                (
+                    "  without start-up",
+                    f"{each['loop_cpu_us_per_request']:.0f} µs "
+                    f"(start-up {cpu['startup_cpu_s']:.2f} s)",
+                    "every request stored" if each["all_stored"] else "ROWS MISSING",
+                ),
+            ]
+    if "fidelity" in parts:
+        f = figures["fidelity"]
+        rows += [
+            (
+                f"20 ms server at {args.rate}/s, p50",
+                f"{f['delay_p50_ms']:.2f} ms ({f['delay_p50_error']:.1%} off)",
+                "within 5 %",
+            ),
+            ("  the server's own delay, p50", f"{f['server_own_p50_ms']:.2f} ms", ""),
+            (
+                f"one {args.stall_s:g} s stall, p50 / p99",
+                f"{f['stall_p50_ms']:.1f} / {f['stall_p99_ms']:.1f} ms",
+                "p99 shows the stall",
+            ),
+        ]
+    if "perf_analyzer" in parts:
+        for c in (1, 8):
+            pa = figures["perf_analyzer"][f"c{c}"]
+            rows += [
+                (
+                    f"c={c}: inferdeck / perf_analyzer",
+                    f"{pa['inferdeck_rps']:,.0f} / {pa['perf_analyzer_rps']:,.0f}/s = "
+                    f"{pa['rps_ratio']:.2f}×",
+                    "≥ 0.9×",
+                ),
+                (
+                    "  p50",
+                    f"{pa['inferdeck_p50_ms']:.3f} / {pa['perf_analyzer_p50_ms']:.3f} ms = "
+                    f"{pa['p50_ratio']:.2f}×",
+                    "≤ 1.15×",
+                ),
+                (
+                    "  server CPU a request",
+                    f"{pa['server_cpu_us_inferdeck']:.0f} / "
+                    f"{pa['server_cpu_us_perf_analyzer']:.0f} µs",
+                    "",
+                ),
+            ]
+    print(f"\nmedians of {args.repeat} runs; servers on core 0, each client on core 1:")
     for name, value, goal in rows:
-        print(f"  {name:34} {value:>28}   {goal}")
+        print(f"  {name:34} {value:>32}   {goal}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,14 @@ Transport, chosen by measurement (PLATFORM.md, and the figures in this module's 
 own pool slows down as connections grow (~1,300 requests/s at 16 connections, ~200/s at 64 on one
 core here), while httpx over `httpx_aiohttp.AiohttpTransport` keeps ~5,200-5,700/s. Handing a
 built `httpx.Request` straight to that transport skips the client's per-request machinery
-(cookies, auth, redirects, event hooks) that a load run never uses: ~8,500-9,200/s. So the bulk
-of a load goes request -> transport directly, and `client` (an `httpx.AsyncClient` over the same
-transport) serves everything else: metadata reads, the preflight, probes.
+(cookies, auth, redirects, event hooks) that a load run never uses: ~8,500-9,200/s. Skipping
+httpx too, for the bulk of a load, skips building an `httpx.Request` (its URL parsed and its
+headers normalised each time), the transport re-parsing that URL for aiohttp, and wrapping the
+answer in an `httpx.Response`: a third of the load process's CPU per request (bench_load.py's
+CPU part). So the bulk of a load goes to the aiohttp session directly (`exchange`), and `client`
+(an `httpx.AsyncClient` over a transport sharing that session and its pool) serves everything
+else: metadata reads, probes. A transport given to the constructor (tests' `MockTransport`)
+carries every exchange instead.
 
 The aiohttp transport does not fire httpx's `trace` extension, so it cannot report connect, TLS,
 send and wait separately. A sampled fraction of requests (`trace_every`, 1 in 50 by default) goes
@@ -36,6 +41,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 from httpx_aiohttp import AiohttpTransport
 
 from engine.remote.classify import BodyError, classify, describe
@@ -48,6 +54,7 @@ USER_AGENT = b"inferdeck-load/0.1"
 
 _random = random.Random()
 _now = time.perf_counter_ns
+_CHUNK = 16_384  # a body of unknown length is read in steps of this (as the transport reads)
 
 
 class _Inflater:
@@ -156,15 +163,22 @@ class TargetClient:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
+        self._max_connections = max_connections
+        # One aiohttp session (one pool) for the direct exchanges and the httpx client alike,
+        # made on first use: it needs the running loop. None with a given transport.
+        self._session: aiohttp.ClientSession | None = None
+        self._direct = transport is None
+        # verify=False: the transport's own SSL context is only for a session it would make
+        # itself (and costs ~35 ms to build); ours brings its TLS choice (`_session`).
         self._transport = transport or AiohttpTransport(
-            limits=limits,
-            client=lambda: _session(target, max_connections),
+            verify=False, limits=limits, client=self._aiohttp
         )
         # Phase detail needs httpcore's trace events; a handful of connections is plenty for
         # a sample.
         self._traced: httpx.AsyncBaseTransport | None = (
             httpx.AsyncHTTPTransport(
-                verify=target.verify_tls, limits=httpx.Limits(max_connections=10)
+                verify=target.verify_tls and _tls(target),
+                limits=httpx.Limits(max_connections=10),
             )
             if self.trace_every and transport is None
             else None
@@ -180,6 +194,14 @@ class TargetClient:
             headers["authorization"] = f"Bearer {token}"
         self._base_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         self._post_headers = [*self._base_headers, (b"content-type", b"application/json")]
+        # The direct exchange's: aiohttp takes str pairs, and adds none of its defaults
+        # (Accept, Accept-Encoding, User-Agent) over these.
+        self._post_dict = {k.lower(): v for k, v in headers.items()}
+        self._post_dict["content-type"] = "application/json"
+        self._urls: dict[str, yarl.URL] = {}  # each URL parsed once, not per request
+        self._aiohttp_timeout = aiohttp.ClientTimeout(
+            sock_connect=target.connect_timeout_s, sock_read=target.timeout_s
+        )
         self._timeouts = {
             "connect": target.connect_timeout_s,
             "read": target.timeout_s,
@@ -201,10 +223,17 @@ class TargetClient:
         self._count += 1
         return self._count % self.trace_every == 1 or self.trace_every == 1
 
+    def _aiohttp(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = _session(self.target, self._max_connections)
+        return self._session
+
     async def exchange(
         self, url: str, body: bytes, request_id: str, traceparent: str, traced: bool = False
     ) -> Exchange:
         """POST `body`; never raises for a network or HTTP failure, it is in the result."""
+        if self._direct and not (traced and self._traced is not None):
+            return await self._exchange_direct(url, body, request_id, traceparent)
         headers = [
             *self._post_headers,
             (b"x-request-id", request_id.encode()),
@@ -235,6 +264,63 @@ class TargetClient:
             result.message = scrub(describe(exc), self._secrets)
         result.end_ns = _now()
         return result
+
+    async def _exchange_direct(
+        self, url: str, body: bytes, request_id: str, traceparent: str
+    ) -> Exchange:
+        """`exchange` through the aiohttp session itself: the same request, answer and bounds."""
+        target_url = self._urls.get(url)
+        if target_url is None:
+            target_url = self._urls[url] = yarl.URL(url)
+        headers = self._post_dict.copy()
+        headers["x-request-id"] = request_id
+        headers["traceparent"] = traceparent
+        session = self._session or self._aiohttp()
+        result = Exchange(0, b"", None, "", None, None, _now(), 0, 0, None)
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                response = await session.request(
+                    "POST",
+                    target_url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    compress=False,
+                    timeout=self._aiohttp_timeout,
+                )
+                result.headers_ns = _now()
+                try:
+                    result.status = response.status
+                    rh = response.headers
+                    result.server_request_id = rh.get("x-request-id")
+                    result.server_timing = rh.get("server-timing")
+                    await self._read_direct(response, result)
+                finally:
+                    response.release()
+        except Exception as exc:  # every failure is data for the run, never a crash
+            result.error = classify(exc)
+            result.message = scrub(describe(exc), self._secrets)
+        result.end_ns = _now()
+        return result
+
+    async def _read_direct(self, response: aiohttp.ClientResponse, result: Exchange) -> None:
+        rh = response.headers
+        encoding = rh.get("content-encoding")
+        length = rh.get("content-length")
+        limit = self.max_body_bytes
+        if encoding is None and length is not None and length.isdigit():
+            if int(length) > limit:
+                result.error, result.message = "too_large", f"content-length {length}"
+                return
+            # Its length is known and within the cap: aiohttp's parser reads no more.
+            result.body = await response.read()
+            return
+        try:
+            chunks = response.content.iter_chunked(_CHUNK)
+            result.body = await read_capped(chunks, encoding, limit)
+        except BodyError as exc:
+            result.error, result.message = exc.kind, str(exc)
 
     async def _read(self, response: httpx.Response, result: Exchange) -> None:
         stream = response.stream
@@ -269,6 +355,8 @@ class TargetClient:
 
     async def aclose(self) -> None:
         await self.client.aclose()  # closes the shared transport too
+        if self._session is not None and not self._session.closed:
+            await self._session.close()  # made for direct exchanges, never by the transport
         if self._traced is not None:
             await self._traced.aclose()
 
@@ -276,9 +364,18 @@ class TargetClient:
 def _session(target: Target, max_connections: int) -> aiohttp.ClientSession:
     """The aiohttp session behind the transport: our own TLS choice, a pool as large as the
     run's in-flight cap, and no cookie jar (a load run must not carry state between requests)."""
-    ssl_arg: Any = httpx.create_ssl_context(verify=True) if target.verify_tls else False
+    ssl_arg: Any = False
+    if target.verify_tls:
+        # A verifying context costs ~35 ms of CPU to load the CA store: a plain-HTTP target,
+        # which never uses it, takes aiohttp's default (already built when it was imported).
+        ssl_arg = httpx.create_ssl_context(verify=True) if _tls(target) else True
     connector = aiohttp.TCPConnector(limit=max_connections, ssl=ssl_arg, keepalive_timeout=30)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+def _tls(target: Target) -> bool:
+    """Whether the target speaks TLS (otherwise no certificate store need be loaded for it)."""
+    return not target.base_url.lower().startswith("http://")
 
 
 def _tracer(events: dict[str, int]) -> Any:

@@ -87,16 +87,17 @@ class Recorder:
         request_id: str,
         traceparent: str,
         input_json: str,
-        intended_ns: int,
+        origin_ns: int,
         ex: Exchange,
         spans: list[tuple[Any, ...]],
     ) -> None:
-        """Count one judged request (`engine.remote.outcome.judge`) and queue its row."""
+        """Count one judged request (`engine.remote.outcome.judge`) and queue its row; its
+        latency counts from `origin_ns` (`engine.remote.load.schedule.origin_ns`)."""
         run = self.run
         assert run is not None
         error = ex.error
         status = "ok" if error is None else "failed"
-        latency_us = (ex.end_ns - intended_ns) // 1000
+        latency_us = (ex.end_ns - origin_ns) // 1000
         state = self._state
         state.completed += 1
         run.accepted += 1
@@ -117,7 +118,7 @@ class Recorder:
                 target.model,
                 CLIENT_ID,
                 status,
-                base_us + intended_ns // 1000,
+                base_us + origin_ns // 1000,
                 base_us + ex.end_ns // 1000,
                 latency_us,
                 input_json,
@@ -140,6 +141,12 @@ class Recorder:
         while True:
             await asyncio.sleep(FLUSH_EVERY_S)
             self.flush()
+
+    def traffic_ended(self) -> None:
+        """The last request is done: the run's duration ends here, whatever follows (the
+        server's last statistics poll, the final writes)."""
+        if self.run is not None:
+            self.run.finish()
 
     async def finish(self, status: str, server: dict[str, Any] | None = None) -> dict[str, Any]:
         """End the run as `status`, stored with its summary (joined by `server`: the server's

@@ -4,8 +4,14 @@ Open model (`rate`): request i is *meant* to leave at t0 + i/rate (ramped), and 
 from that intended moment, so a server that stalls shows up as the long waits its callers would
 really see instead of being hidden by a client that politely waits (coordinated omission). If
 `max_in_flight` requests are out, the next one waits for a slot; that wait is its client `queue`
-span and still counts. Closed model (`concurrency`): N users, each sending its next request when
-the last one is answered; latency counts from the actual send.
+span and still counts. The schedule sleeps on the loop's timer, which wakes up to a millisecond
+late, so it aims `EARLY_SEND_S` before each moment, and when it wakes it sends every request due
+within `EARLY_SEND_S` of now: none leaves late for the timer's sake, none more than `EARLY_SEND_S`
+early. A request sent early counts from when it actually left (`origin_ns`), never from its later
+intended moment, which would hide the earliness from its latency.
+
+Closed model (`concurrency`): N users, each sending its next request when the last one is
+answered; latency counts from the actual send.
 
 A run bounded by a duration ends at its duration plus at most one `--timeout`, however the target
 behaves: once the duration is over, a request still waiting for its send (every slot held by a
@@ -29,13 +35,25 @@ from engine.remote.plan import LoadPlan
 STOP_GRACE_S = 1.0  # after stop(), how long requests in flight may still finish
 LATE_SEND_S = 0.25  # past a timed run's end, a due request may still leave this late, no later
 
-# Sends request `index`, meant to leave at `intended_ns`, and records it (`Sender.one`); the
-# caller has already counted it sent and in flight.
+# Sends request `index`, meant to leave at `intended_ns` (it may leave up to EARLY_SEND_S
+# before), and records it (`Sender.one`); the caller has already counted it sent and in flight.
 Send = Callable[[int, int], Coroutine[Any, Any, None]]
 
+# How early a request may leave: the loop's timer wakes up to 1 ms late (epoll counts whole
+# ms), so the schedule aims this far ahead of a moment and sends what is due by then. Turning
+# the loop until the exact moment instead (as it once did) cost a whole core at 1,000/s.
+EARLY_SEND_S = 0.001
+
 _now = time.perf_counter_ns
-_SPIN_NS = 1_100_000
+_EARLY_NS = int(EARLY_SEND_S * 1e9)
 _LATE_SEND_NS = int(LATE_SEND_S * 1e9)
+
+
+def origin_ns(intended_ns: int, start_ns: int) -> int:
+    """Where a request's latency counts from: its intended moment, or when it actually left if
+    that was earlier (a request sent up to `EARLY_SEND_S` early: the earliness is no latency).
+    Late is never forgiven: a request that left after its moment counts from the moment."""
+    return start_ns if start_ns < intended_ns else intended_ns
 
 
 def intended_s(i: int, rate: float, ramp_s: float) -> float:
@@ -113,17 +131,16 @@ class Scheduler:
                 state.not_sent += due_before(end_s, rate, ramp_s, limit) - i
                 break
             delay = due - _now()
-            if delay > _SPIN_NS:
-                # The loop's timer wakes up to 1 ms late (epoll rounds up to whole ms), and a
-                # late send is latency the client made: sleep to just short of the moment ...
-                # (in short sleeps, so that stop() is heard within 50 ms even at a low rate).
-                await asyncio.sleep(min((delay - _SPIN_NS) / 1e9, 0.05))
+            if delay > _EARLY_NS:
+                # Sleep to EARLY_SEND_S short of the moment: the timer's lateness then lands
+                # the wake-up between that and the moment itself, never after it (in short
+                # sleeps, so that stop() is heard within 50 ms even at a low rate).
+                await asyncio.sleep(min((delay - _EARLY_NS) / 1e9, 0.05))
                 continue
-            if delay > 0:
-                await asyncio.sleep(0)  # ... then turn the loop (reading answers) until it comes
-                continue
+            # Due (or due within EARLY_SEND_S): sent now, and so is every request after it
+            # that is, before the loop sleeps again.
             if i % 32 == 31:
-                await asyncio.sleep(0)  # behind schedule: still let answers be read
+                await asyncio.sleep(0)  # a long batch, or behind schedule: let answers be read
             if not await self._wait_for_slot(cap, send_by):
                 continue  # the end came while waiting: the check above counts the rest
             if state.stopping:

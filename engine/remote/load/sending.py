@@ -22,6 +22,7 @@ from engine.remote.client import Exchange, TargetClient, new_traceparent
 from engine.remote.credentials import redact_url, scrub
 from engine.remote.examples import example_from_oip, example_from_schema, offered_example
 from engine.remote.load.recording import CLIENT_ID, Recorder
+from engine.remote.load.schedule import origin_ns
 from engine.remote.load.state import RunState
 from engine.remote.outcome import INPUT_CAP, exchange_spans, judge
 from engine.remote.payloads import EXAMPLE, PayloadSource
@@ -136,8 +137,9 @@ class Sender:
         return await self.client.exchange(self.adapter.url, body, request_id, new_traceparent())
 
     async def one(self, index: int, intended_ns: int) -> None:
-        """Send request `index` (meant to leave at `intended_ns`) and record its outcome; the
-        caller has counted it sent and in flight."""
+        """Send request `index` (meant to leave at `intended_ns`) and record its outcome, its
+        latency counted from `schedule.origin_ns`; the caller has counted it sent and in
+        flight."""
         client, adapter = self.client, self.adapter
         state = self.state
         body = self.bodies[index % len(self.bodies)]
@@ -163,5 +165,6 @@ class Sender:
             state.in_flight -= 1
             state.slot_free.set()
         judge(ex, adapter)
-        spans = exchange_spans(ex, intended_ns)
-        self.record(request_id, traceparent, body.input_json, intended_ns, ex, spans)
+        origin = origin_ns(intended_ns, ex.start_ns)  # a request sent early counts from its send
+        spans = exchange_spans(ex, origin)
+        self.record(request_id, traceparent, body.input_json, origin, ex, spans)

@@ -250,8 +250,8 @@ class LoadPanel(QWidget):
         self.progress_bar.setFormat("no run yet")
         self.progress_bar.setToolTip("Elapsed of the planned duration, or answered of the requests")
         self.time_left = QLabel("")
-        grid.addWidget(self.progress_bar, 5, 0, 1, 3)
-        grid.addWidget(self.time_left, 5, 3)
+        grid.addWidget(self.progress_bar, 6, 0, 1, 3)
+        grid.addWidget(self.time_left, 6, 3)
         self.chart = LoadLiveChart()
         self._plan: LoadPlan | None = None
         self._wanted: str | None = None  # a target asked for before it was listed

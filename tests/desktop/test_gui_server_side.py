@@ -87,6 +87,11 @@ def test_the_load_panel_shows_the_servers_line_live_and_stored(qtbot: QtBot) -> 
     panel.on_snapshot(_snap(1.0, _live(throughput_per_s=400.0, queue_ms=0.5, pending=2)))
     assert panel.server_label.isVisible()
     assert panel.server_label.text() == "server: 400 requests/s · queue 0.50 ms · pending 2"
+    # Its own row: neither the progress bar nor the time left is drawn over it.
+    qtbot.waitUntil(lambda: panel.server_label.height() > 0)
+    line = panel.server_label.geometry()
+    assert not line.intersects(panel.progress_bar.geometry())
+    assert not line.intersects(panel.time_left.geometry())
     server = {
         "source": "metrics+oip-stats",
         "requests": 4000,

@@ -37,12 +37,21 @@ _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 class BodyError(Exception):
-    """A body that was not read whole (`engine.remote.client.read_capped`): `kind` is its
+    """A body that was not read whole (`engine.remote.bodies.CappedBody`): `kind` is its
     class, `too_large` or `bad_body`."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class ConnectTimeoutError(TimeoutError):
+    """No connection within the target's connect timeout (`engine.remote.http1`)."""
+
+
+class ProtocolError(Exception):
+    """An answer that is not HTTP/1.1, or a connection closed in the middle of one
+    (`engine.remote.http1`)."""
 
 
 def http_class(status: int) -> str:
@@ -71,8 +80,10 @@ def _one(exc: BaseException) -> str | None:
         if isinstance(exc.os_error, ssl.SSLError):
             return "tls"
         return None  # e.g. DNS failure: let an inner link (or `other`) decide
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | ConnectTimeoutError):
         return "connect_timeout"
+    if isinstance(exc, ProtocolError):
+        return "reset"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return "reset"
     if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):

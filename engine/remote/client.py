@@ -34,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import zlib
-from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +42,10 @@ import httpx
 import yarl
 from httpx_aiohttp import AiohttpTransport
 
+from engine.remote.bodies import read_capped
 from engine.remote.classify import BodyError, classify, describe
 from engine.remote.credentials import scrub
+from engine.remote.http1 import Answer, Http1Pool
 from engine.remote.targets import Target
 
 MAX_BODY_BYTES = 1 << 20  # a bigger answer (after decoding) is aborted, counted as `too_large`
@@ -55,70 +55,6 @@ USER_AGENT = b"inferdeck-load/0.1"
 _random = random.Random()
 _now = time.perf_counter_ns
 _CHUNK = 16_384  # a body of unknown length is read in steps of this (as the transport reads)
-
-
-class _Inflater:
-    """gzip or deflate, inflated a bounded step at a time: never more than `room` bytes out of
-    one call, however small the input (one 16 KB chunk of a bomb would be 16 MB at once)."""
-
-    def __init__(self, encoding: str) -> None:
-        # 47: a zlib or gzip header, detected; deflate is zlib-wrapped or (wrongly, but often)
-        # raw, which is tried when the zlib header is missing.
-        self._wbits = 47 if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
-        self._raw_fallback = encoding == "deflate"
-        self._zlib = zlib.decompressobj(self._wbits)
-        self._started = False
-
-    def feed(self, data: bytes, room: int) -> bytes:
-        """At most `room` + 1 bytes decoded from `data` and what earlier calls left over."""
-        try:
-            out = self._zlib.decompress(data, room + 1)
-        except zlib.error:
-            if self._raw_fallback and not self._started:
-                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-                self._raw_fallback = False
-                return self.feed(data, room)
-            raise
-        self._started = True
-        return out
-
-    @property
-    def pending(self) -> bytes:
-        return self._zlib.unconsumed_tail
-
-
-async def read_capped(
-    chunks: AsyncIterable[bytes], content_encoding: str | None, limit: int
-) -> bytes:
-    """The whole body, decoded, or `BodyError` as soon as it passes `limit` bytes decoded.
-    The caller bounds the time (the read runs inside the exchange's deadline)."""
-    encoding = (content_encoding or "").strip().lower()
-    inflater: _Inflater | None = None
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        inflater = _Inflater(encoding)
-    elif encoding not in ("", "identity"):
-        raise BodyError("bad_body", f"content-encoding {encoding[:40]!r} was not asked for")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        if inflater is None:
-            size += len(chunk)
-            if size > limit:
-                raise BodyError("too_large", f"body over {limit:,} bytes")
-            parts.append(chunk)
-            continue
-        data = chunk
-        while data:
-            try:
-                out = inflater.feed(data, limit - size)
-            except zlib.error as exc:
-                raise BodyError("bad_body", f"{encoding} body does not inflate: {exc}") from None
-            size += len(out)
-            if size > limit:
-                raise BodyError("too_large", f"body over {limit:,} bytes once inflated")
-            parts.append(out)
-            data = inflater.pending  # input held back by the step limit
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def new_traceparent() -> str:
@@ -173,16 +109,6 @@ class TargetClient:
         self._transport = transport or AiohttpTransport(
             verify=False, limits=limits, client=self._aiohttp
         )
-        # Phase detail needs httpcore's trace events; a handful of connections is plenty for
-        # a sample.
-        self._traced: httpx.AsyncBaseTransport | None = (
-            httpx.AsyncHTTPTransport(
-                verify=target.verify_tls and _tls(target),
-                limits=httpx.Limits(max_connections=10),
-            )
-            if self.trace_every and transport is None
-            else None
-        )
         headers: dict[str, str] = {
             "user-agent": USER_AGENT.decode(),
             "accept": "application/json",
@@ -192,6 +118,23 @@ class TargetClient:
         }
         if token:
             headers["authorization"] = f"Bearer {token}"
+        # A plain-HTTP target's exchanges, sampled ones included (it marks their phases
+        # itself), go through the lean client (`engine.remote.http1`); None where it cannot
+        # say the same request (TLS, a user in the URL, a header it cannot write as given).
+        self._lean: tuple[Http1Pool, dict[str, bytes]] | None = None
+        self._lean_fields = _header_block(headers)
+        if transport is None and self._lean_fields is not None:
+            self._lean = _lean_pool(target, max_connections, max_body_bytes)
+        # Elsewhere phase detail needs httpcore's trace events; a handful of connections is
+        # plenty for a sample.
+        self._traced: httpx.AsyncBaseTransport | None = (
+            httpx.AsyncHTTPTransport(
+                verify=target.verify_tls and _tls(target),
+                limits=httpx.Limits(max_connections=10),
+            )
+            if self.trace_every and transport is None and self._lean is None
+            else None
+        )
         self._base_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         self._post_headers = [*self._base_headers, (b"content-type", b"application/json")]
         # The direct exchange's: aiohttp takes str pairs, and adds none of its defaults
@@ -218,7 +161,7 @@ class TargetClient:
 
     def sample_next(self) -> bool:
         """Whether the next request should report its phases (1 in `trace_every`)."""
-        if self._traced is None:
+        if not self.trace_every or (self._traced is None and self._lean is None):
             return False
         self._count += 1
         return self._count % self.trace_every == 1 or self.trace_every == 1
@@ -232,6 +175,8 @@ class TargetClient:
         self, url: str, body: bytes, request_id: str, traceparent: str, traced: bool = False
     ) -> Exchange:
         """POST `body`; never raises for a network or HTTP failure, it is in the result."""
+        if self._lean is not None:
+            return await self._exchange_lean(url, body, request_id, traceparent, traced)
         if self._direct and not (traced and self._traced is not None):
             return await self._exchange_direct(url, body, request_id, traceparent)
         headers = [
@@ -262,6 +207,43 @@ class TargetClient:
             result.error = classify(exc)
             # Stored with the row: an exception that echoes the URL must not carry credentials.
             result.message = scrub(describe(exc), self._secrets)
+        result.end_ns = _now()
+        return result
+
+    async def _exchange_lean(
+        self, url: str, body: bytes, request_id: str, traceparent: str, traced: bool
+    ) -> Exchange:
+        """`exchange` through the lean HTTP/1.1 client: the same request, answer and bounds."""
+        assert self._lean is not None and self._lean_fields is not None
+        pool, heads = self._lean
+        head = heads.get(url)
+        if head is None:
+            head = heads[url] = _request_line(url) + self._lean_fields
+        request = b"%bx-request-id: %b\r\ntraceparent: %b\r\ncontent-length: %d\r\n\r\n%b" % (
+            head,
+            request_id.encode(),
+            traceparent.encode(),
+            len(body),
+            body,
+        )
+        events: dict[str, int] | None = {} if traced else None
+        answer = Answer()
+        result = Exchange(0, b"", None, "", None, None, _now(), 0, 0, events)
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                await pool.post(request, answer, events)
+        except Exception as exc:  # every failure is data for the run, never a crash
+            result.error = classify(exc)
+            result.message = scrub(describe(exc), self._secrets)
+        result.status = answer.status
+        result.headers_ns = answer.headers_ns
+        if answer.status:
+            result.server_request_id = answer.header(b"x-request-id")
+            result.server_timing = answer.header(b"server-timing")
+        if result.error is None:
+            result.body = answer.body
+            if answer.body_error is not None:
+                result.error, result.message = answer.body_error.kind, str(answer.body_error)
         result.end_ns = _now()
         return result
 
@@ -354,6 +336,8 @@ class TargetClient:
             return response.status_code, body
 
     async def aclose(self) -> None:
+        if self._lean is not None:
+            self._lean[0].close()
         await self.client.aclose()  # closes the shared transport too
         if self._session is not None and not self._session.closed:
             await self._session.close()  # made for direct exchanges, never by the transport
@@ -371,6 +355,50 @@ def _session(target: Target, max_connections: int) -> aiohttp.ClientSession:
         ssl_arg = httpx.create_ssl_context(verify=True) if _tls(target) else True
     connector = aiohttp.TCPConnector(limit=max_connections, ssl=ssl_arg, keepalive_timeout=30)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+def _lean_pool(
+    target: Target, max_connections: int, max_body_bytes: int
+) -> tuple[Http1Pool, dict[str, bytes]] | None:
+    """The lean client's pool for a plain-HTTP target without a user in its URL, and its
+    request heads by URL (filled as URLs are first used); None for any other target."""
+    url = yarl.URL(target.base_url)
+    if url.scheme != "http" or url.user is not None or url.password is not None:
+        return None
+    if url.host is None or url.port is None:
+        return None
+    pool = Http1Pool(
+        url.host,
+        url.port,
+        limit=max_connections,
+        connect_timeout_s=target.connect_timeout_s,
+        read_timeout_s=target.timeout_s,
+        max_body_bytes=max_body_bytes,
+    )
+    return pool, {}
+
+
+def _header_block(headers: dict[str, str]) -> bytes | None:
+    """The request's fixed header lines (content-type included), or None when a name or value
+    cannot go on the wire as given (a line break, a character outside Latin-1)."""
+    lines = []
+    for name, value in {**headers, "content-type": "application/json"}.items():
+        if any(c in name + value for c in "\r\n\0") or not name.isascii():
+            return None
+        try:
+            lines.append(f"{name.lower()}: {value}\r\n".encode("latin-1"))
+        except UnicodeEncodeError:
+            return None
+    return b"".join(lines)
+
+
+def _request_line(url: str) -> bytes:
+    """`POST /path?query HTTP/1.1` and the Host header for `url`, as aiohttp would write them."""
+    parsed = yarl.URL(url)
+    return b"POST %b HTTP/1.1\r\nhost: %b\r\n" % (
+        (parsed.raw_path_qs or "/").encode("ascii"),
+        (parsed.host_port_subcomponent or "").encode("ascii"),
+    )
 
 
 def _tls(target: Target) -> bool:

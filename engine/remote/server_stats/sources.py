@@ -5,7 +5,7 @@
 - `MetricsSource`: a Prometheus exposition (`/metrics` of Triton, MLServer, KServe, `serve`).
 - `PrometheusSource`: a Prometheus server's instant query over a fleet, grouped by `instance`.
 
-Every read is bounded in bytes (decoded, `engine.remote.client.read_capped`) and in time (one
+Every read is bounded in bytes (decoded, `engine.remote.bodies.read_capped`) and in time (one
 deadline over the fetch and the parse), and parsing runs on a worker thread, never on the event
 loop that sends the load: a big exposition costs seconds of pure Python. A parse that outlives
 its deadline keeps running on its thread; the source skips its turns until that parse ends, so
@@ -29,8 +29,8 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.remote.bodies import read_capped
 from engine.remote.classify import BodyError, classify, describe
-from engine.remote.client import read_capped
 from engine.remote.credentials import redact_url, scrub
 from engine.remote.server_stats.figures import Deltas, Snapshot, Totals
 from engine.remote.server_stats.names import Matcher, choose

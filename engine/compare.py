@@ -31,8 +31,10 @@ FIGURES: tuple[tuple[str, bool], ...] = (
     ("server batch size", False),
 )
 SERVER_FIGURES = frozenset(name for name, _ in FIGURES if name.startswith("server "))
-# Within this fraction of each other, a change is noise, neither better nor worse.
+# Within this fraction of each other, a change is noise, neither better nor worse; so is one
+# that shows as no change at the two decimals every figure is shown with.
 SAME_WITHIN = 0.02
+SAME_BELOW = 0.005
 CURVE_STEP = 0.05  # in nines: 20 points per decade of the tail
 
 
@@ -138,7 +140,7 @@ def deltas(base: RunFigures, other: RunFigures) -> list[Delta]:
         change = b - a
         percent = change / a * 100 if a else None
         scale = max(abs(a), abs(b))
-        if scale == 0 or abs(change) <= SAME_WITHIN * scale:
+        if scale == 0 or abs(change) < SAME_BELOW or abs(change) <= SAME_WITHIN * scale:
             verdict = "same"
         else:
             verdict = "better" if (change < 0) == lower_is_better else "worse"

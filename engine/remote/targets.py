@@ -119,8 +119,8 @@ class Target(BaseModel):
     def _prometheus_pair(self) -> Target:
         if (self.prometheus_url is None) != (self.prometheus_selector is None):
             raise ValueError(
-                "a Prometheus server needs both its URL (--prometheus) and a selector "
-                '(--selector, such as {job="inferdeck"})'
+                "a Prometheus server needs both its URL and a label selector, "
+                'such as {job="inferdeck"}'
             )
         return self
 

@@ -37,9 +37,10 @@ from storage.queries import RunRow
 PENS = ("#6c8ebf", "#d79b00")  # A, B
 COLUMNS = ("figure", "A", "B", "change", "change %", "")
 VERDICT_COLOURS = {"better": "#d5e8d4", "worse": "#f8cecc"}
-ROW_HEIGHT = 28
+ROW_HEIGHT = 24
 SETTING_ROW_HEIGHT = 24
-SETTING_ROWS_SHOWN = 7  # a longer list scrolls (the differing ones are on top)
+PLOT_MIN_HEIGHT = 180
+SETTING_ROWS_SHOWN = 5  # a longer list scrolls (the differing ones are on top)
 DIFFERS_COLOUR = "#fff2cc"  # a setting the two runs do not share
 
 
@@ -156,6 +157,9 @@ class RunsCompareView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(header)
         layout.addWidget(self.settings)
+        # With the server's rows the figures table is tall: the plot keeps a readable height
+        # (the window grows instead of squashing it).
+        self.plot_widget.setMinimumHeight(PLOT_MIN_HEIGHT)
         layout.addWidget(self.plot_widget, 1)
         layout.addWidget(note)
         layout.addWidget(self.table)

@@ -195,6 +195,20 @@ def test_compare_arithmetic_and_colours_of_better_worse_same() -> None:
             run(**{"p50 ms": 8.0, "throughput/s": 90.0, "errors": 3.0, "p99 ms": 1.01}),
         )
     }
+    # A tiny figure's change that shows as +0.00 is no change, whatever its percentage.
+    tiny = {"server queue ms": 0.0341}
+    (queue,) = [
+        d
+        for d in deltas(run(**tiny), run(**{"server queue ms": 0.0351}))
+        if d.name == "server queue ms"
+    ]
+    assert queue.percent == pytest.approx(2.93, abs=0.01) and queue.verdict == "same"
+    (bigger,) = [
+        d
+        for d in deltas(run(**tiny), run(**{"server queue ms": 0.05}))
+        if d.name == "server queue ms"
+    ]
+    assert bigger.verdict == "worse"
     assert result["p50 ms"].change == -2.0 and result["p50 ms"].percent == pytest.approx(-20)
     assert result["p50 ms"].verdict == "better"  # lower latency
     assert result["throughput/s"].verdict == "worse"  # lower throughput

@@ -230,8 +230,7 @@ class TargetClient:
         answer = Answer()
         result = Exchange(0, b"", None, "", None, None, _now(), 0, 0, events)
         try:
-            async with asyncio.timeout(self.deadline_s):
-                await pool.post(request, answer, events)
+            await pool.post(request, answer, events, self.deadline_s)
         except Exception as exc:  # every failure is data for the run, never a crash
             result.error = classify(exc)
             result.message = scrub(describe(exc), self._secrets)

@@ -20,9 +20,11 @@ cancellation included, closes it.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import deque
 
+import aiohappyeyeballs
 import httptools
 
 from engine.remote.bodies import CappedBody
@@ -74,12 +76,16 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_byte = 0.0
+        self._deadline = 0.0
         self._interim = False  # a 1xx answer: the real one follows on the same connection
 
     # -- one exchange ------------------------------------------------------------------------
 
-    async def exchange(self, request: bytes, answer: Answer, events: dict[str, int] | None) -> None:
-        """Send `request` (head and body) and wait for the whole answer into `answer`."""
+    async def exchange(
+        self, request: bytes, answer: Answer, events: dict[str, int] | None, deadline: float
+    ) -> None:
+        """Send `request` (head and body) and wait for the whole answer into `answer`, until
+        `deadline` at the latest (the loop's clock)."""
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             raise ProtocolError("the server closed the connection before the request was sent")
@@ -92,7 +98,10 @@ class _Connection(asyncio.Protocol):
         if events is not None:
             events["http11.send_request_body.complete"] = _now()
         self._last_byte = self._loop.time()
-        self._timer = self._loop.call_at(self._last_byte + self._pool.read_timeout_s, self._idle)
+        self._deadline = deadline
+        # One timer a request, for both bounds: the read timeout and the deadline.
+        due = min(self._last_byte + self._pool.read_timeout_s, deadline)
+        self._timer = self._loop.call_at(due, self._idle)
         try:
             await waiter
         finally:
@@ -103,15 +112,20 @@ class _Connection(asyncio.Protocol):
                 self._timer = None
 
     def _idle(self) -> None:
-        """The read timeout's check: no byte for that long fails the exchange."""
+        """The bounds' check: no byte for the read timeout, or the deadline passed, fails the
+        exchange (a server that drips a byte at a time meets the deadline)."""
         self._timer = None
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._fail(TimeoutError("no whole answer before the request's deadline"))
+            return
         timeout = self._pool.read_timeout_s
         due = self._last_byte + timeout
-        if self._loop.time() < due:  # a byte came since: look again then
-            self._timer = self._loop.call_at(due, self._idle)
+        if now < due:  # a byte came since: look again then
+            self._timer = self._loop.call_at(min(due, self._deadline), self._idle)
             return
         self._fail(TimeoutError(f"no answer byte for {timeout:g} s"))
 
@@ -156,7 +170,8 @@ class _Connection(asyncio.Protocol):
             return
         headers = answer.headers
         if (
-            answer.headers_ns
+            exc is None  # closed, not broken: a reset mid-body leaves the body unfinished
+            and answer.headers_ns
             and self._body is not None
             and b"content-length" not in headers
             and b"transfer-encoding" not in headers
@@ -254,25 +269,44 @@ class Http1Pool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
-    async def post(self, request: bytes, answer: Answer, events: dict[str, int] | None) -> None:
+    async def post(
+        self,
+        request: bytes,
+        answer: Answer,
+        events: dict[str, int] | None,
+        deadline_s: float,
+    ) -> None:
         """Send `request` (a whole HTTP/1.1 request, head and body) and read its answer into
-        `answer`; raises what the module's note lists."""
-        conn = await self._acquire(events)
+        `answer`, all within `deadline_s`; raises what the module's note lists. (The deadline
+        is kept by the connection's own timer: no `asyncio.timeout` a request.)"""
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        conn = self._idle_connection()
+        if conn is None:
+            async with asyncio.timeout_at(deadline):
+                conn = await self._acquire(events)
         reusable = False
         try:
-            await conn.exchange(request, answer, events)
+            await conn.exchange(request, answer, events, deadline)
             reusable = answer.keep_alive and not conn.closed
         finally:
             self._release(conn, reusable)
+
+    def _idle_connection(self) -> _Connection | None:
+        if self._closed:
+            return None
+        while self._idle:
+            conn = self._idle.pop()  # the most recent: the least likely to have timed out
+            if not conn.closed:
+                return conn
+        return None
 
     async def _acquire(self, events: dict[str, int] | None) -> _Connection:
         while True:
             if self._closed:
                 raise ProtocolError("the client is closed")
-            while self._idle:
-                conn = self._idle.pop()  # the most recent: the least likely to have timed out
-                if not conn.closed:
-                    return conn
+            conn = self._idle_connection()
+            if conn is not None:
+                return conn
             if self._open < self.limit:
                 return await self._connect(events)
             waiter = asyncio.get_running_loop().create_future()
@@ -294,7 +328,17 @@ class Http1Pool:
             events["connection.connect_tcp.started"] = _now()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                await loop.create_connection(lambda: conn, self.host, self.port)
+                # Every address the name has, tried as aiohttp tries them (happy eyeballs): a
+                # refusal on all of them is one ConnectionRefusedError, not asyncio's plain
+                # "Multiple exceptions" OSError.
+                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                sock = await aiohappyeyeballs.start_connection(infos, loop=loop)
+                try:
+                    await loop.create_connection(lambda: conn, sock=sock)
+                except BaseException:
+                    if conn.transport is None:  # no transport took the socket over
+                        sock.close()
+                    raise
         except TimeoutError:
             if conn.transport is None:
                 self._gone()

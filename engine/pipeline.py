@@ -213,7 +213,9 @@ class Engine:
         token = object()
         self._caller_ids[wanted] = token
         try:
-            held = await queries.request_id_held(self.db.reader, wanted)
+            held = self.db.request_id_held_now(wanted)
+            if held is None:  # the file was locked for a moment: ask the reader, which waits
+                held = await queries.request_id_held(self.db.reader, wanted)
             work = (
                 None
                 if held

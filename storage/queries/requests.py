@@ -59,13 +59,16 @@ PROBE_REQUEST = (
 UNDO_PROBE_REQUEST = "DELETE FROM requests WHERE request_id = ?"
 
 
+# Whether a stored request holds an ID: any row but a rejection (see `UPSERT_REQUEST`: an
+# accepted request may take a rejected request's ID).
+REQUEST_ID_HELD = "SELECT 1 FROM requests WHERE request_id = ? AND status <> 'rejected' LIMIT 1"
+
+
 async def request_id_held(conn: aiosqlite.Connection, request_id: str) -> bool:
-    """Whether a stored request holds `request_id`: any row but a rejection (see
-    `UPSERT_REQUEST`: an accepted request may take a rejected request's ID)."""
-    async with conn.execute(
-        "SELECT 1 FROM requests WHERE request_id = ? AND status <> 'rejected'", (request_id,)
-    ) as cur:
-        return await cur.fetchone() is not None
+    """Whether a stored request holds `request_id` (`REQUEST_ID_HELD`), on the reader's thread;
+    `storage.database.Database.request_id_held_now` asks without leaving the caller's."""
+    rows = await conn.execute_fetchall(REQUEST_ID_HELD, (request_id,))
+    return bool(rows)
 
 
 async def requests_not_stored(conn: aiosqlite.Connection, rows: list[Sequence[Any]]) -> set[int]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -476,3 +477,54 @@ def test_migration_7_gives_old_rejections_the_model_they_named(tmp_path: Path) -
             ("c", None, ""),
             ("d", None, "setosa"),
         ]
+
+
+def test_a_request_id_is_looked_up_on_the_callers_thread_and_a_lock_is_never_waited_for(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ids.db"
+    locked_path = tmp_path / "locked.db"
+
+    async def run() -> None:
+        db = await open_database(path)
+        try:
+            rows = []
+            for request_id, status in (("kept", "ok"), ("refused", "rejected")):
+                row = dict.fromkeys(REQUEST_COLUMNS)
+                row.update(
+                    request_id=request_id,
+                    status=status,
+                    created_us=1,
+                    source="form",
+                    target="local",
+                )
+                rows.append(tuple(row[c] for c in REQUEST_COLUMNS))
+            with closing(sqlite3.connect(path)) as conn, conn:
+                conn.executemany(
+                    f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})",
+                    rows,
+                )
+            # A rejection's ID may be taken by an accepted request: only "kept" is held.
+            for request_id, held in (("kept", True), ("refused", False), ("absent", False)):
+                assert db.request_id_held_now(request_id) is held
+                assert await queries.request_id_held(db.reader, request_id) is held
+            # A file another connection holds exclusively: "cannot tell now", at once.
+            with closing(sqlite3.connect(locked_path, isolation_level=None)) as holder:
+                holder.execute("CREATE TABLE requests (request_id TEXT, status TEXT)")
+                holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+                holder.execute("BEGIN EXCLUSIVE")
+                holder.execute("INSERT INTO requests VALUES ('kept', 'ok')")
+                own = db._point_reader
+                db._point_reader = sqlite3.connect(locked_path, isolation_level=None, timeout=0)
+                try:
+                    started = time.perf_counter()
+                    assert db.request_id_held_now("kept") is None
+                    assert time.perf_counter() - started < 0.5
+                finally:
+                    db._point_reader.close()
+                    db._point_reader = own
+        finally:
+            await db.close()
+
+    asyncio.run(run())

@@ -28,6 +28,8 @@ the iris model, and on core 1, alternating and back to back, `inferdeck load --p
 `--input-data zero`, 4 s windows, 20 % stability) at C = 1 and 8. Goals: inferdeck's throughput
 ≥ 0.9× perf_analyzer's and its p50 within 15 % of perf_analyzer's. The server's own CPU per
 request is shown too: both clients must cost the server the same for the comparison to be fair.
+inferdeck's runs keep the server-side sources on (OIP statistics and /metrics, found on their
+own, polled every second), so the figures hold with them; each run prints which it used.
 
 Medians of `--repeat` runs print as a table and are saved to bench/out/load.json (each part
 run, under its own key; `--only` runs some parts and keeps the others' last figures there).
@@ -464,6 +466,10 @@ def perf_analyzer_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     "failed": s["failed"],
                     "cpu_us_per_request": s["cpu_s"] / n * 1e6,
                     "server_cpu_us_per_request": (server_mid - server_before) / n * 1e6,
+                    # The server-side sources were on (found on their own): the run polled
+                    # them throughout, and its figures hold with them.
+                    "server_source": (s.get("server") or {}).get("source"),
+                    "server_requests": (s.get("server") or {}).get("requests"),
                 }
                 # perf_analyzer's warm-up and unstable windows count too: the server's own
                 # count of what it answered is the right divisor, not the last window's.
@@ -487,7 +493,8 @@ def perf_analyzer_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     f"{ours['server_cpu_us_per_request']:.0f} µs) | perf_analyzer "
                     f"{theirs['rps']:,.0f}/s p50 {theirs['p50_ms']:.3f} ms (server "
                     f"{theirs['server_cpu_us_per_request']:.0f} µs) | ratio "
-                    f"{run['rps_ratio']:.2f}× rps, {run['p50_ratio']:.2f}× p50",
+                    f"{run['rps_ratio']:.2f}× rps, {run['p50_ratio']:.2f}× p50 | server figures "
+                    f"from {ours['server_source']} ({ours['server_requests']} requests)",
                     flush=True,
                 )
             figures[f"c{c}"] = {

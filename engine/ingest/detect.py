@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.ingest.csv_rows import read_csv
-from engine.ingest.images import IMAGE_SUFFIXES
 from engine.ingest.json_doc import read_json
 from engine.ingest.jsonl import read_jsonl
 from engine.ingest.rows import RawRow, SourceError, not_regular, open_source
+from engine.ingest.suffixes import IMAGE_SUFFIXES
 from storage.database import file_identity
 
 

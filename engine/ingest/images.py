@@ -10,8 +10,6 @@ from PIL import Image, UnidentifiedImageError
 
 from engine.models.manifest import ImagePreprocessing
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-
 
 class ImageError(ValueError):
     """The file is not an image Pillow can decode."""

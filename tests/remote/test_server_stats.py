@@ -518,3 +518,36 @@ def test_kserve_names() -> None:
     assert fields["compute_ms"] == pytest.approx(5.5)
     assert fields["queue_ms"] is None and fields["pending"] is None
     assert fields["failures"] is None
+
+
+def test_stopping_in_the_middle_of_a_poll_keeps_every_source_in_the_last_interval(
+    fake: TritonFake,
+) -> None:
+    """A run ends while a periodic poll is parsing a big exposition: the last poll waits for it
+    (bounded) instead of cutting it short, so no source misses the run's last interval (a
+    summary taking its count from that source would have lost a second of requests)."""
+    fake.extra = many_models(20_000)  # ~1.4 MB: a parse of a few hundred ms, off the loop
+
+    async def run() -> None:
+        watcher = ServerWatcher(
+            triton_target(fake), ServerSources(metrics_url=fake.metrics_url), interval_s=0.2
+        )
+        await watcher.start()
+        try:
+            advance_ten(fake)
+            # A periodic poll has fetched the exposition since: it is parsing it now.
+            fetched = len(fake.seen["metrics"])
+            deadline = time.monotonic() + 30
+            while len(fake.seen["metrics"]) == fetched:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.005)
+        finally:
+            await watcher.stop()
+        last = watcher.series()[-1]
+        assert last.source == "metrics+oip-stats", (last.source, watcher.problems())
+        assert not any("still parsing" in line for line in watcher.problems())
+        summary = watcher.summary()
+        assert summary is not None and summary["requests"] == 10
+        assert sum(i.requests for i in watcher.series()) == 10
+
+    asyncio.run(run())

@@ -175,15 +175,21 @@ class ServerWatcher:
         if self._stopped:
             return
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
         try:
-            if self._started and self._fetcher is not None:
-                await self._poll_locked()
+            # A poll in progress ends first (bounded by POLL_BOUND_S): cancelled half-way, it
+            # would leave a source's parse running, and the last poll would skip that source
+            # and lose its last interval. Holding the lock, the task is cancelled between polls.
+            async with self._lock:
+                if task is not None:
+                    task.cancel()
+                if self._started and self._fetcher is not None:
+                    await self._poll()
         except Exception as exc:
             self._internal(exc)
         finally:
+            if task is not None:
+                task.cancel()  # already, unless the wait for the lock was itself cut short
+                await asyncio.gather(task, return_exceptions=True)
             self._stopped = True
             if self._fetcher is not None:
                 try:

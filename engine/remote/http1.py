@@ -23,6 +23,7 @@ import asyncio
 import socket
 import time
 from collections import deque
+from typing import cast
 
 import aiohappyeyeballs
 import httptools
@@ -149,8 +150,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, whichever loop made it (uvloop's are not asyncio.Transport's).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # bytes nobody asked for: the connection cannot be trusted

@@ -69,6 +69,12 @@ class Prometheus:
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
+    def scalar(self, expr: str) -> float | None:
+        """The value of a query that gives one series, or None while it gives none."""
+        result = self.query(expr)
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
     def stop(self) -> None:
         self.client.close()
         self.proc.terminate()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 # Counters of events; time totals (part `s`: seconds, part `c`: their own count, when the
@@ -236,33 +236,9 @@ def pick(
 
 
 @dataclass(frozen=True, slots=True)
-class ReplicaInterval:
-    """One replica's share of a fleet's interval (a Prometheus `instance`)."""
-
-    instance: str
-    at_us: int
-    seconds: float
-    source: str
-    requests: int
-    failures: int | None
-    throughput_per_s: float
-    queue_ms: float | None
-    compute_input_ms: float | None
-    compute_infer_ms: float | None
-    compute_output_ms: float | None
-    compute_ms: float | None
-    server_ms: float | None
-    pending: float | None
-    batch_size_mean: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInterval:
-    """One interval between two snapshots, totals over the whole server or fleet: means are
-    per request in the interval, `pending` is the gauge at its end."""
+class IntervalFigures:
+    """The figures of one interval between two snapshots, a whole server's or one replica's:
+    means are per request in the interval, `pending` is the gauge at its end."""
 
     at_us: int  # wall clock (µs since the epoch) at the end of the interval
     seconds: float
@@ -278,6 +254,24 @@ class ServerInterval:
     server_ms: float | None
     pending: float | None
     batch_size_mean: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInterval(IntervalFigures):
+    """One replica's share of a fleet's interval (a Prometheus `instance`)."""
+
+    instance: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instance": self.instance} | {
+            k: getattr(self, k) for k in IntervalFigures.__dataclass_fields__
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInterval(IntervalFigures):
+    """One interval's totals over the whole server or fleet, and each replica's share."""
+
     replicas: tuple[ReplicaInterval, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:

@@ -122,8 +122,12 @@ class TargetClient:
         # itself), go through the lean client (`engine.remote.http1`); None where it cannot
         # say the same request (TLS, a user in the URL, a header it cannot write as given).
         self._lean: tuple[Http1Pool, dict[str, bytes]] | None = None
-        self._lean_fields = _header_block(headers)
-        if transport is None and self._lean_fields is not None:
+        block = _header_block(headers)
+        self._lean_fields: bytes | None = None
+        self._lean_host: str | None = None
+        if block is not None:
+            self._lean_fields, self._lean_host = block
+        if transport is None and block is not None:
             self._lean = _lean_pool(target, max_connections, max_body_bytes)
         # Elsewhere phase detail needs httpcore's trace events; a handful of connections is
         # plenty for a sample.
@@ -218,7 +222,7 @@ class TargetClient:
         pool, heads = self._lean
         head = heads.get(url)
         if head is None:
-            head = heads[url] = _request_line(url) + self._lean_fields
+            head = heads[url] = _request_line(url, self._lean_host) + self._lean_fields
         request = b"%bx-request-id: %b\r\ntraceparent: %b\r\ncontent-length: %d\r\n\r\n%b" % (
             head,
             request_id.encode(),
@@ -377,26 +381,34 @@ def _lean_pool(
     return pool, {}
 
 
-def _header_block(headers: dict[str, str]) -> bytes | None:
-    """The request's fixed header lines (content-type included), or None when a name or value
-    cannot go on the wire as given (a line break, a character outside Latin-1)."""
+def _header_block(headers: dict[str, str]) -> tuple[bytes, str | None] | None:
+    """The request's fixed header lines and the Host the user gave, if any: names merged
+    case-insensitively, the last value winning and content-type forced, as the aiohttp path
+    sends them (`_post_dict`); None when a name or value cannot go on the wire as given (a line
+    break, a character outside Latin-1)."""
+    merged = {name.lower(): value for name, value in headers.items()}
+    merged["content-type"] = "application/json"
+    host = merged.pop("host", None)
     lines = []
-    for name, value in {**headers, "content-type": "application/json"}.items():
+    for name, value in merged.items():
         if any(c in name + value for c in "\r\n\0") or not name.isascii():
             return None
         try:
-            lines.append(f"{name.lower()}: {value}\r\n".encode("latin-1"))
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         except UnicodeEncodeError:
             return None
-    return b"".join(lines)
+    if host is not None and (any(c in host for c in "\r\n\0") or not host.isascii()):
+        return None
+    return b"".join(lines), host
 
 
-def _request_line(url: str) -> bytes:
-    """`POST /path?query HTTP/1.1` and the Host header for `url`, as aiohttp would write them."""
+def _request_line(url: str, host: str | None = None) -> bytes:
+    """`POST /path?query HTTP/1.1` and the Host header for `url` (or the one the user gave),
+    as aiohttp would write them."""
     parsed = yarl.URL(url)
     return b"POST %b HTTP/1.1\r\nhost: %b\r\n" % (
         (parsed.raw_path_qs or "/").encode("ascii"),
-        (parsed.host_port_subcomponent or "").encode("ascii"),
+        (host if host is not None else parsed.host_port_subcomponent or "").encode("ascii"),
     )
 
 

@@ -32,6 +32,9 @@ from engine.remote.bodies import CappedBody
 from engine.remote.classify import BodyError, ConnectTimeoutError, ProtocolError
 
 _now = time.perf_counter_ns
+# An answer's status line and headers, at most (aiohttp allows 8 KB a line and 128 headers):
+# a server that streams an endless header is cut off here, not at the deadline.
+MAX_HEAD_BYTES = 64 * 1024
 # The answer's headers anyone reads (`engine.remote.client.Exchange`); the rest are skipped.
 _KEPT = frozenset(
     {
@@ -79,6 +82,7 @@ class _Connection(asyncio.Protocol):
         self._last_byte = 0.0
         self._deadline = 0.0
         self._interim = False  # a 1xx answer: the real one follows on the same connection
+        self._head_bytes = 0  # of the answer's head, counted until its headers are complete
 
     # -- one exchange ------------------------------------------------------------------------
 
@@ -92,6 +96,7 @@ class _Connection(asyncio.Protocol):
             raise ProtocolError("the server closed the connection before the request was sent")
         self._answer = answer
         self._body = None
+        self._head_bytes = 0
         waiter = self._waiter = self._loop.create_future()
         if events is not None:
             events["http11.send_request_headers.started"] = _now()
@@ -154,14 +159,19 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # bytes nobody asked for: the connection cannot be trusted
+        if self._answer is None:  # bytes nobody asked for: the connection cannot be trusted
             self.close()
             return
         self._last_byte = self._loop.time()
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(ProtocolError(f"not an HTTP/1.1 answer: {exc}"))
+            return
+        if self._answer is not None and self._answer.headers_ns == 0:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(ProtocolError(f"an answer head over {MAX_HEAD_BYTES:,} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -188,10 +198,18 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._answer is None:  # another answer after this request's: not to be trusted
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in _KEPT and self._answer is not None:
-            self._answer.headers[name] = value
+        answer = self._answer
+        # The first of each, as aiohttp's `get` gives it; a chunked body's trailers are not
+        # headers (they come once `headers_ns` is set).
+        if answer is not None and not answer.headers_ns:
+            name = name.lower()
+            if name in _KEPT:
+                answer.headers.setdefault(name, value)
 
     def on_headers_complete(self) -> None:
         answer = self._answer
@@ -201,6 +219,7 @@ class _Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             self._interim = True
+            self._head_bytes = 0
             answer.headers.clear()
             return
         answer.status = status
@@ -297,7 +316,9 @@ class Http1Pool:
             return None
         while self._idle:
             conn = self._idle.pop()  # the most recent: the least likely to have timed out
-            if not conn.closed:
+            transport = conn.transport
+            # Closed by the server but not yet told (its FIN read in this very pass): skipped.
+            if not conn.closed and transport is not None and not transport.is_closing():
                 return conn
         return None
 
@@ -364,8 +385,7 @@ class Http1Pool:
             self._wake()
             return
         if not conn.closed:
-            conn.close()  # its connection_lost (soon, from the loop) frees its place
-        self._wake()
+            conn.close()  # its connection_lost (soon, from the loop) frees its place and wakes
 
     def lost(self, conn: _Connection) -> None:
         """A connection ended (closed by either side): its place is free."""

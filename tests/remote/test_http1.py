@@ -516,3 +516,57 @@ def test_traced_exchange_marks_connect_and_send_in_order() -> None:
         assert second.start_ns <= second.events[sending[0]] <= second.headers_ns
 
     go(main())
+
+
+def test_headers_the_user_sets_replace_the_clients_own_once() -> None:
+    """A target's Host (a virtual host behind a gateway), User-Agent or Content-Type goes on
+    the wire once, as aiohttp sends it: two Host headers are a 400 at any HTTP/1.1 server."""
+
+    async def main() -> None:
+        headers = {"Host": "svc.example.com", "User-Agent": "mine", "Content-Type": "text/plain"}
+        async with serving(echo, headers=headers) as (server, client):
+            ok(await send(client, "r1"), "r1")
+        lines = [line.lower() for line in server.heads[0].split(b"\r\n")[1:] if line]
+        names = [line.partition(b":")[0] for line in lines]
+        assert len(names) == len(set(names)), lines
+        assert b"host: svc.example.com" in lines and b"user-agent: mine" in lines
+        assert b"content-type: application/json" in lines
+
+    go(main())
+
+
+def test_an_endless_answer_head_is_cut_off_early() -> None:
+    """A server streaming one header forever costs bounded memory and ends well before the
+    deadline (the read timeout never fires: bytes keep coming)."""
+
+    async def endless(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nX-Long: ")
+        while True:
+            await conn.send(b"a" * 16384)
+
+    async def main() -> None:
+        async with serving(endless, timeout_s=5.0) as (_server, client):
+            started = time.monotonic()
+            ex = await send(client)
+            assert time.monotonic() - started < 3.0
+            assert ex.error == "reset" and "head over" in ex.message, ex.message
+
+    go(main())
+
+
+def test_a_chunked_bodys_trailer_does_not_replace_a_header() -> None:
+    async def trailer(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Request-ID: real\r\n\r\n"
+            b"2\r\nr1\r\n0\r\nX-Request-ID: trailer\r\n\r\n"
+        )
+
+    async def main() -> None:
+        async with serving(trailer) as (_server, client):
+            ex = await send(client, "r1")
+            ok(ex, "r1")
+            assert ex.server_request_id == "real"
+
+    go(main())

@@ -114,16 +114,35 @@ class Batcher:
 
 
 def _predict_outputs(model: LoadedModel, rows: list[Any]) -> list[dict[str, Any]]:
-    return _outputs(model.predict_batch(rows), model.labels)
+    out = model.predict_batch(rows)
+    if model.manifest.is_classifier:
+        return _outputs(out, model.labels)
+    return _values(out, model.output_names)
+
+
+def _check(out: np.ndarray, names: list[str], what: str) -> None:
+    if out.ndim != 2 or out.shape[1] != len(names):
+        raise ValueError(f"model returned shape {list(out.shape)} for {len(names)} {what}")
+    if not np.isfinite(out).all():  # JSON has no NaN; a stored answer must be a number
+        raise ValueError("model returned a value that is not a finite number")
 
 
 def _outputs(probs: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
     """Label and per-class scores for each row of class probabilities."""
-    if probs.ndim != 2 or probs.shape[1] != len(labels):
-        raise ValueError(f"model returned shape {probs.shape} for {len(labels)} labels")
+    _check(probs, labels, "labels")
     scores = probs.astype(np.float64).round(4).tolist()
     best = probs.argmax(axis=1).tolist()
     return [
         {"label": labels[b], "scores": dict(zip(labels, s, strict=True))}
         for b, s in zip(best, scores, strict=True)
+    ]
+
+
+def _values(out: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
+    """A regressor's named numbers for each row; float32's own precision, not 4 places."""
+    _check(out, names, "outputs")
+    rows = out.astype(np.float64).tolist()
+    return [
+        {"values": {name: float(f"{v:.7g}") for name, v in zip(names, row, strict=True)}}
+        for row in rows
     ]

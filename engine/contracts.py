@@ -112,6 +112,14 @@ class Prediction(BaseModel):
     scores: dict[str, float]
 
 
+class Estimate(BaseModel):
+    """A regressor's answer for one request: a number per output name."""
+
+    model_config = _UNDESCRIBED
+
+    values: dict[str, float]
+
+
 class PredictResponse(BaseModel):
     """What `/predict` answers for a request that ran (`Work.response`)."""
 
@@ -120,7 +128,7 @@ class PredictResponse(BaseModel):
     request_id: str
     model: str
     model_version: str
-    outputs: Prediction
+    outputs: Prediction | Estimate
     latency_ms: float
     spans: list[Span]
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from engine.contracts import ErrorBody, Prediction, PredictResponse, Span
+from engine.contracts import ErrorBody, Estimate, Prediction, PredictResponse, Span
 from engine.models.runtime import FeatureRow, LoadedModel
 from engine.results_out import out_record
 from engine.stats import RunRecorder
@@ -88,7 +88,11 @@ class Work:
             request_id=self.request_id,
             model=self.model.name,
             model_version=self.model.version,
-            outputs=Prediction.model_validate(self.output),
+            outputs=(
+                Prediction.model_validate(self.output)
+                if "label" in self.output
+                else Estimate.model_validate(self.output)
+            ),
             latency_ms=self.latency_us / 1000,
             spans=self.span_models(),
         )

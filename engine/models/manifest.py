@@ -23,7 +23,13 @@ from pydantic import (
 
 from engine.contracts import int64
 
-FieldType = Literal["float", "int", "bool", "enum", "image"]
+FieldType = Literal["float", "int", "bool", "enum", "image", "text"]
+Task = Literal[
+    "tabular-classification", "tabular-regression", "image-classification", "text-classification"
+]
+CLASSIFICATION_TASKS = ("tabular-classification", "image-classification", "text-classification")
+# A text field's longest value when the manifest gives none: what a form box and a request take.
+DEFAULT_TEXT_LENGTH = 2000
 
 
 class ManifestError(ValueError):
@@ -43,6 +49,7 @@ class FieldSpec(BaseModel):
     maximum: float | None = None
     choices: list[str] | None = None
     shape: list[int] | None = None  # images: [height, width]
+    max_length: int | None = Field(default=None, ge=1, le=100_000)  # text: characters
     default: float | int | bool | str | None = None
 
     @model_validator(mode="after")
@@ -51,7 +58,24 @@ class FieldSpec(BaseModel):
             raise ValueError(f"enum field {self.name!r} needs choices")
         if self.type == "image" and (not self.shape or len(self.shape) != 2):
             raise ValueError(f"image field {self.name!r} needs a [height, width] shape")
+        if self.max_length is not None and self.type != "text":
+            raise ValueError(f"max_length is for text fields, not {self.type} {self.name!r}")
         return self
+
+    @property
+    def text_length(self) -> int:
+        """A text field's longest value in characters."""
+        return self.max_length or DEFAULT_TEXT_LENGTH
+
+
+class OutputSpec(BaseModel):
+    """One named number a regression model returns (manifest part)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    unit: str | None = None
+    description: str = ""
 
 
 class ImagePreprocessing(BaseModel):
@@ -64,14 +88,27 @@ class ImagePreprocessing(BaseModel):
     invert: Literal["auto", "always", "never"] = "auto"
 
 
+class TextPreprocessing(BaseModel):
+    """How a text model's input is tokenized (manifest part): `tokenizer` is a `tokenizers`
+    file in the model's folder; every text becomes `max_tokens` ids, cut or padded with
+    `pad_id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: str = "tokenizer.json"
+    max_tokens: int = Field(default=64, ge=1, le=8192)
+    pad_id: int = Field(default=0, ge=0)
+
+
 class Preprocessing(BaseModel):
-    """A manifest's preprocessing: standardisation for tabular inputs, or image handling."""
+    """A manifest's preprocessing: standardisation for tabular inputs, image or text handling."""
 
     model_config = ConfigDict(extra="forbid")
 
     mean: list[float] | None = None
     std: list[float] | None = None
     image: ImagePreprocessing | None = None
+    text: TextPreprocessing | None = None
 
 
 class Manifest(BaseModel):
@@ -82,16 +119,71 @@ class Manifest(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     version: str
-    task: Literal["tabular-classification", "image-classification"]
+    task: Task
     description: str = ""
     inputs: list[FieldSpec] = Field(min_length=1)
-    labels: list[str] = Field(min_length=2)
+    labels: list[str] = Field(default_factory=list)  # classifiers: one per output column
+    outputs: list[OutputSpec] = Field(default_factory=list)  # regressors: one per column
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     artifact: str = "model.pt2"
     metrics: dict[str, float] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _fits_task(self) -> Manifest:
+        kinds = [spec.type for spec in self.inputs]
+        if self.is_classifier:
+            if len(self.labels) < 2:
+                raise ValueError(f"a {self.task} model needs at least two labels")
+            if self.outputs:
+                raise ValueError(f"a {self.task} model has labels, not outputs")
+        else:
+            if not self.outputs:
+                raise ValueError("a tabular-regression model needs at least one output")
+            if self.labels:
+                raise ValueError("a tabular-regression model has outputs, not labels")
+        for names, what in ((self.labels, "label"), ([o.name for o in self.outputs], "output")):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what} names repeat")
+        if len({spec.name for spec in self.inputs}) != len(self.inputs):
+            raise ValueError("input names repeat")
+        if self.task == "text-classification":
+            if kinds != ["text"]:
+                raise ValueError("a text-classification model takes exactly one text input")
+            if self.preprocessing.text is None:
+                self.preprocessing.text = TextPreprocessing()
+        elif "text" in kinds:
+            raise ValueError(f"a {self.task} model takes no text input")
+        if self.task == "image-classification" and kinds.count("image") != 1:
+            raise ValueError("an image-classification model takes exactly one image input")
+        if self.task.startswith("tabular") and "image" in kinds:
+            raise ValueError(f"a {self.task} model takes no image input")
+        pre = self.preprocessing
+        if (pre.mean is None) != (pre.std is None):
+            raise ValueError("preprocessing needs both mean and std, or neither")
+        if pre.mean is not None and pre.std is not None:
+            if len(pre.mean) != self.feature_count or len(pre.std) != self.feature_count:
+                raise ValueError(
+                    f"preprocessing mean and std need {self.feature_count} values each, "
+                    f"one per feature"
+                )
+            if any(value == 0 for value in pre.std):
+                raise ValueError("preprocessing std has a zero")
+        return self
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task in CLASSIFICATION_TASKS
+
+    @property
+    def output_names(self) -> list[str]:
+        """What the model's output columns are: its labels, or its outputs' names."""
+        return self.labels if self.is_classifier else [out.name for out in self.outputs]
+
     @property
     def feature_count(self) -> int:
+        """The width of one row the model's `forward` takes."""
+        if self.task == "text-classification":
+            return self.preprocessing.text.max_tokens if self.preprocessing.text else 64
         count = 0
         for spec in self.inputs:
             count += spec.shape[0] * spec.shape[1] if spec.type == "image" and spec.shape else 1
@@ -111,7 +203,9 @@ def read_manifest(folder: Path) -> Manifest:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise ManifestError(f"{folder}: model.json {where}: {first['msg']}") from exc
+        message = first["msg"].removeprefix("Value error, ")
+        place = f"model.json {where}" if where else "model.json"
+        raise ManifestError(f"{folder}: {place}: {message}") from exc
 
 
 def _image_checker(height: int, width: int, low: float, high: float) -> Any:
@@ -154,6 +248,8 @@ def _annotation(spec: FieldSpec) -> Any:
         return Literal[tuple(spec.choices)]
     if spec.type == "bool":
         return bool
+    if spec.type == "text":
+        return Annotated[str, Field(min_length=1, max_length=spec.text_length)]
     bounds = Field(ge=spec.minimum, le=spec.maximum)
     if spec.type == "int":  # bounded like every stored integer, after parsing (CSV text too)
         return Annotated[int, bounds, BeforeValidator(_not_bool), AfterValidator(int64)]

@@ -17,8 +17,10 @@ from pydantic import BaseModel
 
 from engine.models.lean import batch_range, lean_forward
 from engine.models.manifest import Manifest, input_model
+from engine.models.text import TextTokenizer
 
-FeatureRow = Sequence[float]
+# One input's row for the model: floats for tabular and image models, token ids for text.
+FeatureRow = Sequence[float] | Sequence[int]
 
 
 def set_torch_threads(count: int) -> None:
@@ -45,10 +47,15 @@ class LoadedModel:
     _std: np.ndarray | None = field(default=None, repr=False)
     _getter: Callable[[BaseModel], Any] | None = field(default=None, repr=False)
     _all_numeric: bool = field(default=False, repr=False)
+    _tokenizer: TextTokenizer | None = field(default=None, repr=False)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, folder: Path) -> LoadedModel:
+        """The model as its manifest describes it; a text model's tokenizer is read here
+        (ManifestError when it cannot be), the artifact later (`load`)."""
         model = cls(manifest, folder, input_model(manifest))
+        if manifest.preprocessing.text is not None:
+            model._tokenizer = TextTokenizer(folder, manifest.preprocessing.text)
         pre = manifest.preprocessing
         if pre.mean is not None and pre.std is not None:
             model._mean = np.asarray(pre.mean, dtype=np.float32)
@@ -71,11 +78,19 @@ class LoadedModel:
         return self.manifest.labels
 
     @property
+    def output_names(self) -> list[str]:
+        """The output columns: a classifier's labels, a regressor's output names."""
+        return self.manifest.output_names
+
+    @property
     def loaded(self) -> bool:
         return self._module is not None
 
     def features(self, inputs: BaseModel) -> FeatureRow:
-        """The model's feature vector for one validated input (enums by choice index)."""
+        """The model's feature vector for one validated input (enums by choice index, text as
+        token ids)."""
+        if self._tokenizer is not None:
+            return self._tokenizer.ids(getattr(inputs, self.manifest.inputs[0].name))
         if self._getter is not None:
             values = self._getter(inputs)
             if self._all_numeric:  # the common tabular case: the values are the features
@@ -106,9 +121,7 @@ class LoadedModel:
         lean = lean_forward(exported, keep_guard=rows is None)
         if lean is not None:
             # Kept only if it computes exactly what the exported module does.
-            probe = torch.from_numpy(
-                np.random.default_rng(0).normal(size=(3, self.manifest.feature_count))
-            ).float()
+            probe = torch.from_numpy(self._probe_rows(3))
             try:
                 with torch.inference_mode():
                     agrees = torch.equal(lean(probe), exported(probe))
@@ -116,19 +129,34 @@ class LoadedModel:
                 agrees = False
             if agrees:
                 self._module, self._rows = lean, rows
-        warm = self.predict_batch([[0.0] * self.manifest.feature_count])
-        if warm.shape != (1, len(self.labels)):
+        try:
+            warm = self.predict_batch(self._probe_rows(1).tolist())
+        except Exception:
             self._module = None
-            raise ValueError(f"outputs {warm.shape[1:]} scores for {len(self.labels)} labels")
+            raise
+        width = len(self.output_names)
+        if warm.shape != (1, width):
+            self._module = None
+            what = "labels" if self.manifest.is_classifier else "outputs"
+            raise ValueError(f"returns shape {list(warm.shape)} for {width} {what}")
+
+    def _probe_rows(self, count: int) -> np.ndarray:
+        """Rows of the model's input kind for checks: normal floats, or ids the tokenizer has."""
+        rng = np.random.default_rng(0)
+        width = self.manifest.feature_count
+        if self._tokenizer is not None:
+            return rng.integers(0, self._tokenizer.vocab_size, size=(count, width), dtype=np.int64)
+        return rng.normal(size=(count, width)).astype(np.float32)
 
     def predict_batch(self, rows: Sequence[FeatureRow]) -> np.ndarray:
-        """Class probabilities, one row per input; runs in the executor."""
+        """One row of outputs per input: class probabilities for a classifier (softmax of its
+        logits), the values themselves for a regressor; runs in the executor."""
         import torch
 
         if self._module is None:
             self.load()
         assert self._module is not None
-        x = np.asarray(rows, dtype=np.float32)
+        x = np.asarray(rows, dtype=np.int64 if self._tokenizer is not None else np.float32)
         if self._mean is not None and self._std is not None:
             x = (x - self._mean) / self._std
         module = self._module
@@ -136,7 +164,8 @@ class LoadedModel:
             assert self._exported is not None
             module = self._exported  # its guard refuses the batch, naming the bound
         with torch.inference_mode():
-            logits = module(torch.from_numpy(x))
-            probs = torch.softmax(logits, dim=1)
-        result: np.ndarray = probs.numpy()
+            out = module(torch.from_numpy(x))
+            if self.manifest.is_classifier:
+                out = torch.softmax(out, dim=1)
+        result: np.ndarray = out.numpy()
         return result

@@ -27,7 +27,7 @@ from engine_sink import ListSink
 
 import storage
 from engine.admission import AdmissionQueue, QueueClosedError, QueueFullError
-from engine.contracts import PredictRequest
+from engine.contracts import PredictRequest, Prediction
 from engine.models import ModelRegistry
 from engine.models.runtime import FeatureRow, LoadedModel
 from engine.pipeline import Engine, EngineConfig, Origin
@@ -196,7 +196,8 @@ def test_predict_returns_a_committed_ok_result_with_spans(
 
             response = work.response()
             assert response.request_id == "req-setosa-1"
-            assert response.model == "iris" and response.outputs.label == "setosa"
+            assert response.model == "iris"
+            assert isinstance(response.outputs, Prediction) and response.outputs.label == "setosa"
             assert [s.name for s in response.spans] == STAGES
 
             # Committed before it was returned: visible to a separate connection right now.

@@ -21,6 +21,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="inferdeck-test-config-")
 # Likewise the crash log (platformdirs' user log folder lies under XDG_STATE_HOME).
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="inferdeck-test-state-")
+# And the user's own models folder (platformdirs' user data folder lies under XDG_DATA_HOME).
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="inferdeck-test-data-")
+os.environ.pop("INFERDECK_MODELS_DIR", None)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from engine_sink import ListSink
 
 import storage
 from engine.admission import AdmissionQueue, QueueClosedError, QueueFullError
-from engine.contracts import PredictRequest, Prediction
+from engine.contracts import Prediction, PredictRequest
 from engine.models import ModelRegistry
 from engine.models.runtime import FeatureRow, LoadedModel
 from engine.pipeline import Engine, EngineConfig, Origin

@@ -10,7 +10,12 @@ Measures, in one run on this machine:
    intended send time (no coordinated omission), percentiles from an HDR histogram: once as an
    HTTP caller's request (result row only) and once acknowledged first (`queued` row, then the
    result: the desktop form's path);
-4. the storage footprint per tabular request after the 100k run (WAL checkpointed).
+4. the storage footprint per tabular request after the 100k run (WAL checkpointed);
+5. per task: the same file through a regression twin of iris (the same exported graph, its
+   three outputs read as named numbers instead of classes) against iris itself, alternating,
+   medians of `--repeat`; and the built-in text model (langid): its call's latency per request
+   at batch 1 and its throughput at batch 32 (tokenizing included), and persisted texts/s
+   through `inferdeck predict`. `--tasks-only` runs just this part.
 
 Results print as a table and are saved to bench/out/predict.json.
 """
@@ -67,10 +72,15 @@ def write_jsonl(path: Path, rows: list[dict[str, float]]) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
-def run_cli_predict(src: Path, db: Path) -> dict[str, Any]:
+def run_cli_predict(
+    src: Path, db: Path, model: str | None = None, models_dir: Path | None = None
+) -> dict[str, Any]:
     env = {**os.environ, "INFERDECK_DB": str(db)}
+    if models_dir is not None:
+        env["INFERDECK_MODELS_DIR"] = str(models_dir)
+    chosen = ["--model", model] if model else []
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "predict", str(src), "--json"],
+        [sys.executable, "-m", "engine.cli", "predict", str(src), *chosen, "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -174,6 +184,104 @@ async def open_loop(db: Path, rate: float, seconds: float, acknowledge: bool) ->
     }
 
 
+def regression_twin(folder: Path) -> Path:
+    """iris's exported graph under a regression manifest: the same work up to the output."""
+    iris = ModelRegistry.discover().get("iris")
+    assert iris is not None
+    manifest = iris.manifest.model_dump(exclude_defaults=True)
+    manifest.update(
+        name="iris_regression",
+        task="tabular-regression",
+        labels=[],
+        outputs=[{"name": f"out_{label}"} for label in iris.labels],
+    )
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (folder / "model.pt2").write_bytes((iris.folder / iris.manifest.artifact).read_bytes())
+    return folder
+
+
+def text_call_figures(texts: list[str], repeat: int) -> dict[str, Any]:
+    """langid's own call (tokenizing and inference, no engine): ms per request at batch 1,
+    requests/s at batch 32; medians of `repeat` passes over the texts."""
+    model = ModelRegistry.discover().get("langid")
+    assert model is not None, "no built-in text model (make models)"
+    model.load()
+    field = model.manifest.inputs[0].name
+    inputs = [model.inputs(**{field: text}) for text in texts]
+    single, batched = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for one in inputs[:500]:
+            model.predict_batch([model.features(one)])
+        single.append((time.perf_counter() - start) / len(inputs[:500]) * 1000)
+        start = time.perf_counter()
+        for i in range(0, len(inputs), 32):
+            model.predict_batch([model.features(one) for one in inputs[i : i + 32]])
+        batched.append(len(inputs) / (time.perf_counter() - start))
+    return {
+        "batch1_ms_per_request": [round(v, 3) for v in single],
+        "batch1_ms_median": round(statistics.median(single), 3),
+        "batch32_per_s": [round(v) for v in batched],
+        "batch32_per_s_median": round(statistics.median(batched)),
+    }
+
+
+def task_figures(tmp: Path, src: Path, rows: int, repeat: int) -> dict[str, Any]:
+    """Regression against classification on one graph, and the text model's figures."""
+    models = tmp / "task-models"
+    regression_twin(models / "iris_regression")
+    rates: dict[str, list[float]] = {"iris": [], "iris_regression": []}
+    for i in range(repeat):
+        for name in rates:  # alternating, so drift on a shared machine hits both alike
+            summary = run_cli_predict(src, tmp / f"{name}-{i}.db", name, models)
+            assert summary["ok"] == rows, summary
+            rates[name].append(summary["throughput_per_s"])
+    cls, reg = (statistics.median(rates[n]) for n in ("iris", "iris_regression"))
+    result: dict[str, Any] = {
+        "rows": rows,
+        "classifier_per_s": rates["iris"],
+        "regression_per_s": rates["iris_regression"],
+        "classifier_median_per_s": cls,
+        "regression_median_per_s": reg,
+        "regression_to_classifier": round(reg / cls, 3),
+    }
+    heldout = ModelRegistry.discover().get("langid")
+    if heldout is None:
+        return result
+    lines = (heldout.folder / "heldout.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line)["text"] for line in lines]
+    result["text"] = {"texts": len(texts), **text_call_figures(texts, repeat)}
+    text_src = tmp / "texts.jsonl"
+    copies = max(1, 20_000 // len(texts))
+    write_jsonl(text_src, [{"text": t} for t in texts] * copies)
+    text_rates = []
+    for i in range(repeat):
+        summary = run_cli_predict(text_src, tmp / f"langid-{i}.db", "langid")
+        assert summary["ok"] == len(texts) * copies, summary
+        text_rates.append(summary["throughput_per_s"])
+    result["text"]["file_rows"] = len(texts) * copies
+    result["text"]["file_per_s"] = text_rates
+    result["text"]["file_median_per_s"] = statistics.median(text_rates)
+    return result
+
+
+def print_tasks(t: dict[str, Any], repeat: int) -> None:
+    print(
+        f"regression against classification, {t['rows']:,} rows through inferdeck predict "
+        f"(median of {repeat}): {t['regression_median_per_s']:,.0f}/s against "
+        f"{t['classifier_median_per_s']:,.0f}/s = {t['regression_to_classifier']:.3f}x"
+    )
+    text = t.get("text")
+    if text:
+        print(
+            f"text model langid: {text['batch1_ms_median']:.3f} ms a request at batch 1, "
+            f"{text['batch32_per_s_median']:,}/s at batch 32 (its call, tokenizing included); "
+            f"{text['file_median_per_s']:,.0f}/s persisted through inferdeck predict "
+            f"({text['file_rows']:,} texts)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -182,6 +290,7 @@ def main() -> None:
     parser.add_argument("--naive-concurrency", type=int, default=16)
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--tasks-only", action="store_true", help="only part 5 (per task)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
@@ -192,6 +301,11 @@ def main() -> None:
         rows = make_rows(args.rows)
         src = tmp / "iris.jsonl"
         write_jsonl(src, rows)
+        if args.tasks_only:
+            results["tasks"] = task_figures(tmp, src, args.rows, args.repeat)
+            (OUT / "predict_tasks.json").write_text(json.dumps(results, indent=2) + "\n")
+            print_tasks(results["tasks"], args.repeat)
+            return
 
         engine_rates, naive_rates, bytes_per_row = [], [], []
         for i in range(args.repeat):
@@ -227,6 +341,7 @@ def main() -> None:
         for ack in (False, True):
             key = "open_loop_acknowledged" if ack else "open_loop"
             results[key] = asyncio.run(open_loop(tmp / f"{key}.db", args.rate, args.seconds, ack))
+        results["tasks"] = task_figures(tmp, src, args.rows, args.repeat)
     (OUT / "predict.json").write_text(json.dumps(results, indent=2) + "\n")
     f = results["file_100k"]
     print(
@@ -246,6 +361,7 @@ def main() -> None:
             f"{ol['completed']} ok, {ol['errors']} errors; latency ms p50 {lat['p50']:.2f} "
             f"p99 {lat['p99']:.2f} p99.9 {lat['p999']:.2f} max {lat['max']:.2f}"
         )
+    print_tasks(results["tasks"], args.repeat)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,19 @@ class Engine:
             set_torch_threads(self.config.torch_threads)
         self.registry.load_all()
 
+    async def replace_models(self, registry: ModelRegistry) -> None:
+        """Swap in another set of models (a models folder changed) without stopping.
+
+        `registry`'s models load and warm in the executor first, so the loop never runs torch
+        and no request meets a half-loaded model; a model that fails moves to its `problems`.
+        Then the registry and the validators built from it are swapped at once, between two
+        requests on the loop: a request accepted before keeps its own model object (its
+        `Work.model`) to the end, one accepted after sees only the new set."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, registry.load_all)
+        self.registry = registry
+        self._requests_only = RowValidator(registry, None, requests_only=True)
+
     async def stop(self) -> None:
         """Drain: finish what was admitted, wait for its commits, then stop the tasks."""
         self.queue.close()

@@ -42,7 +42,8 @@ class _Linear(nn.Module):
             self.linear.bias.copy_(torch.tensor(bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+        out: torch.Tensor = self.linear(x)
+        return out
 
 
 def regression_folder(folder: Path, name: str = "temperature") -> Path:
@@ -67,6 +68,8 @@ def regression_folder(folder: Path, name: str = "temperature") -> Path:
 
 class _WordVotes(nn.Module):
     """Counts the first three vocabulary words against the last three: logits [bad, good]."""
+
+    votes: torch.Tensor
 
     def __init__(self, vocab: int) -> None:
         super().__init__()

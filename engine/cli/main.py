@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("run files through a local model", "engine.cli.predict"),
     "runs": ("list or show past runs", "engine.cli.runs"),
     "export": ("export a run's requests and traces", "engine.cli.export"),
-    "models": ("list available models", "engine.cli.models"),
+    "models": ("list, add, check or remove models", "engine.cli.models"),
     "serve": ("the model-serving HTTP service", "engine.cli.serve"),
     "load": ("send load to a remote target and measure it", "engine.cli.load"),
     "probe": ("probe a target's health (live, ready, model ready)", "engine.cli.probe"),

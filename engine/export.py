@@ -9,6 +9,7 @@ import csv
 import heapq
 import json
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -58,21 +59,24 @@ CSV_COLUMNS = (
 )
 # Characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A signed decimal number, the only text starting with + or - that is let through as it is:
+# Python's `float()` also takes "-inf", "-1_0" and surrounding blanks, which a spreadsheet
+# reads as a formula (a name, an error), not a number.
+_SIGNED_NUMBER = re.compile(r"[+-](?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def _cell(value: Any) -> Any:
     """A value as one CSV cell: numbers as they are, objects as compact JSON, and text that a
-    spreadsheet would run as a formula (a file's `=HYPERLINK(...)`) behind a quote mark."""
+    spreadsheet would run as a formula (a file's `=HYPERLINK(...)`, a review's text typed
+    as "=cmd|...") behind a quote mark. Commas, quotes and line breaks in text (a text
+    model's input) are the csv module's to quote."""
     if value is None:
         return ""
     if isinstance(value, bool | int | float):
         return value
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    if text.startswith(_FORMULA_START):
-        try:
-            float(text)  # "-1.5" is a number, not a formula
-        except ValueError:
-            return "'" + text
+    if text.startswith(_FORMULA_START) and not _SIGNED_NUMBER.fullmatch(text):
+        return "'" + text  # (a signed number such as "-1.5" is not a formula)
     return text
 
 
@@ -85,8 +89,8 @@ def _inputs(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prediction(row: dict[str, Any]) -> dict[str, Any]:
-    """A request's label and scores: the local engine's output, or inside a remote
-    `inferdeck` target's answer (its `outputs`)."""
+    """A request's answer: a classifier's label and scores or a regressor's values, as the
+    local engine's output or inside a remote `inferdeck` target's answer (its `outputs`)."""
     output = row.get("output")
     if not isinstance(output, dict):
         return {}
@@ -99,6 +103,12 @@ def _scores(row: dict[str, Any]) -> dict[str, Any]:
     return scores if isinstance(scores, dict) else {}
 
 
+def _values(row: dict[str, Any]) -> dict[str, Any]:
+    """A regressor's numbers by output name (`{"values": {...}}`); `{}` for other answers."""
+    values = _prediction(row).get("values")
+    return values if isinstance(values, dict) else {}
+
+
 def _error(row: dict[str, Any]) -> Any:
     """The error's message: the engine stores an error object, a remote request a line."""
     err = row.get("error")
@@ -106,32 +116,40 @@ def _error(row: dict[str, Any]) -> Any:
 
 
 async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: int = 0) -> int:
-    """One line per request: `CSV_COLUMNS`, then one `input.<field>` column per input field and
-    one `score.<label>` column per label seen in the run (empty where a request has none).
+    """One line per request: `CSV_COLUMNS`, then one `input.<field>` column per input field,
+    one `score.<label>` column per label and one `value.<output>` column per regression output
+    seen in the run (empty where a request has none; `label` is empty for a regressor).
 
     The columns are known only once every row is read, so the rows go to a spool file first
     (memory stays flat however large the run), and the CSV is written from it.
     """
     fields: dict[str, None] = {}
     labels: dict[str, None] = {}
+    outputs: dict[str, None] = {}
     count = 0
     with tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="utf-8") as spool:
         async for raw in rows:
             row = _decoded(raw)
             fields.update(dict.fromkeys(_inputs(row)))
             labels.update(dict.fromkeys(_scores(row)))
+            outputs.update(dict.fromkeys(_values(row)))
             spool.write(json.dumps(row, separators=(",", ":")) + "\n")
             count += 1
         spool.seek(0)
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(
-            [*CSV_COLUMNS, *(f"input.{f}" for f in fields), *(f"score.{k}" for k in labels)]
+            [
+                *CSV_COLUMNS,
+                *(f"input.{f}" for f in fields),
+                *(f"score.{k}" for k in labels),
+                *(f"value.{k}" for k in outputs),
+            ]
         )
         for line in spool:
             row = json.loads(line)
             stage_us = {s[0]: s[2] for s in row.get("spans") or []}
             latency = row.get("latency_us")
-            inputs, scores = _inputs(row), _scores(row)
+            inputs, scores, values = _inputs(row), _scores(row), _values(row)
             writer.writerow(
                 [
                     row["request_id"],
@@ -148,6 +166,7 @@ async def write_csv(rows: AsyncIterator[dict[str, Any]], out: TextIO, base_us: i
                     *(stage_us.get(stage, "") for stage in STAGES),
                     *(_cell(inputs.get(f)) for f in fields),
                     *(_cell(scores.get(k)) for k in labels),
+                    *(_cell(values.get(k)) for k in outputs),
                 ]
             )
     return count

@@ -1,12 +1,14 @@
 """Predict forms for the targets that are not OIP: an `inferdeck` service, and a plain JSON URL.
 
 This project's service describes each model in `GET /models/{m}`: its input JSON schema (the
-manifest's fields with their types, ranges and choices) and its labels. `form_from_info` turns
-that into the same `RemoteForm` an OIP target's metadata gives (`engine.remote.oip_form`): one
-field per property, validated with the schema's own rules, and the labels that name the
-answer's scores. It starts from the example the service offers (`example`: the model's own, its
-first held-out row, as a local form starts from) and only where it offers none from one
-`engine.remote.examples` makes from the schema (the middle of each range).
+manifest's fields with their types, ranges, choices and text lengths) and its labels (none for a
+regressor, whose answer is `values` by output name). `form_from_info` turns that into the same
+`RemoteForm` an OIP target's metadata gives (`engine.remote.oip_form`): one field per property,
+validated with the schema's own rules (a text field's length included), and the labels that name
+the answer's scores. It starts from the example the service offers (`example`: the model's own,
+its first held-out row, as a local form starts from) and only where it offers none from one
+`engine.remote.examples` makes from the schema (the middle of each range; never a made-up
+text or list).
 
 A `json` target has no metadata: its form is one JSON text box whose document is sent as the
 payload (`raw_form`), and the form says so.
@@ -74,7 +76,7 @@ def form_from_info(target: str, model: str, info: Any) -> RemoteForm:
             continue
         kind, annotation, choices = _field_rule(prop)
         description = str(prop.get("description") or "")
-        if kind == "text" and "numbers" not in description:
+        if kind == "text" and not _is_string(prop) and "numbers" not in description:
             description = (description + " — numbers separated by commas").lstrip(" —")
         fields.append(FormField(name, kind, choices, description))
         default: Any = ... if name in required else None
@@ -120,7 +122,8 @@ def _start_values(
             # A list field is typed as numbers separated by commas: it starts as that text.
             value = offered[f.name]
             values[f.name] = _as_text(value) if isinstance(value, list) else value
-        elif f.name in made and f.type != "text":  # (a list's size is not in the schema)
+        elif f.name in made and f.type != "text":
+            # (a list's size is not in the schema, and "x" is no text to start from)
             values[f.name] = made[f.name]
     try:
         inputs.model_validate(values)
@@ -152,9 +155,21 @@ def _field_rule(prop: dict[str, Any]) -> tuple[FormKind, Any, list[str] | None]:
     if kind == "boolean":
         return "enum", bool, ["false", "true"]
     if kind == "string":
-        return "text", str, None
+        # A text model's input: the service's own bounds (`minLength`, `maxLength`), checked
+        # as the form is typed rather than after a round trip.
+        low, high = prop.get("minLength"), prop.get("maxLength")
+        bounds = Field(
+            min_length=low if isinstance(low, int) else None,
+            max_length=high if isinstance(high, int) else None,
+        )
+        return "text", Annotated[str, bounds], None
     # Arrays (an image's pixels, as rows or one flat list) and anything else: numbers.
     return "text", Annotated[list[Any], BeforeValidator(number_list(None, float))], None
+
+
+def _is_string(prop: dict[str, Any]) -> bool:
+    """Whether a schema property is a string (a text field), not a list typed as text."""
+    return prop.get("type") == "string" and not prop.get("enum")
 
 
 def _parse_json(value: Any) -> Any:

@@ -69,6 +69,85 @@ def source_text(row: dict[str, Any]) -> str:
     return source
 
 
+# Significant digits of a regression value in the result column and the trace's verdicts:
+# enough for 373.15 (K) to read as itself, few enough for a table cell.
+VALUE_DIGITS = 5
+
+
+def number_text(value: float) -> str:
+    """A number in a few characters: `212`, `373.15`, `1.2346e+05`."""
+    return f"{value:.{VALUE_DIGITS}g}"
+
+
+def values_text(values: dict[str, float]) -> str:
+    """A regressor's answer on one line: `fahrenheit=212, kelvin=373.15`."""
+    return ", ".join(f"{name}={number_text(value)}" for name, value in values.items())
+
+
+def _oip_tensors(output: dict[str, Any]) -> list[dict[str, Any]]:
+    outputs = output.get("outputs")
+    if not isinstance(outputs, list):
+        return []
+    return [t for t in outputs if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
+def answer_label(output: Any) -> str | None:
+    """The class an answer names: the engine's `{"label": ...}`, an `inferdeck` service's
+    `{"outputs": {"label": ...}}` or an OIP answer's `label` output."""
+    if not isinstance(output, dict):
+        return None
+    if isinstance(output.get("label"), str):
+        return str(output["label"])
+    outputs = output.get("outputs")
+    if isinstance(outputs, dict):
+        return answer_label(outputs)
+    for tensor in _oip_tensors(output):
+        if tensor["name"] == "label":
+            data = tensor.get("data")
+            if isinstance(data, list) and data and isinstance(data[0], str):
+                return data[0]
+    return None
+
+
+def answer_values(output: Any) -> dict[str, float] | None:
+    """The numbers a regressor's answer names: the engine's `{"values": {...}}`, an
+    `inferdeck` service's `{"outputs": {"values": {...}}}`, or an OIP answer's one-number
+    tensors (one per output, for one row); None for a classifier's answer or another shape."""
+    if not isinstance(output, dict):
+        return None
+    values = output.get("values")
+    if isinstance(values, dict) and values:
+        named = {str(k): v for k, v in values.items() if _is_number(v)}
+        return named if len(named) == len(values) else None
+    outputs = output.get("outputs")
+    if isinstance(outputs, dict):
+        return answer_values(outputs)
+    tensors = _oip_tensors(output)
+    if not tensors or any(t["name"] in ("label", "scores") for t in tensors):
+        return None  # (an OIP classifier's answer, or none)
+    found: dict[str, float] = {}
+    for tensor in tensors:
+        data = tensor.get("data")
+        if not (isinstance(data, list) and len(data) == 1 and _is_number(data[0])):
+            return None  # a batch, a wide tensor or binary data: not one row's numbers
+        found[tensor["name"]] = data[0]
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def result_text(output: Any) -> str:
+    """What the Requests table's result column says of an answer: a classifier's label, or a
+    regressor's values (`fahrenheit=212, kelvin=373.15`)."""
+    label = answer_label(output)
+    if label is not None:
+        return label
+    values = answer_values(output)
+    return values_text(values) if values else ""
+
+
 def _summary(row: dict[str, Any]) -> str:
     for key in ("output", "error"):
         text = row.get(key)
@@ -77,7 +156,11 @@ def _summary(row: dict[str, Any]) -> str:
                 value = json.loads(text) if isinstance(text, str) else text
             except ValueError:
                 return str(text)
-            return str(value.get("label") or value.get("message") or "")
+            if not isinstance(value, dict):
+                return ""
+            if key == "output":
+                return result_text(value)
+            return str(value.get("message") or "")
     return ""
 
 

@@ -32,6 +32,13 @@ from PySide6.QtWidgets import (
 from engine.ids import short_id
 from engine.remote.load.server_view import interval_at, interval_text
 from engine.tasks import TaskOwner
+from gui.history.requests_table_model import (
+    VALUE_DIGITS,
+    answer_label,
+    answer_values,
+    number_text,
+    values_text,
+)
 from gui.history.trace_tree import (
     SpanNode,
     build_tree,
@@ -52,23 +59,23 @@ def _pretty(value: Any) -> str:
     return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def answer_label(output: Any) -> str | None:
-    """The class an answer names: the engine's `{"label": ...}`, an `inferdeck` service's
-    `{"outputs": {"label": ...}}` or an OIP answer's `label` output."""
-    if not isinstance(output, dict):
-        return None
-    if isinstance(output.get("label"), str):
-        return str(output["label"])
-    outputs = output.get("outputs")
-    if isinstance(outputs, dict):
-        return answer_label(outputs)
-    if isinstance(outputs, list):
-        for tensor in outputs:
-            if isinstance(tensor, dict) and tensor.get("name") == "label":
-                data = tensor.get("data")
-                if isinstance(data, list) and data and isinstance(data[0], str):
-                    return data[0]
-    return None
+def compare_values(before: dict[str, float], after: dict[str, float]) -> str:
+    """How two regression answers compare: the same values, the same as far as they are
+    shown (a last-digit difference, as a batch of another size may give), or which changed."""
+    if before == after:
+        return f"same values ({values_text(after)})"
+    names = [*before, *(name for name in after if name not in before)]
+    shown = {
+        name: (
+            number_text(before[name]) if name in before else "—",
+            number_text(after[name]) if name in after else "—",
+        )
+        for name in names
+    }
+    changed = [f"{name} {a} → {b}" for name, (a, b) in shown.items() if a != b]
+    if not changed:
+        return f"same values to {VALUE_DIGITS} digits ({values_text(after)})"
+    return "values changed: " + ", ".join(changed)
 
 
 def compare_answers(original: dict[str, Any], again: dict[str, Any]) -> str:
@@ -77,6 +84,9 @@ def compare_answers(original: dict[str, Any], again: dict[str, Any]) -> str:
     if before is None or after is None:
         return f"was {original.get('status')}, now {again.get('status')}"
     label_a, label_b = answer_label(before), answer_label(after)
+    values_a, values_b = answer_values(before), answer_values(after)
+    if label_a is None and label_b is None and values_a and values_b:
+        return compare_values(values_a, values_b)  # a regressor's: its numbers, named
     if before == after:
         return "same answer" + (f" ({label_b})" if label_b else "")
     if label_a is not None and label_a == label_b:

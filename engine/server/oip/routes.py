@@ -220,7 +220,8 @@ def add_oip_routes(app: FastAPI, plane: DataPlane) -> None:
         infer,
         ("model_infer", "model_version_infer"),
         (
-            "OIP inference: tensors in, `label` and `scores` tensors out.",
+            "OIP inference: tensors in; out, a classifier's `label` and `scores` tensors or "
+            "a regressor's one tensor per output (see the model metadata).",
             "OIP inference against one version.",
         ),
         infer_docs,

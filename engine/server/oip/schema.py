@@ -3,9 +3,20 @@ models, and the tensors each model takes and gives (its OIP metadata).
 
 OIP callers send tensors; each model's manifest decides which tensors it takes: one per input
 field (named like the field), or, for models whose fields are all numbers, a single `input`
-tensor of shape `[-1, fields]` in the manifest's field order. The pydantic models here are
-documentation only: `tensors.parse_request` checks bodies itself, so that a refusal reads as
-OIP's `{"error": msg}` with a message a tensor-minded caller can act on.
+tensor of shape `[-1, fields]` in the manifest's field order. A text field is a BYTES tensor of
+shape `[-1, 1]`: one UTF-8 string per row, as Triton's clients send strings.
+
+What a model gives follows its task. A classifier gives a `label` tensor (BYTES, `[-1, 1]`) and
+a `scores` tensor (FP32, `[-1, labels]`, in the manifest's label order). A regressor gives one
+FP32 tensor of shape `[-1, 1]` per output the manifest names, named like it (`fahrenheit`,
+`kelvin`), rather than one `[-1, outputs]` tensor: its outputs are different quantities with
+their own units, a caller asks for one by name (`outputs` in the request) as for any tensor,
+and a generic client (perf_analyzer, tritonclient's `as_numpy`) reads each without knowing the
+manifest's order.
+
+The pydantic models here are documentation only: `tensors.parse_request` checks bodies itself,
+so that a refusal reads as OIP's `{"error": msg}` with a message a tensor-minded caller can act
+on.
 """
 
 from __future__ import annotations
@@ -198,7 +209,14 @@ class TensorSpec:
         return math.prod(self.shape[1:])
 
 
-_FIELD_DATATYPES = {"float": "FP32", "int": "INT64", "bool": "BOOL", "enum": "BYTES"}
+# An enum's choice and a text field's string both travel as BYTES (UTF-8 strings).
+_FIELD_DATATYPES = {
+    "float": "FP32",
+    "int": "INT64",
+    "bool": "BOOL",
+    "enum": "BYTES",
+    "text": "BYTES",
+}
 
 
 def _field_tensor(spec: FieldSpec) -> TensorSpec:
@@ -218,6 +236,10 @@ def input_specs(model: LoadedModel) -> dict[str, TensorSpec]:
 
 
 def output_specs(model: LoadedModel) -> dict[str, TensorSpec]:
+    """The tensors an infer answer holds, by name, in the order it lists them: a classifier's
+    `label` and `scores`, or one `[-1, 1]` FP32 tensor per regression output (see above)."""
+    if not model.manifest.is_classifier:
+        return {name: TensorSpec(name, "FP32", (-1, 1)) for name in model.output_names}
     return {
         "label": TensorSpec("label", "BYTES", (-1, 1)),
         "scores": TensorSpec("scores", "FP32", (-1, len(model.labels))),

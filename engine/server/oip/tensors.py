@@ -1,6 +1,6 @@
 """OIP tensors in and out: a request body checked into tensors, the tensors split into one
-`input_payload` per batch row, and the rows' results gathered into `label` and `scores`
-output tensors.
+`input_payload` per batch row, and the rows' results gathered into output tensors (a
+classifier's `label` and `scores`, a regressor's one tensor per output; see `schema`).
 
 Parsing is by hand rather than through the documented pydantic shapes (`schema`), so that every
 refusal is an `OipError` whose message names the tensor, row or field a caller must fix.
@@ -23,6 +23,7 @@ from engine.server.oip.schema import (
     NUMERIC_TYPES,
     TensorSpec,
     input_specs,
+    output_specs,
 )
 from engine.work import Work
 
@@ -285,7 +286,9 @@ def rows_from(
         per_row = spec.row_elements
         for i, row in enumerate(rows):
             values = tensor.data[i * per_row : (i + 1) * per_row]
-            if len(spec.fields) > 1:
+            if len(spec.fields) > 1 or spec.fields[0].name != name:
+                # The combined `input` tensor, of one field's model too (a regressor's
+                # `celsius`): its values go to the fields it carries, not to `input`.
                 row.update(zip((f.name for f in spec.fields), values, strict=True))
             elif spec.fields[0].type == "image":
                 row[name] = values
@@ -326,29 +329,35 @@ def batch_refusal(done: list[tuple[int, Work]], batch: int) -> OipError | None:
     return OipError(f"{where}{message}{more}", 400 if status == 422 else status)
 
 
+def _output_data(model: LoadedModel, name: str, results: list[dict[str, Any]]) -> list[Any]:
+    """One output tensor's `data`, flat in row order, from the engine's answers: a
+    classifier's `{"label", "scores"}`, a regressor's `{"values": {name: number}}`."""
+    if not model.manifest.is_classifier:
+        return [r["values"][name] for r in results]
+    if name == "label":
+        return [r["label"] for r in results]
+    return [r["scores"][label] for r in results for label in model.labels]
+
+
 def response_body(model: LoadedModel, request: InferRequest, done: list[Work]) -> dict[str, Any]:
-    """OIP's infer answer: the rows' results as `label` and `scores` tensors, in row order."""
-    labels = model.labels
+    """OIP's infer answer: the rows' results as the model's output tensors (`output_specs`),
+    in row order; only those the request asked for, in its order, when it named some (the
+    dataplane has refused names the model does not give)."""
     results = [work.output for work in done if work.output is not None]
-    outputs: dict[str, dict[str, Any]] = {
-        "label": {
-            "name": "label",
-            "datatype": "BYTES",
-            "shape": [len(results), 1],
-            "data": [r["label"] for r in results],
-        },
-        "scores": {
-            "name": "scores",
-            "datatype": "FP32",
-            "shape": [len(results), len(labels)],
-            "data": [r["scores"][label] for r in results for label in labels],
-        },
-    }
-    chosen = request.outputs if request.outputs is not None else list(outputs)
+    specs = output_specs(model)
+    chosen = request.outputs if request.outputs is not None else list(specs)
     body: dict[str, Any] = {
         "model_name": model.name,
         "model_version": model.version,
-        "outputs": [outputs[name] for name in chosen],
+        "outputs": [
+            {
+                "name": name,
+                "datatype": specs[name].datatype,
+                "shape": [len(results), *specs[name].shape[1:]],
+                "data": _output_data(model, name, results),
+            }
+            for name in chosen
+        ],
     }
     if request.id is not None:
         body["id"] = request.id

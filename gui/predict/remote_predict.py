@@ -221,7 +221,8 @@ def summarize_outputs(
     """A remote answer as the Predict view shows one: a heading (the top label), a score per
     class, and any other outputs as text rows.
 
-    - `inferdeck`: `{"outputs": {"label": ..., "scores": {class: score}}}`;
+    - `inferdeck`: `{"outputs": {"label": ..., "scores": {class: score}}}`, or a regressor's
+      `{"outputs": {"values": {name: number}}}` (a text row per name);
     - OIP: a `label` tensor and a `scores` tensor, its values named by `labels` (the model's,
       when the target gives them; else "class 0", "class 1"...); other tensors are text rows;
     - anything else (a `json` target's answer): "ok" and the answer as one text row.
@@ -268,7 +269,17 @@ def _labelled(outputs: dict[str, Any]) -> tuple[str, Scores, list[tuple[str, str
     label = outputs.get("label")
     if label is None:
         label = max(scores, key=lambda kv: kv[1])[0] if scores else "ok"
-    rows = [(str(k), _cut(str(v))) for k, v in outputs.items() if k not in ("label", "scores")]
+    rows: list[tuple[str, str]] = []
+    for key, value in outputs.items():
+        if key in ("label", "scores"):
+            continue
+        if key == "values" and isinstance(value, dict):  # a regressor's named numbers
+            rows.extend(
+                (str(k), _cut(f"{v:.7g}" if isinstance(v, float) else str(v)))
+                for k, v in value.items()
+            )
+        else:
+            rows.append((str(key), _cut(str(value))))
     return str(label), scores, rows
 
 

@@ -454,4 +454,10 @@ def test_form_rules_for_tensor_shapes_and_datatypes() -> None:
 
     inferdeck = {"outputs": {"label": "b", "scores": {"a": 0.1, "b": 0.9}}}
     assert summarize_outputs(inferdeck) == ("b", [("a", 0.1), ("b", 0.9)], [])
+    regressor = {"outputs": {"values": {"fahrenheit": 212.0, "kelvin": 373.15}}}
+    assert summarize_outputs(regressor) == (
+        "ok",
+        [],
+        [("fahrenheit", "212"), ("kelvin", "373.15")],
+    )
     assert summarize_outputs([1, 2]) == ("ok", [], [("answer", "[1,2]")])

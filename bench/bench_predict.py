@@ -41,7 +41,8 @@ import aiosqlite
 
 from engine.contracts import PredictRequest
 from engine.models import ModelRegistry
-from engine.pipeline import Origin
+from engine.models.runtime import set_torch_threads
+from engine.pipeline import EngineConfig, Origin
 from engine.runs import begin_run, end_run
 from engine.startup import started_engine
 from engine.stats import new_histogram, percentiles_ms
@@ -206,6 +207,9 @@ def text_call_figures(texts: list[str], repeat: int) -> dict[str, Any]:
     requests/s at batch 32; medians of `repeat` passes over the texts."""
     model = ModelRegistry.discover().get("langid")
     assert model is not None, "no built-in text model (make models)"
+    threads = EngineConfig().torch_threads
+    if threads is not None:  # as the engine runs it: on two cores more threads only contend
+        set_torch_threads(threads)
     model.load()
     field = model.manifest.inputs[0].name
     inputs = [model.inputs(**{field: text}) for text in texts]

@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ from engine.models import ModelRegistry, builtin_models_dir
 from engine.models.lean import lean_forward
 
 
-@pytest.mark.parametrize("name", ["iris", "digits"])
+@pytest.mark.parametrize("name", ["iris", "digits", "langid"])
 def test_the_builtin_models_run_the_lean_graph_with_the_exported_results(name: str) -> None:
     registry = ModelRegistry.discover()
     model = registry.get(name)
@@ -24,9 +23,7 @@ def test_the_builtin_models_run_the_lean_graph_with_the_exported_results(name: s
     assert not isinstance(model._module, torch.nn.Module)  # the bound forward, not the module
     program = torch.export.load(str(model.folder / model.manifest.artifact))
     exported = program.module()
-    batch = torch.from_numpy(
-        np.random.default_rng(7).normal(size=(17, model.manifest.feature_count))
-    ).float()
+    batch = torch.from_numpy(model._probe_rows(17))  # floats, or token ids for a text model
     with torch.inference_mode():
         assert model._module is not None
         assert torch.equal(model._module(batch), exported(batch))

@@ -274,7 +274,7 @@ def test_a_good_folder_runs_its_stored_examples(tmp_path: Path) -> None:
     assert check_folder(folder).examples == 1  # the held-out row, its label left out
 
 
-@pytest.mark.parametrize("name", ["iris", "digits"])
+@pytest.mark.parametrize("name", ["iris", "digits", "langid"])
 def test_the_builtins_check_ok_on_their_heldout_rows(name: str) -> None:
     check = check_folder(builtin_models_dir() / name)
     assert check.ok, check.problems

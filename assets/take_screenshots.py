@@ -1,14 +1,22 @@
 """Screenshots of the real app for the README: `make screenshots` runs this under Xvfb.
 
-Starts the desktop app (`gui.app.run_app`) on a scratch database and drives it as a person
-would: a prediction from the model's example, a small CSV dropped on the window, a filter in
-Requests, two traces, a local `inferdeck serve` (on the same database) saved as targets, a
-prediction sent to it, two short load runs and their comparison. Every view is saved in the
-light and the dark theme at 1440×900 and 1024×700, as `<view>-<light|dark>-<1440|1024>.png`.
+Starts the desktop app (`gui.app.run_app`) on a scratch database and a scratch user models
+folder, and drives it as a person would: a prediction from the model's example, two user models
+added from the Models view (the example regression and text models in `assets/examples/`) and
+a prediction by each, a small CSV dropped on the window, a filter in Requests, two traces, a
+local `inferdeck serve` (on the same database) saved as targets, a prediction sent to it, two
+short load runs and their comparison. Every view is saved in the light and the dark theme at
+1440×900 and 1024×700, as `<view>-<light|dark>-<1440|1024>.png`.
+
+    python assets/take_screenshots.py [OUT_DIR] [--only VIEW,VIEW...]
+
+`--only` takes the parts of the tour those views need and skips the rest (the whole tour takes
+several minutes; the Models part alone about one).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -30,6 +38,9 @@ SIZES = ((1440, 900), (1024, 700))
 THEMES = ("light", "dark")
 VIEWS = (  # each saved as <view>-<theme>-<width>.png, in the order the tour takes them
     "predict",
+    "models",
+    "predict-regression",
+    "predict-text",
     "monitor-drop",
     "files",
     "requests",
@@ -42,19 +53,28 @@ VIEWS = (  # each saved as <view>-<theme>-<width>.png, in the order the tour tak
     "runs",
     "compare",
 )
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # the user model files `models add` takes
 FILE_ROWS = 30_000  # small: the drop lasts long enough for its shots, and the script stays short
 
 
 class Camera:
     """Saves a widget in every theme and size; `window` carries the theme."""
 
-    def __init__(self, window: MainWindow, out_dir: Path) -> None:
+    def __init__(
+        self, window: MainWindow, out_dir: Path, only: frozenset[str] = frozenset(VIEWS)
+    ) -> None:
         self.window = window
         self.out_dir = out_dir
+        self.only = only  # the views to save (the tour skips parts none of them needs)
         self.saved: list[Path] = []
+
+    def wants(self, *views: str) -> bool:
+        return any(view in self.only for view in views)
 
     async def shoot(self, view: str, widget: QWidget | None = None) -> None:
         """`<view>-<theme>-<width>.png` for each theme and size, of `widget` (the window)."""
+        if view not in self.only:
+            return
         target = widget or self.window
         theme = self.window.theme
         assert theme is not None
@@ -80,7 +100,7 @@ async def until(check: Callable[[], object], limit_s: float = 60.0, what: str = 
         await asyncio.sleep(0.05)
 
 
-def main(out_dir: Path) -> None:
+def main(out_dir: Path, only: frozenset[str] = frozenset(VIEWS)) -> None:
     import qasync
     from PySide6.QtWidgets import QApplication
 
@@ -94,11 +114,14 @@ def main(out_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         db_path = tmp / "shots.db"
+        # A user models folder of its own: the models the tour adds go there, never into the
+        # user's own (the app and the `models add` it runs both read this variable).
+        os.environ["INFERDECK_MODELS_DIR"] = str(tmp / "models")
 
         saved: list[Path] = []
 
         async def drive(window: MainWindow) -> None:
-            camera = Camera(window, out_dir)
+            camera = Camera(window, out_dir, only)
             camera.saved = saved
             try:
                 await tour(camera, tmp, db_path)
@@ -108,7 +131,7 @@ def main(out_dir: Path) -> None:
 
         qasync.run(run_app(db_path, None, drive))
     del app
-    if len(saved) != len(VIEWS) * len(THEMES) * len(SIZES):
+    if len(saved) != len(only) * len(THEMES) * len(SIZES):
         sys.exit(f"screenshots: {len(saved)} saved, not every view (see the error above)")
 
 
@@ -120,12 +143,19 @@ async def tour(camera: Camera, tmp: Path, db_path: Path) -> None:
     monitor = window.monitor_view
     monitor.range_box.setCurrentIndex(0)
     monitor.range_box.activated.emit(0)
-    await predict_local(camera)
-    await file_drop(camera, tmp)
-    async with local_service(db_path) as url:
-        await targets_and_remote(camera, url)
-        await load_runs(camera)
-        await runs_and_compare(camera)
+    if camera.wants("predict"):
+        await predict_local(camera)
+    if camera.wants("models", "predict-regression", "predict-text"):
+        await user_models(camera)
+    if camera.wants("monitor-drop", "files", "requests", "trace"):
+        await file_drop(camera, tmp)
+    remote = ("targets", "predict-remote", "trace-remote", "load", "monitor-load", "runs")
+    if camera.wants(*remote, "compare"):
+        async with local_service(db_path) as url:
+            await targets_and_remote(camera, url)
+            if camera.wants("load", "monitor-load", "runs", "compare"):
+                await load_runs(camera)
+                await runs_and_compare(camera)
 
 
 async def predict_local(camera: Camera) -> None:
@@ -137,6 +167,41 @@ async def predict_local(camera: Camera) -> None:
     view.submit()
     await until(lambda: view.request_text.text() != "", what="the prediction")
     await camera.shoot("predict")
+
+
+async def user_models(camera: Camera) -> None:
+    """Models: the example regression and text models added from the view (its Add runs
+    `inferdeck models add` in a child process), listed beside the built-ins with the last add's
+    report; then Predict with the regression's named values, and with the text model's box."""
+    window = camera.window
+    view = window.models_view
+    window.tabs.setCurrentWidget(view)
+    for source in (EXAMPLES / "temperature.py", EXAMPLES / "reviews" / "reviews.py"):
+        task = view.add_source(source)
+        if task is None:
+            raise RuntimeError(f"screenshots: Add did not start for {source.name}")
+        await task
+        if view.status.error:
+            raise RuntimeError(f"screenshots: {view.status.text()}")
+    view.select("temperature")
+    await asyncio.sleep(0.5)
+    await camera.shoot("models")
+
+    predict = window.predict_view
+    window.tabs.setCurrentWidget(predict)
+    predict.model_box.setCurrentText("temperature")
+    predict.set_values({"celsius": "100"})
+    predict.submit()
+    await until(lambda: predict.request_text.text() != "", what="the regression's answer")
+    await camera.shoot("predict-regression")
+    predict.model_box.setCurrentText("reviews")
+    predict.set_values(
+        {"text": "Great screen and a wonderful camera, but the battery life is poor."}
+    )
+    predict.submit()
+    await until(lambda: predict.request_text.text() != "", what="the text model's answer")
+    await camera.shoot("predict-text")
+    predict.model_box.setCurrentText("iris")  # where the rest of the tour expects it
 
 
 async def file_drop(camera: Camera, tmp: Path) -> None:
@@ -317,5 +382,19 @@ async def runs_and_compare(camera: Camera) -> None:
     runs.compare_window.close()
 
 
+def _arguments() -> tuple[Path, frozenset[str]]:
+    parser = argparse.ArgumentParser(description="Screenshots of the real app for the README.")
+    parser.add_argument("out_dir", nargs="?", default="assets/screenshots", type=Path)
+    parser.add_argument(
+        "--only", help=f"comma-separated views to take (default: all): {', '.join(VIEWS)}"
+    )
+    args = parser.parse_args()
+    only = frozenset(v.strip() for v in args.only.split(",") if v.strip()) if args.only else None
+    unknown = sorted((only or frozenset()) - set(VIEWS))
+    if unknown:
+        parser.error(f"unknown view(s): {', '.join(unknown)}")
+    return args.out_dir, only or frozenset(VIEWS)
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "assets/screenshots"))
+    main(*_arguments())

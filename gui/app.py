@@ -166,7 +166,7 @@ async def run_app(
     window.sigCloseRequested.connect(request_close)
 
     def ready(engine: Engine) -> None:
-        window.set_models_ready(engine.registry.names())
+        window.set_models_ready(engine.registry.names(), len(engine.registry.problems))
         if autoquit is not None:
             # Counted from here, not from launch: loading torch and the models takes seconds
             # more on a busy machine, and an --autostart run must get its S seconds.
@@ -278,6 +278,7 @@ async def _serve_window(
     from gui.history.requests_table_model import RequestsTableModel
     from gui.history.requests_view import RequestsView
     from gui.load.load_host import attach_load
+    from gui.models.models_host import attach_models
     from gui.predict.drop_runner import DropRunner
     from gui.runs.runs_view import RunsView
     from gui.shared.plots import BuildInTurns
@@ -306,6 +307,7 @@ async def _serve_window(
     )
     loads = await attach_load(window, db, tasks, lag, remote_targets.view.store, list_targets=False)
     remote_targets.view.sigTargetsChanged.connect(loads.panel.set_targets)
+    models = attach_models(window, engine, tasks)
     # Listed once, before the first paint (the side pane, the Targets table, the Predict and
     # Load choices show them); probed from just after it.
     await remote_targets.list_targets()
@@ -399,6 +401,10 @@ async def _serve_window(
         on_ready = load = None
     elif starting.result() and ready is not None:
         ready(engine)
+    if not closed.done():
+        # Checked now (loaded, or moved to the problems); Add, Remove and Reload open, even
+        # after a failed load: a reload is how a fixed folder comes back.
+        models.set_ready(engine.registry)
     script: asyncio.Task[None] | None = None
     if on_ready is not None:  # scripted use (screenshots, benchmarks, end-to-end tests)
         script = tasks.spawn(_scripted(on_ready, window), "on-ready")
@@ -415,6 +421,7 @@ async def _serve_window(
     await closed
     await starting
     drop.interrupt()  # a file job stops and is stored `interrupted` (a later drop resumes it)
+    await models.aclose()  # a model being added: its child process is stopped
     await loads.aclose()  # a running load stops and stores its summary
     await asyncio.gather(after_paint, return_exceptions=True)  # no prober starts after this
     await remote_targets.aclose()  # probers stop before the database closes

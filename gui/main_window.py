@@ -54,6 +54,7 @@ from gui.side_pane import MIN_WIDTH, SidePane
 from storage.database import is_database_file, is_live_database
 
 if TYPE_CHECKING:
+    from gui.models.models_view import ModelsView
     from gui.targets.targets_view import TargetsView
 
 SIDE_WIDTH = 200  # the side pane's width on first launch
@@ -359,6 +360,28 @@ class MainWindow(QMainWindow):
         self.load_view = view
         self._add_view(view, "Load")
 
+    def add_models_view(
+        self, view: ModelsView, actions: list[tuple[str, str, Callable[[], object]]]
+    ) -> None:
+        """The Models tab, and a Models menu (before Help) with its actions' shortcuts."""
+        self.models_view = view
+        self._add_view(view, "Models")
+        menu = QMenu("&Models", self)
+        for text, keys, slot in actions:
+            # The view shows what the action does (a dialog's result, progress, one line).
+            def shown(act: Callable[[], object] = slot) -> None:
+                self.tabs.setCurrentWidget(view)
+                act()
+
+            if keys:
+                self._action(menu, text, keys, shown)
+            else:
+                menu.addAction(text, shown)
+        self.menuBar().insertMenu(self.menuBar().actions()[-1], menu)
+        tab = self._settings.value("main/tab")  # the last view, if it was this one
+        if isinstance(tab, (int, str)) and str(tab) == str(self.tabs.indexOf(view)):
+            self.tabs.setCurrentWidget(view)
+
     def focus_request_filter(self) -> None:
         self.tabs.setCurrentWidget(self.requests_view)
         self.requests_view.text_edit.setFocus()
@@ -370,10 +393,16 @@ class MainWindow(QMainWindow):
 
     # -- live figures ---------------------------------------------------------------------------
 
-    def set_models_ready(self, names: list[str]) -> None:
+    def set_models_ready(self, names: list[str], problems: int = 0) -> None:
+        """The models are loaded and warm (at start, and after each reload); `problems`: how
+        many model folders could not be used (the Models view says which and why)."""
         self.models_ready = True
         self.model_state.setText(f"models ready: {', '.join(names)}")
-        self.model_state.setToolTip("Every model is loaded and warm")
+        tip = "Every model is loaded and warm"
+        if problems:
+            folders = f"{problems} model folder{'s' if problems > 1 else ''}"
+            tip += f"; {folders} could not be used (see Models)"
+        self.model_state.setToolTip(tip)
         self.targets.set_local_state("up", f"models ready: {len(names)}")
 
     def set_models_failed(self, message: str) -> None:

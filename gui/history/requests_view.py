@@ -227,6 +227,19 @@ class RequestsView(QWidget):
         if self.table.verticalScrollBar().value() == 0:
             self.table_model.poll_tail()
 
+    def set_model_names(self, names: list[str]) -> None:
+        """The model filter's choices after a reload; the chosen model stays chosen (a removed
+        one too: its stored requests are still there to find)."""
+        box = self.model_box
+        chosen = box.currentText()
+        box.blockSignals(True)  # refilling is not the user choosing: no new query
+        box.clear()
+        box.addItems(
+            ["any model", *names, *([chosen] if chosen not in ("any model", *names) else [])]
+        )
+        box.setCurrentText(chosen)
+        box.blockSignals(False)
+
     def _on_choices(self, clients: list[str], sources: list[str]) -> None:
         current = self.client_box.currentText()
         self.client_box.blockSignals(True)  # refreshing the list is not a new filter

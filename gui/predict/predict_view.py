@@ -1,6 +1,11 @@
 """Predict by form: fields generated from the model's input schema, filled from the model's own
 example, inline errors from the same pydantic validation the engine runs (shown once a field was
-touched, or on Predict), and a result panel with class scores and stage times.
+touched, or on Predict), and a result panel with stage times and the answer as its task gives it:
+a classifier's label and class scores, a regression's named values with their units.
+
+A text input gets a multi-line box with its length against the model's limit; a text over it is
+refused by the form with the count in view. Switching models (or a reload swapping them, see
+`set_models`) builds the form anew for the chosen model's inputs.
 
 The two columns split the width evenly whatever they hold: every text that can grow (a message,
 an error, a stage line) wraps inside its column instead of widening it, so the layout never
@@ -34,9 +39,10 @@ from PySide6.QtWidgets import (
 
 from engine.ingest.images import ImageError, image_pixels
 from engine.models.examples import model_example
+from engine.models.manifest import OutputSpec
 from engine.models.runtime import LoadedModel
 from engine.work import Work
-from gui.shared.fields import MessageLabel
+from gui.shared.fields import MessageLabel, TextArea
 from gui.shared.file_dialogs import file_dialog
 from storage.database import LiveDatabaseError, refuse_live_database
 
@@ -88,11 +94,9 @@ class PredictView(QWidget):
         )
 
         self.model_box = QComboBox()
-        # Tabular models first: the form is their natural home; images mostly come by file.
-        order = sorted(models, key=lambda m: (m.manifest.image_field is not None, m.name))
-        self.model_box.addItems([m.name for m in order])
+        self.model_box.addItems(_form_order(models))
         self.model_box.setToolTip("The model to run")
-        self.model_box.currentTextChanged.connect(self._build_form)
+        self.model_box.currentTextChanged.connect(self._model_chosen)
         self.form_box = QGroupBox("Inputs")
         form_outer = QVBoxLayout(self.form_box)
         self.form_note = _wrapping(QLabel(""))  # what a target without a form takes
@@ -170,7 +174,44 @@ class PredictView(QWidget):
     def model(self) -> LoadedModel:
         return self._models[self.model_box.currentText()]
 
+    def model_names(self) -> list[str]:
+        """The local models offered, in the box's order."""
+        return [self.model_box.itemText(i) for i in range(self.model_box.count())]
+
+    def set_models(self, models: list[LoadedModel]) -> None:
+        """Offer another set of local models (a reload). The chosen model stays chosen if it is
+        still there; its form is kept as typed when its inputs are unchanged, else built anew
+        (and so is the form of a model that went: the first one's is shown)."""
+        current = self.model_box.currentText()
+        before = self._models.get(current)
+        self._models = {m.name: m for m in models}
+        self._examples.clear()  # a model replaced under the same name may ship another example
+        after = self._models.get(current)
+        self.model_box.blockSignals(True)  # refilling the box is not the user choosing
+        try:
+            self.model_box.clear()
+            self.model_box.addItems(_form_order(models))
+            if after is not None:
+                self.model_box.setCurrentText(current)
+        finally:
+            self.model_box.blockSignals(False)
+        same_inputs = (
+            before is not None
+            and after is not None
+            and before.manifest.inputs == after.manifest.inputs
+            and before.manifest.task == after.manifest.task
+        )
+        if self.remote_form is None and not same_inputs:
+            self.clear_result()
+            self._build_form(self.model_box.currentText())
+
     # -- the form ---------------------------------------------------------------------------
+
+    def _model_chosen(self, name: str) -> None:
+        # Another model's answer under this one's form would be read as this one's.
+        if not self._running:
+            self.clear_result()
+        self._build_form(name)
 
     def _build_form(self, name: str) -> None:
         while self.form.rowCount():
@@ -200,7 +241,11 @@ class PredictView(QWidget):
             editor.setToolTip(tip)
             if isinstance(editor, QLineEdit) and spec.type == "text" and spec.description:
                 editor.setPlaceholderText(spec.description)  # what a list field takes
-            self.form.addRow(spec.name.replace("_", " "), editor)
+            if isinstance(editor, TextArea):
+                editor.edit.setToolTip(tip)
+            title = spec.name.replace("_", " ")
+            unit = getattr(spec, "unit", None)  # a manifest's field has one; a remote's not
+            self.form.addRow(f"{title} ({unit})" if unit else title, editor)
             self.form.addRow("", error)
             self._fields[spec.name] = _Field(editor, error, read)
         self.fill_example()
@@ -217,6 +262,20 @@ class PredictView(QWidget):
             button = QPushButton(CHOOSE_IMAGE)
             button.clicked.connect(lambda: self._choose_image(name, button))
             return button, lambda: self._image_pixels.get(name)
+        if kind == "text" and prop.get("type") == "string" and "maxLength" in prop:
+            # A model's text input (a manifest's `text` field, local or on an inferdeck
+            # target): many lines, with its limit in view. A remote list of numbers, also
+            # typed as text, has no length limit and keeps its one-line box.
+            hint = prop.get("description") or "Type or paste the text"
+            area = TextArea(int(prop["maxLength"]), hint)
+            area.sigTextChanged.connect(lambda: self._edited(name))
+            area.sigLeft.connect(lambda: self._edited(name))
+
+            def read_text() -> Any:
+                body = area.text()
+                return body if body.strip() else None
+
+            return area, read_text
         if kind == "json":
             text = QPlainTextEdit()
             text.setPlaceholderText('{"field": 1.0}')
@@ -316,7 +375,7 @@ class PredictView(QWidget):
     def _put(self, name: str, editor: QWidget, value: Any) -> None:
         if isinstance(value, bool):
             value = "true" if value else "false"
-        if isinstance(editor, QLineEdit):
+        if isinstance(editor, QLineEdit | TextArea):
             editor.setText("" if value is None else str(value))
         elif isinstance(editor, QPlainTextEdit):
             editor.setPlainText("" if value is None else str(value))
@@ -452,17 +511,83 @@ class PredictView(QWidget):
         self.stages_text.setText(stages)
         self.request_text.setText(request)
 
+    def show_values(
+        self, values: Sequence[tuple[str, str]], *, stages: str = "", request: str = ""
+    ) -> None:
+        """A regression's result: each named value with its unit on a row of its own (the
+        first one also as the heading, as a classifier's top label is), then the stage times
+        and the request it was stored as."""
+        self._done()
+        self.clear_result()
+        self.label_text.setText(values[0][1] if values else "")
+        strong = QFont(self.font())
+        strong.setWeight(QFont.Weight.DemiBold)
+        for name, text in values:
+            value = _wrapping(QLabel(text))
+            value.setFont(strong)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.scores_layout.addRow(name, value)
+        self.stages_text.setText(stages)
+        self.request_text.setText(request)
+
+    def result_rows(self) -> dict[str, str]:
+        """The result's rows as they read: a class and its score ("97.0%"), an output and its
+        value with its unit ("212 °F"), or another output and its text."""
+        rows: dict[str, str] = {}
+        layout = self.scores_layout
+        for i in range(layout.rowCount()):
+            name = layout.itemAt(i, QFormLayout.ItemRole.LabelRole)
+            shown = layout.itemAt(i, QFormLayout.ItemRole.FieldRole)
+            label = name.widget() if name is not None else None
+            field = shown.widget() if shown is not None else None
+            if isinstance(label, QLabel) and isinstance(field, QLabel | QProgressBar):
+                rows[label.text()] = field.text()
+        return rows
+
     def show_result(self, work: Work) -> None:
         if work.status != "ok" or work.output is None:
             message = work.error.message if work.error else work.status
             self.show_message(f"{work.status}: {message}", error=True)
             return
+        stages = stage_line(work.latency_us, work.spans)
+        request = f"request {work.request_id}"
+        if "values" in work.output:  # a regression: {"values": {output name: number}}
+            outputs = work.model.manifest.outputs if work.model is not None else []
+            self.show_values(
+                named_values(work.output["values"], outputs), stages=stages, request=request
+            )
+            return
         self.show_answer(
             str(work.output["label"]),
             list(work.output["scores"].items()),
-            stages=stage_line(work.latency_us, work.spans),
-            request=f"request {work.request_id}",
+            stages=stages,
+            request=request,
         )
+
+
+def _form_order(models: Sequence[LoadedModel]) -> list[str]:
+    """The model box's order: tabular and text models first (the form is their natural home;
+    images mostly come by file), by name within each."""
+    return [
+        m.name for m in sorted(models, key=lambda m: (m.manifest.image_field is not None, m.name))
+    ]
+
+
+def value_text(value: float, unit: str | None) -> str:
+    """A regression output as read: "212 °F", "373.15 K" (six significant digits; a float32
+    answer has no more to give)."""
+    number = f"{value:.6g}"
+    if number == "-0":
+        number = "0"
+    return f"{number} {unit}" if unit else number
+
+
+def named_values(values: dict[str, Any], outputs: Sequence[OutputSpec]) -> list[tuple[str, str]]:
+    """A regression's answer as (name, "value unit") rows, in the manifest's order."""
+    units = {out.name: out.unit for out in outputs}
+    order = [out.name for out in outputs if out.name in values]
+    order += [name for name in values if name not in units]
+    return [(name, value_text(float(values[name]), units.get(name))) for name in order]
 
 
 def field_message(err: Any) -> str:
@@ -482,6 +607,10 @@ def field_message(err: Any) -> str:
     if kind in bounds and isinstance(ctx.get(bounds[kind][1]), int | float):
         words, key = bounds[kind]
         return f"{words} {ctx[key]:g}"
+    if kind == "string_too_long" and isinstance(ctx.get("max_length"), int):
+        have = err.get("input")
+        length = f" (it has {len(have):,})" if isinstance(have, str) else ""
+        return f"too long: at most {ctx['max_length']:,} characters{length}"
     return str(err["msg"]).removeprefix("Value error, ")
 
 

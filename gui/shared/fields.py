@@ -1,5 +1,6 @@
 """The form fields the views build again and again: number boxes, choice boxes, text boxes,
-and the message line that goes under a field or in a result.
+a multi-line text area with its length against a limit, and the message line that goes under a
+field or in a result.
 
 Each returns a configured Qt widget and nothing more; the caller connects its signals and lays
 it out. A number box's value is set last, after its range and decimals, so it is never clamped
@@ -10,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QColor, QFocusEvent, QKeyEvent, QPainter, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QSizePolicy,
     QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 
@@ -74,6 +78,83 @@ def text_box(placeholder: str, tooltip: str = "", *, clearable: bool = False) ->
     if tooltip:
         edit.setToolTip(tooltip)
     return edit
+
+
+class _FormTextEdit(QPlainTextEdit):
+    """A plain text box that leaves Ctrl+Enter to its form (as a line edit does) and says
+    when focus leaves it."""
+
+    sigLeft = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        ctrl = event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        if ctrl and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            event.ignore()  # up to the form, which predicts; no line break here
+            return
+        super().keyPressEvent(event)
+
+    def focusOutEvent(self, event: QFocusEvent) -> None:
+        super().focusOutEvent(event)
+        self.sigLeft.emit()
+
+
+class TextArea(QWidget):
+    """A multi-line box for a text input of at most `max_length` characters, its count under it
+    ("120 / 200 characters"), red with how many too many once past the limit.
+
+    Text beyond the limit is kept, not cut: a pasted review loses nothing unseen, and the form's
+    validation (the engine's own) refuses it with the count in view. Tab moves to the next
+    field, as in the rest of the form; Ctrl+Enter is left to the form (it predicts)."""
+
+    sigTextChanged = Signal()
+    sigLeft = Signal()  # focus left the box: the form counts it as touched
+
+    def __init__(
+        self, max_length: int, placeholder: str = "", *, lines: int = 5, tooltip: str = ""
+    ) -> None:
+        super().__init__()
+        self.max_length = max_length
+        self.edit = _FormTextEdit()
+        self.edit.setTabChangesFocus(True)
+        self.edit.setPlaceholderText(placeholder)
+        if tooltip:
+            self.edit.setToolTip(tooltip)
+        margins = self.edit.contentsMargins()
+        frame = 2 * self.edit.frameWidth() + margins.top() + margins.bottom()
+        spacing = self.edit.fontMetrics().lineSpacing()
+        self.edit.setFixedHeight(
+            lines * spacing + frame + 2 * int(self.edit.document().documentMargin())
+        )
+        self.count = MessageLabel("", wrap=False)
+        self.count.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.edit)
+        layout.addWidget(self.count)
+        self.edit.textChanged.connect(self._changed)
+        self.edit.sigLeft.connect(self.sigLeft)
+        self._changed()
+
+    def text(self) -> str:
+        return self.edit.toPlainText()
+
+    def setText(self, text: str) -> None:
+        self.edit.setPlainText(text)
+
+    @property
+    def too_long(self) -> int:
+        """How many characters past the limit the text is (0 within it)."""
+        return max(0, len(self.text()) - self.max_length)
+
+    def _changed(self) -> None:
+        # len() counts what the validation counts (code points), so the two always agree.
+        used, over = len(self.text()), self.too_long
+        words = f"{used:,} / {self.max_length:,} characters"
+        if over:
+            words += f" — {over:,} too many"
+        self.count.set_message(words, error=bool(over))
+        self.sigTextChanged.emit()
 
 
 class MessageLabel(QLabel):

@@ -125,7 +125,7 @@ def test_the_side_pane_keeps_a_readable_width_whatever_was_saved(
 
 
 ROW = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
-VIEWS = ["Predict", "Requests", "Trace", "Monitor", "Runs", "Targets", "Load"]
+VIEWS = ["Predict", "Requests", "Trace", "Monitor", "Runs", "Targets", "Load", "Models"]
 
 
 def stored_rows(db: Path, client_id: str) -> int:
@@ -265,7 +265,7 @@ def test_the_app_is_whole_at_first_paint_and_follows_targets_and_file_jobs(
         app.removeEventFilter(first_paint)
 
     assert seen["tabs"] == VIEWS
-    assert seen["menus"] == ["File", "View", "Targets", "Help"]
+    assert seen["menus"] == ["File", "View", "Targets", "Models", "Help"]
     assert "loading" in seen["models"]
     assert "models loading" in seen["said"]
     assert seen["files_visible"] is False

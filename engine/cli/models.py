@@ -251,6 +251,9 @@ def _remove(args: argparse.Namespace) -> int:
         os.rename(folder, hidden)
     except OSError as exc:
         raise CommandError(f"cannot remove {folder} ({exc.strerror})") from exc
-    shutil.rmtree(hidden, ignore_errors=True)
+    if hidden.is_symlink():  # a linked model folder: the link goes, never what it points at
+        hidden.unlink()
+    else:
+        shutil.rmtree(hidden, ignore_errors=True)
     say(f"removed {name} ({folder})")
     return EXIT_OK

@@ -3,12 +3,21 @@
 The manifest's input fields are the single contract for a model's inputs: `input_model()` turns
 them into a pydantic class whose JSON schema drives the desktop form, the CLI's validation and the
 HTTP service's OpenAPI document alike.
+
+A model folder may come from anyone (downloaded, or a shared models folder), and discovery reads
+every one at start-up, so the manifest is read as untrusted input: its file is read only when it
+is a regular file of bounded size inside its folder (`read_member`, which every reader of a
+folder's files uses), the files it names are plain names in its folder, and its lists and sizes
+have limits that keep the form, the input class and the engine's rows a bounded size.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -30,10 +39,102 @@ Task = Literal[
 CLASSIFICATION_TASKS = ("tabular-classification", "image-classification", "text-classification")
 # A text field's longest value when the manifest gives none: what a form box and a request take.
 DEFAULT_TEXT_LENGTH = 2000
+# The largest model.json read. A real one is a few kB (mean and std for a thousand features are
+# about 40 kB); discovery reads every folder's at start-up and must not read a 2 GB one whole.
+MAX_MANIFEST_BYTES = 4 << 20
+# Inputs a manifest may declare: each is a form field and a field of the input class, which
+# takes about 0.15 ms to build (100,000 took 16 s at every start-up).
+MAX_INPUTS = 1024
+# Labels or outputs: one column each of every answer (ImageNet-21k has 21,843 classes).
+MAX_OUTPUTS = 100_000
+# An enum's choices: a drop-down's entries, looked up by index for every row.
+MAX_CHOICES = 10_000
+# An image's side in pixels. It sets a row's width, and the engine builds probe rows of that width
+# when it loads a model (a 100000x100000 image asked for 240 GB): 2048x2048 is 16 MB a row.
+MAX_IMAGE_SIDE = 2048
+# A file a manifest names (artifact, tokenizer) is one plain name in the model's folder: no
+# folder part, nothing hidden, no "..", so no manifest points outside its folder.
+_FILE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
+# A model's name is also its folder's name (`models add`) and part of URLs: one path component,
+# not a hidden one (discovery skips those), ASCII only (no lookalike of another model's name).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
 
 
 class ManifestError(ValueError):
     """A model folder whose manifest cannot be used; the message names the folder."""
+
+
+class UnsafeFile(ValueError):
+    """A file of a model folder that is not read: not a regular file (a FIFO, a device), larger
+    than its limit, or a link to a file outside the folder. The message says which, not the
+    file: callers put the file's name in front."""
+
+
+def open_member(folder: Path, name: str, limit: int | None) -> IO[bytes]:
+    """`folder / name` opened for reading when it is a regular file of at most `limit` bytes
+    (None: any size, for files read a bounded part of) that is inside `folder` (a link is
+    followed only to a file within it). FileNotFoundError when there is none, UnsafeFile when
+    it must not be read, another OSError when it cannot be.
+
+    Opened without blocking, then checked on the open file itself: a FIFO would block the open,
+    and a check by name before opening could be answered by another file than the one read."""
+    base = os.path.realpath(folder)
+    real = os.path.realpath(folder / name)
+    try:
+        inside = os.path.commonpath([base, real]) == base
+    except ValueError:  # Windows: another drive
+        inside = False
+    if not inside:
+        raise UnsafeFile("a link to a file outside the model's folder")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(real, flags | getattr(os, "O_NOFOLLOW", 0))  # `real` has no link left in it
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile("not a regular file")
+        if limit is not None and info.st_size > limit:
+            raise UnsafeFile(f"larger than {size_text(limit)}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_member(folder: Path, name: str, limit: int) -> bytes:
+    """The bytes of `folder / name`, under `open_member`'s rules. Read as one buffer of the size
+    the open file has (`read(limit)` would set aside `limit` bytes first, 2 GB for an archive);
+    a file that grows while it is read is refused."""
+    with open_member(folder, name, limit) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        data = fh.read(size + 1)
+    if len(data) > size:
+        raise UnsafeFile("changed while it was read")
+    return data
+
+
+def size_text(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB"
+
+
+def _file_name(value: str) -> str:
+    if _FILE_NAME.fullmatch(value) is None:
+        raise ValueError(
+            f"{value!r}: a file name in the model's folder (letters, digits, '_', '-' and '.', "
+            "not starting with '.'), not a path"
+        )
+    return value
+
+
+def _model_name(value: str) -> str:
+    if NAME_PATTERN.fullmatch(value) is None:
+        raise ValueError(
+            f"{value[:80]!r}: up to 64 letters, digits, '_', '-' and '.', not starting with '.'"
+        )
+    return value
+
+
+FileName = Annotated[str, AfterValidator(_file_name)]
+ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 
 
 class FieldSpec(BaseModel):
@@ -47,8 +148,8 @@ class FieldSpec(BaseModel):
     unit: str | None = None
     minimum: float | None = None
     maximum: float | None = None
-    choices: list[str] | None = None
-    shape: list[int] | None = None  # images: [height, width]
+    choices: list[str] | None = Field(default=None, max_length=MAX_CHOICES)
+    shape: list[ImageSide] | None = None  # images: [height, width]
     max_length: int | None = Field(default=None, ge=1, le=100_000)  # text: characters
     default: float | int | bool | str | None = None
 
@@ -83,7 +184,7 @@ class ImagePreprocessing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    size: tuple[int, int]
+    size: tuple[ImageSide, ImageSide]
     scale: float = 16.0  # pixel values are mapped to 0..scale
     invert: Literal["auto", "always", "never"] = "auto"
 
@@ -95,7 +196,7 @@ class TextPreprocessing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tokenizer: str = "tokenizer.json"
+    tokenizer: FileName = "tokenizer.json"
     max_tokens: int = Field(default=64, ge=1, le=8192)
     pad_id: int = Field(default=0, ge=0)
 
@@ -117,15 +218,17 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    name: Annotated[str, AfterValidator(_model_name)]
     version: str
     task: Task
     description: str = ""
-    inputs: list[FieldSpec] = Field(min_length=1)
-    labels: list[str] = Field(default_factory=list)  # classifiers: one per output column
-    outputs: list[OutputSpec] = Field(default_factory=list)  # regressors: one per column
+    inputs: list[FieldSpec] = Field(min_length=1, max_length=MAX_INPUTS)
+    # classifiers: one per output column
+    labels: list[str] = Field(default_factory=list, max_length=MAX_OUTPUTS)
+    # regressors: one per column
+    outputs: list[OutputSpec] = Field(default_factory=list, max_length=MAX_OUTPUTS)
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
-    artifact: str = "model.pt2"
+    artifact: FileName = "model.pt2"
     metrics: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -195,9 +298,10 @@ class Manifest(BaseModel):
 
 
 def read_manifest(folder: Path) -> Manifest:
-    path = folder / "model.json"
     try:
-        return Manifest.model_validate_json(path.read_bytes())
+        return Manifest.model_validate_json(read_member(folder, "model.json", MAX_MANIFEST_BYTES))
+    except UnsafeFile as exc:
+        raise ManifestError(f"{folder}: model.json: {exc}") from exc
     except OSError as exc:
         raise ManifestError(f"{folder}: cannot read model.json ({exc.strerror})") from exc
     except ValidationError as exc:

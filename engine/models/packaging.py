@@ -16,11 +16,20 @@ example, fed the engine's own features. A folder source is checked as it is and 
 way the new folder is written under a hidden name inside the models folder, checked as the
 engine will load it (`check.check_folder`), then renamed into place: a model appears whole or not
 at all. Every failure is a `PackagingError` with a one-line message.
+
+A folder source may come from anyone, so nothing in it runs and what is copied is bounded: it is
+checked without torch first (`open_folder`, which vets the archive) and refused before anything
+is copied when that finds a problem; only the files the manifest names and the examples are
+copied, each a plain name (the manifest allows no path), each a regular file inside the source
+folder (a link out of it, a FIFO or a device is refused) of at most its limit, each written as a
+new file in the staging folder. Two adds of one name race only to the final rename, which one
+of them wins; the other is told the name is taken.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import io
 import json
@@ -44,17 +53,31 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from engine.models.check import (
+    MAX_ARTIFACT_BYTES,
+    ArchiveRefused,
+    artifact_problem,
     check_folder,
     listing,
+    load_program,
     one_line,
     open_folder,
     quiet_torch_logs,
     validation_lines,
 )
 from engine.models.examples import EXAMPLES_FILE, HELDOUT_FILES, stored_examples
-from engine.models.manifest import Manifest, ManifestError
+from engine.models.manifest import (
+    MAX_MANIFEST_BYTES,
+    NAME_PATTERN,
+    Manifest,
+    ManifestError,
+    UnsafeFile,
+    open_member,
+    read_member,
+    size_text,
+)
 from engine.models.registry import builtin_models_dir, model_folders
 from engine.models.runtime import FeatureRow, LoadedModel
+from engine.models.text import MAX_TOKENIZER_BYTES
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +88,11 @@ MAX_BATCH = 65536
 # order); more than this, relative to the outputs' size (absolute below 1), is a wrong export.
 TOLERANCE = 1e-4
 CONTRACT = "a model file defines build(), MANIFEST and EXAMPLES"
+# The most a folder source's examples.jsonl or held-out file may hold: only their first lines are
+# ever read (examples.MAX_EXAMPLES, HELDOUT_EXAMPLES), but the file is copied whole.
+MAX_DATA_FILE_BYTES = 256 << 20
+# Copied a chunk at a time, counted against the file's limit as it goes.
+COPY_CHUNK = 1 << 20
 
 
 class PackagingError(Exception):
@@ -123,7 +151,9 @@ def add_model(
         _refuse_taken(staged.manifest.name, models_dir)
         try:
             os.rename(staged.folder, folder)
-        except OSError as exc:  # one added meanwhile by another process, say
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another add of this name won
+                raise PackagingError(_taken(staged.manifest.name, models_dir)) from exc
             raise PackagingError(f"cannot move the model into {folder} ({exc.strerror})") from exc
     except BaseException:
         shutil.rmtree(staged.folder, ignore_errors=True)
@@ -173,13 +203,17 @@ def find_user_model(name: str, models_dir: Path) -> Path | None:
     return None
 
 
-# A model's folder is named after it: one path component, and not a hidden one (the manifest's
-# own pattern lets "." and ".." through, and discovery skips hidden folders).
-_FOLDER_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}")
-
-
 def _safe_name(name: str) -> bool:
-    return _FOLDER_NAME.fullmatch(name) is not None
+    """Whether `name` can be a model folder's name: one path component, not a hidden one (the
+    manifest's own rule; a name from the command line is checked before it is a path)."""
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
+def _taken(name: str, models_dir: Path) -> str:
+    return (
+        f"a model named {name!r} is already in {models_dir}; "
+        f"remove it first (inferdeck models remove {name})"
+    )
 
 
 def _refuse_taken(name: str, models_dir: Path) -> None:
@@ -189,11 +223,15 @@ def _refuse_taken(name: str, models_dir: Path) -> None:
         )
     if name in builtin_names():
         raise PackagingError(f"{name!r} is a built-in model's name; choose another with --name")
-    if (models_dir / name).exists() or find_user_model(name, models_dir) is not None:
-        raise PackagingError(
-            f"a model named {name!r} is already in {models_dir}; "
-            f"remove it first (inferdeck models remove {name})"
-        )
+    if os.path.lexists(models_dir / name) or find_user_model(name, models_dir) is not None:
+        raise PackagingError(_taken(name, models_dir))
+
+
+def _ensure_folder(models_dir: Path) -> None:
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PackagingError(f"cannot write to {models_dir} ({exc.strerror})") from exc
 
 
 @contextlib.contextmanager
@@ -216,10 +254,14 @@ def _staging(models_dir: Path, name: str) -> Iterator[Path]:
 
 
 def _stage_folder(source: Path, models_dir: Path, name: str | None, version: str | None) -> _Staged:
+    _ensure_folder(models_dir)
     opened = open_folder(source)
-    if opened.manifest is None:
+    if opened.manifest is not None and opened.artifact_ok:  # no zip at all: refused here too
+        problem = artifact_problem(source, opened.manifest.artifact, not_zip_too=True)
+        opened.problems.extend([problem] if problem is not None else [])
+    if opened.manifest is None or opened.problems:  # refused before anything is copied
         raise PackagingError(f"{source}: {'; '.join(listing(opened.problems, limit=3))}")
-    raw = json.loads((source / "model.json").read_bytes())
+    raw = _raw_manifest(source)
     if name is not None:
         raw["name"] = name
     if version is not None:
@@ -227,23 +269,49 @@ def _stage_folder(source: Path, models_dir: Path, name: str | None, version: str
     manifest = _validated_manifest(raw, "--name/--version")
     _refuse_taken(manifest.name, models_dir)
     old = opened.manifest
-    files = [old.artifact, EXAMPLES_FILE, *HELDOUT_FILES]
+    # What is copied, and the most each may hold. The manifest is written anew, not copied.
+    limits = dict.fromkeys((EXAMPLES_FILE, *HELDOUT_FILES), MAX_DATA_FILE_BYTES)
     if old.preprocessing.text is not None:
-        files.append(old.preprocessing.text.tokenizer)
+        limits[old.preprocessing.text.tokenizer] = MAX_TOKENIZER_BYTES
+    limits[old.artifact] = MAX_ARTIFACT_BYTES
+    limits.pop("model.json", None)
     with _staging(models_dir, manifest.name) as folder:
         (folder / "model.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-        for file in files:
-            if (source / file).is_file():
-                _copy(source / file, folder, file)
+        for file, limit in limits.items():
+            if os.path.lexists(source / file):  # a broken link or a FIFO too: refused, named
+                _copy(source, file, folder, limit)
     examples = len(stored_examples(manifest, folder))
     return _Staged(folder, manifest, examples)
 
 
-def _copy(path: Path, folder: Path, name: str) -> None:
-    target = folder / name
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _raw_manifest(source: Path) -> dict[str, Any]:
+    """The folder's model.json as a dict, to write again with --name/--version applied (it is
+    validated again then, and the written folder checked whole: a file changed since
+    `open_folder` read it changes nothing that is not checked)."""
     try:
-        shutil.copyfile(path, target)
+        raw = orjson.loads(read_member(source, "model.json", MAX_MANIFEST_BYTES))
+    except (OSError, UnsafeFile, orjson.JSONDecodeError) as exc:
+        raise PackagingError(f"{source}: model.json: cannot be read again ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise PackagingError(f"{source}: model.json: not a JSON object")
+    return raw
+
+
+def _copy(source: Path, name: str, folder: Path, limit: int) -> None:
+    """`source / name` copied to `folder / name` (the staging folder), under `open_member`'s
+    rules, at most `limit` bytes even when the file grows while it is copied, into a file that
+    did not exist (never through a link or over another file)."""
+    path = source / name
+    try:
+        with open_member(source, name, limit) as src, (folder / name).open("xb") as dst:
+            copied = 0
+            while chunk := src.read(COPY_CHUNK):
+                copied += len(chunk)
+                if copied > limit:
+                    raise UnsafeFile(f"larger than {size_text(limit)}")
+                dst.write(chunk)
+    except UnsafeFile as exc:
+        raise PackagingError(f"{source}: {name}: {exc}") from exc
     except OSError as exc:
         raise PackagingError(f"cannot copy {path} ({exc.strerror})") from exc
 
@@ -272,7 +340,6 @@ def _stage_python(
         raw["version"] = version
     manifest = _validated_manifest(raw, f"{source.name}: MANIFEST")
     _refuse_taken(manifest.name, models_dir)
-    tokenizer = _tokenizer_path(manifest, source)
     try:
         model = LoadedModel.from_manifest(manifest, source.parent)
     except ManifestError as exc:
@@ -286,8 +353,8 @@ def _stage_python(
     progress("exporting")
     program = _export(net, x, source)
     with _staging(models_dir, manifest.name) as folder:
-        _write_python_folder(folder, manifest, raw, program, inputs, tokenizer)
-        diff = _compare(folder / manifest.artifact, x, eager, source)
+        _write_python_folder(folder, manifest, raw, program, inputs, source.parent)
+        diff = _compare(folder, manifest.artifact, x, eager, source)
     return _Staged(folder, manifest, len(inputs)), diff
 
 
@@ -364,20 +431,6 @@ def _validated_manifest(raw: dict[str, Any], where: str) -> Manifest:
     except ValidationError as exc:
         lines = listing(validation_lines(exc), limit=3)
         raise PackagingError(f"{where} {'; '.join(lines)}") from exc
-
-
-def _tokenizer_path(manifest: Manifest, source: Path) -> Path | None:
-    """A text model's tokenizer file beside the Python file (by the name MANIFEST gives it)."""
-    if manifest.preprocessing.text is None:
-        return None
-    name = manifest.preprocessing.text.tokenizer
-    relative = Path(name)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise PackagingError(
-            f"{source.name}: MANIFEST preprocessing.text.tokenizer {name!r}: give a file name "
-            f"beside {source.name}, not a path out of its folder"
-        )
-    return source.parent / relative
 
 
 def _validated_examples(raw: list[Any], model: LoadedModel, source: Path) -> list[BaseModel]:
@@ -495,8 +548,10 @@ def _write_python_folder(
     raw: dict[str, Any],
     program: Any,
     inputs: list[BaseModel],
-    tokenizer: Path | None,
+    beside: Path,
 ) -> None:
+    """The new folder's files: the manifest, the program, the examples and, for a text model,
+    the tokenizer from `beside` (the Python file's folder; MANIFEST names it, a plain name)."""
     import torch
 
     # The manifest as written (normalised by the model, so the file reads like a hand-written
@@ -506,17 +561,22 @@ def _write_python_folder(
     torch.export.save(program, str(folder / manifest.artifact))
     lines = b"".join(orjson.dumps(row.model_dump(mode="json")) + b"\n" for row in inputs)
     (folder / EXAMPLES_FILE).write_bytes(lines)
-    if tokenizer is not None and manifest.preprocessing.text is not None:
-        _copy(tokenizer, folder, manifest.preprocessing.text.tokenizer)
+    if manifest.preprocessing.text is not None:
+        _copy(beside, manifest.preprocessing.text.tokenizer, folder, MAX_TOKENIZER_BYTES)
 
 
-def _compare(artifact: Path, x: torch.Tensor, eager: torch.Tensor, source: Path) -> float:
+def _compare(
+    folder: Path, artifact: str, x: torch.Tensor, eager: torch.Tensor, source: Path
+) -> float:
     """The largest difference between the saved program (loaded back, as the engine will) and
-    the module itself on the examples; a `PackagingError` beyond `TOLERANCE`."""
+    the module itself on the examples; a `PackagingError` beyond `TOLERANCE`, or when the
+    program is one the engine refuses to load (`check.vet_archive`: an op it does not run)."""
     import torch
 
-    with quiet_torch_logs():
-        exported = torch.export.load(str(artifact)).module()
+    try:
+        exported = load_program(folder, artifact).module()
+    except (ArchiveRefused, UnsafeFile) as exc:
+        raise PackagingError(f"{source.name}: the exported {artifact}: {exc}") from exc
     with torch.no_grad():
         out = exported(x)
     diff = float((out - eager).abs().max())

@@ -114,7 +114,10 @@ class LoadedModel:
             return
         import torch
 
-        program = torch.export.load(str(self.folder / self.manifest.artifact))
+        from engine.models.check import load_program  # check imports this module
+
+        # Vetted first: torch.export.load alone is not safe on a hostile archive (check.py).
+        program = load_program(self.folder, self.manifest.artifact)
         exported = program.module()
         self._module = self._exported = exported
         rows = batch_range(program, exported)

@@ -130,7 +130,7 @@ def test_routes_and_methods_outside_the_api_get_the_envelope(server: LiveServer)
     assert wrong.json()["error"]["code"] == "method_not_allowed"
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
     models = httpx.get(f"{server.url}/models").json()["models"]
-    assert {m["name"] for m in models} == {"iris", "digits"}
+    assert {m["name"] for m in models} == {"iris", "digits", "langid"}
     docs = httpx.get(f"{server.url}/openapi.json").json()
     assert "/predict" in docs["paths"]
 
@@ -166,6 +166,7 @@ def test_openapi_has_each_models_request_schema(server: LiveServer, tmp_path: Pa
     assert mapping == {
         "digits": "#/components/schemas/DigitsPredictRequest",
         "iris": "#/components/schemas/IrisPredictRequest",
+        "langid": "#/components/schemas/LangidPredictRequest",
     }
     assert [one["$ref"] for one in body["oneOf"]] == list(mapping.values())
 

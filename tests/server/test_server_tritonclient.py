@@ -88,6 +88,7 @@ def test_repository_index_lists_the_models_served(client: triton.InferenceServer
     assert sorted((m["name"], m["version"], m["state"]) for m in index) == [
         ("digits", "1", "READY"),
         ("iris", "1", "READY"),
+        ("langid", "1", "READY"),
     ]
 
 
@@ -297,7 +298,7 @@ def test_statistics_count_what_ran_per_stage_and_per_batch_size(
         client.infer("iris", iris_inputs(out_of_range, True))
     assert stats()["inference_stats"]["fail"]["count"] > old["fail"]["count"]  # type: ignore[index]
     every = client.get_inference_statistics()["model_stats"]
-    assert sorted(m["name"] for m in every) == ["digits", "iris"]
+    assert sorted(m["name"] for m in every) == ["digits", "iris", "langid"]
     with pytest.raises(InferenceServerException, match="nope"):
         client.get_inference_statistics("nope")
 

@@ -156,7 +156,7 @@ def test_openapi_documents_each_models_request_and_response(client: httpx.Client
     answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
     mapping = answer["discriminator"]["mapping"]
     assert answer["discriminator"]["propertyName"] == "model"
-    assert set(mapping) == {"iris", "digits", REGRESSOR, TEXT}
+    assert set(mapping) == {"iris", "digits", "langid", REGRESSOR, TEXT}
     regressor = resolve(mapping[REGRESSOR])
     assert regressor["properties"]["model"]["const"] == REGRESSOR
     outputs = resolve(regressor["properties"]["outputs"]["$ref"])
